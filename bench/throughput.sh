@@ -1,0 +1,491 @@
+#!/usr/bin/env bash
+# bench/throughput.sh — single-stream TCP throughput of weftnet vs. other
+# userspace WireGuard implementations, all measured in ONE run on ONE machine.
+#
+# What it measures
+#   iperf3 TCP throughput (end.sum_received.bits_per_second) from network
+#   namespace A to namespace B over:
+#     raw           the veth pair itself (underlay, 10.201.0.1 -> 10.201.0.2)
+#     boringtun     boringtun-cli (crates.io `boringtun-cli`)   10.202.1.0/24
+#     wireguard-go  wireguard-go (Debian package)               10.202.2.0/24
+#     weftnet       this repo's daemon (`weftnet up`)           10.202.3.0/24
+#   Every tunnel runs over the same veth, with MTU 1420, one implementation at a
+#   time (the previous one is stopped first).  Each is measured RUNS times for
+#   SECONDS_PER_RUN seconds; the median is reported in Gbit/s together with the
+#   ratios weftnet/boringtun, weftnet/wireguard-go and weftnet/raw.
+#   Results are also written as JSON to bench/results/throughput-<date>.json.
+#
+# How to run (as root; needs ip netns, /dev/net/tun, iperf3, wg, wireguard-go,
+# python3):
+#   bash bench/throughput.sh
+#   RUNS=3 SECONDS_PER_RUN=3 IMPLS="raw boringtun wireguard-go" bash bench/throughput.sh
+#
+# Environment
+#   IMPLS            implementations to run, in order (default: raw boringtun wireguard-go weftnet)
+#   RUNS             iperf3 runs per implementation (default 5)
+#   SECONDS_PER_RUN  duration of each iperf3 run (default 5)
+#   STREAMS          parallel TCP streams per run, iperf3 -P (default 1)
+#   WEFTNET_BIN      weftnet binary (default target/release/weftnet in the repo;
+#                    built with `cargo build --release` if that default is missing)
+#   BORINGTUN_THREADS  --threads for boringtun-cli (default: its own default, 4)
+#   KEEP_WORKDIR=1   keep the temp dir with daemon logs for debugging
+#
+# Missing tools: `apt-get install -y --no-install-recommends iperf3 wireguard-go
+# wireguard-tools iproute2`; boringtun-cli is installed with
+# `cargo install boringtun-cli --locked` if it is not on PATH.
+#
+# Traffic only ever goes to addresses inside the two namespaces this script
+# creates; everything (namespaces, processes, UAPI sockets) is removed on exit.
+
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+IMPLS=${IMPLS:-"raw boringtun wireguard-go weftnet"}
+RUNS=${RUNS:-5}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+STREAMS=${STREAMS:-1}
+DEFAULT_WEFTNET_BIN="$REPO_ROOT/target/release/weftnet"
+WEFTNET_BIN=${WEFTNET_BIN:-$DEFAULT_WEFTNET_BIN}
+BORINGTUN_THREADS=${BORINGTUN_THREADS:-}
+TUN_MTU=1420
+WAIT_SECS=10               # bound for every readiness wait
+IPERF_PORT=5201
+
+[[ -d $HOME/.cargo/bin ]] && PATH="$HOME/.cargo/bin:$PATH"
+
+# Unique names for this run.  UAPI sockets live in the (shared)
+# /var/run/wireguard, so each side of each tunnel gets its own ifname.
+TAG=$$   # pid_max is 2^22, so "wbwgA" + 7 digits fits IFNAMSIZ
+NS_A="wbA-$$"
+NS_B="wbB-$$"
+VETH_A="wbvA$TAG"
+VETH_B="wbvB$TAG"
+UNDER_A=10.201.0.1
+UNDER_B=10.201.0.2
+
+WORK=""
+SUB_PID=""
+PIDFILE=""
+IFFILE=""
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# process / cleanup helpers
+# ---------------------------------------------------------------------------
+
+alive() { # pid -> true if running (zombies count as dead)
+    local st
+    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n $st && $st != Z* ]]
+}
+
+# start_bg NS LOGFILE CMD... : run CMD inside NS in the background; the pid
+# (ip netns exec execs CMD, so it is the daemon's own pid) goes to LAST_PID
+# and to $PIDFILE so the EXIT trap can kill it.
+start_bg() {
+    local ns=$1 logf=$2
+    shift 2
+    ip netns exec "$ns" "$@" >"$logf" 2>&1 </dev/null &
+    LAST_PID=$!
+    echo "$LAST_PID" >>"$PIDFILE"
+}
+
+stop_pid() {
+    local pid=$1 i
+    if alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
+        if alive "$pid"; then
+            log "pid $pid ignored SIGTERM, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+    untrack_pid "$pid"
+}
+
+untrack_pid() {
+    [[ -f $PIDFILE ]] && sed -i "/^$1\$/d" "$PIDFILE"
+    return 0
+}
+
+# Stop every tracked process and remove tracked interfaces / UAPI sockets.
+stop_tracked() {
+    local pid ns ifname
+    if [[ -f $PIDFILE ]]; then
+        for pid in $(tac "$PIDFILE"); do stop_pid "$pid"; done
+    fi
+    if [[ -f $IFFILE ]]; then
+        while read -r ns ifname; do
+            ip -n "$ns" link del "$ifname" 2>/dev/null || true
+            rm -f "/var/run/wireguard/$ifname.sock" "/var/run/wireguard/$ifname.name"
+        done <"$IFFILE"
+        : >"$IFFILE"
+    fi
+}
+
+track_if() { echo "$1 $2" >>"$IFFILE"; }
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $SUB_PID ]]; then # an implementation's subshell is still running
+        kill -KILL "$SUB_PID" 2>/dev/null || true
+        wait "$SUB_PID" 2>/dev/null || true
+    fi
+    [[ -n $WORK ]] && stop_tracked
+    ip netns del "$NS_A" 2>/dev/null || true
+    ip netns del "$NS_B" 2>/dev/null || true
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    fi
+    exit "$rc"
+}
+
+# wait_until DESC CMD... : poll CMD every 0.2 s, at most WAIT_SECS seconds.
+# CMD exiting with 99 means "will never succeed" (e.g. the daemon died).
+wait_until() {
+    local desc=$1 deadline=$((SECONDS + WAIT_SECS)) rc
+    shift
+    while :; do
+        rc=0
+        "$@" >/dev/null 2>&1 || rc=$?
+        ((rc == 0)) && return 0
+        ((rc == 99)) && { log "gave up waiting for $desc: process exited"; return 1; }
+        ((SECONDS < deadline)) || { log "timed out after ${WAIT_SECS}s waiting for $desc"; return 1; }
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------------------
+# preparation (before any namespace exists)
+# ---------------------------------------------------------------------------
+
+want() { [[ " $IMPLS " == *" $1 "* ]]; }
+
+check_prereqs() {
+    [[ $EUID -eq 0 ]] || die "must run as root (network namespaces, TUN)"
+    local impl
+    for impl in $IMPLS; do
+        case $impl in raw | boringtun | wireguard-go | weftnet) ;; *) die "unknown implementation '$impl' in IMPLS" ;; esac
+    done
+    local t missing=()
+    for t in ip iperf3 python3 ss; do command -v "$t" >/dev/null || missing+=("$t"); done
+    if want boringtun || want wireguard-go || want weftnet; then command -v wg >/dev/null || missing+=(wg); fi
+    want wireguard-go && { command -v wireguard-go >/dev/null || missing+=(wireguard-go); }
+    ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (apt-get install -y --no-install-recommends iperf3 wireguard-go wireguard-tools iproute2 python3)"
+    [[ -c /dev/net/tun ]] || die "/dev/net/tun missing"
+
+    if want boringtun && ! command -v boringtun-cli >/dev/null; then
+        log "boringtun-cli not found; cargo install boringtun-cli --locked"
+        cargo install boringtun-cli --locked >&2 || die "cargo install boringtun-cli failed"
+    fi
+    if want weftnet && [[ ! -x $WEFTNET_BIN ]]; then
+        [[ $WEFTNET_BIN == "$DEFAULT_WEFTNET_BIN" ]] || die "WEFTNET_BIN=$WEFTNET_BIN is not executable"
+        log "building weftnet (cargo build --release)"
+        (cd "$REPO_ROOT" && cargo build --release >&2) || die "cargo build --release failed"
+        [[ -x $WEFTNET_BIN ]] || die "$WEFTNET_BIN still missing after build"
+    fi
+}
+
+setup_underlay() {
+    ip netns add "$NS_A"
+    ip netns add "$NS_B"
+    ip -n "$NS_A" link set lo up
+    ip -n "$NS_B" link set lo up
+    ip link add "$VETH_A" netns "$NS_A" type veth peer name "$VETH_B" netns "$NS_B"
+    ip -n "$NS_A" addr add "$UNDER_A/24" dev "$VETH_A"
+    ip -n "$NS_B" addr add "$UNDER_B/24" dev "$VETH_B"
+    ip -n "$NS_A" link set "$VETH_A" up
+    ip -n "$NS_B" link set "$VETH_B" up
+    wait_until "veth link" ip netns exec "$NS_A" ping -c1 -W1 -q "$UNDER_B"
+}
+
+genkeys() { # PREFIX -> $WORK/PREFIX.key, $WORK/PREFIX.pub
+    (umask 077 && wg genkey >"$WORK/$1.key")
+    wg pubkey <"$WORK/$1.key" >"$WORK/$1.pub"
+}
+
+# ---------------------------------------------------------------------------
+# measurement
+# ---------------------------------------------------------------------------
+
+# measure NAME DEST_ADDR: iperf3 server in B bound to DEST_ADDR, RUNS client
+# runs from A; one JSON object per run appended to $WORK/res/NAME.runs
+measure() {
+    local name=$1 addr=$2 i out
+    local portcheck="sport = :$IPERF_PORT"
+    start_bg "$NS_B" "$WORK/iperf3-server-$name.log" iperf3 -s -B "$addr" -p "$IPERF_PORT"
+    local srv=$LAST_PID
+    wait_until "iperf3 server" bash -c "ip netns exec '$NS_B' ss -Hltn '$portcheck' | grep -q ." || return 1
+    : >"$WORK/res/$name.runs"
+    for ((i = 1; i <= RUNS; i++)); do
+        out="$WORK/iperf3-$name-$i.json"
+        # in the background + wait, so a signal interrupts the run at once
+        start_bg "$NS_A" "$out" timeout $((SECONDS_PER_RUN + 30)) \
+            iperf3 -c "$addr" -p "$IPERF_PORT" -t "$SECONDS_PER_RUN" -P "$STREAMS" --connect-timeout 3000 -J
+        wait "$LAST_PID" || {
+            log "iperf3 run $i for $name failed: $(head -c 400 "$out")"
+            return 1
+        }
+        untrack_pid "$LAST_PID"
+        python3 - "$out" >>"$WORK/res/$name.runs" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+if "error" in d:
+    sys.exit("iperf3: " + d["error"])
+e = d["end"]
+print(json.dumps({"bits_per_second": e["sum_received"]["bits_per_second"],
+                  "retransmits": e.get("sum_sent", {}).get("retransmits")}))
+EOF
+        log "$name run $i/$RUNS: $(tail -n1 "$WORK/res/$name.runs")"
+    done
+    stop_pid "$srv"
+}
+
+# overlay check + measurement shared by all tunnel implementations
+measure_tunnel() { # NAME IF_A OVERLAY_B
+    local name=$1 ifa=$2 ob=$3
+    wait_until "$name tunnel to pass ping" ip netns exec "$NS_A" ping -c1 -W1 -q "$ob" || return 1
+    ip -n "$NS_A" -o link show "$ifa" | grep -o 'mtu [0-9]*' | awk '{print $2}' >"$WORK/res/$name.mtu"
+    measure "$name" "$ob"
+}
+
+# ---------------------------------------------------------------------------
+# implementations (each runs in its own subshell with `set -e`)
+# ---------------------------------------------------------------------------
+
+bench_raw() {
+    ip -n "$NS_A" -o link show "$VETH_A" | grep -o 'mtu [0-9]*' | awk '{print $2}' >"$WORK/res/raw.mtu"
+    measure raw "$UNDER_B"
+}
+
+uapi_ready() { # PID IFNAME
+    alive "$1" || return 99
+    [[ -S /var/run/wireguard/$2.sock ]]
+}
+
+# configure_wg_uapi PID NS IFNAME KEYPREFIX PORT PEERPREFIX PEER_ENDPOINT PEER_ALLOWED ADDR
+# (shared by boringtun-cli and wireguard-go, both speak the wg UAPI)
+configure_wg_uapi() {
+    local pid=$1 ns=$2 ifname=$3 key=$4 port=$5 peer=$6 ep=$7 allowed=$8 addr=$9
+    wait_until "UAPI socket /var/run/wireguard/$ifname.sock" uapi_ready "$pid" "$ifname"
+    ip netns exec "$ns" wg set "$ifname" private-key "$WORK/$key.key" listen-port "$port" \
+        peer "$(cat "$WORK/$peer.pub")" endpoint "$ep" allowed-ips "$allowed"
+    ip -n "$ns" addr add "$addr" dev "$ifname"
+    ip -n "$ns" link set "$ifname" mtu "$TUN_MTU" up
+}
+
+# start_uapi_tunnel NAME IFPREFIX NET PORT CMD... : start CMD IFNAME on both
+# sides, configure via wg, then measure.
+start_uapi_tunnel() {
+    local name=$1 ifp=$2 net=$3 port=$4
+    shift 4
+    local ifa="${ifp}A$TAG" ifb="${ifp}B$TAG"
+    genkeys "$name-a"
+    genkeys "$name-b"
+    track_if "$NS_A" "$ifa"
+    track_if "$NS_B" "$ifb"
+    start_bg "$NS_A" "$WORK/$name-a.log" "$@" "$ifa"
+    local pida=$LAST_PID
+    start_bg "$NS_B" "$WORK/$name-b.log" "$@" "$ifb"
+    local pidb=$LAST_PID
+    configure_wg_uapi "$pida" "$NS_A" "$ifa" "$name-a" "$port" "$name-b" "$UNDER_B:$port" "$net.2/32" "$net.1/24"
+    configure_wg_uapi "$pidb" "$NS_B" "$ifb" "$name-b" "$port" "$name-a" "$UNDER_A:$port" "$net.1/32" "$net.2/24"
+    measure_tunnel "$name" "$ifa" "$net.2"
+}
+
+bench_boringtun() {
+    local flags=(--foreground --disable-drop-privileges --verbosity error)
+    [[ -n $BORINGTUN_THREADS ]] && flags+=(--threads "$BORINGTUN_THREADS")
+    echo "boringtun-cli ${flags[*]} <ifname>" >"$WORK/res/boringtun.cmd"
+    start_uapi_tunnel boringtun wbbt 10.202.1 51821 boringtun-cli "${flags[@]}"
+}
+
+bench_wireguard_go() {
+    echo "wireguard-go -f <ifname>" >"$WORK/res/wireguard-go.cmd"
+    start_uapi_tunnel wireguard-go wbwg 10.202.2 51822 wireguard-go -f
+}
+
+weftnet_ready() { # PID NS STATE_DIR
+    alive "$1" || return 99
+    ip netns exec "$2" "$WEFTNET_BIN" status --state-dir "$3" --json
+}
+
+bench_weftnet() {
+    local net=10.202.3 port=51823 side ns ifname addr peer peer_under peer_ip
+    genkeys weftnet-a
+    genkeys weftnet-b
+    for side in a b; do
+        if [[ $side == a ]]; then
+            ns=$NS_A addr=$net.1/24 peer=b peer_under=$UNDER_B peer_ip=$net.2
+        else
+            ns=$NS_B addr=$net.2/24 peer=a peer_under=$UNDER_A peer_ip=$net.1
+        fi
+        ifname="wbwf${side^^}$TAG"
+        mkdir -p "$WORK/weftnet-state-$side"
+        cat >"$WORK/weftnet-$side.toml" <<EOF
+mtu = $TUN_MTU
+
+[[peer]]
+public_key = "$(cat "$WORK/weftnet-$peer.pub")"
+endpoint = "$peer_under:$port"
+allowed_ips = ["$peer_ip/32"]
+EOF
+        track_if "$ns" "$ifname"
+        local cmd=("$WEFTNET_BIN" up --config "$WORK/weftnet-$side.toml" --interface "$ifname"
+            --address "$addr" --listen-port "$port" --state-dir "$WORK/weftnet-state-$side"
+            --private-key-file "$WORK/weftnet-$side.key")
+        [[ $side == a ]] && echo "weftnet up --config F --interface I --address A --listen-port $port --state-dir D --private-key-file K (mtu=$TUN_MTU in config)" >"$WORK/res/weftnet.cmd"
+        start_bg "$ns" "$WORK/weftnet-$side.log" "${cmd[@]}"
+        wait_until "weftnet status ($side)" weftnet_ready "$LAST_PID" "$ns" "$WORK/weftnet-state-$side"
+    done
+    measure_tunnel weftnet "wbwfA$TAG" "$net.2"
+}
+
+run_impl() { # runs in a subshell
+    local impl=$1
+    trap stop_tracked EXIT
+    trap 'exit 143' TERM
+    case $impl in
+        raw) bench_raw ;;
+        boringtun) bench_boringtun ;;
+        wireguard-go) bench_wireguard_go ;;
+        weftnet) bench_weftnet ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------
+
+report() {
+    mkdir -p "$REPO_ROOT/bench/results"
+    local out
+    out="$REPO_ROOT/bench/results/throughput-$(date -u +%Y%m%dT%H%M%SZ).json"
+    local versions=()
+    command -v boringtun-cli >/dev/null && versions+=("boringtun-cli=$(boringtun-cli --version 2>/dev/null | head -n1)")
+    command -v wireguard-go >/dev/null && versions+=("wireguard-go=$(wireguard-go --version 2>/dev/null | head -n1)")
+    versions+=("iperf3=$(iperf3 --version 2>/dev/null | head -n1)")
+    want weftnet && versions+=("weftnet_git=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")
+    python3 - "$WORK/res" "$out" "$IMPLS" "$RUNS" "$SECONDS_PER_RUN" "$STREAMS" "$TUN_MTU" "${versions[@]}" <<'EOF'
+import datetime, json, os, platform, statistics, sys
+resdir, out, impls, runs, secs, streams, mtu = sys.argv[1:8]
+versions = dict(v.split("=", 1) for v in sys.argv[8:])
+impls = impls.split()
+
+def read(name, ext):
+    p = os.path.join(resdir, f"{name}.{ext}")
+    return open(p).read().strip() if os.path.exists(p) else None
+
+results = {}
+for name in impls:
+    r = {"status": read(name, "status") or "failed"}
+    lines = (read(name, "runs") or "").splitlines()
+    rs = [json.loads(l) for l in lines if l.strip()]
+    r["runs_gbps"] = [x["bits_per_second"] / 1e9 for x in rs]
+    r["retransmits"] = [x["retransmits"] for x in rs]
+    if r["status"] == "ok" and r["runs_gbps"]:
+        r["median_gbps"] = statistics.median(r["runs_gbps"])
+        r["min_gbps"] = min(r["runs_gbps"])
+        r["max_gbps"] = max(r["runs_gbps"])
+    mtu = read(name, "mtu")
+    r["mtu"] = int(mtu) if mtu and mtu.isdigit() else None
+    r["command"] = read(name, "cmd")
+    if r["status"] != "ok":
+        r["error_log_tail"] = read(name, "err")
+    results[name] = r
+
+def med(n):
+    return results.get(n, {}).get("median_gbps")
+
+ratios = {}
+for other in ("boringtun", "wireguard-go", "raw"):
+    w, o = med("weftnet"), med(other)
+    ratios[f"weftnet/{other}"] = (w / o) if (w is not None and o) else None
+
+doc = {
+    "benchmark": f"iperf3 TCP, {streams} stream(s), netns A -> netns B over veth",
+    "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "machine": platform.machine(),
+             "loadavg_1min_at_start": float(read("host", "loadavg") or 0)},
+    "params": {"runs": int(runs), "seconds_per_run": int(secs), "streams": int(streams), "tunnel_mtu": int(mtu)},
+    "versions": versions,
+    "results": results,
+    "ratios": ratios,
+}
+with open(out, "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+
+fmt = lambda v: f"{v:7.2f}" if v is not None else "    n/a"
+print()
+print(f"TCP throughput ({streams} stream(s)), median of {runs} x {secs}s iperf3 runs (Gbit/s)")
+print(f"{'implementation':<15} {'median':>7} {'min':>7} {'max':>7} {'mtu':>5}  status")
+for name in impls:
+    r = results[name]
+    print(f"{name:<15} {fmt(r.get('median_gbps'))} {fmt(r.get('min_gbps'))} {fmt(r.get('max_gbps'))} "
+          f"{str(r['mtu'] or '-'):>5}  {r['status']}")
+print()
+for k, v in ratios.items():
+    print(f"{k:<23} {v:6.3f}" if v is not None else f"{k:<23}    n/a")
+print()
+print(f"results written to {out}")
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+main() {
+    check_prereqs
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    WORK=$(mktemp -d /tmp/weftnet-bench.XXXXXX)
+    PIDFILE="$WORK/pids"
+    IFFILE="$WORK/ifaces"
+    : >"$PIDFILE"
+    : >"$IFFILE"
+    mkdir -p "$WORK/res"
+    log "namespaces $NS_A / $NS_B, impls: $IMPLS, $RUNS x ${SECONDS_PER_RUN}s"
+    local load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "$load" >"$WORK/res/host.loadavg"
+    if python3 -c "import sys; sys.exit(0 if float('$load') > 0.5 else 1)"; then
+        log "WARNING: load average is $load; other CPU work (e.g. a cargo build) will skew the numbers"
+    fi
+    setup_underlay
+
+    local impl rc failed=0
+    for impl in $IMPLS; do
+        log "=== $impl ==="
+        # own subshell with `set -e` (so any failing step aborts just this
+        # implementation); in the background + wait so signals act at once
+        (set -e; run_impl "$impl") &
+        SUB_PID=$!
+        set +e
+        wait "$SUB_PID"
+        rc=$?
+        set -e
+        SUB_PID=""
+        if ((rc == 0)); then
+            echo ok >"$WORK/res/$impl.status"
+        else
+            failed=1
+            log "$impl FAILED (rc=$rc); daemon log tail:"
+            local f
+            for f in "$WORK/$impl"-a.log "$WORK/$impl"-b.log; do
+                [[ -f $f ]] && { echo "--- $(basename "$f")"; tail -n 15 "$f"; } | tee -a "$WORK/res/$impl.err" >&2
+            done
+        fi
+        stop_tracked # belt and braces: nothing of this impl survives into the next
+    done
+    report
+    return "$failed"
+}
+
+main "$@"

@@ -1,0 +1,28 @@
+//! weftnet's sans-IO protocol core.
+//!
+//! Nothing in this crate opens a socket, spawns a thread or owns a device: callers feed
+//! it bytes and events and it returns what to send where. The daemon in the root crate
+//! owns all I/O. The one exception to time injection is [`session`], which wraps
+//! boringtun's `noise::Tunn`; `Tunn` reads the monotonic clock itself, and that wrapper
+//! is the only place where this happens.
+//!
+//! Modules:
+//! - [`keys`]: WireGuard/X25519 keys and their base64 text form.
+//! - [`packet`]: parsing of the IP headers the router looks at.
+//! - [`wire`]: classification of datagrams arriving on the shared UDP port.
+//! - [`prefix_table`]: longest-prefix-match table for IPv4 and IPv6.
+//! - [`router`]: crypto-key routing decisions (which peer gets a packet, which
+//!   decrypted packets are accepted).
+//! - [`session`]: one WireGuard session with one peer.
+//!
+//! The wire format is specified in `PROTOCOL.md` next to this crate.
+#![deny(missing_docs)]
+#![deny(unreachable_pub)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod keys;
+pub mod packet;
+pub mod prefix_table;
+pub mod router;
+pub mod session;
+pub mod wire;

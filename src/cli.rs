@@ -1,0 +1,84 @@
+//! Command-line syntax (clap derive). Every `up` setting can also come from the
+//! environment (`WEFTNET_<KEY>`) or the TOML config file; see [`crate::config`] for how
+//! they are merged (flags win over the environment, which wins over the file).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// weftnet: an encrypted, multicast-capable full-mesh overlay network.
+#[derive(Debug, Parser)]
+#[command(name = "weftnet", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the daemon in the foreground until SIGINT/SIGTERM.
+    Up(UpArgs),
+    /// Show this node and its peers (asks the running daemon).
+    Status(StatusArgs),
+    /// Print a new WireGuard private key (base64).
+    Genkey(OutputArgs),
+    /// Read a private key on stdin and print its public key.
+    Pubkey,
+    /// Print a new cluster secret (base64, 32 random bytes).
+    Gensecret(OutputArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Write to this file (created with mode 0600) instead of stdout.
+    #[arg(long, short)]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StateDirArgs {
+    /// Directory holding the daemon's key and control socket.
+    #[arg(long, env = "WEFTNET_STATE_DIR", value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) state: StateDirArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// TOML config file (settings and [[peer]] tables).
+    #[arg(long, short, env = "WEFTNET_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Name of the overlay interface [default: weft0].
+    #[arg(long, env = "WEFTNET_INTERFACE", value_name = "NAME")]
+    pub(crate) interface: Option<String>,
+    /// This node's overlay address with the mesh prefix, e.g. 10.47.0.1/16; once per
+    /// address family.
+    #[arg(
+        long,
+        env = "WEFTNET_ADDRESS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub(crate) address: Vec<String>,
+    /// UDP port for WireGuard (and later gossip) traffic [default: 51820].
+    #[arg(long, env = "WEFTNET_LISTEN_PORT", value_name = "PORT")]
+    pub(crate) listen_port: Option<u16>,
+    /// Interface MTU [default: underlay MTU minus 80].
+    #[arg(long, env = "WEFTNET_MTU")]
+    pub(crate) mtu: Option<u32>,
+    #[command(flatten)]
+    pub(crate) state: StateDirArgs,
+    /// Private key file [default: STATE_DIR/private.key, created on first start].
+    #[arg(long, env = "WEFTNET_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub(crate) private_key_file: Option<PathBuf>,
+    /// Log filter, e.g. info, debug, weftnet=trace [default: info].
+    #[arg(long, env = "WEFTNET_LOG", value_name = "FILTER")]
+    pub(crate) log: Option<String>,
+}

@@ -1,0 +1,362 @@
+//! The daemon's settings: the TOML file, `WEFTNET_*` environment variables and flags,
+//! merged (flag > environment > file > default) and validated into a [`Config`].
+//! Every validation error is one line that names the setting and the fix.
+
+use crate::cli::UpArgs;
+use anyhow::{anyhow, bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use weftnet_proto::keys::PublicKey;
+
+pub(crate) const DEFAULT_INTERFACE: &str = "weft0";
+pub(crate) const DEFAULT_PORT: u16 = 51820;
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/weftnet";
+/// IPv6 (40) + UDP (8) + WireGuard data header and tag (32): the worst-case overhead.
+pub(crate) const WIREGUARD_OVERHEAD: u32 = 80;
+pub(crate) const MIN_MTU: u32 = 1280;
+
+/// One value or a list, so `address = "10.47.0.1/16"` and a list both work.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    interface: Option<String>,
+    address: Option<OneOrMany>,
+    listen_port: Option<u16>,
+    mtu: Option<u32>,
+    state_dir: Option<PathBuf>,
+    private_key_file: Option<PathBuf>,
+    log: Option<String>,
+    #[serde(default)]
+    peer: Vec<FilePeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePeer {
+    public_key: String,
+    endpoint: Option<String>,
+    #[serde(default)]
+    allowed_ips: Vec<String>,
+    persistent_keepalive: Option<u16>,
+}
+
+/// A static peer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PeerConfig {
+    pub(crate) public_key: PublicKey,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) allowed_ips: Vec<IpNet>,
+    pub(crate) persistent_keepalive: Option<u16>,
+}
+
+/// Validated settings of `weftnet up`.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) interface: String,
+    pub(crate) addresses: Vec<IpNet>,
+    pub(crate) listen_port: u16,
+    pub(crate) mtu: Option<u32>,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) private_key_file: PathBuf,
+    /// Whether the key file is the default one, which is created when missing.
+    pub(crate) private_key_is_default: bool,
+    pub(crate) log: String,
+    pub(crate) peers: Vec<PeerConfig>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| format!(" (line {})", line_of(&text, s.start)))
+            .unwrap_or_default();
+        let msg = e.message().replace('\n', " ");
+        let hint = if msg.contains("unknown field") {
+            ": remove it or fix its spelling; see the config reference in README.md"
+        } else {
+            ": fix the file; see the config reference in README.md"
+        };
+        anyhow!("config file {}{at}: {msg}{hint}", path.display())
+    })
+}
+
+pub(crate) fn parse_interface_name(name: &str) -> Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        bail!("invalid interface name {name:?}: use 1-15 characters from a-z, 0-9, '-', '_', '.'");
+    }
+    Ok(name.to_string())
+}
+
+fn parse_address(text: &str) -> Result<IpNet> {
+    text.trim().parse::<IpNet>().map_err(|_| {
+        anyhow!("invalid address {text:?}: give the overlay address with its mesh prefix length, e.g. 10.47.0.1/16 or fd47::1/64")
+    })
+}
+
+fn parse_prefix(peer: usize, text: &str) -> Result<IpNet> {
+    let t = text.trim();
+    let net = match t.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => match t.parse::<std::net::IpAddr>() {
+            Ok(a) => IpNet::from(a),
+            Err(_) => bail!(
+                "peer #{peer}: invalid allowed_ips entry {text:?}: use a prefix such as 10.47.9.0/24 or fd47::/64"
+            ),
+        },
+    };
+    Ok(net.trunc())
+}
+
+fn parse_endpoint(peer: usize, text: &str) -> Result<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| {
+            anyhow!("peer #{peer}: invalid endpoint {text:?}: use HOST:PORT, e.g. 192.0.2.7:51820 or [2001:db8::7]:51820")
+        })
+}
+
+fn parse_peer(index: usize, p: FilePeer) -> Result<PeerConfig> {
+    let public_key = PublicKey::from_base64(&p.public_key).map_err(|e| {
+        anyhow!("peer #{index}: invalid public_key ({e}): use the output of `weftnet pubkey` or `wg pubkey`")
+    })?;
+    let endpoint = p
+        .endpoint
+        .as_deref()
+        .map(|e| parse_endpoint(index, e))
+        .transpose()?;
+    let allowed_ips = p
+        .allowed_ips
+        .iter()
+        .map(|s| parse_prefix(index, s))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PeerConfig {
+        public_key,
+        endpoint,
+        allowed_ips,
+        persistent_keepalive: p.persistent_keepalive.filter(|k| *k > 0),
+    })
+}
+
+impl Config {
+    /// Merges flags (which clap already merged with the environment) over the file.
+    pub(crate) fn load(args: &UpArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let interface = parse_interface_name(
+            args.interface
+                .as_deref()
+                .or(file.interface.as_deref())
+                .unwrap_or(DEFAULT_INTERFACE),
+        )?;
+        let address_texts = if args.address.is_empty() {
+            file.address.map(OneOrMany::into_vec).unwrap_or_default()
+        } else {
+            args.address.clone()
+        };
+        let addresses = address_texts
+            .iter()
+            .map(|a| parse_address(a))
+            .collect::<Result<Vec<_>>>()?;
+        if addresses.is_empty() {
+            bail!("no overlay address: give one with --address, e.g. --address 10.47.0.1/16");
+        }
+        if addresses.iter().filter(|a| a.addr().is_ipv4()).count() > 1
+            || addresses.iter().filter(|a| a.addr().is_ipv6()).count() > 1
+        {
+            bail!("more than one --address of the same family: give at most one IPv4 and one IPv6 address");
+        }
+        let listen_port = args
+            .listen_port
+            .or(file.listen_port)
+            .unwrap_or(DEFAULT_PORT);
+        if listen_port == 0 {
+            bail!("invalid --listen-port 0: choose a fixed UDP port, e.g. 51820, so peers can reach this node");
+        }
+        let mtu = args.mtu.or(file.mtu);
+        if let Some(m) = mtu {
+            if !(MIN_MTU..=65535 - WIREGUARD_OVERHEAD).contains(&m) {
+                bail!(
+                    "invalid --mtu {m}: choose a value from {MIN_MTU} to {} (usually the underlay MTU minus {WIREGUARD_OVERHEAD})",
+                    65535 - WIREGUARD_OVERHEAD
+                );
+            }
+        }
+        let state_dir = args
+            .state
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let explicit_key = args.private_key_file.clone().or(file.private_key_file);
+        let private_key_is_default = explicit_key.is_none();
+        let private_key_file = explicit_key.unwrap_or_else(|| state_dir.join("private.key"));
+        let log = args
+            .log
+            .clone()
+            .or(file.log)
+            .unwrap_or_else(|| "info".to_string());
+        let peers = file
+            .peer
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| parse_peer(i + 1, p))
+            .collect::<Result<Vec<_>>>()?;
+        let config = Self {
+            interface,
+            addresses,
+            listen_port,
+            mtu,
+            state_dir,
+            private_key_file,
+            private_key_is_default,
+            log,
+            peers,
+        };
+        config.check_peers()?;
+        Ok(config)
+    }
+
+    fn check_peers(&self) -> Result<()> {
+        let mut keys = HashSet::new();
+        let mut prefixes = HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if !keys.insert(p.public_key) {
+                bail!(
+                    "peer #{}: public_key {} is listed twice: remove the duplicate [[peer]]",
+                    i + 1,
+                    p.public_key
+                );
+            }
+            for net in &p.allowed_ips {
+                if !prefixes.insert(*net) {
+                    bail!("peer #{}: allowed_ips {net} is given to two peers: a prefix belongs to one peer", i + 1);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::io::Write;
+
+    fn args(extra: &[&str], file: &str) -> (UpArgs, tempfile::NamedTempFile) {
+        let mut f = tempfile::NamedTempFile::new().expect("tempfile");
+        f.write_all(file.as_bytes()).expect("write");
+        let path = f.path().to_str().expect("utf8").to_string();
+        let mut argv = vec!["weftnet", "up", "--config", &path];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
+        match cli.command {
+            crate::cli::Command::Up(a) => (a, f),
+            _ => panic!("not up"),
+        }
+    }
+
+    const PEER: &str = "public_key = \"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=\"";
+
+    #[test]
+    fn flags_win_over_file_and_defaults_apply() {
+        let file = format!(
+            "interface = \"wfile\"\naddress = \"10.47.0.1/16\"\nlisten_port = 5000\n[[peer]]\n{PEER}\nendpoint = \"192.0.2.7:51820\"\nallowed_ips = [\"10.47.9.1/24\", \"fd47::/64\"]\npersistent_keepalive = 25\n"
+        );
+        let (a, _f) = args(&["--listen-port", "6000"], &file);
+        let c = Config::load(&a).expect("valid");
+        assert_eq!(c.interface, "wfile");
+        assert_eq!(c.listen_port, 6000);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(c.private_key_is_default);
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(
+            c.peers[0].allowed_ips,
+            vec![
+                "10.47.9.0/24".parse::<IpNet>().expect("net"),
+                "fd47::/64".parse().expect("net")
+            ]
+        );
+        assert_eq!(c.peers[0].persistent_keepalive, Some(25));
+    }
+
+    fn error(extra: &[&str], file: &str) -> String {
+        let (a, _f) = args(extra, file);
+        let e = Config::load(&a).expect_err("must fail");
+        let s = format!("{e:#}");
+        assert!(!s.contains('\n'), "one line: {s}");
+        s
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_the_fix() {
+        assert!(error(&[], "adress = \"10.47.0.1/16\"").contains("unknown field `adress`"));
+        assert!(error(&["--address", "10.47.0.300/16"], "").contains("invalid address"));
+        assert!(error(&[], "").contains("--address"));
+        assert!(error(
+            &["--address", "10.47.0.1/16"],
+            &format!("[[peer]]\npublic_key = \"abc\"\n")
+        )
+        .contains("invalid public_key"));
+        assert!(error(
+            &["--address", "10.47.0.1/16"],
+            &format!("[[peer]]\n{PEER}\nallowed_ips = [\"10.47.0.0/33\"]\n")
+        )
+        .contains("invalid allowed_ips"));
+        assert!(error(
+            &[
+                "--address",
+                "10.47.0.1/16",
+                "--interface",
+                "this-name-is-too-long"
+            ],
+            ""
+        )
+        .contains("invalid interface name"));
+        assert!(error(&["--address", "10.47.0.1/16", "--mtu", "100"], "").contains("invalid --mtu"));
+        assert!(error(
+            &["--address", "10.47.0.1/16"],
+            &format!("[[peer]]\n{PEER}\n[[peer]]\n{PEER}\n")
+        )
+        .contains("listed twice"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The local control socket (`STATE_DIR/weftnet.sock`, mode 0600): a line-based JSON
+//! request/response protocol between the CLI and the running daemon.
+//!
+//! Request: one JSON object per line, e.g. `{"request":"status"}`. Response: one JSON
+//! object per line, either the answer or `{"error":"..."}`.
+
+use crate::status::StatusReport;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Socket file name inside the state directory.
+pub(crate) const SOCKET_NAME: &str = "weftnet.sock";
+/// Longest request line the daemon reads.
+const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub(crate) enum Request {
+    Status,
+}
+
+pub(crate) fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
+/// Fails if a daemon already answers on the socket; removes a stale socket file.
+pub(crate) fn claim_socket(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!(
+            "another weftnet daemon is running with control socket {}: stop it, or give this one another --state-dir",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path)
+        .with_context(|| format!("cannot remove stale control socket {}", path.display()))
+}
+
+/// Serves requests until the task is dropped.
+pub(crate) async fn serve(
+    path: PathBuf,
+    report: impl Fn() -> StatusReport + Send + Sync + 'static,
+) -> Result<()> {
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("cannot create control socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict control socket {}", path.display()))?;
+    let report = std::sync::Arc::new(report);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let report = report.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+            let answer =
+                match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+                    .await
+                {
+                    Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
+                        Ok(Request::Status) => serde_json::to_string(&report()),
+                        Err(e) => serde_json::to_string(
+                            &serde_json::json!({ "error": format!("bad request: {e}") }),
+                        ),
+                    },
+                    _ => return,
+                };
+            if let Ok(mut text) = answer {
+                text.push('\n');
+                let _ = write.write_all(text.as_bytes()).await;
+            }
+        });
+    }
+}
+
+/// Sends one request to the daemon and returns its JSON answer.
+pub(crate) fn request(state_dir: &Path, req: &Request) -> Result<serde_json::Value> {
+    let path = socket_path(state_dir);
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        anyhow!(
+            "cannot reach the daemon at {} ({e}): is `weftnet up` running with this --state-dir?",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("the daemon did not answer")?;
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).context("the daemon sent an unreadable answer")?;
+    if let Some(e) = value.get("error").and_then(|e| e.as_str()) {
+        bail!("the daemon refused the request: {e}");
+    }
+    Ok(value)
+}

@@ -1,0 +1,124 @@
+//! The TUN device: opening `/dev/net/tun`, attaching an interface by name, and
+//! reading/writing whole IP packets. This is the only module with TUN ioctls.
+
+use anyhow::{anyhow, Result};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// `struct ifreq` as TUNSETIFF reads it: a name and the flags member of the union.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// An open TUN interface. Closing it (dropping) removes the interface.
+pub(crate) struct Tun {
+    file: File,
+    name: String,
+}
+
+impl Tun {
+    /// Creates the TUN interface `name` (which must not exist yet).
+    pub(crate) fn create(name: &str) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => anyhow!(
+                    "/dev/net/tun is missing: load the tun module (modprobe tun), or in a container mount the device (--device /dev/net/tun)"
+                ),
+                io::ErrorKind::PermissionDenied => anyhow!(
+                    "cannot open /dev/net/tun (permission denied): run as root or grant CAP_NET_ADMIN"
+                ),
+                _ => anyhow!("cannot open /dev/net/tun: {e}"),
+            })?;
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TUN | IFF_NO_PI,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` matches in
+        // layout and size (40 bytes); the fd is a valid open /dev/net/tun descriptor.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EPERM) => anyhow!(
+                    "cannot create interface {name} (operation not permitted): run as root or grant CAP_NET_ADMIN"
+                ),
+                Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => anyhow!(
+                    "interface {name} already exists: choose another --interface or remove it (ip link del {name})"
+                ),
+                _ => anyhow!("cannot create TUN interface {name}: {e}"),
+            });
+        }
+        Ok(Self {
+            file,
+            name: name.to_string(),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads one packet (blocking).
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
+        let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Writes one packet.
+    pub(crate) fn write(&self, packet: &[u8]) -> io::Result<usize> {
+        // SAFETY: `packet` is a valid readable region of `packet.len()` bytes.
+        let n = unsafe { libc::write(self.fd(), packet.as_ptr().cast(), packet.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Waits up to `timeout_ms` for `fd` to become readable.
+pub(crate) fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    match rc {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}

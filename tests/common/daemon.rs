@@ -1,0 +1,276 @@
+//! Guard for a running `weftnet up` daemon.
+
+use super::*;
+use std::path::{Path, PathBuf};
+
+/// How long [`Daemon::start`] waits for `weftnet status` to succeed.
+pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long [`Daemon::stop`] waits for exit after SIGTERM.
+pub const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `weftnet up` process inside a namespace, with its own temp dir holding `weftnet.toml`,
+/// `state/` (the `--state-dir`) and the captured `daemon.stdout` / `daemon.stderr`.
+/// On drop: SIGTERM, bounded wait, SIGKILL; logs printed if the test is panicking.
+pub struct Daemon {
+    // Field order matters: the process dies before its directory is removed.
+    proc: Proc,
+    netns: Netns,
+    config_path: PathBuf,
+    state_dir: PathBuf,
+    interface: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Daemon(ns {}, pid {})",
+            self.netns.name(),
+            self.proc.pid()
+        )
+    }
+}
+
+impl Daemon {
+    /// Path of the weftnet binary under test.
+    pub fn bin() -> &'static str {
+        env!("CARGO_BIN_EXE_weftnet")
+    }
+
+    /// Start `weftnet up --config FILE --state-dir DIR <args>` in `netns` and wait until
+    /// `weftnet status --state-dir DIR --json` succeeds there. Panics (with the daemon's output)
+    /// if it exits early or is not ready within [`DAEMON_START_TIMEOUT`].
+    pub fn start(netns: &Netns, args: &[&str], config_toml: &str) -> Daemon {
+        Daemon::try_start(netns, args, config_toml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`start`](Self::start) but returns the failure (exit status + logs) as `Err`, for
+    /// tests that expect startup to fail. The process is killed before `Err` is returned.
+    pub fn try_start(netns: &Netns, args: &[&str], config_toml: &str) -> Result<Daemon, String> {
+        Daemon::launch(netns, args, config_toml, None)
+    }
+
+    /// [`start`](Self::start) with `private_key` written (mode 0600) to `DIR/private.key` and
+    /// passed as `--private-key-file`.
+    pub fn start_with_key(
+        netns: &Netns,
+        private_key: &str,
+        args: &[&str],
+        config_toml: &str,
+    ) -> Daemon {
+        Daemon::launch(netns, args, config_toml, Some(private_key))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn launch(
+        netns: &Netns,
+        args: &[&str],
+        config_toml: &str,
+        key: Option<&str>,
+    ) -> Result<Daemon, String> {
+        let dir = temp_dir("daemon");
+        let config_path = dir.path().join("weftnet.toml");
+        let state_dir = dir.path().join("state");
+        std::fs::write(&config_path, config_toml).expect("write daemon config");
+        std::fs::create_dir(&state_dir).expect("create state dir");
+
+        let mut full: Vec<&OsStr> = vec![
+            OsStr::new("up"),
+            OsStr::new("--config"),
+            config_path.as_os_str(),
+            OsStr::new("--state-dir"),
+            state_dir.as_os_str(),
+        ];
+        let key_path = dir.path().join("private.key");
+        if let Some(key) = key {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+                .expect("create private key file");
+            writeln!(f, "{}", key.trim()).expect("write private key file");
+            full.push(OsStr::new("--private-key-file"));
+            full.push(key_path.as_os_str());
+        }
+        full.extend(args.iter().map(OsStr::new));
+        let mut cmd = netns.command(Daemon::bin(), &full);
+        hermetic_env(&mut cmd);
+        cmd.env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
+        let proc = netns.spawn_cmd(cmd, Some((dir.path(), "daemon")));
+        let interface = interface_name(args, config_toml);
+        let mut d = Daemon {
+            proc,
+            netns: netns.clone(),
+            config_path,
+            state_dir,
+            interface,
+            dir,
+        };
+
+        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+        loop {
+            if let Some(status) = d.proc.try_wait() {
+                return Err(format!(
+                    "weftnet up exited early ({status}) in {}\nconfig:\n{config_toml}\n{}",
+                    d.netns.name(),
+                    d.proc.logs()
+                ));
+            }
+            let out = d.status_output(Duration::from_secs(5));
+            if out.status.success() {
+                return Ok(d);
+            }
+            if Instant::now() >= deadline {
+                let last = describe(&out);
+                d.proc.terminate(Duration::from_secs(3));
+                return Err(format!(
+                    "weftnet not ready within {DAEMON_START_TIMEOUT:?} in {}\nlast status attempt:\n{last}\n{}",
+                    d.netns.name(),
+                    d.proc.logs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Run the weftnet binary with arbitrary arguments inside the daemon's namespace (e.g.
+    /// `d.cli(&["status", "--state-dir", d.state_dir().to_str().unwrap()])`).
+    pub fn cli<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        let mut cmd = self.netns.command(Daemon::bin(), args);
+        hermetic_env(&mut cmd);
+        run_bounded(&mut cmd, None, EXEC_TIMEOUT)
+    }
+
+    fn status_output(&self, timeout: Duration) -> Output {
+        let args = [
+            OsStr::new("status"),
+            OsStr::new("--state-dir"),
+            self.state_dir.as_os_str(),
+            OsStr::new("--json"),
+        ];
+        let mut cmd = self.netns.command(Daemon::bin(), &args);
+        hermetic_env(&mut cmd);
+        run_bounded(&mut cmd, None, timeout)
+    }
+
+    /// This node's public key, from `status --json` (`public_key`).
+    pub fn public_key(&self) -> String {
+        let st = self.status_json();
+        st["public_key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no public_key in status: {st}"))
+            .to_owned()
+    }
+
+    /// `weftnet status --json`, parsed, or `None` if the command fails or prints no JSON
+    /// (for polling, e.g. `wait_until(t, || d.try_status_json().is_some_and(|s| ...))`).
+    pub fn try_status_json(&self) -> Option<serde_json::Value> {
+        let out = self.status_output(EXEC_TIMEOUT);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `weftnet status --state-dir DIR --json`, parsed. Panics (with logs) on failure.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.status_output(EXEC_TIMEOUT);
+        if !out.status.success() {
+            panic!(
+                "weftnet status failed\n{}\n{}",
+                describe(&out),
+                self.proc.logs()
+            );
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "weftnet status --json output is not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// SIGTERM and wait up to [`DAEMON_STOP_TIMEOUT`]; returns the exit status. If the daemon
+    /// does not exit in time it is SIGKILLed and this panics.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.proc.signal(libc::SIGTERM);
+        match self.proc.wait_timeout(DAEMON_STOP_TIMEOUT) {
+            Some(s) => s,
+            None => {
+                let logs = self.proc.logs();
+                self.proc.terminate(Duration::ZERO);
+                panic!("weftnet did not exit within {DAEMON_STOP_TIMEOUT:?} of SIGTERM\n{logs}");
+            }
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+    /// Status, stdout and stderr of the daemon so far.
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+    pub fn stderr(&self) -> String {
+        self.proc.stderr()
+    }
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+    /// The overlay interface name: `--interface`, else the config's `interface = "..."`, else
+    /// weftnet's default `weft0`.
+    pub fn interface(&self) -> &str {
+        self.interface.as_deref().unwrap_or("weft0")
+    }
+    /// The daemon's private temp dir (for extra files such as key files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Run weftnet only with what the test passes explicitly: drop `WEFTNET_*` settings inherited
+/// from the environment, except the log filter `WEFTNET_LOG`.
+fn hermetic_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("WEFTNET_") && k != "WEFTNET_LOG" {
+            cmd.env_remove(&*k);
+        }
+    }
+}
+
+/// `--interface NAME` (last wins) or a top-level `interface = "NAME"` line in the TOML.
+fn interface_name(args: &[&str], config_toml: &str) -> Option<String> {
+    let from_args = args
+        .windows(2)
+        .filter(|w| w[0] == "--interface")
+        .map(|w| w[1].to_owned())
+        .chain(
+            args.iter()
+                .filter_map(|a| a.strip_prefix("--interface=").map(str::to_owned)),
+        )
+        .last();
+    from_args.or_else(|| {
+        config_toml
+            .lines()
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == "interface")
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+    })
+}

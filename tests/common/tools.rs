@@ -1,0 +1,93 @@
+//! Traffic helpers: ping and iperf3.
+
+use super::*;
+use std::fmt::Display;
+
+static IPERF_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// `ping -c COUNT -i 0.2 -W 1 -w DEADLINE ADDR` from inside `netns` (IPv6 if the address
+/// contains ':'); true if `count` replies arrived before the deadline (ping keeps sending until
+/// then, so an initial ARP/ND or handshake delay is tolerated). `addr` may be an `IpAddr`,
+/// `Ipv4Addr`, `Ipv6Addr` or a string. Bounded: deadline = `ceil(count * 0.2) + 1` seconds.
+pub fn ping(netns: &Netns, addr: impl Display, count: u32) -> bool {
+    let addr = addr.to_string();
+    let v6 = addr.contains(':');
+    let count = count.max(1);
+    let deadline = (count as f64 * 0.2).ceil() as u32 + 1;
+    let args = [
+        "-n".to_owned(),
+        "-q".to_owned(),
+        if v6 { "-6" } else { "-4" }.to_owned(),
+        "-c".to_owned(),
+        count.to_string(),
+        "-i".to_owned(),
+        "0.2".to_owned(),
+        "-W".to_owned(),
+        "1".to_owned(),
+        "-w".to_owned(),
+        deadline.to_string(),
+        addr,
+    ];
+    netns
+        .exec_timeout(Duration::from_secs(deadline as u64 + 5), "ping", &args)
+        .status
+        .success()
+}
+
+/// Run an iperf3 test from `client` to a one-shot server (`iperf3 -s -1 -B ADDR`) in `server`;
+/// returns the client's `-J` report. `client_args` are extra client flags (e.g. `["-u", "-b",
+/// "1G"]`, `["-P", "4"]`, `["-R"]`). Panics with both sides' output on failure.
+pub fn iperf3_json(
+    client: &Netns,
+    server: &Netns,
+    server_addr: impl Display,
+    seconds: u32,
+    client_args: &[&str],
+) -> serde_json::Value {
+    let addr = server_addr.to_string();
+    let port = (20_000 + IPERF_PORT.fetch_add(1, Ordering::Relaxed) % 20_000).to_string();
+    let mut srv = server.spawn(
+        "iperf3",
+        &["-s", "-1", "--forceflush", "-B", &addr, "-p", &port],
+    );
+    if !wait_until(Duration::from_secs(10), || {
+        srv.stdout().contains("Server listening") || !srv.is_running()
+    }) || !srv.is_running()
+    {
+        panic!("iperf3 server did not start\n{}", srv.logs());
+    }
+    let secs = seconds.max(1).to_string();
+    let mut args = vec![
+        "-c",
+        &addr,
+        "-p",
+        &port,
+        "-t",
+        &secs,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
+    args.extend_from_slice(client_args);
+    let out = client.exec_timeout(Duration::from_secs(seconds as u64 + 20), "iperf3", &args);
+    // -J output is JSON even on error (with an "error" key).
+    let json: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+    match json {
+        Some(j) if out.status.success() && j.get("error").is_none() => {
+            srv.wait_timeout(Duration::from_secs(5));
+            j
+        }
+        _ => panic!("iperf3 client failed\n{}\n{}", describe(&out), srv.logs()),
+    }
+}
+
+/// Throughput in Gbit/s of a `seconds`-long TCP iperf3 test (receiver side).
+pub fn iperf3(client: &Netns, server: &Netns, server_addr: impl Display, seconds: u32) -> f64 {
+    let j = iperf3_json(client, server, server_addr, seconds, &[]);
+    let end = &j["end"];
+    let bps = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .or_else(|| end["sum"]["bits_per_second"].as_f64())
+        .unwrap_or_else(|| panic!("no bits_per_second in iperf3 report: {end}"));
+    bps / 1e9
+}
