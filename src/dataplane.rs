@@ -7,10 +7,12 @@
 //! other; the peer set itself is an immutable snapshot shared by all threads.
 
 use crate::tun::{wait_readable, Tun};
-use crate::udp::Udp;
+use crate::udp::{canonical, Udp};
 use ipnet::IpNet;
 use parking_lot::Mutex;
+use quinn_udp::RecvMeta;
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +31,12 @@ const TICK: Duration = Duration::from_millis(250);
 const POLL_MS: i32 = 200;
 /// Buffer size: the largest IP packet plus WireGuard overhead.
 const BUF: usize = 65536 + 64;
+/// Packets read from the TUN device before their ciphertexts are flushed.
+const TX_BATCH: usize = 64;
+/// Receive buffers per UDP receive call.
+const RX_BATCH: usize = 8;
+/// Largest UDP payload one GSO send may carry.
+const GSO_MAX_BYTES: usize = 65000;
 
 /// A static description of one peer.
 #[derive(Debug, Clone)]
@@ -244,7 +252,11 @@ impl Dataplane {
     }
 
     fn send(&self, bytes: &[u8], to: SocketAddr) {
-        if let Err(e) = self.udp.send_to(bytes, to) {
+        self.send_segments(bytes, None, to);
+    }
+
+    fn send_segments(&self, bytes: &[u8], segment: Option<usize>, to: SocketAddr) {
+        if let Err(e) = self.udp.send(bytes, segment, to) {
             bump(&self.counters.udp_send_errors);
             tracing::debug!(%to, error = %e, "UDP send failed");
         }
@@ -254,32 +266,41 @@ impl Dataplane {
         bump(&self.counters.session[e.index()]);
     }
 
-    /// TUN -> router -> session -> UDP.
+    /// TUN -> router -> session -> UDP. Packets are read until the device is empty (or
+    /// a batch is full); their ciphertexts for one endpoint go out in one GSO send.
     fn tun_loop(&self) {
         let mut packet = vec![0u8; BUF];
-        let mut out = vec![0u8; BUF];
+        let mut scratch = vec![0u8; BUF];
+        let mut batch = TxBatch::new(self.udp.max_segments());
+        let mut in_batch = 0;
         while !self.stopping() {
-            match wait_readable(self.tun.fd(), POLL_MS) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, "polling the TUN device failed");
-                    return;
+            match self.tun.read(&mut packet) {
+                Ok(n) => {
+                    self.handle_outbound(&packet[..n], &mut scratch, &mut batch);
+                    in_batch += 1;
+                    if in_batch >= TX_BATCH {
+                        batch.flush(self);
+                        in_batch = 0;
+                    }
                 }
-            }
-            let n = match self.tun.read(&mut packet) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    batch.flush(self);
+                    in_batch = 0;
+                    if let Err(e) = wait_readable(self.tun.fd(), POLL_MS) {
+                        tracing::error!(error = %e, "polling the TUN device failed");
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::error!(error = %e, "reading the TUN device failed");
                     return;
                 }
-            };
-            self.handle_outbound(&packet[..n], &mut out);
+            }
         }
     }
 
-    fn handle_outbound(&self, packet: &[u8], out: &mut [u8]) {
+    fn handle_outbound(&self, packet: &[u8], scratch: &mut [u8], batch: &mut TxBatch) {
         let peer_id = match self.mesh.router.outbound(packet) {
             Ok((peer, _)) => peer,
             Err(reason) => {
@@ -293,12 +314,12 @@ impl Dataplane {
         };
         let mut st = peer.state.lock();
         let endpoint = st.endpoint;
-        match st.session.encapsulate(packet, out) {
+        match st.session.encapsulate(packet, scratch) {
             Output::Network(bytes) => {
                 drop(st);
                 peer.tx_packets.fetch_add(1, Ordering::Relaxed);
                 match endpoint {
-                    Some(to) => self.send(bytes, to),
+                    Some(to) => batch.push(self, bytes, to),
                     None => bump(&self.counters.no_endpoint),
                 }
             }
@@ -307,21 +328,24 @@ impl Dataplane {
         }
     }
 
-    /// UDP -> session -> router -> TUN.
+    /// UDP -> session -> router -> TUN, a batch of datagrams per receive call.
     fn udp_loop(&self) {
-        let mut datagram = vec![0u8; BUF];
+        let slot = BUF.max(1500 * self.udp.gro_segments());
+        let mut storage = vec![0u8; slot * RX_BATCH];
+        let mut meta = vec![RecvMeta::default(); RX_BATCH];
         let mut out = vec![0u8; BUF];
         while !self.stopping() {
-            match wait_readable(self.udp.fd(), POLL_MS) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, "polling the UDP socket failed");
-                    return;
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                storage.chunks_mut(slot).map(IoSliceMut::new).collect();
+            let n = match self.udp.recv(&mut bufs, &mut meta) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = wait_readable(self.udp.fd(), POLL_MS) {
+                        tracing::error!(error = %e, "polling the UDP socket failed");
+                        return;
+                    }
+                    continue;
                 }
-            }
-            let (n, from) = match self.udp.recv_from(&mut datagram) {
-                Ok(x) => x,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors surface here (e.g. port unreachable); keep going.
@@ -329,7 +353,13 @@ impl Dataplane {
                     continue;
                 }
             };
-            self.handle_datagram(&datagram[..n], from, &mut out);
+            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                let from = canonical(m.addr);
+                let len = m.len.min(buf.len());
+                for datagram in buf[..len].chunks(m.stride.max(1)) {
+                    self.handle_datagram(datagram, from, &mut out);
+                }
+            }
         }
     }
 
@@ -381,11 +411,8 @@ impl Dataplane {
                 }
                 self.send(bytes, from);
                 // Packets queued during the handshake go out now.
-                loop {
-                    match st.session.flush_queued(out) {
-                        Output::Network(bytes) => self.send(bytes, from),
-                        _ => break,
-                    }
+                while let Output::Network(bytes) = st.session.flush_queued(out) {
+                    self.send(bytes, from);
                 }
             }
             Output::Tunnel(packet) => {
@@ -443,5 +470,61 @@ impl Dataplane {
                 }
             }
         }
+    }
+}
+
+/// Ciphertexts waiting to be sent: consecutive datagrams of one size to one endpoint,
+/// sent with one GSO call.
+struct TxBatch {
+    buf: Vec<u8>,
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram ended the run; nothing may follow it in this send.
+    closed: bool,
+    max_segments: usize,
+}
+
+impl TxBatch {
+    fn new(max_segments: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(GSO_MAX_BYTES),
+            to: None,
+            segment: 0,
+            count: 0,
+            closed: false,
+            max_segments,
+        }
+    }
+
+    fn fits(&self, len: usize, to: SocketAddr) -> bool {
+        self.count > 0
+            && self.to == Some(to)
+            && !self.closed
+            && len <= self.segment
+            && self.count < self.max_segments
+            && self.buf.len() + len <= GSO_MAX_BYTES
+    }
+
+    fn push(&mut self, dp: &Dataplane, datagram: &[u8], to: SocketAddr) {
+        if !self.fits(datagram.len(), to) {
+            self.flush(dp);
+            self.to = Some(to);
+            self.segment = datagram.len();
+        }
+        self.buf.extend_from_slice(datagram);
+        self.count += 1;
+        self.closed = datagram.len() < self.segment;
+    }
+
+    fn flush(&mut self, dp: &Dataplane) {
+        if let (Some(to), true) = (self.to, self.count > 0) {
+            let segment = (self.count > 1).then_some(self.segment);
+            dp.send_segments(&self.buf, segment, to);
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+        self.to = None;
     }
 }

@@ -31,7 +31,7 @@ impl Tun {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open("/dev/net/tun")
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => anyhow!(
@@ -73,7 +73,8 @@ impl Tun {
         &self.name
     }
 
-    /// Reads one packet (blocking).
+    /// Reads one packet; `WouldBlock` when none is waiting (the descriptor is
+    /// non-blocking, see [`wait_readable`]).
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
         let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -102,9 +103,14 @@ impl Tun {
 
 /// Waits up to `timeout_ms` for `fd` to become readable.
 pub(crate) fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    wait_fd(fd, libc::POLLIN, timeout_ms)
+}
+
+/// Waits up to `timeout_ms` for `events` (POLLIN, POLLOUT) on `fd`.
+pub(crate) fn wait_fd(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     // SAFETY: one valid pollfd for the duration of the call.

@@ -1,19 +1,23 @@
 //! The node's single UDP socket: dual-stack (IPv4 and IPv6 peers on one port) with a
-//! fallback to IPv4 only, and address normalisation between the two forms.
+//! fallback to IPv4 only, batched receive (recvmmsg and UDP GRO) and segmented send
+//! (UDP GSO) through `quinn-udp`, which probes the kernel once and degrades to one
+//! datagram per call where offloads are missing.
 
 use anyhow::{anyhow, Result};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 
 /// The bound UDP socket.
 pub(crate) struct Udp {
     socket: std::net::UdpSocket,
+    state: UdpSocketState,
     dual_stack: bool,
 }
 
-const SOCKET_BUFFER: usize = 4 << 20;
+const SOCKET_BUFFER: usize = 8 << 20;
 
 fn bind(domain: Domain, port: u16) -> io::Result<Socket> {
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
@@ -23,10 +27,10 @@ fn bind(domain: Domain, port: u16) -> io::Result<Socket> {
     } else {
         SocketAddr::from(([0, 0, 0, 0], port))
     };
-    // Larger buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
-    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
     s.bind(&addr.into())?;
+    // Non-blocking: a batch receive returns what is queued instead of waiting for a
+    // full batch; callers poll the descriptor when it is empty.
+    s.set_nonblocking(true)?;
     Ok(s)
 }
 
@@ -42,31 +46,74 @@ impl Udp {
                 Err(e) => return Err(anyhow!("cannot bind UDP port {port}: {e}")),
             },
         };
+        let socket: std::net::UdpSocket = socket.into();
+        let state = UdpSocketState::new((&socket).into())
+            .map_err(|e| anyhow!("cannot set up UDP port {port}: {e}"))?;
+        // Larger buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
+        let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
         Ok(Self {
-            socket: socket.into(),
+            socket,
+            state,
             dual_stack,
         })
     }
 
-    /// Receives one datagram; the source is in canonical form (IPv4 as IPv4).
-    pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let (n, from) = self.socket.recv_from(buf)?;
-        Ok((n, canonical(from)))
+    /// How many equal-size datagrams one [`Udp::send`] may carry.
+    pub(crate) fn max_segments(&self) -> usize {
+        self.state.max_gso_segments().max(1)
     }
 
-    /// Sends one datagram to `to` (either family).
-    pub(crate) fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let to = match (self.dual_stack, to) {
+    /// How many datagrams one receive buffer may hold (GRO).
+    pub(crate) fn gro_segments(&self) -> usize {
+        self.state.gro_segments().max(1)
+    }
+
+    /// Receives a batch into `bufs`; returns how many `meta` entries are filled. Each
+    /// buffer may hold several datagrams of `meta.stride` bytes (the last one shorter).
+    /// Returns `WouldBlock` when nothing is queued.
+    pub(crate) fn recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        self.state.recv((&self.socket).into(), bufs, meta)
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Sends `contents` to `to`: one datagram, or with `segment` set, consecutive
+    /// datagrams of that size (the last may be shorter).
+    pub(crate) fn send(
+        &self,
+        contents: &[u8],
+        segment: Option<usize>,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        let destination = match (self.dual_stack, to) {
             (true, SocketAddr::V4(v4)) => {
                 SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
             }
             _ => to,
         };
-        self.socket.send_to(buf, to)
-    }
-
-    pub(crate) fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: segment.filter(|s| *s < contents.len()),
+            src_ip: None,
+        };
+        loop {
+            match self.state.try_send((&self.socket).into(), &transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The send buffer is full: wait for room rather than drop.
+                    crate::tun::wait_fd(self.fd(), libc::POLLOUT, 100)?;
+                }
+                other => return other,
+            }
+        }
     }
 
     #[cfg(test)]
@@ -110,5 +157,33 @@ mod tests {
         let port = a.local_port().expect("port");
         let e = format!("{:#}", Udp::bind(port).err().expect("in use"));
         assert!(e.contains("already in use"), "{e}");
+    }
+
+    #[test]
+    fn segmented_send_arrives_as_separate_datagrams() {
+        let a = Udp::bind(0).expect("bind a");
+        let b = Udp::bind(0).expect("bind b");
+        let to: SocketAddr = ([127, 0, 0, 1], b.local_port().expect("port")).into();
+        let payload: Vec<u8> = (0..250u32).map(|i| (i / 100) as u8).collect();
+        a.send(&payload, Some(100), to).expect("send");
+        let mut got = Vec::new();
+        let mut storage = vec![0u8; 65536 * 2];
+        while got.len() < 3 {
+            crate::tun::wait_fd(b.fd(), libc::POLLIN, 1000).expect("poll");
+            let (first, second) = storage.split_at_mut(65536);
+            let mut bufs = [IoSliceMut::new(first), IoSliceMut::new(second)];
+            let mut meta = [RecvMeta::default(), RecvMeta::default()];
+            let n = b.recv(&mut bufs, &mut meta).expect("recv");
+            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                for seg in buf[..m.len].chunks(m.stride.max(1)) {
+                    got.push(seg.to_vec());
+                }
+            }
+        }
+        assert_eq!(
+            got.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            vec![100, 100, 50]
+        );
+        assert!(got[2].iter().all(|b| *b == 2));
     }
 }
