@@ -20,6 +20,8 @@
 #![deny(unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod packet;
 pub mod prefix_table;
