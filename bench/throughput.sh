@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/throughput.sh — single-stream TCP throughput of weftnet vs. other
+# bench/throughput.sh — TCP throughput (one stream by default) of weftnet vs. other
 # userspace WireGuard implementations, all measured in ONE run on ONE machine.
 #
 # What it measures
@@ -13,7 +13,9 @@
 #   time (the previous one is stopped first).  Each is measured RUNS times for
 #   SECONDS_PER_RUN seconds; the median is reported in Gbit/s together with the
 #   ratios weftnet/boringtun, weftnet/wireguard-go and weftnet/raw.
-#   Results are also written as JSON to bench/results/throughput-<date>.json.
+#   Results are also written as JSON to bench/results/throughput-<date>.json,
+#   including per-run numbers, TCP retransmits and the UDP counter deltas
+#   (RcvbufErrors = datagrams the tunnel's UDP socket dropped) of both namespaces.
 #
 # How to run (as root; needs ip netns, /dev/net/tun, iperf3, wg, wireguard-go,
 # python3):
@@ -212,6 +214,12 @@ genkeys() { # PREFIX -> $WORK/PREFIX.key, $WORK/PREFIX.pub
 # measurement
 # ---------------------------------------------------------------------------
 
+# UDP counters of both namespaces (drops there explain TCP retransmits)
+snapshot_udp() { # NAME before|after
+    ip netns exec "$NS_A" cat /proc/net/snmp >"$WORK/res/$1.snmp-a-$2"
+    ip netns exec "$NS_B" cat /proc/net/snmp >"$WORK/res/$1.snmp-b-$2"
+}
+
 # measure NAME DEST_ADDR: iperf3 server in B bound to DEST_ADDR, RUNS client
 # runs from A; one JSON object per run appended to $WORK/res/NAME.runs
 measure() {
@@ -221,6 +229,7 @@ measure() {
     local srv=$LAST_PID
     wait_until "iperf3 server" bash -c "ip netns exec '$NS_B' ss -Hltn '$portcheck' | grep -q ." || return 1
     : >"$WORK/res/$name.runs"
+    snapshot_udp "$name" before
     for ((i = 1; i <= RUNS; i++)); do
         out="$WORK/iperf3-$name-$i.json"
         # in the background + wait, so a signal interrupts the run at once
@@ -242,6 +251,7 @@ print(json.dumps({"bits_per_second": e["sum_received"]["bits_per_second"],
 EOF
         log "$name run $i/$RUNS: $(tail -n1 "$WORK/res/$name.runs")"
     done
+    snapshot_udp "$name" after
     stop_pid "$srv"
 }
 
@@ -380,6 +390,21 @@ def read(name, ext):
     p = os.path.join(resdir, f"{name}.{ext}")
     return open(p).read().strip() if os.path.exists(p) else None
 
+def udp_counters(text):
+    rows = [l.split()[1:] for l in text.splitlines() if l.startswith("Udp:")]
+    return dict(zip(rows[0], map(int, rows[1]))) if len(rows) >= 2 else {}
+
+def udp_delta(name):
+    out = {}
+    for side in ("a", "b"):
+        b, a = read(name, f"snmp-{side}-before"), read(name, f"snmp-{side}-after")
+        if b and a:
+            cb, ca = udp_counters(b), udp_counters(a)
+            out[f"ns_{side}"] = {k: ca[k] - cb.get(k, 0) for k in
+                                 ("InDatagrams", "OutDatagrams", "InErrors", "RcvbufErrors", "SndbufErrors")
+                                 if k in ca}
+    return out or None
+
 results = {}
 for name in impls:
     r = {"status": read(name, "status") or "failed"}
@@ -394,6 +419,7 @@ for name in impls:
     mtu = read(name, "mtu")
     r["mtu"] = int(mtu) if mtu and mtu.isdigit() else None
     r["command"] = read(name, "cmd")
+    r["udp_counter_delta"] = udp_delta(name)
     if r["status"] != "ok":
         r["error_log_tail"] = read(name, "err")
     results[name] = r
