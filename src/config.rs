@@ -334,7 +334,7 @@ mod tests {
         assert!(error(&[], "").contains("--address"));
         assert!(error(
             &["--address", "10.47.0.1/16"],
-            &format!("[[peer]]\npublic_key = \"abc\"\n")
+            "[[peer]]\npublic_key = \"abc\"\n"
         )
         .contains("invalid public_key"));
         assert!(error(

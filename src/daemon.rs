@@ -36,6 +36,7 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         bail!("weftnet up needs CAP_NET_ADMIN to create {}: run it as root, or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)", config.interface);
     }
     keyfile::ensure_state_dir(&config.state_dir)?;
+    let key_existed = config.private_key_file.exists();
     let key = keyfile::load_private_key(&config.private_key_file, config.private_key_is_default)?;
     if config
         .peers
@@ -69,6 +70,9 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if !key_existed {
+        tracing::info!(path = %config.private_key_file.display(), "created a new private key");
+    }
     runtime.block_on(run_node(config, key, udp, tun, mtu, socket))
 }
 
@@ -109,7 +113,8 @@ async fn run_node(
             persistent_keepalive: p.persistent_keepalive,
         })
         .collect();
-    let dp = Dataplane::new(key, peers, tun, udp);
+    let dp = Dataplane::new(key, tun, udp, None);
+    dp.set_peers(peers);
     let threads = dp.start().context("cannot start the data plane threads")?;
     let node = NodeInfo {
         listen_port: config.listen_port,

@@ -81,7 +81,6 @@ pub(crate) fn load_private_key(path: &Path, create: bool) -> Result<PrivateKey> 
         }
         let key = PrivateKey::generate();
         write_new_secret(path, &key.to_base64())?;
-        tracing::info!(path = %path.display(), "created a new private key");
         return Ok(key);
     }
     let text = read_secret(path, "private key")?;

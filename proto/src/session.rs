@@ -31,6 +31,10 @@ pub enum Output<'a> {
     Network(&'a [u8]),
     /// Deliver this decrypted IP packet (after the router's source check).
     Tunnel(&'a [u8]),
+    /// Under load, the answer to a handshake message whose sender is not verified
+    /// yet: send it back to the datagram's source, but learn nothing from that
+    /// source (it proves nothing) and send nothing else there.
+    CookieReply(&'a [u8]),
     /// The input was rejected.
     Error(SessionError),
 }
@@ -216,7 +220,12 @@ impl Session {
         if datagram.is_empty() || out.len() < datagram.len().max(crate::wire::HANDSHAKE_INIT_LEN) {
             return Output::Error(SessionError::Malformed);
         }
-        convert(self.tunn.decapsulate(src, datagram, out))
+        match convert(self.tunn.decapsulate(src, datagram, out)) {
+            Output::Network(b) if b.first() == Some(&crate::wire::TYPE_COOKIE_REPLY) => {
+                Output::CookieReply(b)
+            }
+            other => other,
+        }
     }
 
     /// Sends packets queued while the handshake was in progress, one per call.

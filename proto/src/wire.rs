@@ -23,6 +23,10 @@ pub const HANDSHAKE_RESPONSE_LEN: usize = 92;
 pub const COOKIE_REPLY_LEN: usize = 64;
 /// Header (16) plus authentication tag (16) of a transport data message.
 pub const DATA_OVERHEAD: usize = 32;
+/// First message type of the control range (gossip), see PROTOCOL.md §1.1.
+pub const TYPE_CONTROL_FIRST: u8 = 0x40;
+/// Last message type of the control range.
+pub const TYPE_CONTROL_LAST: u8 = 0x7f;
 /// Largest datagram weftnet accepts; anything larger is dropped as oversized.
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -46,6 +50,8 @@ pub enum Datagram {
         /// Our session index the sender addresses.
         receiver: u32,
     },
+    /// A weftnet control message (gossip); its own layer authenticates it.
+    Control,
 }
 
 impl Datagram {
@@ -58,7 +64,7 @@ impl Datagram {
     /// The receiver index, for messages that carry one.
     pub fn receiver(&self) -> Option<u32> {
         match *self {
-            Self::HandshakeInit => None,
+            Self::HandshakeInit | Self::Control => None,
             Self::HandshakeResponse { receiver }
             | Self::CookieReply { receiver }
             | Self::Data { receiver } => Some(receiver),
@@ -144,6 +150,7 @@ pub fn classify(buf: &[u8]) -> Result<Datagram, WireError> {
                 receiver: read_u32_le(buf, 4),
             })
         }
+        TYPE_CONTROL_FIRST..=TYPE_CONTROL_LAST => Ok(Datagram::Control),
         other => Err(WireError::UnknownType(other)),
     }
 }
@@ -182,6 +189,8 @@ mod tests {
     fn rejects_bad_envelopes() {
         assert_eq!(classify(&[]), Err(WireError::Empty));
         assert_eq!(classify(&[9, 0, 0, 0]), Err(WireError::UnknownType(9)));
+        assert_eq!(classify(&[0x80]), Err(WireError::UnknownType(0x80)));
+        assert_eq!(classify(&[0x40, 1]), Ok(Datagram::Control));
         let mut init = vec![0u8; HANDSHAKE_INIT_LEN];
         init[0] = 1;
         init[2] = 1;

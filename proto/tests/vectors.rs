@@ -51,8 +51,8 @@ fn datagram(input: &str) -> Vec<u8> {
     };
     let mut bytes: Vec<u8> = Vec::new();
     for token in hex_part.split_whitespace() {
-        if token == "40..." {
-            bytes.push(0x40);
+        if let Some(first) = token.strip_suffix("...") {
+            bytes.push(u8::from_str_radix(first, 16).expect("hex"));
             continue;
         }
         for i in (0..token.len()).step_by(2) {
@@ -89,6 +89,7 @@ fn port_demultiplexing() {
         let expect = expect.trim();
         match expect.split(',').next().expect("kind") {
             "handshake initiation" => assert_eq!(got, Ok(Datagram::HandshakeInit), "{line}"),
+            k if k.starts_with("control") => assert_eq!(got, Ok(Datagram::Control), "{line}"),
             "handshake response" | "cookie reply" | "transport data" => {
                 let receiver = hex_after(expect, "receiver");
                 let slot = hex_after(expect, "slot");
@@ -99,7 +100,7 @@ fn port_demultiplexing() {
                     Datagram::HandshakeResponse { .. } => expect.starts_with("handshake response"),
                     Datagram::CookieReply { .. } => expect.starts_with("cookie reply"),
                     Datagram::Data { .. } => expect.starts_with("transport data"),
-                    Datagram::HandshakeInit => false,
+                    Datagram::HandshakeInit | Datagram::Control => false,
                 };
                 assert!(kind_ok, "{line}: got {d:?}");
             }

@@ -18,6 +18,10 @@ pub struct Daemon {
     config_path: PathBuf,
     state_dir: PathBuf,
     interface: Option<String>,
+    /// Everything after the binary name, for [`restart`](Daemon::restart).
+    argv: Vec<std::ffi::OsString>,
+    config_toml: String,
+    starts: u32,
     dir: tempfile::TempDir,
 }
 
@@ -96,10 +100,8 @@ impl Daemon {
             full.push(key_path.as_os_str());
         }
         full.extend(args.iter().map(OsStr::new));
-        let mut cmd = netns.command(Daemon::bin(), &full);
-        hermetic_env(&mut cmd);
-        cmd.env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
-        let proc = netns.spawn_cmd(cmd, Some((dir.path(), "daemon")));
+        let argv: Vec<std::ffi::OsString> = full.iter().map(|a| a.to_os_string()).collect();
+        let proc = spawn_daemon(netns, &argv, dir.path(), "daemon");
         let interface = interface_name(args, config_toml);
         let mut d = Daemon {
             proc,
@@ -107,32 +109,60 @@ impl Daemon {
             config_path,
             state_dir,
             interface,
+            argv,
+            config_toml: config_toml.to_owned(),
+            starts: 1,
             dir,
         };
+        d.wait_ready()?;
+        Ok(d)
+    }
 
+    /// Poll `weftnet status` until it answers; on failure the process is killed and its exit
+    /// status and logs are returned.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + DAEMON_START_TIMEOUT;
         loop {
-            if let Some(status) = d.proc.try_wait() {
+            if let Some(status) = self.proc.try_wait() {
                 return Err(format!(
-                    "weftnet up exited early ({status}) in {}\nconfig:\n{config_toml}\n{}",
-                    d.netns.name(),
-                    d.proc.logs()
+                    "weftnet up exited early ({status}) in {}\nconfig:\n{}\n{}",
+                    self.netns.name(),
+                    self.config_toml,
+                    self.proc.logs()
                 ));
             }
-            let out = d.status_output(Duration::from_secs(5));
+            let out = self.status_output(Duration::from_secs(5));
             if out.status.success() {
-                return Ok(d);
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 let last = describe(&out);
-                d.proc.terminate(Duration::from_secs(3));
+                self.proc.terminate(Duration::from_secs(3));
                 return Err(format!(
                     "weftnet not ready within {DAEMON_START_TIMEOUT:?} in {}\nlast status attempt:\n{last}\n{}",
-                    d.netns.name(),
-                    d.proc.logs()
+                    self.netns.name(),
+                    self.proc.logs()
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop the daemon ([`stop`](Self::stop), which must exit successfully) and start it again
+    /// with the same arguments, config file and state dir (so the same default key), then wait
+    /// until it is ready. The new run logs to `daemon.N.{stdout,stderr}` in [`dir`](Self::dir).
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "weftnet exited with {status} on SIGTERM\n{}",
+            self.proc.logs()
+        );
+        self.starts += 1;
+        let base = format!("daemon.{}", self.starts);
+        self.proc = spawn_daemon(&self.netns, &self.argv, self.dir.path(), &base);
+        if let Err(e) = self.wait_ready() {
+            panic!("restart failed: {e}");
         }
     }
 
@@ -243,9 +273,17 @@ impl Daemon {
     }
 }
 
+/// `weftnet ARGV...` in `netns` with a hermetic environment, logging to `dir/base.*`.
+fn spawn_daemon(netns: &Netns, argv: &[std::ffi::OsString], dir: &Path, base: &str) -> Proc {
+    let mut cmd = netns.command(Daemon::bin(), argv);
+    hermetic_env(&mut cmd);
+    cmd.env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
+    netns.spawn_cmd(cmd, Some((dir, base)))
+}
+
 /// Run weftnet only with what the test passes explicitly: drop `WEFTNET_*` settings inherited
 /// from the environment, except the log filter `WEFTNET_LOG`.
-fn hermetic_env(cmd: &mut Command) {
+pub fn hermetic_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         if k.starts_with("WEFTNET_") && k != "WEFTNET_LOG" {
@@ -273,4 +311,25 @@ fn interface_name(args: &[&str], config_toml: &str) -> Option<String> {
             .find(|(k, _)| k.trim() == "interface")
             .map(|(_, v)| v.trim().trim_matches('"').to_owned())
     })
+}
+
+/// A `[[peer]]` table for a weftnet config file, e.g.
+/// `peer_toml(&key, Some(addr), &["10.47.0.2/32"], Some(25))`. IPv6 endpoints are written in
+/// the `[v6]:port` form.
+pub fn peer_toml(
+    public_key: &str,
+    endpoint: Option<std::net::SocketAddr>,
+    allowed_ips: &[&str],
+    persistent_keepalive: Option<u16>,
+) -> String {
+    let mut s = format!("[[peer]]\npublic_key = \"{}\"\n", public_key.trim());
+    if let Some(e) = endpoint {
+        s.push_str(&format!("endpoint = \"{e}\"\n"));
+    }
+    let ips: Vec<String> = allowed_ips.iter().map(|a| format!("\"{a}\"")).collect();
+    s.push_str(&format!("allowed_ips = [{}]\n", ips.join(", ")));
+    if let Some(k) = persistent_keepalive {
+        s.push_str(&format!("persistent_keepalive = {k}\n"));
+    }
+    s
 }

@@ -29,7 +29,7 @@ mod tools;
 mod underlay;
 mod wg;
 
-pub use daemon::Daemon;
+pub use daemon::{hermetic_env, peer_toml, Daemon};
 pub use netns::{reap_stale, Netns, Proc};
 pub use tools::{iperf3, iperf3_json, ping};
 pub use underlay::{Host, Underlay};

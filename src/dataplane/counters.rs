@@ -1,0 +1,72 @@
+//! Drop and error counters of the data plane, by stable name (PROTOCOL.md §3).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use weftnet_proto::router::DropReason;
+use weftnet_proto::session::SessionError;
+
+/// Packet and error counters, readable while the threads run.
+#[derive(Default)]
+pub(crate) struct Counters {
+    router: [AtomicU64; DropReason::ALL.len()],
+    session: [AtomicU64; SessionError::ALL.len()],
+    malformed_datagram: AtomicU64,
+    unknown_peer: AtomicU64,
+    no_endpoint: AtomicU64,
+    control_queue_full: AtomicU64,
+    tun_write_errors: AtomicU64,
+    udp_send_errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn bump_router(&self, r: DropReason) {
+        bump(&self.router[r.index()]);
+    }
+    pub(crate) fn bump_session(&self, e: SessionError) {
+        bump(&self.session[e.index()]);
+    }
+    pub(crate) fn bump_malformed(&self) {
+        bump(&self.malformed_datagram);
+    }
+    pub(crate) fn bump_unknown_peer(&self) {
+        bump(&self.unknown_peer);
+    }
+    pub(crate) fn bump_no_endpoint(&self) {
+        bump(&self.no_endpoint);
+    }
+    pub(crate) fn bump_control_queue_full(&self) {
+        bump(&self.control_queue_full);
+    }
+    pub(crate) fn bump_tun_write_error(&self) {
+        bump(&self.tun_write_errors);
+    }
+    pub(crate) fn bump_udp_send_error(&self) {
+        bump(&self.udp_send_errors);
+    }
+
+    /// Every counter by its stable name.
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut v: Vec<(&'static str, u64)> = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), load(&self.router[r.index()])))
+            .collect();
+        v.extend(
+            SessionError::ALL
+                .iter()
+                .map(|e| (e.as_str(), load(&self.session[e.index()]))),
+        );
+        v.extend([
+            ("malformed_datagram", load(&self.malformed_datagram)),
+            ("unknown_peer", load(&self.unknown_peer)),
+            ("no_endpoint", load(&self.no_endpoint)),
+            ("control_queue_full", load(&self.control_queue_full)),
+            ("tun_write_errors", load(&self.tun_write_errors)),
+            ("udp_send_errors", load(&self.udp_send_errors)),
+        ]);
+        v
+    }
+}

@@ -1,0 +1,138 @@
+//! UDP -> session -> router -> TUN, a batch of datagrams per receive call. Control
+//! (gossip) datagrams are handed to the control plane unopened.
+
+use super::mesh::Mesh;
+use super::{Dataplane, BUF, POLL_MS};
+use crate::tun::wait_readable;
+use crate::udp::canonical;
+use quinn_udp::RecvMeta;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use weftnet_proto::session::{identify_initiator, Initiator, Output};
+use weftnet_proto::wire::{self, Datagram};
+
+/// Receive buffers per UDP receive call.
+const RX_BATCH: usize = 8;
+
+impl Dataplane {
+    pub(super) fn udp_loop(&self) {
+        let slot = BUF.max(1500 * self.udp.gro_segments());
+        let mut storage = vec![0u8; slot * RX_BATCH];
+        let mut meta = vec![RecvMeta::default(); RX_BATCH];
+        let mut out = vec![0u8; BUF];
+        while !self.stopping() {
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                storage.chunks_mut(slot).map(IoSliceMut::new).collect();
+            let n = match self.udp.recv(&mut bufs, &mut meta) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = wait_readable(self.udp.fd(), POLL_MS) {
+                        tracing::error!(error = %e, "polling the UDP socket failed");
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors surface here (e.g. port unreachable); keep going.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            };
+            let mesh = self.mesh.load_full();
+            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                let from = canonical(m.addr);
+                let len = m.len.min(buf.len());
+                for datagram in buf[..len].chunks(m.stride.max(1)) {
+                    self.handle_datagram(&mesh, datagram, from, &mut out);
+                }
+            }
+        }
+    }
+
+    fn handle_datagram(&self, mesh: &Mesh, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+        let kind = match wire::classify(datagram) {
+            Ok(k) => k,
+            Err(e) => {
+                self.counters.bump_malformed();
+                tracing::trace!(%from, error = %e, "dropped datagram");
+                return;
+            }
+        };
+        if kind == Datagram::Control {
+            match &self.control {
+                Some(tx) => {
+                    if tx.try_send((from, datagram.to_vec())).is_err() {
+                        self.counters.bump_control_queue_full();
+                    }
+                }
+                None => self.counters.bump_malformed(),
+            }
+            return;
+        }
+        let peer_id = match kind.receiver() {
+            Some(receiver) => Datagram::peer_slot(receiver),
+            None => match identify_initiator(&self.key, &self.limiter, from.ip(), datagram, out) {
+                Ok(Initiator::Peer(key)) => match mesh.slot_of(&key) {
+                    Some(id) => id,
+                    None => {
+                        self.counters.bump_unknown_peer();
+                        tracing::debug!(%from, peer = %key, "handshake from a key that is not a peer");
+                        return;
+                    }
+                },
+                Ok(Initiator::CookieReply(cookie)) => {
+                    self.send(cookie, from);
+                    return;
+                }
+                Err(e) => {
+                    self.counters.bump_session(e);
+                    return;
+                }
+            },
+        };
+        let Some(peer) = mesh.peer(peer_id) else {
+            self.counters.bump_unknown_peer();
+            return;
+        };
+        let authenticated = !matches!(kind, Datagram::CookieReply { .. });
+        let mut st = peer.state.lock();
+        match st.session.decapsulate(Some(from.ip()), datagram, out) {
+            Output::Done => {
+                if authenticated {
+                    st.endpoint = Some(from);
+                }
+            }
+            Output::CookieReply(bytes) => self.send(bytes, from),
+            Output::Network(bytes) => {
+                if authenticated {
+                    st.endpoint = Some(from);
+                }
+                self.send(bytes, from);
+                // Packets queued during the handshake go out now.
+                while let Output::Network(bytes) = st.session.flush_queued(out) {
+                    self.send(bytes, from);
+                }
+            }
+            Output::Tunnel(packet) => {
+                st.endpoint = Some(from);
+                drop(st);
+                match mesh.router.inbound(peer_id, packet) {
+                    Ok(_) => {
+                        peer.rx_packets.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = self.tun.write(packet) {
+                            self.counters.bump_tun_write_error();
+                            tracing::debug!(error = %e, "TUN write failed");
+                        }
+                    }
+                    Err(reason) => {
+                        self.counters.bump_router(reason);
+                        tracing::debug!(%from, reason = reason.as_str(), "dropped decrypted packet");
+                    }
+                }
+            }
+            Output::Error(e) => self.counters.bump_session(e),
+        }
+    }
+}

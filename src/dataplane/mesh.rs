@@ -1,0 +1,259 @@
+//! The peer set: every peer's session, endpoint and prefixes, and the routing table
+//! built from them. A [`Mesh`] is immutable once built; changes build a new one that
+//! keeps the sessions of peers that stay (see `Dataplane::set_peers`).
+
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use weftnet_proto::keys::{PrivateKey, PublicKey};
+use weftnet_proto::router::{PeerId, Router};
+use weftnet_proto::session::{Limiter, Output, Session};
+
+/// Largest slot number: session indices keep 24 bits for it.
+const MAX_SLOT: PeerId = (1 << 24) - 1;
+
+/// What the control plane says about one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PeerSpec {
+    pub(crate) public_key: PublicKey,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) allowed_ips: Vec<IpNet>,
+    pub(crate) persistent_keepalive: Option<u16>,
+}
+
+pub(super) struct PeerState {
+    pub(super) session: Session,
+    /// Where to send: the configured or gossiped endpoint, then the source of the
+    /// latest authenticated datagram (roaming).
+    pub(super) endpoint: Option<SocketAddr>,
+}
+
+/// One peer's live state, shared by all threads.
+pub(super) struct Peer {
+    pub(super) state: Mutex<PeerState>,
+    pub(super) rx_packets: AtomicU64,
+    pub(super) tx_packets: AtomicU64,
+    /// Contact the peer at once (persistent keepalive configured).
+    first_contact: AtomicBool,
+}
+
+impl Peer {
+    fn new(spec: &PeerSpec, slot: PeerId, key: &PrivateKey, limiter: &Limiter) -> Self {
+        let session = Session::new(
+            key,
+            &spec.public_key,
+            None,
+            spec.persistent_keepalive,
+            slot,
+            limiter,
+        );
+        Self {
+            state: Mutex::new(PeerState {
+                session,
+                endpoint: spec.endpoint,
+            }),
+            rx_packets: AtomicU64::new(0),
+            tx_packets: AtomicU64::new(0),
+            first_contact: AtomicBool::new(spec.persistent_keepalive.is_some()),
+        }
+    }
+
+    /// Runs the WireGuard timers (and the first contact); returns what to send.
+    pub(super) fn tick<'a>(&self, out: &'a mut [u8]) -> (Option<Output<'a>>, Option<SocketAddr>) {
+        let mut st = self.state.lock();
+        let endpoint = st.endpoint;
+        if endpoint.is_some() && self.first_contact.swap(false, Ordering::Relaxed) {
+            return (Some(st.session.start_handshake(out)), endpoint);
+        }
+        (Some(st.session.tick(out)), endpoint)
+    }
+}
+
+struct Slot {
+    peer: Arc<Peer>,
+    spec: PeerSpec,
+}
+
+/// What `weftnet status` shows about one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerReport {
+    pub(crate) public_key: PublicKey,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) allowed_ips: Vec<IpNet>,
+    pub(crate) persistent_keepalive: Option<u16>,
+    pub(crate) since_handshake: Option<Duration>,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) rx_packets: u64,
+    pub(crate) tx_packets: u64,
+}
+
+/// A snapshot of the peer set with its routing table.
+#[derive(Default)]
+pub(super) struct Mesh {
+    slots: HashMap<PeerId, Slot>,
+    by_key: HashMap<PublicKey, PeerId>,
+    pub(super) router: Router,
+    next_slot: PeerId,
+}
+
+impl Mesh {
+    pub(super) fn peer(&self, id: PeerId) -> Option<&Arc<Peer>> {
+        self.slots.get(&id).map(|s| &s.peer)
+    }
+
+    pub(super) fn slot_of(&self, key: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(key).copied()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<Peer>> {
+        self.slots.values().map(|s| &s.peer)
+    }
+
+    /// The next mesh for `specs`: peers that stay keep slot and session (a changed
+    /// advertised endpoint replaces the current one), new peers get an unused slot.
+    pub(super) fn rebuild(
+        &self,
+        specs: Vec<PeerSpec>,
+        key: &PrivateKey,
+        limiter: &Limiter,
+    ) -> Mesh {
+        let mut next = Mesh {
+            next_slot: self.next_slot,
+            ..Mesh::default()
+        };
+        for spec in specs {
+            if next.by_key.contains_key(&spec.public_key) || spec.public_key == key.public_key() {
+                continue;
+            }
+            let kept = self.by_key.get(&spec.public_key).and_then(|id| {
+                let old = self.slots.get(id)?;
+                // A changed keepalive needs a new session; anything else keeps it.
+                (old.spec.persistent_keepalive == spec.persistent_keepalive).then(|| {
+                    if spec.endpoint.is_some() && old.spec.endpoint != spec.endpoint {
+                        old.peer.state.lock().endpoint = spec.endpoint;
+                    }
+                    (*id, Arc::clone(&old.peer))
+                })
+            });
+            let (id, peer) = match kept {
+                Some(k) => k,
+                None => {
+                    let id = next.free_slot(self);
+                    (id, Arc::new(Peer::new(&spec, id, key, limiter)))
+                }
+            };
+            for net in &spec.allowed_ips {
+                next.router.add_prefix(*net, id);
+            }
+            next.by_key.insert(spec.public_key, id);
+            next.slots.insert(id, Slot { peer, spec });
+        }
+        next
+    }
+
+    /// A slot used neither by `old` nor by this mesh. Slots are not reused right
+    /// away, so late datagrams for a removed peer never reach a new one.
+    fn free_slot(&mut self, old: &Mesh) -> PeerId {
+        loop {
+            let id = self.next_slot;
+            self.next_slot = if id >= MAX_SLOT { 0 } else { id + 1 };
+            if !self.slots.contains_key(&id) && !old.slots.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    pub(super) fn reports(&self) -> Vec<PeerReport> {
+        let mut v: Vec<PeerReport> = self
+            .slots
+            .values()
+            .map(|s| {
+                let (stats, endpoint) = {
+                    let st = s.peer.state.lock();
+                    (st.session.stats(), st.endpoint)
+                };
+                PeerReport {
+                    public_key: s.spec.public_key,
+                    endpoint,
+                    allowed_ips: s.spec.allowed_ips.clone(),
+                    persistent_keepalive: s.spec.persistent_keepalive,
+                    since_handshake: stats.since_handshake,
+                    rx_bytes: stats.rx_bytes,
+                    tx_bytes: stats.tx_bytes,
+                    rx_packets: s.peer.rx_packets.load(Ordering::Relaxed),
+                    tx_packets: s.peer.tx_packets.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        v.sort_by_key(|r| r.public_key);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(key: &PrivateKey, net: &str, endpoint: Option<&str>) -> PeerSpec {
+        PeerSpec {
+            public_key: key.public_key(),
+            endpoint: endpoint.map(|e| e.parse().expect("endpoint")),
+            allowed_ips: vec![net.parse().expect("net")],
+            persistent_keepalive: None,
+        }
+    }
+
+    #[test]
+    fn rebuild_keeps_sessions_and_slots_of_staying_peers() {
+        let me = PrivateKey::generate();
+        let limiter = Limiter::new(&me.public_key());
+        let (a, b, c) = (
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+        );
+        let m1 = Mesh::default().rebuild(
+            vec![spec(&a, "10.0.1.0/24", None), spec(&b, "10.0.2.0/24", None)],
+            &me,
+            &limiter,
+        );
+        let a_slot = m1.slot_of(&a.public_key()).expect("a");
+        let b_slot = m1.slot_of(&b.public_key()).expect("b");
+        assert_ne!(a_slot, b_slot);
+        let a_peer = Arc::clone(m1.peer(a_slot).expect("peer"));
+
+        let m2 = m1.rebuild(
+            vec![
+                spec(&a, "10.0.9.0/24", Some("192.0.2.9:51820")),
+                spec(&c, "10.0.3.0/24", None),
+            ],
+            &me,
+            &limiter,
+        );
+        assert_eq!(m2.slot_of(&a.public_key()), Some(a_slot));
+        assert!(
+            Arc::ptr_eq(m2.peer(a_slot).expect("a"), &a_peer),
+            "session kept"
+        );
+        assert_eq!(a_peer.state.lock().endpoint, "192.0.2.9:51820".parse().ok());
+        assert_eq!(m2.slot_of(&b.public_key()), None);
+        let c_slot = m2.slot_of(&c.public_key()).expect("c");
+        assert_ne!(
+            c_slot, b_slot,
+            "a removed peer's slot is not reused at once"
+        );
+        assert_eq!(
+            m2.router.prefixes_of(a_slot),
+            vec!["10.0.9.0/24".parse::<IpNet>().expect("net")]
+        );
+        assert!(m2.router.prefixes_of(b_slot).is_empty());
+        // Our own key is never a peer.
+        let m3 = m2.rebuild(vec![spec(&me, "10.0.4.0/24", None)], &me, &limiter);
+        assert_eq!(m3.iter().count(), 0);
+    }
+}

@@ -1,0 +1,164 @@
+//! The packet path: threads that move packets between the TUN device and the UDP
+//! socket through each peer's WireGuard session, and the timer thread that drives the
+//! WireGuard timers. Decisions (which peer, accept or drop) are made by the sans-IO
+//! `weftnet_proto::router`; this module only moves bytes and counts.
+//!
+//! - [`mesh`]: the peer set, an immutable snapshot swapped atomically on change.
+//! - [`outbound`]: TUN -> encrypt -> UDP, with GSO batching.
+//! - [`inbound`]: UDP -> decrypt -> TUN, with recvmmsg/GRO batching.
+//! - [`counters`]: drop and error counters.
+//!
+//! Each peer's session sits behind its own mutex, so peers never contend with each
+//! other, and readers of the peer set never take a lock.
+
+mod counters;
+mod inbound;
+mod mesh;
+mod outbound;
+
+pub(crate) use counters::Counters;
+pub(crate) use mesh::{PeerReport, PeerSpec};
+
+use crate::tun::Tun;
+use crate::udp::Udp;
+use arc_swap::ArcSwap;
+use mesh::Mesh;
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use weftnet_proto::keys::{PrivateKey, PublicKey};
+use weftnet_proto::session::{Limiter, Output, SessionError};
+
+/// How often the WireGuard timers run.
+const TICK: Duration = Duration::from_millis(250);
+/// How long the I/O threads block before they look at the stop flag.
+const POLL_MS: i32 = 200;
+/// Buffer size: the largest IP packet plus WireGuard overhead.
+const BUF: usize = 65536 + 64;
+
+/// A datagram for the control plane (first byte in the gossip range).
+pub(crate) type ControlDatagram = (SocketAddr, Vec<u8>);
+
+/// Shared state of the running data plane.
+pub(crate) struct Dataplane {
+    key: PrivateKey,
+    limiter: Limiter,
+    mesh: ArcSwap<Mesh>,
+    /// Serialises peer-set changes (readers never take it).
+    change: Mutex<()>,
+    tun: Tun,
+    udp: Udp,
+    pub(crate) counters: Counters,
+    stop: AtomicBool,
+    control: Option<std::sync::mpsc::SyncSender<ControlDatagram>>,
+}
+
+impl Dataplane {
+    /// A data plane with no peers yet. Gossip datagrams, if `control` is given, are
+    /// handed to it (and dropped when it is full).
+    pub(crate) fn new(
+        key: PrivateKey,
+        tun: Tun,
+        udp: Udp,
+        control: Option<std::sync::mpsc::SyncSender<ControlDatagram>>,
+    ) -> Arc<Self> {
+        let limiter = Limiter::new(&key.public_key());
+        Arc::new(Self {
+            key,
+            limiter,
+            mesh: ArcSwap::from_pointee(Mesh::default()),
+            change: Mutex::new(()),
+            tun,
+            udp,
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
+            control,
+        })
+    }
+
+    /// Replaces the peer set. Peers that stay keep their sessions; new ones get fresh
+    /// sessions; removed ones are dropped.
+    pub(crate) fn set_peers(&self, specs: Vec<PeerSpec>) {
+        let _guard = self.change.lock();
+        let next = self.mesh.load().rebuild(specs, &self.key, &self.limiter);
+        self.mesh.store(Arc::new(next));
+    }
+
+    /// Starts the TUN, UDP and timer threads.
+    pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<Vec<JoinHandle<()>>> {
+        let spawn = |name: &str, f: fn(&Dataplane)| {
+            let me = Arc::clone(self);
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(move || f(&me))
+        };
+        Ok(vec![
+            spawn("weft-tun", Dataplane::tun_loop)?,
+            spawn("weft-udp", Dataplane::udp_loop)?,
+            spawn("weft-timers", Dataplane::timer_loop)?,
+        ])
+    }
+
+    /// Asks the threads to finish; they notice within [`POLL_MS`].
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    pub(crate) fn interface(&self) -> &str {
+        self.tun.name()
+    }
+
+    pub(crate) fn peers(&self) -> Vec<PeerReport> {
+        self.mesh.load().reports()
+    }
+
+    fn send(&self, bytes: &[u8], to: SocketAddr) {
+        self.send_segments(bytes, None, to);
+    }
+
+    fn send_segments(&self, bytes: &[u8], segment: Option<usize>, to: SocketAddr) {
+        if let Err(e) = self.udp.send(bytes, segment, to) {
+            self.counters.bump_udp_send_error();
+            tracing::debug!(%to, error = %e, "UDP send failed");
+        }
+    }
+
+    /// WireGuard timers for every peer, and the handshake rate-limit window.
+    fn timer_loop(&self) {
+        let mut out = vec![0u8; BUF];
+        let mut last_reset = Instant::now();
+        while !self.stopping() {
+            if last_reset.elapsed() >= Duration::from_secs(1) {
+                self.limiter.reset_count();
+                last_reset = Instant::now();
+            }
+            let mesh = self.mesh.load_full();
+            for peer in mesh.iter() {
+                let (result, endpoint) = peer.tick(&mut out);
+                match result {
+                    Some(Output::Network(bytes)) => match endpoint {
+                        Some(to) => self.send(bytes, to),
+                        None => self.counters.bump_no_endpoint(),
+                    },
+                    Some(Output::Error(e)) if e != SessionError::Expired => {
+                        self.counters.bump_session(e)
+                    }
+                    _ => {}
+                }
+            }
+            drop(mesh);
+            std::thread::sleep(TICK);
+        }
+    }
+}

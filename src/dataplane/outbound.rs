@@ -1,0 +1,137 @@
+//! TUN -> router -> session -> UDP. Packets are read until the device is empty (or a
+//! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
+//! UDP GSO send.
+
+use super::mesh::Mesh;
+use super::{Dataplane, BUF, POLL_MS};
+use crate::tun::wait_readable;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use weftnet_proto::session::Output;
+
+/// Packets read from the TUN device before their ciphertexts are flushed.
+const TX_BATCH: usize = 64;
+/// Largest UDP payload one GSO send may carry.
+const GSO_MAX_BYTES: usize = 65000;
+
+impl Dataplane {
+    pub(super) fn tun_loop(&self) {
+        let mut packet = vec![0u8; BUF];
+        let mut scratch = vec![0u8; BUF];
+        let mut batch = TxBatch::new(self.udp.max_segments());
+        let mut in_batch = 0;
+        let mut mesh = self.mesh.load_full();
+        while !self.stopping() {
+            match self.tun.read(&mut packet) {
+                Ok(n) => {
+                    self.handle_outbound(&mesh, &packet[..n], &mut scratch, &mut batch);
+                    in_batch += 1;
+                    if in_batch >= TX_BATCH {
+                        batch.flush(self);
+                        in_batch = 0;
+                        mesh = self.mesh.load_full();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    batch.flush(self);
+                    in_batch = 0;
+                    if let Err(e) = wait_readable(self.tun.fd(), POLL_MS) {
+                        tracing::error!(error = %e, "polling the TUN device failed");
+                        return;
+                    }
+                    mesh = self.mesh.load_full();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the TUN device failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_outbound(&self, mesh: &Mesh, packet: &[u8], scratch: &mut [u8], batch: &mut TxBatch) {
+        let peer_id = match mesh.router.outbound(packet) {
+            Ok((peer, _)) => peer,
+            Err(reason) => {
+                self.counters.bump_router(reason);
+                return;
+            }
+        };
+        let Some(peer) = mesh.peer(peer_id) else {
+            self.counters
+                .bump_router(weftnet_proto::router::DropReason::NoRoute);
+            return;
+        };
+        let mut st = peer.state.lock();
+        let endpoint = st.endpoint;
+        match st.session.encapsulate(packet, scratch) {
+            Output::Network(bytes) => {
+                drop(st);
+                peer.tx_packets.fetch_add(1, Ordering::Relaxed);
+                match endpoint {
+                    Some(to) => batch.push(self, bytes, to),
+                    None => self.counters.bump_no_endpoint(),
+                }
+            }
+            Output::Done | Output::Tunnel(_) | Output::CookieReply(_) => {}
+            Output::Error(e) => self.counters.bump_session(e),
+        }
+    }
+}
+
+/// Ciphertexts waiting to be sent: consecutive datagrams of one size to one endpoint,
+/// sent with one GSO call.
+struct TxBatch {
+    buf: Vec<u8>,
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram ended the run; nothing may follow it in this send.
+    closed: bool,
+    max_segments: usize,
+}
+
+impl TxBatch {
+    fn new(max_segments: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(GSO_MAX_BYTES),
+            to: None,
+            segment: 0,
+            count: 0,
+            closed: false,
+            max_segments,
+        }
+    }
+
+    fn fits(&self, len: usize, to: SocketAddr) -> bool {
+        self.count > 0
+            && self.to == Some(to)
+            && !self.closed
+            && len <= self.segment
+            && self.count < self.max_segments
+            && self.buf.len() + len <= GSO_MAX_BYTES
+    }
+
+    fn push(&mut self, dp: &Dataplane, datagram: &[u8], to: SocketAddr) {
+        if !self.fits(datagram.len(), to) {
+            self.flush(dp);
+            self.to = Some(to);
+            self.segment = datagram.len();
+        }
+        self.buf.extend_from_slice(datagram);
+        self.count += 1;
+        self.closed = datagram.len() < self.segment;
+    }
+
+    fn flush(&mut self, dp: &Dataplane) {
+        if let (Some(to), true) = (self.to, self.count > 0) {
+            let segment = (self.count > 1).then_some(self.segment);
+            dp.send_segments(&self.buf, segment, to);
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+        self.to = None;
+    }
+}
