@@ -16,7 +16,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the daemon in the foreground until SIGINT/SIGTERM.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Show this node and its peers (asks the running daemon).
     Status(StatusArgs),
     /// Print a new WireGuard private key (base64).
@@ -25,6 +25,18 @@ pub(crate) enum Command {
     Pubkey,
     /// Print a new cluster secret (base64, 32 random bytes).
     Gensecret(OutputArgs),
+    /// Announce a graceful leave to the mesh and stop the running daemon.
+    Leave(StateDirArgs),
+    /// Remove a dead or departed node's record from the whole mesh.
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForgetArgs {
+    /// The node's name (as `weftnet status` shows it) or its public key.
+    pub(crate) node: String,
+    #[command(flatten)]
+    pub(crate) state: StateDirArgs,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +90,36 @@ pub(crate) struct UpArgs {
     /// Private key file [default: STATE_DIR/private.key, created on first start].
     #[arg(long, env = "WEFTNET_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub(crate) private_key_file: Option<PathBuf>,
+    /// Cluster secret file (from `weftnet gensecret`); repeat to accept several during a
+    /// rotation (the first one is used to send). Enables gossip.
+    #[arg(
+        long,
+        env = "WEFTNET_SECRET_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub(crate) secret_file: Vec<PathBuf>,
+    /// A member to join through (HOST:PORT); repeat for several seeds.
+    #[arg(
+        long,
+        env = "WEFTNET_JOIN",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub(crate) join: Vec<String>,
+    /// Underlay address (IP or IP:PORT) other nodes should use to reach this one
+    /// [default: this host's address on the route to the seeds].
+    #[arg(long, env = "WEFTNET_ADVERTISE_ADDRESS", value_name = "ADDR")]
+    pub(crate) advertise_address: Option<String>,
+    /// Claim an address block from this range by gossip instead of giving --address.
+    #[arg(long, env = "WEFTNET_RANGE", value_name = "CIDR")]
+    pub(crate) range: Option<String>,
+    /// Prefix length of the block a node claims from --range [default: 24 for IPv4, 64 for IPv6].
+    #[arg(long, env = "WEFTNET_BLOCK_PREFIX_LEN", value_name = "LEN")]
+    pub(crate) block_prefix_len: Option<u8>,
+    /// This node's name in the mesh [default: the host name].
+    #[arg(long, env = "WEFTNET_NAME")]
+    pub(crate) name: Option<String>,
     /// Log filter, e.g. info, debug, weftnet=trace [default: info].
     #[arg(long, env = "WEFTNET_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,

@@ -18,6 +18,11 @@ pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/weftnet";
 pub(crate) const WIREGUARD_OVERHEAD: u32 = 80;
 pub(crate) const MIN_MTU: u32 = 1280;
 
+/// The state directory given, or the default.
+pub(crate) fn state_dir_or_default(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
 /// One value or a list, so `address = "10.47.0.1/16"` and a list both work.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -48,6 +53,18 @@ struct FileConfig {
     log: Option<String>,
     #[serde(default)]
     peer: Vec<FilePeer>,
+    cluster: Option<FileCluster>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    secret_file: Option<OneOrMany>,
+    join: Option<OneOrMany>,
+    advertise_address: Option<String>,
+    range: Option<String>,
+    block_prefix_len: Option<u8>,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +99,142 @@ pub(crate) struct Config {
     pub(crate) private_key_is_default: bool,
     pub(crate) log: String,
     pub(crate) peers: Vec<PeerConfig>,
+    /// Gossip settings; `None` runs with static peers only.
+    pub(crate) cluster: Option<ClusterConfig>,
+}
+
+/// Where other nodes reach this one, when set by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Advertise {
+    pub(crate) ip: std::net::IpAddr,
+    pub(crate) port: Option<u16>,
+}
+
+/// Settings of the gossip control plane.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterConfig {
+    pub(crate) secret_files: Vec<PathBuf>,
+    /// Seeds as written (resolved at each join attempt, so DNS names may move).
+    pub(crate) join: Vec<String>,
+    pub(crate) advertise: Option<Advertise>,
+    /// Range to claim a block from, with the block's prefix length.
+    pub(crate) range: Option<(IpNet, u8)>,
+    pub(crate) name: String,
+}
+
+/// Longest node name gossip carries.
+pub(crate) const MAX_NAME: usize = 64;
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weftnet".to_string())
+}
+
+fn parse_advertise(text: &str) -> Result<Advertise> {
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(Advertise {
+            ip: sa.ip(),
+            port: Some(sa.port()),
+        });
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| Advertise { ip, port: None })
+        .map_err(|_| {
+            anyhow!("invalid --advertise-address {text:?}: give an IP address (192.0.2.7) or IP:PORT (192.0.2.7:51820)")
+        })
+}
+
+fn parse_range(text: &str, block: Option<u8>) -> Result<(IpNet, u8)> {
+    let range = text
+        .trim()
+        .parse::<IpNet>()
+        .map_err(|_| anyhow!("invalid --range {text:?}: give a prefix such as 10.47.0.0/16"))?;
+    let range = range.trunc();
+    let (default, max) = if range.addr().is_ipv4() {
+        (24, 30)
+    } else {
+        (64, 126)
+    };
+    let block = block.unwrap_or(default);
+    if block <= range.prefix_len() || block > max {
+        bail!(
+            "invalid --block-prefix-len {block} for --range {range}: choose a length from {} to {max}",
+            range.prefix_len() + 1
+        );
+    }
+    Ok((range, block))
+}
+
+fn cluster_config(args: &UpArgs, file: Option<FileCluster>) -> Result<Option<ClusterConfig>> {
+    let file = file.unwrap_or_default();
+    let pick = |flag: &Vec<String>, file: Option<OneOrMany>| {
+        if flag.is_empty() {
+            file.map(OneOrMany::into_vec).unwrap_or_default()
+        } else {
+            flag.clone()
+        }
+    };
+    let flag_secrets: Vec<String> = args
+        .secret_file
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let secret_files: Vec<PathBuf> = pick(&flag_secrets, file.secret_file)
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let join = pick(&args.join, file.join);
+    let advertise = args
+        .advertise_address
+        .clone()
+        .or(file.advertise_address)
+        .map(|a| parse_advertise(&a))
+        .transpose()?;
+    let range = args
+        .range
+        .clone()
+        .or(file.range)
+        .map(|r| parse_range(&r, args.block_prefix_len.or(file.block_prefix_len)))
+        .transpose()?;
+    let name = args.name.clone().or(file.name).unwrap_or_else(hostname);
+    if secret_files.is_empty() {
+        let needs = [
+            (!join.is_empty(), "--join"),
+            (range.is_some(), "--range"),
+            (advertise.is_some(), "--advertise-address"),
+        ];
+        if let Some((_, what)) = needs.iter().find(|(used, _)| *used) {
+            bail!("{what} needs the cluster secret: give --secret-file FILE (create one with `weftnet gensecret --output FILE`)");
+        }
+        return Ok(None);
+    }
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        bail!("invalid --name {name:?}: use 1-{MAX_NAME} characters without spaces");
+    }
+    for seed in &join {
+        if !seed.contains(':')
+            || seed
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_none()
+        {
+            bail!("invalid --join {seed:?}: give HOST:PORT, e.g. 192.0.2.7:51820 or [2001:db8::7]:51820");
+        }
+    }
+    Ok(Some(ClusterConfig {
+        secret_files,
+        join,
+        advertise,
+        range,
+        name,
+    }))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -196,8 +349,18 @@ impl Config {
             .iter()
             .map(|a| parse_address(a))
             .collect::<Result<Vec<_>>>()?;
-        if addresses.is_empty() {
-            bail!("no overlay address: give one with --address, e.g. --address 10.47.0.1/16");
+        let cluster = cluster_config(args, file.cluster)?;
+        let range = cluster.as_ref().and_then(|c| c.range);
+        if addresses.is_empty() && range.is_none() {
+            bail!("no overlay address: give one with --address, e.g. --address 10.47.0.1/16 (or --range with --secret-file to claim a block by gossip)");
+        }
+        if let Some((r, _)) = range {
+            if addresses
+                .iter()
+                .any(|a| a.addr().is_ipv4() == r.addr().is_ipv4())
+            {
+                bail!("--address and --range {r} are of the same family: give one or the other");
+            }
         }
         if addresses.iter().filter(|a| a.addr().is_ipv4()).count() > 1
             || addresses.iter().filter(|a| a.addr().is_ipv6()).count() > 1
@@ -250,6 +413,7 @@ impl Config {
             private_key_is_default,
             log,
             peers,
+            cluster,
         };
         config.check_peers()?;
         Ok(config)
@@ -290,7 +454,7 @@ mod tests {
         argv.extend_from_slice(extra);
         let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
         match cli.command {
-            crate::cli::Command::Up(a) => (a, f),
+            crate::cli::Command::Up(a) => (*a, f),
             _ => panic!("not up"),
         }
     }
@@ -325,6 +489,85 @@ mod tests {
         let s = format!("{e:#}");
         assert!(!s.contains('\n'), "one line: {s}");
         s
+    }
+
+    #[test]
+    fn cluster_settings_from_file_and_flags() {
+        let file = "[cluster]\nsecret_file = \"/etc/weftnet/secret\"\njoin = [\"192.0.2.1:51820\"]\nrange = \"10.47.0.0/16\"\nname = \"a\"\n";
+        let (a, _f) = args(
+            &[
+                "--join",
+                "192.0.2.9:51820",
+                "--advertise-address",
+                "198.51.100.7",
+            ],
+            file,
+        );
+        let c = Config::load(&a).expect("valid");
+        let cl = c.cluster.expect("cluster mode");
+        assert_eq!(
+            cl.join,
+            vec!["192.0.2.9:51820".to_string()],
+            "flags replace the file's list"
+        );
+        assert_eq!(cl.secret_files, vec![PathBuf::from("/etc/weftnet/secret")]);
+        assert_eq!(cl.range, Some(("10.47.0.0/16".parse().expect("net"), 24)));
+        assert_eq!(cl.name, "a");
+        assert_eq!(
+            cl.advertise.map(|a| (a.ip.to_string(), a.port)),
+            Some(("198.51.100.7".into(), None))
+        );
+        assert!(c.addresses.is_empty(), "--range replaces --address");
+        // Without gossip there is no cluster.
+        let (a, _f) = args(&["--address", "10.47.0.1/16"], "");
+        assert!(Config::load(&a).expect("valid").cluster.is_none());
+    }
+
+    #[test]
+    fn cluster_errors_name_the_problem_and_the_fix() {
+        assert!(error(
+            &["--address", "10.47.0.1/16", "--join", "192.0.2.1:51820"],
+            ""
+        )
+        .contains("needs the cluster secret"));
+        assert!(error(&["--range", "10.47.0.0/16"], "").contains("needs the cluster secret"));
+        let s = ["--secret-file", "/x"];
+        assert!(
+            error(&[&s[..], &["--range", "10.47.0.0/33"]].concat(), "").contains("invalid --range")
+        );
+        assert!(error(
+            &[
+                &s[..],
+                &["--range", "10.47.0.0/16", "--block-prefix-len", "16"]
+            ]
+            .concat(),
+            ""
+        )
+        .contains("invalid --block-prefix-len"));
+        assert!(error(
+            &[
+                &s[..],
+                &["--range", "10.47.0.0/16", "--address", "10.47.0.1/16"]
+            ]
+            .concat(),
+            ""
+        )
+        .contains("same family"));
+        assert!(error(
+            &[&s[..], &["--address", "10.47.0.1/16", "--join", "nohost"]].concat(),
+            ""
+        )
+        .contains("invalid --join"));
+        assert!(error(
+            &[
+                &s[..],
+                &["--address", "10.47.0.1/16", "--advertise-address", "x.y"]
+            ]
+            .concat(),
+            ""
+        )
+        .contains("invalid --advertise-address"));
+        assert!(error(&[], "[cluster]\nsecrets = \"x\"\n").contains("unknown field `secrets`"));
     }
 
     #[test]

@@ -23,6 +23,48 @@ const MAX_REQUEST: usize = 4096;
 #[serde(tag = "request", rename_all = "snake_case")]
 pub(crate) enum Request {
     Status,
+    Leave,
+    Forget { node: String },
+}
+
+/// What the daemon does with requests.
+pub(crate) struct Handler {
+    pub(crate) report: Box<dyn Fn() -> StatusReport + Send + Sync>,
+    pub(crate) commands: Option<tokio::sync::mpsc::Sender<crate::cluster::Command>>,
+    pub(crate) shutdown: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Handler {
+    async fn handle(&self, req: Request) -> serde_json::Value {
+        let error = |e: String| serde_json::json!({ "error": e });
+        match req {
+            Request::Status => {
+                serde_json::to_value((self.report)()).unwrap_or_else(|e| error(e.to_string()))
+            }
+            Request::Leave => {
+                self.shutdown.notify_one();
+                serde_json::json!({ "leaving": true })
+            }
+            Request::Forget { node } => {
+                let Some(commands) = &self.commands else {
+                    return error("this node runs without gossip (no --secret-file): there is no member to forget".into());
+                };
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                if commands
+                    .send(crate::cluster::Command::Forget { node, reply })
+                    .await
+                    .is_err()
+                {
+                    return error("the gossip task has stopped".into());
+                }
+                match answer.await {
+                    Ok(Ok(key)) => serde_json::json!({ "forgotten": key }),
+                    Ok(Err(e)) => error(e),
+                    Err(_) => error("the gossip task has stopped".into()),
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn socket_path(state_dir: &Path) -> PathBuf {
@@ -45,18 +87,15 @@ pub(crate) fn claim_socket(path: &Path) -> Result<()> {
 }
 
 /// Serves requests until the task is dropped.
-pub(crate) async fn serve(
-    path: PathBuf,
-    report: impl Fn() -> StatusReport + Send + Sync + 'static,
-) -> Result<()> {
+pub(crate) async fn serve(path: PathBuf, handler: Handler) -> Result<()> {
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("cannot create control socket {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict control socket {}", path.display()))?;
-    let report = std::sync::Arc::new(report);
+    let handler = std::sync::Arc::new(handler);
     loop {
         let (stream, _) = listener.accept().await?;
-        let report = report.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -66,7 +105,7 @@ pub(crate) async fn serve(
                     .await
                 {
                     Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
-                        Ok(Request::Status) => serde_json::to_string(&report()),
+                        Ok(req) => serde_json::to_string(&handler.handle(req).await),
                         Err(e) => serde_json::to_string(
                             &serde_json::json!({ "error": format!("bad request: {e}") }),
                         ),
@@ -90,7 +129,7 @@ pub(crate) fn request(state_dir: &Path, req: &Request) -> Result<serde_json::Val
             path.display()
         )
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;
@@ -104,4 +143,36 @@ pub(crate) fn request(state_dir: &Path, req: &Request) -> Result<serde_json::Val
         bail!("the daemon refused the request: {e}");
     }
     Ok(value)
+}
+
+/// `weftnet leave`: asks the daemon to leave the mesh and stop, then waits (bounded)
+/// until it is gone.
+pub(crate) fn leave(state_dir: &Path) -> Result<()> {
+    request(state_dir, &Request::Leave)?;
+    let path = socket_path(state_dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if UnixStream::connect(&path).is_err() {
+            println!("left the mesh; the daemon has stopped");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the daemon did not stop within 15 s: check its log")
+}
+
+/// `weftnet forget NODE`.
+pub(crate) fn forget(state_dir: &Path, node: &str) -> Result<()> {
+    let answer = request(
+        state_dir,
+        &Request::Forget {
+            node: node.to_string(),
+        },
+    )?;
+    let key = answer
+        .get("forgotten")
+        .and_then(|k| k.as_str())
+        .unwrap_or("?");
+    println!("forgot {node} ({key}) across the mesh");
+    Ok(())
 }

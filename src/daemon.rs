@@ -1,9 +1,11 @@
 //! `weftnet up`: validates the settings, acquires the node's resources in an order that
-//! fails early and cleanly (key, control socket, UDP port, TUN interface, addresses and
-//! routes), runs the data plane and the control socket until SIGINT/SIGTERM, and then
-//! removes its interface and socket.
+//! fails early and cleanly (key, secrets, control socket, UDP port, TUN interface,
+//! addresses and routes), runs the data plane, the gossip control plane (with a
+//! cluster secret) and the control socket until SIGINT/SIGTERM or `weftnet leave`,
+//! then announces a graceful leave and removes its interface and socket.
 
 use crate::cli::UpArgs;
+use crate::cluster::{self, Cluster, ClusterView};
 use crate::config::{Config, WIREGUARD_OVERHEAD};
 use crate::control;
 use crate::dataplane::{Dataplane, PeerSpec};
@@ -14,8 +16,16 @@ use crate::system;
 use crate::tun::Tun;
 use crate::udp::Udp;
 use anyhow::{bail, Context, Result};
+use parking_lot::Mutex;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
+use weftnet_proto::gossip::{Gossip, GossipConfig, NodeRecord};
+use weftnet_proto::keys::PrivateKey;
+
+/// Control datagrams queued between the UDP thread and the gossip task.
+const CONTROL_QUEUE: usize = 4096;
 
 fn init_logging(filter: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
@@ -29,6 +39,17 @@ fn init_logging(filter: &str) -> Result<()> {
     Ok(())
 }
 
+/// Everything acquired before the async part starts.
+struct Node {
+    config: Config,
+    key: PrivateKey,
+    secrets: Vec<[u8; 32]>,
+    udp: Udp,
+    tun: Tun,
+    mtu: u32,
+    socket: std::path::PathBuf,
+}
+
 pub(crate) fn run(args: UpArgs) -> Result<()> {
     let config = Config::load(&args)?;
     init_logging(&config.log)?;
@@ -36,6 +57,10 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         bail!("weftnet up needs CAP_NET_ADMIN to create {}: run it as root, or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)", config.interface);
     }
     keyfile::ensure_state_dir(&config.state_dir)?;
+    let secrets = match &config.cluster {
+        Some(c) => cluster::read_secrets(&c.secret_files)?,
+        None => Vec::new(),
+    };
     let key_existed = config.private_key_file.exists();
     let key = keyfile::load_private_key(&config.private_key_file, config.private_key_is_default)?;
     if config
@@ -64,36 +89,62 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         })
         .max(crate::config::MIN_MTU);
     let tun = Tun::create(&config.interface)?;
-
+    if !key_existed {
+        tracing::info!(path = %config.private_key_file.display(), "created a new private key");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if !key_existed {
-        tracing::info!(path = %config.private_key_file.display(), "created a new private key");
-    }
-    runtime.block_on(run_node(config, key, udp, tun, mtu, socket))
+    runtime.block_on(run_node(Node {
+        config,
+        key,
+        secrets,
+        udp,
+        tun,
+        mtu,
+        socket,
+    }))
 }
 
-async fn run_node(
-    config: Config,
-    key: weftnet_proto::keys::PrivateKey,
-    udp: Udp,
-    tun: Tun,
-    mtu: u32,
-    socket: std::path::PathBuf,
-) -> Result<()> {
-    let netlink = Netlink::connect()?;
+fn static_peers(config: &Config) -> Vec<PeerSpec> {
+    config
+        .peers
+        .iter()
+        .map(|p| PeerSpec {
+            public_key: p.public_key,
+            endpoint: p.endpoint,
+            allowed_ips: p.allowed_ips.clone(),
+            persistent_keepalive: p.persistent_keepalive,
+        })
+        .collect()
+}
+
+async fn run_node(node: Node) -> Result<()> {
+    let Node {
+        config,
+        key,
+        secrets,
+        udp,
+        tun,
+        mtu,
+        socket,
+    } = node;
+    let netlink = Arc::new(Netlink::connect()?);
     let index = netlink.link_index(&config.interface).await?;
+    let range = config.cluster.as_ref().and_then(|c| c.range);
+    let block_file = config.state_dir.join("block");
+    let saved_block = range.and_then(|(r, len)| cluster::saved_block(&block_file, r, len));
+    let mut addresses = config.addresses.clone();
+    if let (Some((r, _)), Some(b)) = (range, saved_block) {
+        addresses.push(cluster::block_address(b, r));
+    }
+    let statics = static_peers(&config);
     let setup = async {
-        netlink.configure(index, mtu, &config.addresses).await?;
-        let peer_prefixes: Vec<_> = config
-            .peers
-            .iter()
-            .flat_map(|p| p.allowed_ips.clone())
-            .collect();
-        for prefix in routes_needed(&config.addresses, &peer_prefixes) {
+        netlink.configure(index, mtu, &addresses).await?;
+        let peer_prefixes: Vec<_> = statics.iter().flat_map(|p| p.allowed_ips.clone()).collect();
+        for prefix in routes_needed(&addresses, &peer_prefixes) {
             netlink.add_route(index, prefix).await?;
         }
         anyhow::Ok(())
@@ -103,34 +154,135 @@ async fn run_node(
         return Err(e.context(format!("cannot configure interface {}", config.interface)));
     }
 
-    let peers = config
-        .peers
-        .iter()
-        .map(|p| PeerSpec {
-            public_key: p.public_key,
-            endpoint: p.endpoint,
-            allowed_ips: p.allowed_ips.clone(),
-            persistent_keepalive: p.persistent_keepalive,
-        })
-        .collect();
-    let dp = Dataplane::new(key, tun, udp, None);
-    dp.set_peers(peers);
+    // Where other nodes reach this one: given, or the source address toward the
+    // seeds, or the host's first global address.
+    let mut advertise = None;
+    if let Some(c) = &config.cluster {
+        let seeds = cluster::resolve(&c.join);
+        let mut ip = c
+            .advertise
+            .map(|a| a.ip)
+            .or_else(|| cluster::detect_underlay_ip(&seeds));
+        if ip.is_none() {
+            ip = netlink
+                .global_addresses(index)
+                .await
+                .ok()
+                .and_then(|v| v.first().copied());
+        }
+        let Some(ip) = ip else {
+            let _ = netlink.delete_link(index).await;
+            bail!("cannot tell which underlay address other nodes reach this one at: give --advertise-address");
+        };
+        let port = c
+            .advertise
+            .and_then(|a| a.port)
+            .unwrap_or(config.listen_port);
+        advertise = Some(SocketAddr::new(ip, port));
+    }
+
+    let (control_tx, control_rx) = match config.cluster {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let public_key = key.public_key();
+    let dp = Dataplane::new(key, tun, udp, control_tx);
+    dp.set_peers(statics.clone());
     let threads = dp.start().context("cannot start the data plane threads")?;
+
+    // The gossip control plane.
+    let view = Arc::new(Mutex::new(ClusterView::default()));
+    let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(16);
+    let mut cluster_task = None;
+    if let (Some(c), Some(rx), Some(endpoint)) = (&config.cluster, control_rx, advertise) {
+        let mut prefixes: Vec<_> = config
+            .addresses
+            .iter()
+            .map(|a| ipnet::IpNet::from(a.addr()))
+            .collect();
+        prefixes.extend(saved_block);
+        let me = NodeRecord {
+            public_key,
+            name: c.name.clone(),
+            endpoint,
+            prefixes,
+            version: 0,
+        };
+        let started = cluster::next_epoch(&config.state_dir.join("epoch")).and_then(|epoch| {
+            let seed = rand::random::<u64>();
+            Gossip::new(
+                GossipConfig::default(),
+                &secrets,
+                me,
+                epoch,
+                seed,
+                Instant::now(),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot start gossip: {e}"))
+        });
+        let gossip = match started {
+            Ok(g) => g,
+            Err(e) => {
+                dp.stop();
+                for t in threads {
+                    let _ = t.join();
+                }
+                let _ = netlink.delete_link(index).await;
+                return Err(e);
+            }
+        };
+        view.lock().name = c.name.clone();
+        let cluster = Cluster::new(
+            gossip,
+            Arc::clone(&dp),
+            Arc::clone(&netlink),
+            index,
+            statics,
+            addresses.clone(),
+            range.map(|(r, len)| (r, len, saved_block, block_file)),
+            c.join.clone(),
+            Arc::clone(&view),
+        );
+        cluster_task = Some(tokio::spawn(cluster.run(rx, commands_rx)));
+    }
+
     let node = NodeInfo {
         listen_port: config.listen_port,
-        addresses: config.addresses.iter().map(|a| a.to_string()).collect(),
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
         mtu,
     };
+    let shutdown = Arc::new(tokio::sync::Notify::new());
     let report_dp = Arc::clone(&dp);
-    let server = tokio::spawn(control::serve(socket.clone(), move || {
-        StatusReport::build(&node, &report_dp)
-    }));
+    let report_view = Arc::clone(&view);
+    let clustered = config.cluster.is_some();
+    let handler = control::Handler {
+        report: Box::new(move || {
+            let view = clustered.then(|| report_view.lock().clone());
+            let mut r = StatusReport::build(&node, &report_dp, view.as_ref());
+            if let Some(v) = &view {
+                if let (Some(range), Some(block)) = (range, v.block) {
+                    let a = cluster::block_address(block, range.0).to_string();
+                    if !r.addresses.contains(&a) {
+                        r.addresses.push(a);
+                    }
+                }
+            }
+            r
+        }),
+        commands: clustered.then(|| commands_tx.clone()),
+        shutdown: Arc::clone(&shutdown),
+    };
+    let server = tokio::spawn(control::serve(socket.clone(), handler));
     tracing::info!(
         interface = %config.interface,
-        public_key = %dp.public_key(),
+        public_key = %public_key,
         port = config.listen_port,
         mtu,
         peers = config.peers.len(),
+        gossip = clustered,
         "weftnet is up"
     );
 
@@ -139,12 +291,25 @@ async fn run_node(
     let outcome = tokio::select! {
         _ = term.recv() => Ok("SIGTERM"),
         _ = int.recv() => Ok("SIGINT"),
+        _ = shutdown.notified() => Ok("weftnet leave"),
         r = server => match r {
             Ok(Err(e)) => Err(e),
             _ => Err(anyhow::anyhow!("the control socket task ended")),
         },
     };
 
+    // Graceful leave: the others drop this node at once instead of suspecting it.
+    if let Some(task) = cluster_task {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if commands_tx
+            .send(cluster::Command::Leave(reply))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(3), done).await;
+        }
+        task.abort();
+    }
     // Teardown: stop the threads, remove the interface and the socket.
     dp.stop();
     for t in threads {

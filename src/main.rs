@@ -3,6 +3,7 @@
 //! non-zero exit.
 
 mod cli;
+mod cluster;
 mod config;
 mod control;
 mod daemon;
@@ -57,8 +58,15 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
-        cli::Command::Up(args) => daemon::run(args),
+        cli::Command::Up(args) => daemon::run(*args),
         cli::Command::Status(args) => status::run(args),
+        cli::Command::Leave(state) => {
+            control::leave(&config::state_dir_or_default(state.state_dir))
+        }
+        cli::Command::Forget(args) => control::forget(
+            &config::state_dir_or_default(args.state.state_dir),
+            &args.node,
+        ),
         cli::Command::Genkey(out) => {
             let key = weftnet_proto::keys::PrivateKey::generate();
             keyfile::emit_secret(&key.to_base64(), out.output.as_deref())

@@ -59,12 +59,7 @@ impl Netlink {
             .await
             .map_err(|e| anyhow!("cannot set MTU {mtu}: {}", describe(e)))?;
         for a in addresses {
-            self.handle
-                .address()
-                .add(index, a.addr(), a.prefix_len())
-                .execute()
-                .await
-                .map_err(|e| anyhow!("cannot add address {a}: {}", describe(e)))?;
+            self.add_address(index, *a).await?;
         }
         self.handle
             .link()
@@ -75,18 +70,80 @@ impl Netlink {
         Ok(())
     }
 
+    /// Adds one address (with its prefix length) to the interface.
+    pub(crate) async fn add_address(&self, index: u32, address: IpNet) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, address.addr(), address.prefix_len())
+            .execute()
+            .await
+            .map_err(|e| anyhow!("cannot add address {address}: {}", describe(e)))
+    }
+
+    /// Global-scope addresses of every interface but `exclude`, IPv4 first: the
+    /// candidates for this host's underlay address.
+    pub(crate) async fn global_addresses(&self, exclude: u32) -> Result<Vec<std::net::IpAddr>> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
+        let mut found = self.handle.address().get().execute();
+        let mut out = Vec::new();
+        while let Some(msg) = found
+            .try_next()
+            .await
+            .map_err(|e| anyhow!("cannot list addresses: {}", describe(e)))?
+        {
+            if msg.header.index == exclude || msg.header.scope != AddressScope::Universe {
+                continue;
+            }
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    if !ip.is_loopback() {
+                        out.push(*ip);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|ip| ip.is_ipv6());
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Removes one address from the interface; an address already gone is fine.
+    pub(crate) async fn del_address(&self, index: u32, address: IpNet) -> Result<()> {
+        let mut found = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(address.addr())
+            .execute();
+        while let Some(msg) = found
+            .try_next()
+            .await
+            .map_err(|e| anyhow!("cannot list addresses: {}", describe(e)))?
+        {
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(|e| anyhow!("cannot remove address {address}: {}", describe(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the route for `prefix` through the interface; one already gone is fine.
+    pub(crate) async fn del_route(&self, index: u32, prefix: IpNet) -> Result<()> {
+        let message = route_message(index, prefix);
+        match self.handle.route().del(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ESRCH => Ok(()),
+            Err(e) => Err(anyhow!("cannot remove route {prefix}: {}", describe(e))),
+        }
+    }
+
     /// Routes `prefix` into the interface. An identical route already present is fine.
     pub(crate) async fn add_route(&self, index: u32, prefix: IpNet) -> Result<()> {
-        let message = match prefix {
-            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .output_interface(index)
-                .build(),
-            IpNet::V6(n) => RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .output_interface(index)
-                .build(),
-        };
+        let message = route_message(index, prefix);
         match self.handle.route().add(message).execute().await {
             Ok(()) => Ok(()),
             Err(e) if is_exists(&e) => {
@@ -105,6 +162,19 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| anyhow!("cannot delete interface: {}", describe(e)))
+    }
+}
+
+fn route_message(index: u32, prefix: IpNet) -> rtnetlink::packet_route::route::RouteMessage {
+    match prefix {
+        IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .output_interface(index)
+            .build(),
+        IpNet::V6(n) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .output_interface(index)
+            .build(),
     }
 }
 

@@ -2,13 +2,13 @@
 //! rendering as text or JSON.
 
 use crate::cli::StatusArgs;
-use crate::config::DEFAULT_STATE_DIR;
+use crate::cluster::{state_name, ClusterView};
+use crate::config::state_dir_or_default;
 use crate::control::{request, Request};
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, PeerReport};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// This node and its peers, as served on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -19,8 +19,38 @@ pub(crate) struct StatusReport {
     pub(crate) addresses: Vec<String>,
     pub(crate) mtu: u32,
     pub(crate) peers: Vec<PeerStatus>,
+    /// Gossip membership; absent without a cluster secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<ClusterStatus>,
     /// Dropped packets and rejected datagrams by reason.
     pub(crate) drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ClusterStatus {
+    pub(crate) name: String,
+    /// The endpoint this node advertises.
+    pub(crate) endpoint: Option<String>,
+    /// The block claimed from --range, if any.
+    pub(crate) block: Option<String>,
+    /// True while the node is still choosing its block.
+    pub(crate) claiming: bool,
+    pub(crate) members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MemberStatus {
+    pub(crate) name: String,
+    pub(crate) public_key: String,
+    /// alive, suspect, dead or left.
+    pub(crate) state: String,
+    pub(crate) epoch: u64,
+    pub(crate) incarnation: u64,
+    pub(crate) endpoint: String,
+    pub(crate) prefixes: Vec<String>,
+    pub(crate) latest_handshake_secs: Option<u64>,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +67,33 @@ pub(crate) struct PeerStatus {
     pub(crate) tx_packets: u64,
 }
 
+impl PeerStatus {
+    fn render(&self) -> String {
+        let mut s = format!("\npeer: {}\n", self.public_key);
+        s.push_str(&format!(
+            "  endpoint: {}\n  allowed ips: {}\n",
+            self.endpoint.as_deref().unwrap_or("(none)"),
+            if self.allowed_ips.is_empty() {
+                "(none)".to_string()
+            } else {
+                self.allowed_ips.join(", ")
+            }
+        ));
+        match self.latest_handshake_secs {
+            Some(secs) => s.push_str(&format!("  latest handshake: {secs} seconds ago\n")),
+            None => s.push_str("  latest handshake: (none)\n"),
+        }
+        s.push_str(&format!(
+            "  transfer: {} B received, {} B sent\n",
+            self.rx_bytes, self.tx_bytes
+        ));
+        if let Some(k) = self.persistent_keepalive {
+            s.push_str(&format!("  persistent keepalive: every {k} seconds\n"));
+        }
+        s
+    }
+}
+
 /// Static facts about the node that the data plane does not hold.
 pub(crate) struct NodeInfo {
     pub(crate) listen_port: u16,
@@ -45,15 +102,57 @@ pub(crate) struct NodeInfo {
 }
 
 impl StatusReport {
-    pub(crate) fn build(node: &NodeInfo, dp: &Dataplane) -> Self {
+    pub(crate) fn build(node: &NodeInfo, dp: &Dataplane, cluster: Option<&ClusterView>) -> Self {
+        let peers = dp.peers();
+        let mut drops: BTreeMap<String, u64> = dp
+            .counters
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        if let Some(c) = cluster {
+            for e in weftnet_proto::gossip::GossipError::ALL {
+                drops.insert(e.as_str().to_string(), 0);
+            }
+            for (k, v) in &c.errors {
+                drops.insert((*k).to_string(), *v);
+            }
+        }
+        let cluster = cluster.map(|c| ClusterStatus {
+            name: c.name.clone(),
+            endpoint: c.endpoint.map(|e| e.to_string()),
+            block: c.block.map(|b| b.to_string()),
+            claiming: c.claiming,
+            members: c
+                .members
+                .iter()
+                .map(|m| {
+                    let peer: Option<&PeerReport> =
+                        peers.iter().find(|p| p.public_key == m.record.public_key);
+                    MemberStatus {
+                        name: m.record.name.clone(),
+                        public_key: m.record.public_key.to_base64(),
+                        state: state_name(m.state).to_string(),
+                        epoch: m.epoch,
+                        incarnation: m.incarnation,
+                        endpoint: m.record.endpoint.to_string(),
+                        prefixes: m.record.prefixes.iter().map(|p| p.to_string()).collect(),
+                        latest_handshake_secs: peer
+                            .and_then(|p| p.since_handshake)
+                            .map(|d| d.as_secs()),
+                        rx_bytes: peer.map_or(0, |p| p.rx_bytes),
+                        tx_bytes: peer.map_or(0, |p| p.tx_bytes),
+                    }
+                })
+                .collect(),
+        });
         Self {
             interface: dp.interface().to_string(),
             public_key: dp.public_key().to_base64(),
             listen_port: node.listen_port,
             addresses: node.addresses.clone(),
             mtu: node.mtu,
-            peers: dp
-                .peers()
+            peers: peers
                 .into_iter()
                 .map(|p| PeerStatus {
                     public_key: p.public_key.to_base64(),
@@ -67,12 +166,8 @@ impl StatusReport {
                     tx_packets: p.tx_packets,
                 })
                 .collect(),
-            drops: dp
-                .counters
-                .snapshot()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            cluster,
+            drops,
         }
     }
 
@@ -85,27 +180,46 @@ impl StatusReport {
             self.addresses.join(", "),
             self.mtu
         );
-        for p in &self.peers {
-            s.push_str(&format!("\npeer: {}\n", p.public_key));
+        if let Some(c) = &self.cluster {
             s.push_str(&format!(
-                "  endpoint: {}\n  allowed ips: {}\n",
-                p.endpoint.as_deref().unwrap_or("(none)"),
-                if p.allowed_ips.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    p.allowed_ips.join(", ")
-                }
+                "  name: {}\n  advertised endpoint: {}\n",
+                c.name,
+                c.endpoint.as_deref().unwrap_or("(unknown)")
             ));
-            match p.latest_handshake_secs {
-                Some(secs) => s.push_str(&format!("  latest handshake: {secs} seconds ago\n")),
-                None => s.push_str("  latest handshake: (none)\n"),
+            if let Some(b) = &c.block {
+                s.push_str(&format!("  block: {b}\n"));
+            } else if c.claiming {
+                s.push_str("  block: (claiming)\n");
             }
-            s.push_str(&format!(
-                "  transfer: {} B received, {} B sent\n",
-                p.rx_bytes, p.tx_bytes
-            ));
-            if let Some(k) = p.persistent_keepalive {
-                s.push_str(&format!("  persistent keepalive: every {k} seconds\n"));
+            s.push_str(&format!("\nmembers: {}\n", c.members.len()));
+            for m in &c.members {
+                let hs = m
+                    .latest_handshake_secs
+                    .map_or("-".to_string(), |h| format!("{h}s"));
+                s.push_str(&format!(
+                    "  {:<16} {:<8} inc {:<3} {:<22} {:<20} handshake {:<6} rx {} tx {}\n    key {}\n",
+                    m.name,
+                    m.state,
+                    m.incarnation,
+                    m.endpoint,
+                    m.prefixes.join(","),
+                    hs,
+                    m.rx_bytes,
+                    m.tx_bytes,
+                    m.public_key
+                ));
+            }
+            let statics: Vec<&PeerStatus> = self
+                .peers
+                .iter()
+                .filter(|p| !c.members.iter().any(|m| m.public_key == p.public_key))
+                .collect();
+            for p in statics {
+                s.push_str(&p.render());
+            }
+        } else {
+            for p in &self.peers {
+                s.push_str(&p.render());
             }
         }
         let drops: Vec<String> = self
@@ -123,10 +237,7 @@ impl StatusReport {
 
 /// `weftnet status`.
 pub(crate) fn run(args: StatusArgs) -> Result<()> {
-    let dir = args
-        .state
-        .state_dir
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let dir = state_dir_or_default(args.state.state_dir);
     let value = request(&dir, &Request::Status)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);

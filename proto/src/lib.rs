@@ -14,6 +14,8 @@
 //! - [`router`]: crypto-key routing decisions (which peer gets a packet, which
 //!   decrypted packets are accepted).
 //! - [`session`]: one WireGuard session with one peer.
+//! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
+//!   group filters and multicast replication decisions.
 //!
 //! The wire format is specified in `PROTOCOL.md` next to this crate.
 #![deny(missing_docs)]
@@ -22,7 +24,10 @@
 
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gossip;
+pub mod ipam;
 pub mod keys;
+pub mod multicast;
 pub mod packet;
 pub mod prefix_table;
 pub mod router;

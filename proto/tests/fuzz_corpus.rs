@@ -38,3 +38,23 @@ fn router_inbound_corpus() {
 fn session_datagram_corpus() {
     replay("session_datagram", fuzzing::session_datagram);
 }
+
+#[test]
+fn igmp_corpus() {
+    replay("igmp", fuzzing::igmp);
+}
+
+#[test]
+fn mld_corpus() {
+    replay("mld", fuzzing::mld);
+}
+
+#[test]
+fn gossip_datagram_corpus() {
+    replay("gossip_datagram", fuzzing::gossip_datagram);
+}
+
+#[test]
+fn gossip_plaintext_corpus() {
+    replay("gossip_plaintext", fuzzing::gossip_plaintext);
+}

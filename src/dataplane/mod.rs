@@ -53,7 +53,7 @@ pub(crate) struct Dataplane {
     udp: Udp,
     pub(crate) counters: Counters,
     stop: AtomicBool,
-    control: Option<std::sync::mpsc::SyncSender<ControlDatagram>>,
+    control: Option<tokio::sync::mpsc::Sender<ControlDatagram>>,
 }
 
 impl Dataplane {
@@ -63,7 +63,7 @@ impl Dataplane {
         key: PrivateKey,
         tun: Tun,
         udp: Udp,
-        control: Option<std::sync::mpsc::SyncSender<ControlDatagram>>,
+        control: Option<tokio::sync::mpsc::Sender<ControlDatagram>>,
     ) -> Arc<Self> {
         let limiter = Limiter::new(&key.public_key());
         Arc::new(Self {
@@ -117,6 +117,11 @@ impl Dataplane {
 
     pub(crate) fn interface(&self) -> &str {
         self.tun.name()
+    }
+
+    /// Sends a control-plane (gossip) datagram from the shared port.
+    pub(crate) fn send_control(&self, bytes: &[u8], to: SocketAddr) {
+        self.send(bytes, to);
     }
 
     pub(crate) fn peers(&self) -> Vec<PeerReport> {

@@ -158,6 +158,29 @@ impl Daemon {
             "weftnet exited with {status} on SIGTERM\n{}",
             self.proc.logs()
         );
+        self.start_again();
+    }
+
+    /// SIGKILL the daemon (no graceful shutdown at all, as in a crash or power loss) and
+    /// reap it; returns its exit status. Its state dir is kept for [`start_again`].
+    ///
+    /// [`start_again`]: Self::start_again
+    pub fn kill(&mut self) -> ExitStatus {
+        self.proc.signal(libc::SIGKILL);
+        self.proc
+            .wait_timeout(DAEMON_STOP_TIMEOUT)
+            .unwrap_or_else(|| panic!("weftnet survived SIGKILL for {DAEMON_STOP_TIMEOUT:?}"))
+    }
+
+    /// Start the daemon again, after it has exited (killed, stopped, or left), with the same
+    /// arguments, config file and state dir, and wait until it is ready. The new run logs to
+    /// `daemon.N.{stdout,stderr}` in [`dir`](Self::dir). Panics if it is still running.
+    pub fn start_again(&mut self) {
+        assert!(
+            !self.is_running(),
+            "start_again: weftnet (pid {}) is still running",
+            self.pid()
+        );
         self.starts += 1;
         let base = format!("daemon.{}", self.starts);
         self.proc = spawn_daemon(&self.netns, &self.argv, self.dir.path(), &base);

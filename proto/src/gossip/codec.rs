@@ -1,0 +1,656 @@
+//! Byte layouts of the gossip plaintext (PROTOCOL.md §6.3-6.5): the sender header,
+//! the messages, membership entries, records and digest pairs. All integers are
+//! little-endian; addresses are in network order. Decoders never panic and bound every
+//! count an authenticated peer controls.
+
+use super::member::{Claim, Rank};
+use super::record::{NodeRecord, RecordBody, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
+use crate::keys::PublicKey;
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Length of the plaintext header: sender key, boot epoch, sequence number.
+pub(crate) const PLAIN_HEADER_LEN: usize = 32 + 8 + 8;
+/// Most entries one datagram may carry.
+pub(crate) const MAX_ENTRIES_PER_DATAGRAM: usize = 32;
+/// Most messages one datagram may carry.
+pub(crate) const MAX_MESSAGES_PER_DATAGRAM: usize = 128;
+/// Most bucket pairs one digest message may carry.
+pub(crate) const MAX_PAIRS_PER_DIGEST: usize = 80;
+
+pub(crate) const MSG_PING: u8 = 0x01;
+pub(crate) const MSG_ACK: u8 = 0x02;
+pub(crate) const MSG_PING_REQ: u8 = 0x03;
+pub(crate) const MSG_JOIN: u8 = 0x04;
+pub(crate) const MSG_ENTRY: u8 = 0x05;
+pub(crate) const MSG_DIGEST: u8 = 0x06;
+pub(crate) const MSG_STATE: u8 = 0x07;
+pub(crate) const MSG_SUMMARY: u8 = 0x08;
+/// Most items one summary may carry.
+pub(crate) const MAX_SUMMARY_ITEMS: usize = 64;
+
+/// The decoder's only error: the daemon counts it as `gossip_malformed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+/// The plaintext header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) sender: PublicKey,
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+}
+
+/// One membership entry on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) key: PublicKey,
+    pub(crate) claim: Claim,
+    pub(crate) version: u64,
+    /// The record, absent in tombstones (rank `Forgotten`).
+    pub(crate) record: Option<RecordBody>,
+    /// Seconds a tombstone has left to live (0 for other ranks).
+    pub(crate) remaining_secs: u32,
+}
+
+/// One bucket summary in a digest (PROTOCOL.md §6.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pair {
+    pub(crate) level: u8,
+    pub(crate) pull: bool,
+    pub(crate) index: u16,
+    pub(crate) count: u16,
+    pub(crate) hash: u64,
+}
+
+/// One message of a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Message {
+    Ping {
+        probe: u32,
+    },
+    Ack {
+        probe: u32,
+    },
+    PingReq {
+        probe: u32,
+        target: PublicKey,
+        endpoint: SocketAddr,
+    },
+    Join,
+    /// An entry; `rumor` entries (type 0x05) are passed on when they were news,
+    /// state transfers (type 0x07: anti-entropy, join replies) are not.
+    Entry {
+        entry: Entry,
+        rumor: bool,
+    },
+    Digest(Vec<Pair>),
+    /// The entries of one bucket as (first 8 key bytes, entry hash) items.
+    Summary(Summary),
+}
+
+/// Per-entry summary of one small bucket (PROTOCOL.md §6.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub(crate) level: u8,
+    pub(crate) index: u16,
+    /// Whether the receiver should answer with its own summary.
+    pub(crate) reply: bool,
+    pub(crate) items: Vec<([u8; 8], u64)>,
+}
+
+/// The first 8 bytes of a key, as summaries carry it.
+pub(crate) fn key8(key: &PublicKey) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&key.as_bytes()[..8]);
+    k
+}
+
+fn read_bucket(r: &mut Reader<'_>) -> Result<(u8, bool, u16), Malformed> {
+    let tag = r.u8()?;
+    let level = tag & 0x7f;
+    if !matches!(level, 0 | 5 | 10) {
+        return Err(Malformed);
+    }
+    let index = r.u16()?;
+    if u32::from(index) >= 1u32 << level {
+        return Err(Malformed);
+    }
+    Ok((level, tag & 0x80 != 0, index))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        if self.buf.len() < n {
+            return Err(Malformed);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Malformed> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn key(&mut self) -> Result<PublicKey, Malformed> {
+        Ok(PublicKey::from_bytes(self.array()?))
+    }
+    fn addr(&mut self) -> Result<IpAddr, Malformed> {
+        match self.u8()? {
+            4 => Ok(IpAddr::V4(Ipv4Addr::from(self.array::<4>()?))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(self.array::<16>()?))),
+            _ => Err(Malformed),
+        }
+    }
+    fn endpoint(&mut self) -> Result<SocketAddr, Malformed> {
+        let ip = self.addr()?;
+        Ok(SocketAddr::new(ip, self.u16()?))
+    }
+    fn prefix(&mut self) -> Result<IpNet, Malformed> {
+        let ip = self.addr()?;
+        let net = IpNet::new(ip, self.u8()?).map_err(|_| Malformed)?;
+        if net.trunc() != net {
+            return Err(Malformed);
+        }
+        Ok(net)
+    }
+}
+
+fn put_addr(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            out.push(6);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+}
+
+fn addr_len(ip: IpAddr) -> usize {
+    if ip.is_ipv4() {
+        5
+    } else {
+        17
+    }
+}
+
+pub(crate) fn put_endpoint(out: &mut Vec<u8>, ep: SocketAddr) {
+    put_addr(out, ep.ip());
+    out.extend_from_slice(&ep.port().to_le_bytes());
+}
+
+/// Encoded length of an entry carrying `record`.
+pub(crate) fn record_entry_len(record: &NodeRecord) -> usize {
+    32 + 8
+        + 8
+        + 1
+        + 8
+        + 1
+        + record.name.len()
+        + addr_len(record.endpoint.ip())
+        + 2
+        + 1
+        + record
+            .prefixes
+            .iter()
+            .map(|p| addr_len(p.addr()) + 1)
+            .sum::<usize>()
+}
+
+/// Appends one entry (PROTOCOL.md §6.5). Tombstones (rank `Forgotten`) carry
+/// `remaining_secs` instead of a record; other ranks always carry one.
+pub(crate) fn encode_entry(
+    out: &mut Vec<u8>,
+    key: &PublicKey,
+    claim: &Claim,
+    version: u64,
+    record: Option<&RecordBody>,
+    remaining_secs: u32,
+) {
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&claim.epoch.to_le_bytes());
+    out.extend_from_slice(&claim.incarnation.to_le_bytes());
+    out.push(claim.rank as u8);
+    out.extend_from_slice(&version.to_le_bytes());
+    if claim.rank == Rank::Forgotten {
+        out.extend_from_slice(&remaining_secs.to_le_bytes());
+        return;
+    }
+    match record {
+        Some(r) => out.extend_from_slice(r.bytes()),
+        // Not reached: live, dead and left entries always hold a record.
+        None => encode_record_body(out, "", SocketAddr::from(([0, 0, 0, 0], 0)), &[]),
+    }
+}
+
+/// Appends the record part of an entry: name, endpoint, prefixes. Lengths must have
+/// been validated ([`NodeRecord::validate`]); longer values are cut.
+pub(crate) fn encode_record_body(
+    out: &mut Vec<u8>,
+    name: &str,
+    endpoint: SocketAddr,
+    prefixes: &[IpNet],
+) {
+    let name = &name.as_bytes()[..name.len().min(MAX_NAME_LEN)];
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    put_endpoint(out, endpoint);
+    let n = prefixes.len().min(MAX_PREFIXES);
+    out.push(n as u8);
+    for p in &prefixes[..n] {
+        put_addr(out, p.addr());
+        out.push(p.prefix_len());
+    }
+}
+
+fn read_record_body(r: &mut Reader<'_>) -> Result<(String, SocketAddr, Vec<IpNet>), Malformed> {
+    let name_len = usize::from(r.u8()?);
+    if name_len > MAX_NAME_LEN {
+        return Err(Malformed);
+    }
+    let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| Malformed)?;
+    let endpoint = r.endpoint()?;
+    let n = usize::from(r.u8()?);
+    if n > MAX_PREFIXES {
+        return Err(Malformed);
+    }
+    let mut prefixes = Vec::with_capacity(n);
+    for _ in 0..n {
+        prefixes.push(r.prefix()?);
+    }
+    Ok((name.to_string(), endpoint, prefixes))
+}
+
+/// Decodes a stored record body completely.
+pub(crate) fn parse_record_body(
+    bytes: &[u8],
+) -> Result<(String, SocketAddr, Vec<IpNet>), Malformed> {
+    let mut r = Reader { buf: bytes };
+    let body = read_record_body(&mut r)?;
+    if !r.buf.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(body)
+}
+
+impl Header {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.sender.as_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+    }
+}
+
+impl Entry {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        encode_entry(
+            out,
+            &self.key,
+            &self.claim,
+            self.version,
+            self.record.as_ref(),
+            self.remaining_secs,
+        );
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
+        let start = r.buf.len();
+        let key = r.key()?;
+        let epoch = r.u64()?;
+        let incarnation = r.u64()?;
+        let rank = Rank::from_u8(r.u8()?).ok_or(Malformed)?;
+        let version = r.u64()?;
+        let claim = Claim {
+            epoch,
+            incarnation,
+            rank,
+        };
+        let (record, remaining_secs) = if rank == Rank::Forgotten {
+            (None, r.u32()?)
+        } else {
+            let before = r.buf;
+            read_record_body(r)?;
+            let used = before.len() - r.buf.len();
+            let body = RecordBody::from_validated(&before[..used]);
+            (Some(body), 0)
+        };
+        if start - r.buf.len() > MAX_ENTRY_LEN {
+            return Err(Malformed);
+        }
+        Ok(Self {
+            key,
+            claim,
+            version,
+            record,
+            remaining_secs,
+        })
+    }
+}
+
+impl Pair {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.level | if self.pull { 0x80 } else { 0 });
+        out.extend_from_slice(&self.index.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.hash.to_le_bytes());
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
+        let (level, pull, index) = read_bucket(r)?;
+        Ok(Self {
+            level,
+            pull,
+            index,
+            count: r.u16()?,
+            hash: r.u64()?,
+        })
+    }
+}
+
+impl Message {
+    /// Appends the message (type byte and body).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Ping { probe } => {
+                out.push(MSG_PING);
+                out.extend_from_slice(&probe.to_le_bytes());
+            }
+            Self::Ack { probe } => {
+                out.push(MSG_ACK);
+                out.extend_from_slice(&probe.to_le_bytes());
+            }
+            Self::PingReq {
+                probe,
+                target,
+                endpoint,
+            } => {
+                out.push(MSG_PING_REQ);
+                out.extend_from_slice(&probe.to_le_bytes());
+                out.extend_from_slice(target.as_bytes());
+                put_endpoint(out, *endpoint);
+            }
+            Self::Join => out.push(MSG_JOIN),
+            Self::Entry { entry, rumor } => {
+                out.push(if *rumor { MSG_ENTRY } else { MSG_STATE });
+                entry.encode(out);
+            }
+            Self::Digest(pairs) => {
+                out.push(MSG_DIGEST);
+                let n = pairs.len().min(MAX_PAIRS_PER_DIGEST);
+                out.push(n as u8);
+                for p in &pairs[..n] {
+                    p.encode(out);
+                }
+            }
+            Self::Summary(sm) => {
+                out.push(MSG_SUMMARY);
+                out.push(sm.level | if sm.reply { 0x80 } else { 0 });
+                out.extend_from_slice(&sm.index.to_le_bytes());
+                let n = sm.items.len().min(MAX_SUMMARY_ITEMS);
+                out.push(n as u8);
+                for (k, h) in &sm.items[..n] {
+                    out.extend_from_slice(k);
+                    out.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Splits a plaintext into its header and messages.
+pub(crate) fn decode_plaintext(buf: &[u8]) -> Result<(Header, Vec<Message>), Malformed> {
+    let mut r = Reader { buf };
+    let header = Header {
+        sender: r.key()?,
+        epoch: r.u64()?,
+        seq: r.u64()?,
+    };
+    let mut messages = Vec::new();
+    let mut entries = 0;
+    while !r.buf.is_empty() {
+        if messages.len() == MAX_MESSAGES_PER_DATAGRAM {
+            return Err(Malformed);
+        }
+        let m = match r.u8()? {
+            MSG_PING => Message::Ping { probe: r.u32()? },
+            MSG_ACK => Message::Ack { probe: r.u32()? },
+            MSG_PING_REQ => Message::PingReq {
+                probe: r.u32()?,
+                target: r.key()?,
+                endpoint: r.endpoint()?,
+            },
+            MSG_JOIN => Message::Join,
+            t @ (MSG_ENTRY | MSG_STATE) => {
+                entries += 1;
+                if entries > MAX_ENTRIES_PER_DATAGRAM {
+                    return Err(Malformed);
+                }
+                Message::Entry {
+                    entry: Entry::decode(&mut r)?,
+                    rumor: t == MSG_ENTRY,
+                }
+            }
+            MSG_DIGEST => {
+                let n = usize::from(r.u8()?);
+                if n > MAX_PAIRS_PER_DIGEST {
+                    return Err(Malformed);
+                }
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pairs.push(Pair::decode(&mut r)?);
+                }
+                Message::Digest(pairs)
+            }
+            MSG_SUMMARY => {
+                let (level, reply, index) = read_bucket(&mut r)?;
+                let n = usize::from(r.u8()?);
+                if n > MAX_SUMMARY_ITEMS {
+                    return Err(Malformed);
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push((r.array::<8>()?, r.u64()?));
+                }
+                Message::Summary(Summary {
+                    level,
+                    index,
+                    reply,
+                    items,
+                })
+            }
+            _ => return Err(Malformed),
+        };
+        messages.push(m);
+    }
+    Ok((header, messages))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn entry(rank: Rank) -> Entry {
+        Entry {
+            key: PublicKey::from_bytes([7; 32]),
+            claim: Claim {
+                epoch: 1_700_000_000_000,
+                incarnation: 3,
+                rank,
+            },
+            version: 2,
+            record: (rank != Rank::Forgotten).then(|| {
+                RecordBody::from_record(&NodeRecord {
+                    public_key: PublicKey::from_bytes([7; 32]),
+                    name: "node-7".into(),
+                    endpoint: "[2001:db8::7]:51820".parse().expect("addr"),
+                    prefixes: vec![
+                        "10.47.7.0/24".parse().expect("net"),
+                        "fd47:7::/64".parse().expect("net"),
+                    ],
+                    version: 2,
+                })
+            }),
+            remaining_secs: if rank == Rank::Forgotten { 3600 } else { 0 },
+        }
+    }
+
+    fn plaintext(messages: &[Message]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Header {
+            sender: PublicKey::from_bytes([1; 32]),
+            epoch: 9,
+            seq: 10,
+        }
+        .encode(&mut out);
+        for m in messages {
+            m.encode(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn round_trip_every_message() {
+        let messages = vec![
+            Message::Ping { probe: 1 },
+            Message::Ack { probe: 2 },
+            Message::PingReq {
+                probe: 3,
+                target: PublicKey::from_bytes([4; 32]),
+                endpoint: "192.0.2.4:51820".parse().expect("addr"),
+            },
+            Message::Join,
+            Message::Entry {
+                entry: entry(Rank::Suspect),
+                rumor: true,
+            },
+            Message::Entry {
+                entry: entry(Rank::Forgotten),
+                rumor: false,
+            },
+            Message::Summary(Summary {
+                level: 10,
+                index: 77,
+                reply: true,
+                items: vec![([1; 8], 2), ([3; 8], u64::MAX)],
+            }),
+            Message::Digest(vec![
+                Pair {
+                    level: 0,
+                    pull: false,
+                    index: 0,
+                    count: 5,
+                    hash: 99,
+                },
+                Pair {
+                    level: 10,
+                    pull: true,
+                    index: 1023,
+                    count: 0,
+                    hash: 0,
+                },
+            ]),
+        ];
+        let bytes = plaintext(&messages);
+        let (h, got) = decode_plaintext(&bytes).expect("decodes");
+        assert_eq!((h.epoch, h.seq), (9, 10));
+        assert_eq!(got, messages);
+        let record = entry(Rank::Alive)
+            .record
+            .expect("record")
+            .to_record(PublicKey::from_bytes([7; 32]), 2);
+        let mut one = Vec::new();
+        entry(Rank::Alive).encode(&mut one);
+        assert_eq!(one.len(), record_entry_len(&record));
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let good = plaintext(&[Message::Entry {
+            entry: entry(Rank::Alive),
+            rumor: true,
+        }]);
+        assert!(decode_plaintext(&good).is_ok());
+        let at = PLAIN_HEADER_LEN + 1 + 32 + 16; // rank byte
+        let mut bad = good.clone();
+        bad[at] = 5;
+        assert_eq!(decode_plaintext(&bad), Err(Malformed));
+        let mut name = good.clone();
+        name[at + 9] = 65; // name length
+        assert_eq!(decode_plaintext(&name), Err(Malformed));
+        let mut utf8 = good.clone();
+        utf8[at + 10] = 0xff;
+        assert_eq!(decode_plaintext(&utf8), Err(Malformed));
+        assert_eq!(decode_plaintext(&good[..good.len() - 1]), Err(Malformed));
+        let mut trailing = good.clone();
+        trailing.push(0x77);
+        assert_eq!(decode_plaintext(&trailing), Err(Malformed));
+        // host bits set in a prefix
+        let mut host = good;
+        // the v6 prefix is the last 18 bytes, then the v4 length byte: 10.47.7.0 -> 10.47.7.1
+        let last = host.len() - 18 - 2;
+        assert_eq!(host[last], 0);
+        host[last] = 1;
+        assert_eq!(decode_plaintext(&host), Err(Malformed));
+        // digest levels must be 0, 5 or 10 with an index below 2^level
+        let mut d = plaintext(&[Message::Digest(vec![Pair {
+            level: 5,
+            pull: false,
+            index: 31,
+            count: 0,
+            hash: 0,
+        }])]);
+        assert!(decode_plaintext(&d).is_ok());
+        d[PLAIN_HEADER_LEN + 3] = 32;
+        assert_eq!(decode_plaintext(&d), Err(Malformed));
+        // too many entries
+        let many: Vec<_> = (0..=MAX_ENTRIES_PER_DATAGRAM)
+            .map(|_| Message::Entry {
+                entry: entry(Rank::Forgotten),
+                rumor: false,
+            })
+            .collect();
+        assert_eq!(decode_plaintext(&plaintext(&many)), Err(Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
+            let _ = decode_plaintext(&bytes);
+        }
+
+        #[test]
+        fn mutated_valid_plaintext_never_panics(
+            at in 0usize..400, byte in any::<u8>(), cut in 0usize..400
+        ) {
+            let mut p = plaintext(&[
+                Message::Entry { entry: entry(Rank::Alive), rumor: true },
+                Message::Ping { probe: 1 },
+                Message::Entry { entry: entry(Rank::Forgotten), rumor: false },
+            ]);
+            if at < p.len() { p[at] = byte; }
+            p.truncate(p.len().saturating_sub(cut % 40));
+            let _ = decode_plaintext(&p);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Why a gossip datagram was dropped, and why a gossip node could not be set up.
+//! Datagram errors have stable names so the daemon can count them.
+
+use super::record::RecordError;
+
+/// Why [`super::Gossip::handle_datagram`] dropped a datagram. Nothing in it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum GossipError {
+    /// Not a gossip datagram, too short, or the plaintext does not parse.
+    #[error("malformed gossip datagram")]
+    Malformed,
+    /// Larger than the 1200-byte gossip limit.
+    #[error("oversized gossip datagram")]
+    Oversized,
+    /// A gossip protocol version this node does not speak.
+    #[error("unsupported gossip version {0}")]
+    Version(u8),
+    /// The key id names no accepted cluster secret: another cluster, or a stranger.
+    #[error("gossip key id matches no cluster secret")]
+    UnknownKey,
+    /// The AEAD tag did not verify: forged, corrupted, or another secret.
+    #[error("gossip datagram failed authentication")]
+    Authentication,
+    /// An old boot epoch, or a sequence number already seen or too old.
+    #[error("replayed or stale gossip datagram")]
+    Replay,
+    /// The datagram claims to come from this node's own key: a looped datagram or a
+    /// second node configured with the same private key.
+    #[error("gossip datagram from our own public key")]
+    OwnKey,
+}
+
+impl GossipError {
+    /// Every error, for counters.
+    pub const ALL: [GossipError; 7] = [
+        Self::Malformed,
+        Self::Oversized,
+        Self::Version(0),
+        Self::UnknownKey,
+        Self::Authentication,
+        Self::Replay,
+        Self::OwnKey,
+    ];
+
+    /// Stable snake_case counter name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "gossip_malformed",
+            Self::Oversized => "gossip_oversized",
+            Self::Version(_) => "gossip_version",
+            Self::UnknownKey => "gossip_unknown_key",
+            Self::Authentication => "gossip_authentication",
+            Self::Replay => "gossip_replay",
+            Self::OwnKey => "gossip_own_key",
+        }
+    }
+
+    /// Position in [`GossipError::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Malformed => 0,
+            Self::Oversized => 1,
+            Self::Version(_) => 2,
+            Self::UnknownKey => 3,
+            Self::Authentication => 4,
+            Self::Replay => 5,
+            Self::OwnKey => 6,
+        }
+    }
+
+    /// True for the errors a node without the right secret causes.
+    pub fn is_authentication(self) -> bool {
+        matches!(self, Self::UnknownKey | Self::Authentication)
+    }
+}
+
+/// Why [`super::Gossip::new`] refused its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No cluster secret was given.
+    #[error("no cluster secret: generate one with `weftnet gensecret` and configure it")]
+    NoSecret,
+    /// A configuration value is out of range.
+    #[error("invalid gossip setting `{field}`: {reason}")]
+    Invalid {
+        /// The [`super::GossipConfig`] field.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: &'static str,
+    },
+    /// This node's own record is not valid.
+    #[error("invalid node record: {0}")]
+    Record(#[from] RecordError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indexed() {
+        for (i, e) in GossipError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+        }
+        let mut names: Vec<_> = GossipError::ALL.iter().map(|e| e.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), GossipError::ALL.len());
+    }
+}

@@ -1,0 +1,90 @@
+//! Authenticated gossip of membership, keys, endpoints and overlay prefixes: how the
+//! mesh forms itself from one seed address, with no central store.
+//!
+//! [`Gossip`] is a sans-IO state machine (no sockets, no clock, no threads): the
+//! daemon feeds it datagrams whose first byte is `0x40` and timeouts, and sends what
+//! [`Gossip::poll_transmit`] returns from the WireGuard UDP port. The protocol is
+//! specified in `PROTOCOL.md` §6:
+//!
+//! - **Envelope** (`seal`, `replay`): XChaCha20-Poly1305 under a key derived from the
+//!   cluster secret, key ids for rotation, per-sender boot epochs and sequence
+//!   windows against replay. Without the secret a host can neither read nor inject.
+//! - **Membership** (`member`, `merge`, `table`): one entry per node (record, epoch,
+//!   incarnation, state) merged by a total order, so all views converge.
+//! - **Failure detection** (`probe`): SWIM with indirect probes, suspicion and
+//!   refutation by incarnation numbers.
+//! - **Dissemination** (`news`, `transmit`): rumors piggybacked on probes and
+//!   digests and pushed to a few random members per round.
+//! - **Anti-entropy** (`digest`, `sync`): a tree of bucketed hash sums compared with
+//!   a random member twice a second, descending only where views differ and ending in
+//!   per-entry summaries, so late joiners and healed partitions converge and a quiet
+//!   mesh costs one small datagram per node per round.
+//! - **Simulation** ([`sim`]): a deterministic virtual network for tests and the
+//!   `gossip_sim` benchmark.
+//!
+//! # Why not `foca`
+//!
+//! foca is a good sans-IO SWIM, but weftnet needs things it does not provide: a wire
+//! format specified independently of a crate's internal serde layout (PROTOCOL.md must
+//! let a second implementation interoperate); state-based anti-entropy for custom data
+//! (foca's custom broadcasts are rumors only, so a late joiner would miss records
+//! whose rumors ended); identities that are keys with roaming endpoints rather than
+//! addresses; and the sender key and epoch inside an authenticated envelope, which
+//! foca's identity would duplicate. The SWIM part here is small (`probe.rs`).
+
+mod codec;
+mod config;
+mod digest;
+mod error;
+mod handle;
+mod member;
+mod merge;
+mod news;
+mod node;
+mod probe;
+mod record;
+mod replay;
+mod rng;
+mod seal;
+pub mod sim;
+mod sync;
+mod table;
+mod transmit;
+
+#[cfg(test)]
+mod spec_vectors;
+#[cfg(test)]
+mod tests;
+
+pub use config::GossipConfig;
+pub use error::{ConfigError, GossipError};
+pub use member::{Event, Member, MemberState};
+pub use node::{Gossip, ViewDigest};
+pub use record::{NodeRecord, RecordError, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
+pub use seal::{GOSSIP_TYPE, MAX_DATAGRAM};
+
+/// Feeds arbitrary bytes to a node as its plaintext, sealed with the node's own
+/// cluster key, so that fuzzers reach the decoders behind the AEAD. Must never panic.
+#[doc(hidden)]
+pub fn fuzz_plaintext(data: &[u8]) {
+    let secret = [7u8; 32];
+    let key = crate::keys::PublicKey::from_bytes([1; 32]);
+    let me = NodeRecord {
+        public_key: key,
+        name: "fuzz".into(),
+        endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
+        prefixes: Vec::new(),
+        version: 0,
+    };
+    let now = std::time::Instant::now();
+    let Ok(mut g) = Gossip::new(GossipConfig::default(), &[secret], me, 1, 1, now) else {
+        return;
+    };
+    let datagram = seal::ClusterKey::derive(&secret).seal(&[0; 24], data);
+    let from = std::net::SocketAddr::from(([192, 0, 2, 2], 51820));
+    let _ = g.handle_datagram(from, &datagram, now);
+    g.handle_timeout(now + std::time::Duration::from_secs(5));
+    while g.poll_transmit().is_some() {}
+    while g.poll_event().is_some() {}
+    let _ = g.members();
+}

@@ -1,0 +1,456 @@
+//! [`Gossip`]: one node's membership state machine and its public API. Time comes in
+//! as `now` on every call; datagrams, events and the next wake-up are pulled with the
+//! `poll_*` methods. The protocol steps live in sibling modules: `handle` (incoming
+//! datagrams), `merge` (applying entries), `probe` (SWIM), `sync` (anti-entropy),
+//! `transmit` (building and sealing datagrams).
+
+use super::config::GossipConfig;
+use super::error::ConfigError;
+use super::member::{Claim, Event, Member, Rank};
+use super::news::News;
+use super::probe::{Probe, Relay};
+use super::record::{NodeRecord, RecordBody, RecordError};
+use super::replay::ReplayWindow;
+use super::rng::Rng;
+use super::seal::Keyring;
+use super::sync::TokenBucket;
+use super::table::Table;
+use crate::keys::PublicKey;
+use blake2::digest::Digest as _;
+use blake2::Blake2s256;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Most seed addresses remembered.
+const MAX_SEEDS: usize = 64;
+
+/// A summary of a node's whole view (every entry's key, epoch, incarnation, state and
+/// record version): two nodes with equal digests hold the same view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ViewDigest {
+    /// Entries, this node and tombstones included.
+    pub entries: u32,
+    /// Wrapping sum of the entry hashes (PROTOCOL.md §6.8).
+    pub hash: u64,
+}
+
+/// One node's gossip state machine (SWIM membership with suspicion, rumor
+/// dissemination and digest-based anti-entropy, inside an authenticated envelope).
+///
+/// It performs no I/O and reads no clock: feed it datagrams and timeouts, then drain
+/// [`Gossip::poll_transmit`] and [`Gossip::poll_event`] and sleep until
+/// [`Gossip::poll_timeout`].
+#[derive(Debug)]
+pub struct Gossip {
+    pub(super) config: GossipConfig,
+    pub(super) keys: Keyring,
+    pub(super) me: NodeRecord,
+    pub(super) my_claim: Claim,
+    pub(super) boot_epoch: u64,
+    pub(super) seq: u64,
+    pub(super) nonce_prefix: [u8; 16],
+    pub(super) rng: Rng,
+    pub(super) table: Table,
+    pub(super) news: News,
+    pub(super) transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub(super) events: VecDeque<Event>,
+    pub(super) strangers: BTreeMap<PublicKey, (ReplayWindow, Instant)>,
+    pub(super) probe: Option<Probe>,
+    pub(super) probe_order: Vec<PublicKey>,
+    pub(super) probe_pos: usize,
+    pub(super) relays: VecDeque<Relay>,
+    pub(super) seeds: Vec<SocketAddr>,
+    pub(super) sync_tokens: TokenBucket,
+    pub(super) scratch: Vec<u8>,
+    pub(super) left: bool,
+    /// The latest `now` passed in (never goes backwards).
+    pub(super) now: Instant,
+    pub(super) next_probe: Instant,
+    pub(super) next_gossip: Instant,
+    pub(super) next_sync: Instant,
+    pub(super) next_reconnect: Instant,
+    pub(super) next_maintenance: Instant,
+    pub(super) next_join: Option<Instant>,
+    pub(super) join_backoff: Duration,
+}
+
+/// `now + d`, saturating instead of panicking far in the future.
+pub(super) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
+}
+
+impl Gossip {
+    /// A node announcing `me`.
+    ///
+    /// - `secrets`: cluster secrets; the first seals, all are accepted (rotation).
+    /// - `boot_epoch`: MUST grow across restarts of the same key (wall-clock
+    ///   milliseconds at start, or a persisted counter); peers reject datagrams from an
+    ///   older epoch as replays.
+    /// - `rng_seed`: seeds the protocol's randomness; take it from the OS RNG in
+    ///   production, fix it in tests.
+    pub fn new(
+        config: GossipConfig,
+        secrets: &[[u8; 32]],
+        mut me: NodeRecord,
+        boot_epoch: u64,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let keys = Keyring::new(secrets).ok_or(ConfigError::NoSecret)?;
+        me.normalize();
+        me.validate()?;
+        let mut h = Blake2s256::new();
+        h.update(b"weftnet gossip v1 nonce");
+        h.update(me.public_key.as_bytes());
+        h.update(boot_epoch.to_le_bytes());
+        h.update(rng_seed.to_le_bytes());
+        let mut nonce_prefix = [0u8; 16];
+        nonce_prefix.copy_from_slice(&h.finalize()[..16]);
+        let my_claim = Claim {
+            epoch: boot_epoch,
+            incarnation: 0,
+            rank: Rank::Alive,
+        };
+        let mut table = Table::new(me.public_key);
+        table.set(
+            me.public_key,
+            my_claim,
+            me.version,
+            Some(RecordBody::from_record(&me)),
+            None,
+        );
+        let mut rng = Rng::new(rng_seed);
+        let next_probe = later(now, rng.jitter(config.probe_interval));
+        let next_sync = later(now, rng.jitter(config.sync_interval));
+        let next_reconnect = later(
+            now,
+            config.reconnect_interval + rng.jitter(config.reconnect_interval),
+        );
+        Ok(Self {
+            news: News::new(config.max_news),
+            sync_tokens: TokenBucket::new(config.sync_rate, 2 * config.sync_burst as u32, now),
+            join_backoff: config.join_interval,
+            keys,
+            me,
+            my_claim,
+            boot_epoch,
+            seq: 0,
+            nonce_prefix,
+            rng,
+            table,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            strangers: BTreeMap::new(),
+            probe: None,
+            probe_order: Vec::new(),
+            probe_pos: 0,
+            relays: VecDeque::new(),
+            seeds: Vec::new(),
+            scratch: Vec::new(),
+            left: false,
+            now,
+            next_probe,
+            next_gossip: now,
+            next_sync,
+            next_reconnect,
+            next_maintenance: later(now, Duration::from_secs(1)),
+            next_join: None,
+            config,
+        })
+    }
+
+    /// Contacts the seeds (addresses only; their keys are learned from the replies)
+    /// and keeps retrying, with backoff, while no member is known.
+    pub fn join(&mut self, seeds: &[SocketAddr], now: Instant) {
+        let now = self.advance(now);
+        if self.left {
+            return;
+        }
+        self.seeds = seeds.iter().copied().take(MAX_SEEDS).collect();
+        self.join_backoff = self.config.join_interval;
+        self.send_join();
+        self.next_join = Some(later(now, self.join_backoff));
+    }
+
+    /// Changes this node's record (endpoint, prefixes, name), bumps its version and
+    /// spreads it. The key cannot change. A closure that changes nothing is a no-op.
+    pub fn update_record(
+        &mut self,
+        f: impl FnOnce(&mut NodeRecord),
+        now: Instant,
+    ) -> Result<(), RecordError> {
+        self.advance(now);
+        let mut next = self.me.clone();
+        f(&mut next);
+        if next.public_key != self.me.public_key {
+            return Err(RecordError::KeyChanged);
+        }
+        next.normalize();
+        next.validate()?;
+        next.version = self.me.version;
+        if next == self.me {
+            return Ok(());
+        }
+        next.version = self.me.version.saturating_add(1);
+        self.me = next;
+        self.announce_self();
+        Ok(())
+    }
+
+    /// Leaves the mesh gracefully: the `Left` state goes out at once to a few members
+    /// and by rumor to the rest. Afterwards the node only drains its rumors: keep
+    /// driving it until [`Gossip::poll_timeout`] returns `None` (about a second).
+    pub fn leave(&mut self, now: Instant) {
+        self.advance(now);
+        if self.left {
+            return;
+        }
+        self.my_claim.rank = Rank::Left;
+        self.announce_self();
+        self.left = true;
+        self.probe = None;
+        self.next_join = None;
+        let n = self.table.live().len().min(2 * self.config.gossip_fanout);
+        for key in self.random_live(n, None) {
+            self.send_rumors_to(&key);
+        }
+    }
+
+    /// Removes a node's record mesh-wide (a tombstone is spread and kept for
+    /// `tombstone_ttl`). Meant for dead or departed nodes: a live node refutes it and
+    /// comes back.
+    pub fn forget(&mut self, public_key: &PublicKey, now: Instant) {
+        let now = self.advance(now);
+        if *public_key == self.me.public_key || self.left {
+            return;
+        }
+        if let Some(slot) = self.table.get(public_key) {
+            if slot.claim.rank != Rank::Forgotten {
+                let claim = Claim {
+                    rank: Rank::Forgotten,
+                    ..slot.claim
+                };
+                let version = slot.version;
+                let deadline = later(now, self.config.tombstone_ttl);
+                self.table
+                    .set(*public_key, claim, version, None, Some(deadline));
+                self.events.push_back(Event::Forgotten(*public_key));
+                self.news.push(*public_key);
+            }
+        }
+    }
+
+    /// Everyone known except this node, in any state (tombstones excluded), ordered
+    /// by key.
+    pub fn members(&self) -> Vec<Member> {
+        self.table
+            .iter()
+            .filter(|(k, _)| **k != self.me.public_key)
+            .filter_map(|(k, s)| Self::member_of(k, s))
+            .collect()
+    }
+
+    /// One member, if known (not this node, not a tombstone).
+    pub fn member(&self, public_key: &PublicKey) -> Option<Member> {
+        if *public_key == self.me.public_key {
+            return None;
+        }
+        self.table
+            .get(public_key)
+            .and_then(|s| Self::member_of(public_key, s))
+    }
+
+    fn member_of(key: &PublicKey, s: &super::table::Slot) -> Option<Member> {
+        Some(Member {
+            state: s.claim.rank.state()?,
+            record: s.record.as_ref()?.to_record(*key, s.version),
+            epoch: s.claim.epoch,
+            incarnation: s.claim.incarnation,
+        })
+    }
+
+    /// This node's current record.
+    pub fn me(&self) -> &NodeRecord {
+        &self.me
+    }
+
+    /// Number of live (alive or suspect) members, this node excluded.
+    pub fn live_members(&self) -> usize {
+        self.table.live().len()
+    }
+
+    /// A summary of the whole view, equal on nodes that agree on everything.
+    pub fn view_digest(&self) -> ViewDigest {
+        let (entries, hash) = self.table.tree().get(0, 0);
+        ViewDigest { entries, hash }
+    }
+
+    /// True after [`Gossip::leave`].
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// The next datagram to send: destination and bytes (starting with 0x40).
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    /// The next membership event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Gossip::handle_timeout`] must be called next (may be in the past: call
+    /// it at once). `None` only after a leave, once the last rumor went out.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let gossip = (!self.news.is_empty()).then_some(self.next_gossip);
+        if self.left {
+            return gossip;
+        }
+        let indirect = self
+            .probe
+            .as_ref()
+            .filter(|p| !p.acked && !p.indirect_sent)
+            .map(|p| p.indirect_at);
+        [
+            Some(self.next_probe),
+            Some(self.next_sync),
+            Some(self.next_reconnect),
+            Some(self.next_maintenance),
+            gossip,
+            indirect,
+            self.next_join,
+            self.table.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        if self.left {
+            if self.table.live().is_empty() {
+                self.news.clear();
+            }
+            if !self.news.is_empty() && now >= self.next_gossip {
+                self.gossip_round();
+                self.next_gossip = later(now, self.config.gossip_interval);
+            }
+            return;
+        }
+        self.probe_timers(now);
+        while let Some(key) = self.table.pop_due(now) {
+            self.expire(&key);
+        }
+        if now >= self.next_gossip {
+            if !self.news.is_empty() {
+                self.gossip_round();
+            }
+            self.next_gossip = later(now, self.config.gossip_interval);
+        }
+        if now >= self.next_sync {
+            self.start_sync();
+            self.next_sync = later(now, self.config.sync_interval);
+        }
+        if now >= self.next_reconnect {
+            self.reconnect();
+            self.next_reconnect = later(now, self.config.reconnect_interval);
+        }
+        if self.next_join.is_some_and(|t| now >= t) {
+            if self.table.live().is_empty() && !self.seeds.is_empty() {
+                self.send_join();
+                self.join_backoff = (self.join_backoff * 2).min(self.config.join_interval * 16);
+                let wait = self.join_backoff / 2 + self.rng.jitter(self.join_backoff / 2);
+                self.next_join = Some(later(now, wait));
+            } else {
+                self.next_join = None;
+            }
+        }
+        if now >= self.next_maintenance {
+            self.maintenance(now);
+            self.next_maintenance = later(now, Duration::from_secs(1));
+        }
+    }
+
+    /// Records the caller's clock; a `now` older than one seen before is ignored.
+    pub(super) fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    /// Housekeeping once a second: expired relays, stale strangers, and rejoining the
+    /// seeds when every member is gone.
+    fn maintenance(&mut self, now: Instant) {
+        while self.relays.front().is_some_and(|r| r.expires <= now) {
+            self.relays.pop_front();
+        }
+        if let Some(stale) = now.checked_sub(Duration::from_secs(600)) {
+            self.strangers.retain(|_, (_, seen)| *seen > stale);
+        }
+        if self.table.live().is_empty() && !self.seeds.is_empty() && self.next_join.is_none() {
+            self.join_backoff = self.config.join_interval;
+            self.next_join = Some(now);
+        }
+    }
+
+    /// Re-announces this node's entry after a change to its record or claim.
+    pub(super) fn announce_self(&mut self) {
+        let key = self.me.public_key;
+        self.table.set(
+            key,
+            self.my_claim,
+            self.me.version,
+            Some(RecordBody::from_record(&self.me)),
+            None,
+        );
+        self.news.push(key);
+    }
+
+    /// Whole seconds a tombstone has left (0 for other slots).
+    pub(super) fn remaining_secs(&self, s: &super::table::Slot) -> u32 {
+        match (s.claim.rank, s.deadline) {
+            (Rank::Forgotten, Some(d)) => {
+                u32::try_from(d.saturating_duration_since(self.now).as_secs()).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Up to `n` distinct random live members, `except` excluded.
+    pub(super) fn random_live(&mut self, n: usize, except: Option<&PublicKey>) -> Vec<PublicKey> {
+        let live = self.table.live();
+        let mut out: Vec<PublicKey> = Vec::with_capacity(n);
+        if live.len() <= n + 1 {
+            out.extend(live.iter().filter(|k| Some(*k) != except));
+            self.rng.shuffle(&mut out);
+            out.truncate(n);
+            return out;
+        }
+        let mut tries = 0;
+        while out.len() < n && tries < 4 * n + 8 {
+            tries += 1;
+            let k = live[self.rng.below(live.len())];
+            if Some(&k) != except && !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// The endpoint of a known member.
+    pub(super) fn endpoint_of(&self, key: &PublicKey) -> Option<SocketAddr> {
+        self.table
+            .get(key)?
+            .record
+            .as_ref()
+            .map(RecordBody::endpoint)
+    }
+}

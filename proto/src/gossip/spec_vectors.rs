@@ -1,0 +1,161 @@
+//! Checks the gossip test vectors written in `proto/PROTOCOL.md` §6.12 against the
+//! code. The vectors are parsed from the document, so the spec and the code cannot
+//! drift apart silently (like `tests/vectors.rs` does for §5).
+
+use super::codec::{decode_plaintext, Entry, Header, Message};
+use super::digest::entry_hash;
+use super::member::{Claim, Rank};
+use super::record::{NodeRecord, RecordBody};
+use super::seal::{derive_key, key_id, ClusterKey, Keyring};
+use crate::keys::PublicKey;
+
+const SPEC: &str = include_str!("../../PROTOCOL.md");
+
+/// `name value` lines of the first code block after the heading `heading`.
+fn block(heading: &str) -> Vec<(String, String)> {
+    let start = SPEC
+        .find(heading)
+        .unwrap_or_else(|| panic!("no heading {heading}"));
+    let rest = &SPEC[start..];
+    let open = rest.find("```\n").expect("code block") + 4;
+    let close = rest[open..].find("```").expect("closed block") + open;
+    rest[open..close]
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (k, v) = l.split_once(char::is_whitespace)?;
+            Some((k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn field<'a>(lines: &'a [(String, String)], name: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no field {name}"))
+}
+
+/// A one-line hex field.
+fn hex_field(lines: &[(String, String)], name: &str) -> Vec<u8> {
+    hex::decode(field(lines, name).replace(' ', "")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Concatenates a hex field continued on lines starting with `..`.
+fn long_hex(heading: &str, name: &str) -> Vec<u8> {
+    let start = SPEC.find(heading).expect("heading");
+    let rest = &SPEC[start..];
+    let open = rest.find("```\n").expect("code block") + 4;
+    let close = rest[open..].find("```").expect("closed block") + open;
+    let mut out = String::new();
+    let mut inside = false;
+    for line in rest[open..close].lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix(name) {
+            if v.starts_with(char::is_whitespace) {
+                inside = true;
+                out.push_str(v.trim());
+                continue;
+            }
+        }
+        if inside {
+            if let Some(v) = line.strip_prefix("..") {
+                out.push_str(v.trim());
+                continue;
+            }
+            inside = false;
+        }
+    }
+    hex::decode(out.replace(' ', "")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn arr32(v: &[u8]) -> [u8; 32] {
+    v.try_into().expect("32 bytes")
+}
+
+#[test]
+fn key_derivation() {
+    let lines = block("#### 6.12.1");
+    let secret = arr32(&hex_field(&lines, "secret"));
+    let key = derive_key(&secret);
+    assert_eq!(hex::encode(key), field(&lines, "key"));
+    assert_eq!(hex::encode(key_id(&key)), field(&lines, "key_id"));
+    assert_eq!(ClusterKey::derive(&secret).id(), key_id(&key));
+}
+
+#[test]
+fn sealed_datagram() {
+    let keys = block("#### 6.12.1");
+    let secret = arr32(&hex_field(&keys, "secret"));
+    let h = "#### 6.12.2";
+    let lines = block(h);
+    let header = Header {
+        sender: PublicKey::from_bytes(arr32(&hex_field(&lines, "sender"))),
+        epoch: field(&lines, "epoch").parse().expect("epoch"),
+        seq: field(&lines, "seq").parse().expect("seq"),
+    };
+    let probe =
+        u32::from_str_radix(field(&lines, "ping").trim_start_matches("0x"), 16).expect("probe");
+    let mut plaintext = Vec::new();
+    header.encode(&mut plaintext);
+    Message::Ping { probe }.encode(&mut plaintext);
+    Message::Join.encode(&mut plaintext);
+    assert_eq!(
+        hex::encode(&plaintext),
+        hex::encode(long_hex(h, "plaintext"))
+    );
+    let nonce: [u8; 24] = hex_field(&lines, "nonce").try_into().expect("24 bytes");
+    let datagram = ClusterKey::derive(&secret).seal(&nonce, &plaintext);
+    assert_eq!(hex::encode(&datagram), hex::encode(long_hex(h, "datagram")));
+    let mut opened = Vec::new();
+    Keyring::new(&[[9; 32], secret])
+        .expect("keys")
+        .open(&datagram, &mut opened)
+        .expect("opens");
+    let (got, messages) = decode_plaintext(&opened).expect("decodes");
+    assert_eq!(got, header);
+    assert_eq!(messages, vec![Message::Ping { probe }, Message::Join]);
+}
+
+#[test]
+fn entry_encoding_and_hash() {
+    let h = "#### 6.12.3";
+    let lines = block(h);
+    let key = PublicKey::from_bytes(arr32(&hex_field(&lines, "key")));
+    let num = |n: &str| -> u64 { field(&lines, n).parse().expect("number") };
+    let rank = match field(&lines, "state") {
+        "alive" => Rank::Alive,
+        "suspect" => Rank::Suspect,
+        other => panic!("state {other}"),
+    };
+    let record = NodeRecord {
+        public_key: key,
+        name: field(&lines, "name").trim_matches('"').to_string(),
+        endpoint: field(&lines, "endpoint").parse().expect("endpoint"),
+        prefixes: field(&lines, "prefixes")
+            .split_whitespace()
+            .map(|p| p.parse().expect("prefix"))
+            .collect(),
+        version: num("version"),
+    };
+    let entry = Entry {
+        key,
+        claim: Claim {
+            epoch: num("epoch"),
+            incarnation: num("incarnation"),
+            rank,
+        },
+        version: record.version,
+        record: Some(RecordBody::from_record(&record)),
+        remaining_secs: 0,
+    };
+    let mut bytes = Vec::new();
+    entry.encode(&mut bytes);
+    assert_eq!(hex::encode(&bytes), hex::encode(long_hex(h, "encoded")));
+    let hash = entry_hash(&key, &entry.claim, entry.version);
+    assert_eq!(format!("{hash:016x}"), field(&lines, "hash"));
+    // the bucket of the key (first 10 bits)
+    let leaf: usize = field(&lines, "leaf").parse().expect("leaf");
+    assert_eq!(super::digest::leaf_of(&key), leaf);
+}

@@ -1,0 +1,154 @@
+//! Building outgoing datagrams: packing messages up to the size limit, piggybacking
+//! rumors into the room left, and sealing with the sender header, a fresh sequence
+//! number and a unique nonce (PROTOCOL.md §6.2-6.3).
+
+use super::codec::{self, Header, Message, PLAIN_HEADER_LEN};
+use super::node::Gossip;
+use super::seal::{NONCE_LEN, OVERHEAD};
+use crate::keys::PublicKey;
+use std::net::SocketAddr;
+
+/// Smallest possible encoded entry message; below this much room, stop trying.
+const MIN_ENTRY_MESSAGE: usize = 62;
+
+/// The messages of one datagram being built.
+#[derive(Debug)]
+pub(super) struct Builder {
+    body: Vec<u8>,
+    limit: usize,
+}
+
+impl Builder {
+    pub(super) fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    pub(super) fn room(&self) -> usize {
+        self.limit.saturating_sub(self.body.len())
+    }
+
+    /// Appends a message if it fits.
+    pub(super) fn push(&mut self, m: &Message) -> bool {
+        let mark = self.body.len();
+        m.encode(&mut self.body);
+        self.keep_if_fits(mark)
+    }
+
+    fn keep_if_fits(&mut self, mark: usize) -> bool {
+        if self.body.len() > self.limit {
+            self.body.truncate(mark);
+            false
+        } else {
+            true
+        }
+    }
+}
+
+impl Gossip {
+    pub(super) fn builder(&self) -> Builder {
+        Builder {
+            body: Vec::with_capacity(self.config.max_datagram),
+            limit: self.config.max_datagram - OVERHEAD - PLAIN_HEADER_LEN,
+        }
+    }
+
+    /// Appends the entry of table slot `key` as a rumor (0x05) or state (0x07).
+    pub(super) fn push_entry(&self, b: &mut Builder, key: &PublicKey, rumor: bool) -> bool {
+        let Some(slot) = self.table.get(key) else {
+            return true;
+        };
+        let mark = b.body.len();
+        b.body.push(if rumor {
+            codec::MSG_ENTRY
+        } else {
+            codec::MSG_STATE
+        });
+        codec::encode_entry(
+            &mut b.body,
+            key,
+            &slot.claim,
+            slot.version,
+            slot.record.as_ref(),
+            self.remaining_secs(slot),
+        );
+        b.keep_if_fits(mark)
+    }
+
+    /// Fills the room left in `b` with queued rumors and counts their transmissions.
+    pub(super) fn fill_news(&mut self, b: &mut Builder) {
+        if self.news.is_empty() || b.room() < MIN_ENTRY_MESSAGE {
+            return;
+        }
+        let limit = self.config.retransmit_limit(self.table.live().len());
+        for key in self.news.candidates(codec::MAX_ENTRIES_PER_DATAGRAM) {
+            if b.room() < MIN_ENTRY_MESSAGE {
+                break;
+            }
+            if self.table.get(&key).is_none() {
+                self.news.remove(&key);
+                continue;
+            }
+            if self.push_entry(b, &key, true) {
+                self.news.sent(&key, limit);
+            }
+        }
+    }
+
+    /// Seals `b` (rumors added if there is room) and queues it for `to`.
+    pub(super) fn send(&mut self, to: SocketAddr, mut b: Builder) {
+        self.fill_news(&mut b);
+        self.send_exact(to, b);
+    }
+
+    /// Seals `b` as is.
+    pub(super) fn send_exact(&mut self, to: SocketAddr, b: Builder) {
+        self.seq += 1;
+        let mut plaintext = Vec::with_capacity(PLAIN_HEADER_LEN + b.body.len());
+        Header {
+            sender: self.me.public_key,
+            epoch: self.boot_epoch,
+            seq: self.seq,
+        }
+        .encode(&mut plaintext);
+        plaintext.extend_from_slice(&b.body);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..16].copy_from_slice(&self.nonce_prefix);
+        nonce[16..].copy_from_slice(&self.seq.to_le_bytes());
+        let datagram = self.keys.sealing().seal(&nonce, &plaintext);
+        self.transmits.push_back((to, datagram));
+    }
+
+    /// One datagram of rumors to a member.
+    pub(super) fn send_rumors_to(&mut self, key: &PublicKey) {
+        let Some(to) = self.endpoint_of(key) else {
+            return;
+        };
+        let mut b = self.builder();
+        self.fill_news(&mut b);
+        if !b.is_empty() {
+            self.send_exact(to, b);
+        }
+    }
+
+    /// A rumor round: one datagram of rumors to each of `gossip_fanout` random
+    /// members.
+    pub(super) fn gossip_round(&mut self) {
+        for key in self.random_live(self.config.gossip_fanout, None) {
+            if self.news.is_empty() {
+                break;
+            }
+            self.send_rumors_to(&key);
+        }
+    }
+
+    /// A join request to every seed: `Join` and this node's entry.
+    pub(super) fn send_join(&mut self) {
+        let me = self.me.public_key;
+        for seed in self.seeds.clone() {
+            let mut b = self.builder();
+            b.push(&Message::Join);
+            self.push_entry(&mut b, &me, true);
+            self.send_exact(seed, b);
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The gossip control plane's shell. It owns the sans-IO `weftnet_proto::gossip::Gossip`
+//! state machine, feeds it the control datagrams the data plane receives and its
+//! timeouts, sends what it returns through the shared UDP port, and applies the
+//! membership view to this node: the data plane's peer set, routes into the overlay
+//! interface, and, with `--range`, this node's own address block (claimed, persisted,
+//! and re-claimed if another node wins it).
+
+use crate::dataplane::{ControlDatagram, Dataplane, PeerSpec};
+use crate::netlink::{routes_needed, Netlink};
+use anyhow::{anyhow, Context, Result};
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use weftnet_proto::gossip::{Event, Gossip, Member, MemberState};
+use weftnet_proto::ipam;
+use weftnet_proto::keys::PublicKey;
+
+/// Keepalive for gossiped peers, so that every pair keeps a live tunnel (and NAT
+/// mappings stay open).
+const MESH_KEEPALIVE: u16 = 25;
+/// How long a new node listens to the mesh before it claims a block, so that it
+/// knows the blocks already taken.
+const CLAIM_SETTLE: Duration = Duration::from_secs(2);
+/// Longest wait for a first member before claiming anyway.
+const CLAIM_MAX_WAIT: Duration = Duration::from_secs(5);
+/// How long a graceful leave may take to spread.
+const LEAVE_DRAIN: Duration = Duration::from_secs(2);
+/// How often unresolved seeds are looked up again.
+const SEED_RETRY: Duration = Duration::from_secs(5);
+
+/// Requests from the control socket.
+pub(crate) enum Command {
+    Leave(oneshot::Sender<()>),
+    Forget {
+        node: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// What `weftnet status` shows of the cluster.
+#[derive(Default, Clone)]
+pub(crate) struct ClusterView {
+    pub(crate) name: String,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) members: Vec<Member>,
+    pub(crate) block: Option<IpNet>,
+    pub(crate) claiming: bool,
+    pub(crate) errors: BTreeMap<&'static str, u64>,
+}
+
+/// Block claiming with `--range`.
+struct Claim {
+    range: IpNet,
+    block_len: u8,
+    block: Option<IpNet>,
+    /// When to claim if no block is held yet.
+    due: Option<Instant>,
+    state_file: PathBuf,
+}
+
+pub(crate) struct Cluster {
+    gossip: Gossip,
+    dp: Arc<Dataplane>,
+    netlink: Arc<Netlink>,
+    index: u32,
+    static_peers: Vec<PeerSpec>,
+    /// Addresses on the interface (given ones and the claimed block's).
+    addresses: Vec<IpNet>,
+    routes: BTreeSet<IpNet>,
+    claim: Option<Claim>,
+    seeds: Vec<String>,
+    view: Arc<Mutex<ClusterView>>,
+    first_member_at: Option<Instant>,
+    next_view_refresh: Instant,
+}
+
+/// How often the status view is refreshed when nothing changes.
+const VIEW_REFRESH: Duration = Duration::from_secs(1);
+
+/// Reads the last claimed block from the state directory.
+pub(crate) fn saved_block(
+    state_file: &std::path::Path,
+    range: IpNet,
+    block_len: u8,
+) -> Option<IpNet> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    let block: IpNet = text.trim().parse().ok()?;
+    (block.prefix_len() == block_len && range.contains(&block)).then_some(block)
+}
+
+/// The interface address for a block: its first host, with the range's prefix length
+/// so that the kernel routes the whole range into the interface.
+pub(crate) fn block_address(block: IpNet, range: IpNet) -> IpNet {
+    let host = match block.network() {
+        IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a).wrapping_add(1))),
+        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a).wrapping_add(1))),
+    };
+    IpNet::new(host, range.prefix_len()).unwrap_or(block)
+}
+
+/// Resolves seeds written as HOST:PORT; unresolvable ones are skipped (and retried).
+pub(crate) fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
+    seeds
+        .iter()
+        .filter_map(|s| s.to_socket_addrs().ok().and_then(|mut a| a.next()))
+        .collect()
+}
+
+/// This host's underlay address toward `seeds` (the source the kernel would pick),
+/// else toward any global destination, else `None`. No packet is sent.
+pub(crate) fn detect_underlay_ip(seeds: &[SocketAddr]) -> Option<IpAddr> {
+    let probes: Vec<SocketAddr> = seeds
+        .iter()
+        .copied()
+        .chain(
+            ["192.0.2.1:9".parse().ok(), "[2001:db8::1]:9".parse().ok()]
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    probes.into_iter().find_map(|to| {
+        let bind: SocketAddr = if to.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let s = std::net::UdpSocket::bind(bind).ok()?;
+        s.connect(to).ok()?;
+        let ip = s.local_addr().ok()?.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    })
+}
+
+impl Cluster {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        gossip: Gossip,
+        dp: Arc<Dataplane>,
+        netlink: Arc<Netlink>,
+        index: u32,
+        static_peers: Vec<PeerSpec>,
+        addresses: Vec<IpNet>,
+        range: Option<(IpNet, u8, Option<IpNet>, PathBuf)>,
+        seeds: Vec<String>,
+        view: Arc<Mutex<ClusterView>>,
+    ) -> Self {
+        let claim = range.map(|(range, block_len, block, state_file)| Claim {
+            range,
+            block_len,
+            block,
+            due: None,
+            state_file,
+        });
+        Self {
+            gossip,
+            dp,
+            netlink,
+            index,
+            static_peers,
+            addresses,
+            routes: BTreeSet::new(),
+            claim,
+            seeds,
+            view,
+            first_member_at: None,
+            next_view_refresh: Instant::now(),
+        }
+    }
+
+    /// Runs until a leave completes (command or shutdown) or the channels close.
+    pub(crate) async fn run(
+        mut self,
+        mut datagrams: mpsc::Receiver<ControlDatagram>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let now = Instant::now();
+        let seeds = resolve(&self.seeds);
+        let mut next_seed_retry = (seeds.len() < self.seeds.len()).then(|| now + SEED_RETRY);
+        if !seeds.is_empty() {
+            self.gossip.join(&seeds, now);
+        }
+        if let Some(c) = &mut self.claim {
+            if c.block.is_none() {
+                c.due = Some(if self.seeds.is_empty() {
+                    now
+                } else {
+                    now + CLAIM_MAX_WAIT
+                });
+            }
+        }
+        self.apply(now).await;
+        let mut leave_reply: Option<(oneshot::Sender<()>, Instant)> = None;
+        loop {
+            let mut deadline = self.gossip.poll_timeout();
+            for extra in [
+                self.claim.as_ref().and_then(|c| c.due),
+                next_seed_retry,
+                leave_reply.as_ref().map(|(_, at)| *at),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                deadline = Some(deadline.map_or(extra, |d| d.min(extra)));
+            }
+            let sleep = deadline.map(tokio::time::Instant::from_std);
+            tokio::select! {
+                got = datagrams.recv() => match got {
+                    Some((from, bytes)) => {
+                        if let Err(e) = self.gossip.handle_datagram(from, &bytes, Instant::now()) {
+                            *self.view.lock().errors.entry(e.as_str()).or_default() += 1;
+                            tracing::trace!(%from, error = e.as_str(), "dropped gossip datagram");
+                        }
+                    }
+                    None => return,
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Leave(reply)) => {
+                        self.gossip.leave(Instant::now());
+                        leave_reply = Some((reply, Instant::now() + LEAVE_DRAIN));
+                    }
+                    Some(Command::Forget { node, reply }) => {
+                        let _ = reply.send(self.forget(&node));
+                    }
+                    None => return,
+                },
+                _ = async {
+                    match sleep {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            let now = Instant::now();
+            self.gossip.handle_timeout(now);
+            if next_seed_retry.is_some_and(|at| now >= at) {
+                let seeds = resolve(&self.seeds);
+                if !seeds.is_empty() {
+                    self.gossip.join(&seeds, now);
+                }
+                next_seed_retry = (seeds.len() < self.seeds.len()).then(|| now + SEED_RETRY);
+            }
+            self.flush();
+            self.apply(now).await;
+            if let Some((_, at)) = &leave_reply {
+                if now >= *at || self.gossip.poll_timeout().is_none() {
+                    if let Some((reply, _)) = leave_reply.take() {
+                        let _ = reply.send(());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some((to, bytes)) = self.gossip.poll_transmit() {
+            self.dp.send_control(&bytes, to);
+        }
+    }
+
+    fn forget(&mut self, node: &str) -> Result<String, String> {
+        let members = self.gossip.members();
+        let member = members
+            .iter()
+            .find(|m| m.record.name == node || m.record.public_key.to_base64() == node)
+            .ok_or_else(|| format!("no member named {node}: see `weftnet status` for names"))?;
+        if member.state.is_live() {
+            return Err(format!(
+                "{node} is {}: only dead or departed nodes can be forgotten",
+                state_name(member.state)
+            ));
+        }
+        let key = member.record.public_key;
+        self.gossip.forget(&key, Instant::now());
+        self.flush();
+        Ok(key.to_base64())
+    }
+
+    /// Applies events and pending work: peers, routes, block claims.
+    async fn apply(&mut self, now: Instant) {
+        let mut changed = false;
+        while let Some(event) = self.gossip.poll_event() {
+            changed = true;
+            match &event {
+                Event::Up(r) => {
+                    tracing::info!(name = %r.name, key = %r.public_key, endpoint = %r.endpoint, "member up")
+                }
+                Event::Updated(r) => {
+                    tracing::debug!(name = %r.name, key = %r.public_key, "member updated")
+                }
+                Event::Down { public_key, state } => {
+                    tracing::info!(key = %public_key, state = state_name(*state), "member down")
+                }
+                Event::Forgotten(k) => tracing::info!(key = %k, "member forgotten"),
+            }
+        }
+        // The member list is O(n) to build: only when something changed, a claim is
+        // pending, or once a second for the status view.
+        let claim_pending = self
+            .claim
+            .as_ref()
+            .is_some_and(|c| c.block.is_none() || changed);
+        if !changed && !claim_pending && now < self.next_view_refresh {
+            return;
+        }
+        self.next_view_refresh = now + VIEW_REFRESH;
+        let members = self.gossip.members();
+        if self.first_member_at.is_none() && members.iter().any(|m| m.state.is_live()) {
+            self.first_member_at = Some(now);
+            if let Some(c) = &mut self.claim {
+                if c.block.is_none() {
+                    c.due = Some(now + CLAIM_SETTLE);
+                }
+            }
+        }
+        let claimed = self.claim_if_needed(now, &members).await;
+        if changed || claimed {
+            self.sync_peers(&members).await;
+        }
+        let mut view = self.view.lock();
+        view.members = members;
+        view.block = self.claim.as_ref().and_then(|c| c.block);
+        view.claiming = self.claim.as_ref().is_some_and(|c| c.block.is_none());
+        view.endpoint = Some(self.gossip.me().endpoint);
+    }
+
+    /// Claims a block when one is due or ours was lost; returns whether it did.
+    async fn claim_if_needed(&mut self, now: Instant, members: &[Member]) -> bool {
+        let me = self.gossip.me().public_key;
+        let Some(c) = &mut self.claim else {
+            return false;
+        };
+        let others: Vec<(PublicKey, IpNet)> = members
+            .iter()
+            .filter(|m| m.state.is_live())
+            .flat_map(|m| {
+                m.record
+                    .prefixes
+                    .iter()
+                    .map(move |p| (m.record.public_key, *p))
+            })
+            .collect();
+        let lost = c
+            .block
+            .is_some_and(|b| ipam::must_reclaim(&me, b, others.iter().map(|(k, p)| (k, p))));
+        let due = c.block.is_none() && c.due.is_some_and(|d| now >= d);
+        if !lost && !due {
+            return false;
+        }
+        let taken: Vec<IpNet> = others.iter().map(|(_, p)| *p).collect();
+        let Some(block) = ipam::choose_block(c.range, c.block_len, &taken, &me) else {
+            tracing::error!(range = %c.range, "no free block left in the range; retrying");
+            c.due = Some(now + Duration::from_secs(5));
+            return false;
+        };
+        let old = c.block.replace(block);
+        c.due = None;
+        if lost {
+            tracing::warn!(old = ?old, new = %block, "another node won our block; claimed a new one");
+        } else {
+            tracing::info!(%block, "claimed address block");
+        }
+        if let Err(e) = std::fs::write(&c.state_file, format!("{block}\n")) {
+            tracing::warn!(error = %e, path = %c.state_file.display(), "cannot persist the claimed block");
+        }
+        let range = c.range;
+        if let Err(e) = self.gossip.update_record(|r| r.prefixes = vec![block], now) {
+            tracing::error!(error = %e, "cannot announce the claimed block");
+        }
+        self.flush();
+        let new_addr = block_address(block, range);
+        if let Some(old) = old {
+            let old_addr = block_address(old, range);
+            self.addresses.retain(|a| *a != old_addr);
+            if let Err(e) = self.netlink.del_address(self.index, old_addr).await {
+                tracing::warn!(error = %e, "cannot remove the old block address");
+            }
+        }
+        match self.netlink.add_address(self.index, new_addr).await {
+            Ok(()) => self.addresses.push(new_addr),
+            Err(e) => tracing::error!(error = %e, "cannot add the claimed block's address"),
+        }
+        true
+    }
+
+    async fn sync_peers(&mut self, members: &[Member]) {
+        let mut seen: HashSet<PublicKey> = self.static_peers.iter().map(|p| p.public_key).collect();
+        let mut specs = self.static_peers.clone();
+        for m in members.iter().filter(|m| m.state.is_live()) {
+            if seen.insert(m.record.public_key) {
+                specs.push(PeerSpec {
+                    public_key: m.record.public_key,
+                    endpoint: Some(m.record.endpoint),
+                    allowed_ips: m.record.prefixes.clone(),
+                    persistent_keepalive: Some(MESH_KEEPALIVE),
+                });
+            }
+        }
+        let prefixes: Vec<IpNet> = specs.iter().flat_map(|s| s.allowed_ips.clone()).collect();
+        self.dp.set_peers(specs);
+        let wanted: BTreeSet<IpNet> = routes_needed(&self.addresses, &prefixes)
+            .into_iter()
+            .collect();
+        for gone in self.routes.difference(&wanted).copied().collect::<Vec<_>>() {
+            if let Err(e) = self.netlink.del_route(self.index, gone).await {
+                tracing::warn!(error = %e, "cannot remove a route");
+            }
+            self.routes.remove(&gone);
+        }
+        for new in wanted.difference(&self.routes.clone()) {
+            match self.netlink.add_route(self.index, *new).await {
+                Ok(()) => {
+                    self.routes.insert(*new);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot add a route"),
+            }
+        }
+    }
+}
+
+pub(crate) fn state_name(s: MemberState) -> &'static str {
+    match s {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Dead => "dead",
+        MemberState::Left => "left",
+    }
+}
+
+/// Reads the cluster secrets (first one sends, all are accepted).
+pub(crate) fn read_secrets(files: &[PathBuf]) -> Result<Vec<[u8; 32]>> {
+    use base64::Engine as _;
+    files
+        .iter()
+        .map(|f| {
+            let text = crate::keyfile::read_secret(f, "cluster secret")?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "cluster secret file {} is not a valid secret: create one with `weftnet gensecret --output {}`",
+                        f.display(),
+                        f.display()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A boot epoch that grows across restarts even if the clock steps back: the larger
+/// of wall-clock milliseconds and the last epoch plus one, persisted in `file`.
+pub(crate) fn next_epoch(file: &std::path::Path) -> Result<u64> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let last = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let epoch = now_ms.max(last.saturating_add(1));
+    std::fs::write(file, format!("{epoch}\n"))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(epoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_address_is_first_host_with_range_length() {
+        let range: IpNet = "10.47.0.0/16".parse().expect("net");
+        let block: IpNet = "10.47.3.0/24".parse().expect("net");
+        assert_eq!(block_address(block, range).to_string(), "10.47.3.1/16");
+        let range6: IpNet = "fd47::/48".parse().expect("net");
+        let block6: IpNet = "fd47:0:0:5::/64".parse().expect("net");
+        assert_eq!(
+            block_address(block6, range6).to_string(),
+            "fd47:0:0:5::1/48"
+        );
+    }
+
+    #[test]
+    fn epochs_grow_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("epoch");
+        std::fs::write(&f, format!("{}\n", u64::MAX / 2)).expect("write");
+        let a = next_epoch(&f).expect("epoch");
+        let b = next_epoch(&f).expect("epoch");
+        assert_eq!(a, u64::MAX / 2 + 1);
+        assert_eq!(b, a + 1);
+    }
+
+    #[test]
+    fn saved_block_must_fit_the_range() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("block");
+        let range: IpNet = "10.47.0.0/16".parse().expect("net");
+        std::fs::write(&f, "10.47.9.0/24\n").expect("write");
+        assert_eq!(saved_block(&f, range, 24), "10.47.9.0/24".parse().ok());
+        assert_eq!(saved_block(&f, range, 25), None);
+        std::fs::write(&f, "10.48.9.0/24\n").expect("write");
+        assert_eq!(saved_block(&f, range, 24), None);
+    }
+}
