@@ -120,6 +120,29 @@ pub(crate) struct UpArgs {
     /// This node's name in the mesh [default: the host name].
     #[arg(long, env = "WEFTNET_NAME")]
     pub(crate) name: Option<String>,
+    /// Multicast groups to carry across the mesh, as prefixes (repeatable)
+    /// [default: all of 224.0.0.0/4 and ff00::/8 except link-local groups].
+    #[arg(
+        long,
+        env = "WEFTNET_MULTICAST_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub(crate) multicast_allow: Vec<String>,
+    /// Multicast groups never to carry (repeatable; the longest matching rule wins).
+    #[arg(
+        long,
+        env = "WEFTNET_MULTICAST_DENY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub(crate) multicast_deny: Vec<String>,
+    /// Also carry link-local groups (224.0.0.0/24, ff02::/16), e.g. mDNS 224.0.0.251.
+    #[arg(long, env = "WEFTNET_MULTICAST_LINK_LOCAL")]
+    pub(crate) multicast_link_local: bool,
+    /// Most multicast bytes per second this node sends into the mesh (0: no limit).
+    #[arg(long, env = "WEFTNET_MULTICAST_RATE_LIMIT", value_name = "BYTES")]
+    pub(crate) multicast_rate_limit: Option<u64>,
     /// Log filter, e.g. info, debug, weftnet=trace [default: info].
     #[arg(long, env = "WEFTNET_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,

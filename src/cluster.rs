@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use weftnet_proto::gossip::{Event, Gossip, Member, MemberState};
 use weftnet_proto::ipam;
 use weftnet_proto::keys::PublicKey;
+use weftnet_proto::multicast::{parse_control, GroupConfig, GroupFilter, GroupTable, Querier};
 
 /// Keepalive for gossiped peers, so that every pair keeps a live tunnel (and NAT
 /// mappings stay open).
@@ -51,6 +52,8 @@ pub(crate) struct ClusterView {
     pub(crate) block: Option<IpNet>,
     pub(crate) claiming: bool,
     pub(crate) errors: BTreeMap<&'static str, u64>,
+    /// Multicast groups with a member on this node.
+    pub(crate) local_groups: Vec<IpAddr>,
 }
 
 /// Block claiming with `--range`.
@@ -77,6 +80,32 @@ pub(crate) struct Cluster {
     view: Arc<Mutex<ClusterView>>,
     first_member_at: Option<Instant>,
     next_view_refresh: Instant,
+    /// This node's unicast prefixes as announced (given addresses, claimed block).
+    own_prefixes: Vec<IpNet>,
+    /// Local multicast memberships snooped from the TUN, and the link's querier.
+    groups: GroupTable,
+    querier: Querier,
+}
+
+/// Most multicast groups one node announces: they ride in the record's prefix list
+/// (as /32 or /128 multicast addresses, PROTOCOL.md §6), which holds 64 entries.
+pub(crate) const MAX_ANNOUNCED_GROUPS: usize = 48;
+
+/// Splits a record's prefixes into unicast prefixes (routes, allowed IPs) and the
+/// multicast groups the node has members of (full-length multicast addresses). A
+/// prefix that touches multicast space otherwise is neither, and is ignored.
+pub(crate) fn split_prefixes(prefixes: &[IpNet]) -> (Vec<IpNet>, Vec<IpAddr>) {
+    let mut unicast = Vec::new();
+    let mut groups = Vec::new();
+    for p in prefixes {
+        let multicast_space = p.network().is_multicast() || p.broadcast().is_multicast();
+        if !multicast_space {
+            unicast.push(*p);
+        } else if p.prefix_len() == p.max_prefix_len() {
+            groups.push(p.addr());
+        }
+    }
+    (unicast, groups)
 }
 
 /// How often the status view is refreshed when nothing changes.
@@ -148,7 +177,9 @@ impl Cluster {
         range: Option<(IpNet, u8, Option<IpNet>, PathBuf)>,
         seeds: Vec<String>,
         view: Arc<Mutex<ClusterView>>,
+        group_filter: GroupFilter,
     ) -> Self {
+        let own_prefixes = gossip.me().prefixes.clone();
         let claim = range.map(|(range, block_len, block, state_file)| Claim {
             range,
             block_len,
@@ -169,6 +200,9 @@ impl Cluster {
             view,
             first_member_at: None,
             next_view_refresh: Instant::now(),
+            own_prefixes,
+            groups: GroupTable::new(GroupConfig::default(), group_filter),
+            querier: Querier::new(GroupConfig::default(), Instant::now()),
         }
     }
 
@@ -176,6 +210,7 @@ impl Cluster {
     pub(crate) async fn run(
         mut self,
         mut datagrams: mpsc::Receiver<ControlDatagram>,
+        mut snooped: mpsc::Receiver<Vec<u8>>,
         mut commands: mpsc::Receiver<Command>,
     ) {
         let now = Instant::now();
@@ -199,6 +234,8 @@ impl Cluster {
             let mut deadline = self.gossip.poll_timeout();
             for extra in [
                 self.claim.as_ref().and_then(|c| c.due),
+                self.groups.poll_timeout(),
+                self.querier.poll_timeout(),
                 next_seed_retry,
                 leave_reply.as_ref().map(|(_, at)| *at),
             ]
@@ -216,6 +253,13 @@ impl Cluster {
                             tracing::trace!(%from, error = e.as_str(), "dropped gossip datagram");
                         }
                     }
+                    None => return,
+                },
+                packet = snooped.recv() => match packet {
+                    Some(packet) => match parse_control(&packet) {
+                        Ok(control) => self.groups.handle_report(Instant::now(), &control),
+                        Err(e) => tracing::trace!(error = ?e, "unparseable IGMP/MLD packet"),
+                    },
                     None => return,
                 },
                 cmd = commands.recv() => match cmd {
@@ -237,6 +281,24 @@ impl Cluster {
             }
             let now = Instant::now();
             self.gossip.handle_timeout(now);
+            self.groups.handle_timeout(now);
+            if self.querier.handle_timeout(now) {
+                // Ask the kernel to report its memberships on the overlay interface.
+                self.dp.inject(
+                    &self
+                        .querier
+                        .igmp_general_query(std::net::Ipv4Addr::UNSPECIFIED),
+                );
+                self.dp.inject(
+                    &self
+                        .querier
+                        .mld_general_query(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+                );
+            }
+            if self.groups.take_changed() {
+                while self.groups.poll_event().is_some() {}
+                self.announce(now);
+            }
             if next_seed_retry.is_some_and(|at| now >= at) {
                 let seeds = resolve(&self.seeds);
                 if !seeds.is_empty() {
@@ -255,6 +317,34 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Announces this node's unicast prefixes and multicast groups.
+    fn announce(&mut self, now: Instant) {
+        let mut prefixes = self.own_prefixes.clone();
+        let groups = self.groups.groups();
+        if groups.len() > MAX_ANNOUNCED_GROUPS {
+            tracing::warn!(
+                groups = groups.len(),
+                max = MAX_ANNOUNCED_GROUPS,
+                "more local multicast groups than a record carries; announcing the first ones"
+            );
+        }
+        prefixes.extend(
+            groups
+                .into_iter()
+                .take(MAX_ANNOUNCED_GROUPS)
+                .map(IpNet::from),
+        );
+        if let Err(e) = self.gossip.update_record(|r| r.prefixes = prefixes, now) {
+            tracing::error!(error = %e, "cannot announce this node's prefixes and groups");
+        }
+        self.flush();
+    }
+
+    /// Local multicast groups (snooped), for status.
+    fn local_groups(&self) -> Vec<IpAddr> {
+        self.groups.groups()
     }
 
     fn flush(&mut self) {
@@ -327,6 +417,7 @@ impl Cluster {
         view.block = self.claim.as_ref().and_then(|c| c.block);
         view.claiming = self.claim.as_ref().is_some_and(|c| c.block.is_none());
         view.endpoint = Some(self.gossip.me().endpoint);
+        view.local_groups = self.local_groups();
     }
 
     /// Claims a block when one is due or ours was lost; returns whether it did.
@@ -369,10 +460,11 @@ impl Cluster {
             tracing::warn!(error = %e, path = %c.state_file.display(), "cannot persist the claimed block");
         }
         let range = c.range;
-        if let Err(e) = self.gossip.update_record(|r| r.prefixes = vec![block], now) {
-            tracing::error!(error = %e, "cannot announce the claimed block");
+        if let Some(old) = old {
+            self.own_prefixes.retain(|p| *p != old);
         }
-        self.flush();
+        self.own_prefixes.push(block);
+        self.announce(now);
         let new_addr = block_address(block, range);
         if let Some(old) = old {
             let old_addr = block_address(old, range);
@@ -393,11 +485,13 @@ impl Cluster {
         let mut specs = self.static_peers.clone();
         for m in members.iter().filter(|m| m.state.is_live()) {
             if seen.insert(m.record.public_key) {
+                let (allowed_ips, groups) = split_prefixes(&m.record.prefixes);
                 specs.push(PeerSpec {
                     public_key: m.record.public_key,
                     endpoint: Some(m.record.endpoint),
-                    allowed_ips: m.record.prefixes.clone(),
+                    allowed_ips,
                     persistent_keepalive: Some(MESH_KEEPALIVE),
+                    groups,
                 });
             }
         }
@@ -474,6 +568,23 @@ pub(crate) fn next_epoch(file: &std::path::Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_prefixes_split_into_unicast_and_groups() {
+        let p: Vec<IpNet> = [
+            "10.47.3.0/24",
+            "239.1.2.3/32",
+            "ff05::1:3/128",
+            "224.0.0.0/4",
+            "fd47::1/128",
+        ]
+        .iter()
+        .map(|s| s.parse().expect("net"))
+        .collect();
+        let (unicast, groups) = split_prefixes(&p);
+        assert_eq!(unicast, vec![p[0], p[4]]);
+        assert_eq!(groups, vec![p[1].addr(), p[2].addr()]);
+    }
 
     #[test]
     fn block_address_is_first_host_with_range_length() {

@@ -54,6 +54,64 @@ struct FileConfig {
     #[serde(default)]
     peer: Vec<FilePeer>,
     cluster: Option<FileCluster>,
+    multicast: Option<FileMulticast>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMulticast {
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+    link_local: Option<bool>,
+    rate_limit: Option<u64>,
+}
+
+/// Which multicast groups cross the mesh, and how fast.
+#[derive(Debug, Clone)]
+pub(crate) struct MulticastConfig {
+    pub(crate) filter: weftnet_proto::multicast::GroupFilter,
+    /// Bytes per second; `None` is unlimited.
+    pub(crate) rate_limit: Option<u64>,
+}
+
+fn multicast_config(args: &UpArgs, file: Option<FileMulticast>) -> Result<MulticastConfig> {
+    let file = file.unwrap_or_default();
+    let mut filter = weftnet_proto::multicast::GroupFilter::default();
+    let parse = |text: &str, what: &str| -> Result<IpNet> {
+        let net: IpNet = text.trim().parse().map_err(|_| {
+            anyhow!("invalid --multicast-{what} {text:?}: give a multicast prefix such as 239.0.0.0/8 or ff05::/16")
+        })?;
+        if !net.network().is_multicast() {
+            bail!("invalid --multicast-{what} {net}: not inside 224.0.0.0/4 or ff00::/8");
+        }
+        Ok(net)
+    };
+    let allow = if args.multicast_allow.is_empty() {
+        file.allow.unwrap_or_default()
+    } else {
+        args.multicast_allow.clone()
+    };
+    let deny = if args.multicast_deny.is_empty() {
+        file.deny.unwrap_or_default()
+    } else {
+        args.multicast_deny.clone()
+    };
+    if !allow.is_empty() {
+        // An allow list replaces the default "everything".
+        filter = weftnet_proto::multicast::GroupFilter::deny_all();
+    }
+    for a in &allow {
+        filter.allow(parse(a, "allow")?);
+    }
+    for d in &deny {
+        filter.deny(parse(d, "deny")?);
+    }
+    filter.set_link_local(args.multicast_link_local || file.link_local.unwrap_or(false));
+    let rate_limit = args
+        .multicast_rate_limit
+        .or(file.rate_limit)
+        .filter(|r| *r > 0);
+    Ok(MulticastConfig { filter, rate_limit })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +159,7 @@ pub(crate) struct Config {
     pub(crate) peers: Vec<PeerConfig>,
     /// Gossip settings; `None` runs with static peers only.
     pub(crate) cluster: Option<ClusterConfig>,
+    pub(crate) multicast: MulticastConfig,
 }
 
 /// Where other nodes reach this one, when set by hand.
@@ -350,6 +409,7 @@ impl Config {
             .map(|a| parse_address(a))
             .collect::<Result<Vec<_>>>()?;
         let cluster = cluster_config(args, file.cluster)?;
+        let multicast = multicast_config(args, file.multicast)?;
         let range = cluster.as_ref().and_then(|c| c.range);
         if addresses.is_empty() && range.is_none() {
             bail!("no overlay address: give one with --address, e.g. --address 10.47.0.1/16 (or --range with --secret-file to claim a block by gossip)");
@@ -414,6 +474,7 @@ impl Config {
             log,
             peers,
             cluster,
+            multicast,
         };
         config.check_peers()?;
         Ok(config)

@@ -117,6 +117,7 @@ fn static_peers(config: &Config) -> Vec<PeerSpec> {
             endpoint: p.endpoint,
             allowed_ips: p.allowed_ips.clone(),
             persistent_keepalive: p.persistent_keepalive,
+            groups: Vec::new(),
         })
         .collect()
 }
@@ -188,8 +189,25 @@ async fn run_node(node: Node) -> Result<()> {
         }
         None => (None, None),
     };
+    // Multicast needs gossip: members learn each other's groups from it.
+    let (snoop_tx, snoop_rx) = match config.cluster {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let public_key = key.public_key();
-    let dp = Dataplane::new(key, tun, udp, control_tx);
+    let dp = Dataplane::new(
+        key,
+        tun,
+        udp,
+        crate::dataplane::Options {
+            control: control_tx,
+            snoop: snoop_tx,
+            multicast: config.multicast.clone(),
+        },
+    );
     dp.set_peers(statics.clone());
     let threads = dp.start().context("cannot start the data plane threads")?;
 
@@ -197,7 +215,9 @@ async fn run_node(node: Node) -> Result<()> {
     let view = Arc::new(Mutex::new(ClusterView::default()));
     let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(16);
     let mut cluster_task = None;
-    if let (Some(c), Some(rx), Some(endpoint)) = (&config.cluster, control_rx, advertise) {
+    if let (Some(c), Some(rx), Some(snoop), Some(endpoint)) =
+        (&config.cluster, control_rx, snoop_rx, advertise)
+    {
         let mut prefixes: Vec<_> = config
             .addresses
             .iter()
@@ -245,8 +265,9 @@ async fn run_node(node: Node) -> Result<()> {
             range.map(|(r, len)| (r, len, saved_block, block_file)),
             c.join.clone(),
             Arc::clone(&view),
+            config.multicast.filter.clone(),
         );
-        cluster_task = Some(tokio::spawn(cluster.run(rx, commands_rx)));
+        cluster_task = Some(tokio::spawn(cluster.run(rx, snoop, commands_rx)));
     }
 
     let node = NodeInfo {

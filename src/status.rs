@@ -2,7 +2,7 @@
 //! rendering as text or JSON.
 
 use crate::cli::StatusArgs;
-use crate::cluster::{state_name, ClusterView};
+use crate::cluster::{split_prefixes, state_name, ClusterView};
 use crate::config::state_dir_or_default;
 use crate::control::{request, Request};
 use crate::dataplane::{Dataplane, PeerReport};
@@ -22,8 +22,30 @@ pub(crate) struct StatusReport {
     /// Gossip membership; absent without a cluster secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cluster: Option<ClusterStatus>,
+    /// Multicast: local groups and per-group traffic.
+    pub(crate) multicast: MulticastStatus,
     /// Dropped packets and rejected datagrams by reason.
     pub(crate) drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MulticastStatus {
+    /// Groups with a member on this node (snooped from IGMP/MLD reports).
+    pub(crate) local_groups: Vec<String>,
+    /// Traffic per group: sent into the mesh (packets, bytes, encrypted copies),
+    /// received from it, and dropped (filtered or rate limited).
+    pub(crate) groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct GroupStatus {
+    pub(crate) group: String,
+    pub(crate) tx_packets: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) tx_copies: u64,
+    pub(crate) rx_packets: u64,
+    pub(crate) rx_bytes: u64,
+    pub(crate) drops: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +70,8 @@ pub(crate) struct MemberStatus {
     pub(crate) incarnation: u64,
     pub(crate) endpoint: String,
     pub(crate) prefixes: Vec<String>,
+    /// Multicast groups with a member on that node.
+    pub(crate) groups: Vec<String>,
     pub(crate) latest_handshake_secs: Option<u64>,
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
@@ -118,6 +142,9 @@ impl StatusReport {
                 drops.insert((*k).to_string(), *v);
             }
         }
+        let local_groups: Vec<String> = cluster
+            .map(|c| c.local_groups.iter().map(|g| g.to_string()).collect())
+            .unwrap_or_default();
         let cluster = cluster.map(|c| ClusterStatus {
             name: c.name.clone(),
             endpoint: c.endpoint.map(|e| e.to_string()),
@@ -129,6 +156,7 @@ impl StatusReport {
                 .map(|m| {
                     let peer: Option<&PeerReport> =
                         peers.iter().find(|p| p.public_key == m.record.public_key);
+                    let (unicast, groups) = split_prefixes(&m.record.prefixes);
                     MemberStatus {
                         name: m.record.name.clone(),
                         public_key: m.record.public_key.to_base64(),
@@ -136,7 +164,8 @@ impl StatusReport {
                         epoch: m.epoch,
                         incarnation: m.incarnation,
                         endpoint: m.record.endpoint.to_string(),
-                        prefixes: m.record.prefixes.iter().map(|p| p.to_string()).collect(),
+                        prefixes: unicast.iter().map(|p| p.to_string()).collect(),
+                        groups: groups.iter().map(|g| g.to_string()).collect(),
                         latest_handshake_secs: peer
                             .and_then(|p| p.since_handshake)
                             .map(|d| d.as_secs()),
@@ -146,6 +175,22 @@ impl StatusReport {
                 })
                 .collect(),
         });
+        let multicast = MulticastStatus {
+            local_groups,
+            groups: dp
+                .group_counters()
+                .into_iter()
+                .map(|(g, c)| GroupStatus {
+                    group: g.to_string(),
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                    tx_copies: c.tx_copies,
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    drops: c.drops,
+                })
+                .collect(),
+        };
         Self {
             interface: dp.interface().to_string(),
             public_key: dp.public_key().to_base64(),
@@ -167,6 +212,7 @@ impl StatusReport {
                 })
                 .collect(),
             cluster,
+            multicast,
             drops,
         }
     }
@@ -220,6 +266,28 @@ impl StatusReport {
         } else {
             for p in &self.peers {
                 s.push_str(&p.render());
+            }
+        }
+        if !self.multicast.local_groups.is_empty() || !self.multicast.groups.is_empty() {
+            s.push_str(&format!(
+                "\nmulticast: local groups {}\n",
+                if self.multicast.local_groups.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    self.multicast.local_groups.join(", ")
+                }
+            ));
+            for g in &self.multicast.groups {
+                s.push_str(&format!(
+                    "  {:<24} sent {} pkts {} B ({} copies), received {} pkts {} B, dropped {}\n",
+                    g.group,
+                    g.tx_packets,
+                    g.tx_bytes,
+                    g.tx_copies,
+                    g.rx_packets,
+                    g.rx_bytes,
+                    g.drops
+                ));
             }
         }
         let drops: Vec<String> = self

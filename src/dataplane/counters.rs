@@ -1,6 +1,7 @@
 //! Drop and error counters of the data plane, by stable name (PROTOCOL.md §3).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use weftnet_proto::multicast::McastDrop;
 use weftnet_proto::router::DropReason;
 use weftnet_proto::session::SessionError;
 
@@ -9,6 +10,7 @@ use weftnet_proto::session::SessionError;
 pub(crate) struct Counters {
     router: [AtomicU64; DropReason::ALL.len()],
     session: [AtomicU64; SessionError::ALL.len()],
+    mcast: [AtomicU64; McastDrop::ALL.len()],
     malformed_datagram: AtomicU64,
     unknown_peer: AtomicU64,
     no_endpoint: AtomicU64,
@@ -27,6 +29,9 @@ impl Counters {
     }
     pub(crate) fn bump_session(&self, e: SessionError) {
         bump(&self.session[e.index()]);
+    }
+    pub(crate) fn bump_mcast(&self, e: McastDrop) {
+        bump(&self.mcast[e.index()]);
     }
     pub(crate) fn bump_malformed(&self) {
         bump(&self.malformed_datagram);
@@ -58,6 +63,12 @@ impl Counters {
             SessionError::ALL
                 .iter()
                 .map(|e| (e.as_str(), load(&self.session[e.index()]))),
+        );
+        v.extend(
+            McastDrop::ALL
+                .iter()
+                .filter(|e| **e != McastDrop::NotMulticast)
+                .map(|e| (e.as_str(), load(&self.mcast[e.index()]))),
         );
         v.extend([
             ("malformed_datagram", load(&self.malformed_datagram)),

@@ -2,6 +2,7 @@
 //! (gossip) datagrams are handed to the control plane unopened.
 
 use super::mesh::Mesh;
+use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::wait_readable;
 use crate::udp::canonical;
@@ -118,6 +119,12 @@ impl Dataplane {
             Output::Tunnel(packet) => {
                 st.endpoint = Some(from);
                 drop(st);
+                if has_multicast_dst(packet) {
+                    if self.multicast_in(mesh, peer_id, packet) {
+                        peer.rx_packets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
                 match mesh.router.inbound(peer_id, packet) {
                     Ok(_) => {
                         peer.rx_packets.fetch_add(1, Ordering::Relaxed);

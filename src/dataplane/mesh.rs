@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use weftnet_proto::keys::{PrivateKey, PublicKey};
+use weftnet_proto::multicast::Membership;
 use weftnet_proto::router::{PeerId, Router};
 use weftnet_proto::session::{Limiter, Output, Session};
 
@@ -23,6 +24,8 @@ pub(crate) struct PeerSpec {
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) allowed_ips: Vec<IpNet>,
     pub(crate) persistent_keepalive: Option<u16>,
+    /// Multicast groups with a member on that peer.
+    pub(crate) groups: Vec<std::net::IpAddr>,
 }
 
 pub(super) struct PeerState {
@@ -93,12 +96,25 @@ pub(crate) struct PeerReport {
 }
 
 /// A snapshot of the peer set with its routing table.
-#[derive(Default)]
 pub(super) struct Mesh {
     slots: HashMap<PeerId, Slot>,
     by_key: HashMap<PublicKey, PeerId>,
     pub(super) router: Router,
+    /// Which peers have members of which multicast groups.
+    pub(super) membership: Membership,
     next_slot: PeerId,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Self {
+            slots: HashMap::new(),
+            by_key: HashMap::new(),
+            router: Router::new(),
+            membership: Membership::new(None),
+            next_slot: 0,
+        }
+    }
 }
 
 impl Mesh {
@@ -149,6 +165,10 @@ impl Mesh {
             };
             for net in &spec.allowed_ips {
                 next.router.add_prefix(*net, id);
+            }
+            if !spec.groups.is_empty() {
+                next.membership
+                    .set_peer_groups(id, spec.groups.iter().copied());
             }
             next.by_key.insert(spec.public_key, id);
             next.slots.insert(id, Slot { peer, spec });
@@ -205,6 +225,7 @@ mod tests {
             endpoint: endpoint.map(|e| e.parse().expect("endpoint")),
             allowed_ips: vec![net.parse().expect("net")],
             persistent_keepalive: None,
+            groups: Vec::new(),
         }
     }
 

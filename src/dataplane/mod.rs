@@ -14,11 +14,13 @@
 mod counters;
 mod inbound;
 mod mesh;
+mod multicast;
 mod outbound;
 
 pub(crate) use counters::Counters;
 pub(crate) use mesh::{PeerReport, PeerSpec};
 
+use crate::config::MulticastConfig;
 use crate::tun::Tun;
 use crate::udp::Udp;
 use arc_swap::ArcSwap;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weftnet_proto::keys::{PrivateKey, PublicKey};
+use weftnet_proto::multicast::Replicator;
 use weftnet_proto::session::{Limiter, Output, SessionError};
 
 /// How often the WireGuard timers run.
@@ -54,17 +57,28 @@ pub(crate) struct Dataplane {
     pub(crate) counters: Counters,
     stop: AtomicBool,
     control: Option<tokio::sync::mpsc::Sender<ControlDatagram>>,
+    /// Snooped IGMP/MLD packets for the control plane's group table.
+    snoop: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    multicast: MulticastConfig,
+    /// Inbound multicast checks (filter and source); outbound replication state lives
+    /// in the TUN thread.
+    mcast_in: Replicator,
+    group_stats: multicast::GroupStats,
+}
+
+/// The channels and settings a data plane is built with.
+pub(crate) struct Options {
+    /// Where gossip datagrams go (none: dropped and counted).
+    pub(crate) control: Option<tokio::sync::mpsc::Sender<ControlDatagram>>,
+    /// Where snooped IGMP/MLD reports go (none: dropped and counted).
+    pub(crate) snoop: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    pub(crate) multicast: MulticastConfig,
 }
 
 impl Dataplane {
-    /// A data plane with no peers yet. Gossip datagrams, if `control` is given, are
-    /// handed to it (and dropped when it is full).
-    pub(crate) fn new(
-        key: PrivateKey,
-        tun: Tun,
-        udp: Udp,
-        control: Option<tokio::sync::mpsc::Sender<ControlDatagram>>,
-    ) -> Arc<Self> {
+    /// A data plane with no peers yet. Gossip datagrams and snooped IGMP/MLD reports
+    /// go to the channels in `options` (and are dropped when those are full).
+    pub(crate) fn new(key: PrivateKey, tun: Tun, udp: Udp, options: Options) -> Arc<Self> {
         let limiter = Limiter::new(&key.public_key());
         Arc::new(Self {
             key,
@@ -75,7 +89,11 @@ impl Dataplane {
             udp,
             counters: Counters::default(),
             stop: AtomicBool::new(false),
-            control,
+            control: options.control,
+            snoop: options.snoop,
+            mcast_in: Replicator::new(options.multicast.filter.clone(), None),
+            multicast: options.multicast,
+            group_stats: multicast::GroupStats::default(),
         })
     }
 

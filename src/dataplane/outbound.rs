@@ -3,10 +3,12 @@
 //! UDP GSO send.
 
 use super::mesh::Mesh;
+use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::wait_readable;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use weftnet_proto::multicast::{RateLimit, Replicator};
 use weftnet_proto::session::Output;
 
 /// Packets read from the TUN device before their ciphertexts are flushed.
@@ -21,10 +23,27 @@ impl Dataplane {
         let mut batch = TxBatch::new(self.udp.max_segments());
         let mut in_batch = 0;
         let mut mesh = self.mesh.load_full();
+        let mut replicator = Replicator::new(
+            self.multicast.filter.clone(),
+            self.multicast
+                .rate_limit
+                .map(|r| RateLimit::new(r, r.max(64 * 1024))),
+        );
         while !self.stopping() {
             match self.tun.read(&mut packet) {
                 Ok(n) => {
-                    self.handle_outbound(&mesh, &packet[..n], &mut scratch, &mut batch);
+                    let packet = &packet[..n];
+                    if has_multicast_dst(packet) {
+                        self.multicast_out(
+                            &mesh,
+                            &mut replicator,
+                            packet,
+                            &mut scratch,
+                            &mut batch,
+                        );
+                    } else {
+                        self.handle_outbound(&mesh, packet, &mut scratch, &mut batch);
+                    }
                     in_batch += 1;
                     if in_batch >= TX_BATCH {
                         batch.flush(self);
@@ -82,7 +101,7 @@ impl Dataplane {
 
 /// Ciphertexts waiting to be sent: consecutive datagrams of one size to one endpoint,
 /// sent with one GSO call.
-struct TxBatch {
+pub(super) struct TxBatch {
     buf: Vec<u8>,
     to: Option<SocketAddr>,
     segment: usize,
@@ -113,7 +132,7 @@ impl TxBatch {
             && self.buf.len() + len <= GSO_MAX_BYTES
     }
 
-    fn push(&mut self, dp: &Dataplane, datagram: &[u8], to: SocketAddr) {
+    pub(super) fn push(&mut self, dp: &Dataplane, datagram: &[u8], to: SocketAddr) {
         if !self.fits(datagram.len(), to) {
             self.flush(dp);
             self.to = Some(to);

@@ -1,8 +1,8 @@
 //! Per-sender replay protection (PROTOCOL.md §6.3): the highest boot epoch seen and a
-//! 64-entry sliding bitmap of sequence numbers within it.
+//! 128-entry sliding bitmap of sequence numbers within it.
 
 /// Width of the sliding window.
-pub(crate) const WINDOW: u64 = 64;
+pub(crate) const WINDOW: u64 = 128;
 
 /// Replay state of one sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,7 +10,7 @@ pub(crate) struct ReplayWindow {
     epoch: u64,
     top: u64,
     /// Bit `i` set: sequence number `top - i` was accepted.
-    seen: u64,
+    seen: u128,
 }
 
 impl ReplayWindow {
@@ -32,7 +32,7 @@ impl ReplayWindow {
             return true;
         }
         let age = self.top - seq;
-        age < WINDOW && self.seen & (1u64 << age) == 0
+        age < WINDOW && self.seen & (1u128 << age) == 0
     }
 
     /// Records `(epoch, seq)`; returns false (and changes nothing) for a replay.
@@ -52,7 +52,7 @@ impl ReplayWindow {
             self.seen |= 1;
             self.top = seq;
         } else {
-            self.seen |= 1u64 << (self.top - seq);
+            self.seen |= 1u128 << (self.top - seq);
         }
         true
     }

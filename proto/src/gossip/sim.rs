@@ -237,7 +237,8 @@ impl Sim {
         self.groups = groups;
     }
 
-    /// Delivers raw bytes to host `to` as if sent from `from`, after the link delay.
+    /// Delivers raw bytes to host `to` as if sent from `from`, at the current virtual
+    /// time (in order with other injected datagrams).
     pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: Vec<u8>) {
         self.order += 1;
         self.flights.push(Reverse(Flight {
