@@ -197,3 +197,55 @@ fn crypto_key_routing() {
         }
     }
 }
+
+/// §7.10: every captured IGMP/MLD packet parses as link control and names the group in
+/// its description; the general queries the spec lists are exactly what the querier
+/// builds.
+#[test]
+fn multicast_packets() {
+    use weftnet_proto::multicast::{groups::Querier, parse_control, GroupConfig};
+    let text = spec();
+    let section = &text[text.find("### 7.10").expect("section 7.10")..];
+    let mut packets: Vec<(String, Vec<u8>)> = Vec::new();
+    for line in block(section, "### 7.10") {
+        if line.chars().all(|c| c.is_ascii_hexdigit()) {
+            let bytes = (0..line.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"));
+            packets.last_mut().expect("a description first").1.extend(bytes);
+        } else {
+            packets.push((line, Vec::new()));
+        }
+    }
+    assert!(packets.len() >= 10);
+    for (what, bytes) in &packets {
+        let parsed = parse_control(bytes);
+        if what.starts_with("router solicitation") {
+            assert!(parsed.is_err(), "{what}: not IGMP/MLD");
+            continue;
+        }
+        let msg = parsed.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let group = what
+            .split(|c: char| c.is_whitespace() || "(){},".contains(c))
+            .filter_map(|w| w.parse::<IpAddr>().ok())
+            .find(|a| a.is_multicast())
+            .expect("a group in the description");
+        assert!(format!("{msg:?}").contains(&group.to_string()), "{what}: {msg:?}");
+    }
+    // The querier's general queries, byte for byte.
+    let queries = block(&section[section.find("General queries").expect("queries")..], "General");
+    let hex: Vec<String> = queries
+        .iter()
+        .filter(|l| l.chars().all(|c| c.is_ascii_hexdigit()))
+        .cloned()
+        .collect();
+    let igmp = hex[0].clone();
+    let mld = format!("{}{}", hex[1], hex[2]);
+    let q = Querier::new(GroupConfig::default(), std::time::Instant::now());
+    let to_hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(to_hex(q.igmp_general_query(std::net::Ipv4Addr::UNSPECIFIED)), igmp);
+    assert_eq!(
+        to_hex(q.mld_general_query("fe80::1".parse().expect("addr"))),
+        mld
+    );
+}

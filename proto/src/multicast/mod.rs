@@ -28,7 +28,7 @@
 //! - [`policy`]: [`GroupFilter`] (which groups may cross the mesh), [`RateLimit`].
 //! - [`replicate`]: [`Membership`] and the [`Replicator`]'s per-packet decisions.
 //!
-//! The behaviour is specified in `proto/MULTICAST.md`.
+//! The behaviour is specified in `proto/PROTOCOL.md` §7.
 
 mod checksum;
 pub mod groups;
