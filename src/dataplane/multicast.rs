@@ -9,11 +9,9 @@ use super::Dataplane;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use weftnet_proto::multicast::{McastDrop, Replicator};
 use weftnet_proto::router::PeerId;
-use weftnet_proto::session::Output;
 
 /// Groups tracked in the per-group counters; traffic to more groups is still carried,
 /// only not counted per group.
@@ -102,25 +100,10 @@ impl Dataplane {
         };
         let mut copies = 0;
         for &peer_id in rep.peers {
-            let Some(peer) = mesh.peer(peer_id) else {
-                continue;
-            };
-            let mut st = peer.state.lock();
-            let endpoint = st.endpoint;
-            match st.session.encapsulate(packet, scratch) {
-                Output::Network(bytes) => {
-                    drop(st);
-                    peer.tx_packets.fetch_add(1, Ordering::Relaxed);
-                    match endpoint {
-                        Some(to) => {
-                            batch.push(self, bytes, to);
-                            copies += 1;
-                        }
-                        None => self.counters.bump_no_endpoint(),
-                    }
+            if let Some(peer) = mesh.peer(peer_id) {
+                if self.encrypt_to(peer, packet, scratch, batch) {
+                    copies += 1;
                 }
-                Output::Error(e) => self.counters.bump_session(e),
-                Output::Done | Output::Tunnel(_) | Output::CookieReply(_) => {}
             }
         }
         let len = packet.len() as u64;

@@ -2,7 +2,7 @@
 //! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
 //! UDP GSO send.
 
-use super::mesh::Mesh;
+use super::mesh::{Mesh, Peer};
 use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::wait_readable;
@@ -82,6 +82,19 @@ impl Dataplane {
                 .bump_router(weftnet_proto::router::DropReason::NoRoute);
             return;
         };
+        self.encrypt_to(peer, packet, scratch, batch);
+    }
+
+    /// Encrypts `packet` for `peer` and queues it for the peer's endpoint; returns
+    /// whether a datagram was queued (without a session the packet waits for the
+    /// handshake instead).
+    pub(super) fn encrypt_to(
+        &self,
+        peer: &Peer,
+        packet: &[u8],
+        scratch: &mut [u8],
+        batch: &mut TxBatch,
+    ) -> bool {
         let mut st = peer.state.lock();
         let endpoint = st.endpoint;
         match st.session.encapsulate(packet, scratch) {
@@ -89,13 +102,17 @@ impl Dataplane {
                 drop(st);
                 peer.tx_packets.fetch_add(1, Ordering::Relaxed);
                 match endpoint {
-                    Some(to) => batch.push(self, bytes, to),
+                    Some(to) => {
+                        batch.push(self, bytes, to);
+                        return true;
+                    }
                     None => self.counters.bump_no_endpoint(),
                 }
             }
             Output::Done | Output::Tunnel(_) | Output::CookieReply(_) => {}
             Output::Error(e) => self.counters.bump_session(e),
         }
+        false
     }
 }
 
