@@ -140,6 +140,10 @@ pub(crate) struct UpArgs {
     /// Also carry link-local groups (224.0.0.0/24, ff02::/16), e.g. mDNS 224.0.0.251.
     #[arg(long, env = "WEFTNET_MULTICAST_LINK_LOCAL")]
     pub(crate) multicast_link_local: bool,
+    /// Carry IPv4 broadcast (255.255.255.255 and the overlay network's directed
+    /// broadcast) to every node of the mesh.
+    #[arg(long, env = "WEFTNET_BROADCAST")]
+    pub(crate) broadcast: bool,
     /// Most multicast bytes per second this node sends into the mesh (0: no limit).
     #[arg(long, env = "WEFTNET_MULTICAST_RATE_LIMIT", value_name = "BYTES")]
     pub(crate) multicast_rate_limit: Option<u64>,

@@ -64,14 +64,17 @@ struct FileMulticast {
     deny: Option<Vec<String>>,
     link_local: Option<bool>,
     rate_limit: Option<u64>,
+    broadcast: Option<bool>,
 }
 
 /// Which multicast groups cross the mesh, and how fast.
 #[derive(Debug, Clone)]
 pub(crate) struct MulticastConfig {
     pub(crate) filter: weftnet_proto::multicast::GroupFilter,
-    /// Bytes per second; `None` is unlimited.
+    /// Bytes per second; `None` is unlimited (also applies to broadcast).
     pub(crate) rate_limit: Option<u64>,
+    /// Whether IPv4 broadcast is flooded to every node.
+    pub(crate) broadcast: bool,
 }
 
 fn multicast_config(args: &UpArgs, file: Option<FileMulticast>) -> Result<MulticastConfig> {
@@ -111,7 +114,12 @@ fn multicast_config(args: &UpArgs, file: Option<FileMulticast>) -> Result<Multic
         .multicast_rate_limit
         .or(file.rate_limit)
         .filter(|r| *r > 0);
-    Ok(MulticastConfig { filter, rate_limit })
+    let broadcast = args.broadcast || file.broadcast.unwrap_or(false);
+    Ok(MulticastConfig {
+        filter,
+        rate_limit,
+        broadcast,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -206,6 +206,15 @@ async fn run_node(node: Node) -> Result<()> {
             control: control_tx,
             snoop: snoop_tx,
             multicast: config.multicast.clone(),
+            broadcast_addrs: config
+                .addresses
+                .iter()
+                .chain(range.iter().map(|(r, _)| r))
+                .filter_map(|n| match n {
+                    ipnet::IpNet::V4(v4) => Some(v4.broadcast()),
+                    ipnet::IpNet::V6(_) => None,
+                })
+                .collect(),
         },
     );
     dp.set_peers(statics.clone());

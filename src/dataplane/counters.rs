@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     unknown_peer: AtomicU64,
     no_endpoint: AtomicU64,
     control_queue_full: AtomicU64,
+    broadcast_dropped: AtomicU64,
     tun_write_errors: AtomicU64,
     udp_send_errors: AtomicU64,
 }
@@ -41,6 +42,9 @@ impl Counters {
     }
     pub(crate) fn bump_no_endpoint(&self) {
         bump(&self.no_endpoint);
+    }
+    pub(crate) fn bump_broadcast_dropped(&self) {
+        bump(&self.broadcast_dropped);
     }
     pub(crate) fn bump_control_queue_full(&self) {
         bump(&self.control_queue_full);
@@ -75,6 +79,7 @@ impl Counters {
             ("unknown_peer", load(&self.unknown_peer)),
             ("no_endpoint", load(&self.no_endpoint)),
             ("control_queue_full", load(&self.control_queue_full)),
+            ("broadcast_dropped", load(&self.broadcast_dropped)),
             ("tun_write_errors", load(&self.tun_write_errors)),
             ("udp_send_errors", load(&self.udp_send_errors)),
         ]);

@@ -119,6 +119,12 @@ impl Dataplane {
             Output::Tunnel(packet) => {
                 st.endpoint = Some(from);
                 drop(st);
+                if self.is_broadcast(packet) {
+                    if self.broadcast_in(mesh, peer_id, packet) {
+                        peer.rx_packets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
                 if has_multicast_dst(packet) {
                     if self.multicast_in(mesh, peer_id, packet) {
                         peer.rx_packets.fetch_add(1, Ordering::Relaxed);

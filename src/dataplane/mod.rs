@@ -64,6 +64,8 @@ pub(crate) struct Dataplane {
     /// in the TUN thread.
     mcast_in: Replicator,
     group_stats: multicast::GroupStats,
+    /// Directed broadcast addresses of the overlay networks.
+    broadcast_addrs: Vec<std::net::Ipv4Addr>,
 }
 
 /// The channels and settings a data plane is built with.
@@ -73,6 +75,8 @@ pub(crate) struct Options {
     /// Where snooped IGMP/MLD reports go (none: dropped and counted).
     pub(crate) snoop: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     pub(crate) multicast: MulticastConfig,
+    /// Directed broadcast addresses of the overlay networks (for `--broadcast`).
+    pub(crate) broadcast_addrs: Vec<std::net::Ipv4Addr>,
 }
 
 impl Dataplane {
@@ -94,6 +98,7 @@ impl Dataplane {
             mcast_in: Replicator::new(options.multicast.filter.clone(), None),
             multicast: options.multicast,
             group_stats: multicast::GroupStats::default(),
+            broadcast_addrs: options.broadcast_addrs,
         })
     }
 

@@ -1,7 +1,8 @@
-//! Multicast on the packet path: replicating packets read from the TUN device to the
-//! peers that have members (decided by `weftnet_proto::multicast::Replicator`),
-//! handing snooped IGMP/MLD reports to the control plane, delivering decrypted group
-//! traffic, injecting the querier's queries, and per-group counters.
+//! Multicast (and optional broadcast) on the packet path: replicating packets read from
+//! the TUN device to the peers that have members (decided by
+//! `weftnet_proto::multicast::Replicator`), handing snooped IGMP/MLD reports to the
+//! control plane, delivering decrypted group traffic, injecting the querier's queries,
+//! flooding IPv4 broadcast to every peer when enabled, and per-group counters.
 
 use super::mesh::Mesh;
 use super::outbound::TxBatch;
@@ -10,7 +11,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
-use weftnet_proto::multicast::{McastDrop, Replicator};
+use weftnet_proto::multicast::{McastDrop, RateLimit, Replicator};
 use weftnet_proto::router::PeerId;
 
 /// Groups tracked in the per-group counters; traffic to more groups is still carried,
@@ -24,6 +25,12 @@ pub(super) fn has_multicast_dst(packet: &[u8]) -> bool {
         Some(6) => packet.get(24) == Some(&0xff),
         _ => false,
     }
+}
+
+/// The IPv4 destination of a packet, if it is IPv4.
+fn ipv4_dst(packet: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let b: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+    (packet.first().map(|v| v >> 4) == Some(4)).then(|| std::net::Ipv4Addr::from(b))
 }
 
 /// Per-group traffic counters.
@@ -132,6 +139,58 @@ impl Dataplane {
             }
             Err(e) => {
                 self.counters.bump_mcast(e);
+                false
+            }
+        }
+    }
+
+    /// Whether `packet` goes to 255.255.255.255 or one of the overlay networks'
+    /// directed broadcast addresses.
+    pub(super) fn is_broadcast(&self, packet: &[u8]) -> bool {
+        ipv4_dst(packet).is_some_and(|d| d.is_broadcast() || self.broadcast_addrs.contains(&d))
+    }
+
+    /// A broadcast read from the TUN: one copy to every peer when enabled.
+    pub(super) fn broadcast_out(
+        &self,
+        mesh: &Mesh,
+        rate: &mut Option<RateLimit>,
+        packet: &[u8],
+        scratch: &mut [u8],
+        batch: &mut TxBatch,
+    ) {
+        if !self.multicast.broadcast {
+            self.counters.bump_broadcast_dropped();
+            return;
+        }
+        if let Some(r) = rate {
+            if !r.allow(Instant::now(), packet.len()) {
+                self.counters.bump_mcast(McastDrop::RateLimited);
+                return;
+            }
+        }
+        for peer in mesh.iter() {
+            self.encrypt_to(peer, packet, scratch, batch);
+        }
+    }
+
+    /// A decrypted broadcast from `peer_id`: delivered when enabled and its source
+    /// belongs to that peer.
+    pub(super) fn broadcast_in(&self, mesh: &Mesh, peer_id: PeerId, packet: &[u8]) -> bool {
+        if !self.multicast.broadcast {
+            self.counters.bump_broadcast_dropped();
+            return false;
+        }
+        match mesh.router.inbound(peer_id, packet) {
+            Ok(_) => {
+                if let Err(e) = self.tun.write(packet) {
+                    self.counters.bump_tun_write_error();
+                    tracing::debug!(error = %e, "TUN write failed");
+                }
+                true
+            }
+            Err(reason) => {
+                self.counters.bump_router(reason);
                 false
             }
         }

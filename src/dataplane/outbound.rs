@@ -23,17 +23,26 @@ impl Dataplane {
         let mut batch = TxBatch::new(self.udp.max_segments());
         let mut in_batch = 0;
         let mut mesh = self.mesh.load_full();
-        let mut replicator = Replicator::new(
-            self.multicast.filter.clone(),
-            self.multicast
-                .rate_limit
-                .map(|r| RateLimit::new(r, r.max(64 * 1024))),
-        );
+        // One byte budget for multicast and one for broadcast, each at the rate limit.
+        let rate = self
+            .multicast
+            .rate_limit
+            .map(|r| RateLimit::new(r, r.max(64 * 1024)));
+        let mut replicator = Replicator::new(self.multicast.filter.clone(), rate.clone());
+        let mut broadcast_rate = rate;
         while !self.stopping() {
             match self.tun.read(&mut packet) {
                 Ok(n) => {
                     let packet = &packet[..n];
-                    if has_multicast_dst(packet) {
+                    if self.is_broadcast(packet) {
+                        self.broadcast_out(
+                            &mesh,
+                            &mut broadcast_rate,
+                            packet,
+                            &mut scratch,
+                            &mut batch,
+                        );
+                    } else if has_multicast_dst(packet) {
                         self.multicast_out(
                             &mesh,
                             &mut replicator,
