@@ -212,7 +212,11 @@ fn multicast_packets() {
             let bytes = (0..line.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"));
-            packets.last_mut().expect("a description first").1.extend(bytes);
+            packets
+                .last_mut()
+                .expect("a description first")
+                .1
+                .extend(bytes);
         } else {
             packets.push((line, Vec::new()));
         }
@@ -230,10 +234,16 @@ fn multicast_packets() {
             .filter_map(|w| w.parse::<IpAddr>().ok())
             .find(|a| a.is_multicast())
             .expect("a group in the description");
-        assert!(format!("{msg:?}").contains(&group.to_string()), "{what}: {msg:?}");
+        assert!(
+            format!("{msg:?}").contains(&group.to_string()),
+            "{what}: {msg:?}"
+        );
     }
     // The querier's general queries, byte for byte.
-    let queries = block(&section[section.find("General queries").expect("queries")..], "General");
+    let queries = block(
+        &section[section.find("General queries").expect("queries")..],
+        "General",
+    );
     let hex: Vec<String> = queries
         .iter()
         .filter(|l| l.chars().all(|c| c.is_ascii_hexdigit()))
@@ -243,7 +253,10 @@ fn multicast_packets() {
     let mld = format!("{}{}", hex[1], hex[2]);
     let q = Querier::new(GroupConfig::default(), std::time::Instant::now());
     let to_hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    assert_eq!(to_hex(q.igmp_general_query(std::net::Ipv4Addr::UNSPECIFIED)), igmp);
+    assert_eq!(
+        to_hex(q.igmp_general_query(std::net::Ipv4Addr::UNSPECIFIED)),
+        igmp
+    );
     assert_eq!(
         to_hex(q.mld_general_query("fe80::1".parse().expect("addr"))),
         mld
