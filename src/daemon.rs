@@ -118,6 +118,7 @@ fn static_peers(config: &Config) -> Vec<PeerSpec> {
             allowed_ips: p.allowed_ips.clone(),
             persistent_keepalive: p.persistent_keepalive,
             groups: Vec::new(),
+            first_contact: true,
         })
         .collect()
 }

@@ -432,6 +432,7 @@ impl Cluster {
     }
 
     async fn sync_peers(&mut self, members: &[Member]) {
+        let me = self.gossip.me().public_key;
         let mut seen: HashSet<PublicKey> = self.static_peers.iter().map(|p| p.public_key).collect();
         let mut specs = self.static_peers.clone();
         for m in members.iter().filter(|m| m.state.is_live()) {
@@ -443,6 +444,8 @@ impl Cluster {
                     allowed_ips,
                     persistent_keepalive: Some(MESH_KEEPALIVE),
                     groups,
+                    // The lower key makes first contact; the other answers.
+                    first_contact: me < m.record.public_key,
                 });
             }
         }

@@ -26,6 +26,9 @@ pub(crate) struct PeerSpec {
     pub(crate) persistent_keepalive: Option<u16>,
     /// Multicast groups with a member on that peer.
     pub(crate) groups: Vec<std::net::IpAddr>,
+    /// Start a handshake as soon as the peer is added (with a persistent keepalive).
+    /// Gossiped pairs set it on one side only, so that the two do not duel.
+    pub(crate) first_contact: bool,
 }
 
 pub(super) struct PeerState {
@@ -61,7 +64,9 @@ impl Peer {
             }),
             rx_packets: AtomicU64::new(0),
             tx_packets: AtomicU64::new(0),
-            first_contact: AtomicBool::new(spec.persistent_keepalive.is_some()),
+            first_contact: AtomicBool::new(
+                spec.first_contact && spec.persistent_keepalive.is_some(),
+            ),
         }
     }
 
@@ -226,6 +231,7 @@ mod tests {
             allowed_ips: vec![net.parse().expect("net")],
             persistent_keepalive: None,
             groups: Vec::new(),
+            first_contact: true,
         }
     }
 
