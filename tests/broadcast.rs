@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::mesh::gensecret;
 use common::*;
 use std::time::Duration;
 
@@ -41,20 +42,10 @@ fn all_peered(nodes: &[Daemon]) -> bool {
     })
 }
 
-fn secret_file(dir: &std::path::Path) -> String {
-    let path = dir.join("secret");
-    let out = host_exec(
-        Daemon::bin(),
-        &["gensecret", "-o", path.to_str().expect("utf8")],
-    );
-    expect_success("weftnet gensecret", out);
-    path.display().to_string()
-}
-
 #[test]
 fn broadcast_reaches_every_node_only_when_enabled() {
     let dir = temp_dir("bcast");
-    let secret = secret_file(dir.path());
+    let secret = gensecret(dir.path(), "secret").display().to_string();
     for enabled in [true, false] {
         let u = Underlay::bridge(3);
         let extra: &[&str] = if enabled { &["--broadcast"] } else { &[] };

@@ -8,17 +8,14 @@
 
 mod common;
 
+use common::mesh::*;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Every node listens on this UDP port (weftnet's default, each in its own namespace).
-const PORT: u16 = 51820;
-/// The range nodes claim their blocks from.
-const RANGE: &str = "10.47.0.0/16";
 /// How long a mesh of a few nodes may take to converge (members alive, blocks claimed).
 const CONVERGE: Duration = Duration::from_secs(30);
 /// How long all pings of a full mesh may take (first contact needs a handshake).
@@ -28,30 +25,6 @@ const PING_MESH: Duration = Duration::from_secs(30);
 const DEAD_BOUND: Duration = Duration::from_secs(20);
 /// How long a graceful leave may take to be seen everywhere.
 const LEFT_BOUND: Duration = Duration::from_secs(5);
-
-/// A cluster secret written by `weftnet gensecret -o DIR/NAME`.
-fn gensecret(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let out = host_exec(
-        Daemon::bin(),
-        &["gensecret".as_ref(), "-o".as_ref(), path.as_os_str()] as &[&std::ffi::OsStr],
-    );
-    expect_success("weftnet gensecret", out);
-    path
-}
-
-/// A weftnet node with gossip: its daemon, name and public key.
-struct Node {
-    d: Daemon,
-    name: String,
-    key: String,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({:?})", self.name, self.d)
-    }
-}
 
 /// Start node `name` on `host` with `secrets` (the first one sends), joining through
 /// `seed` if given, plus `extra` flags (e.g. `--range`).
@@ -161,26 +134,6 @@ fn first_host(block: &str) -> Ipv4Addr {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("bad block {block:?}"));
     Ipv4Addr::from(u32::from(net) + 1)
-}
-
-/// Poll `check` every 100 ms until it returns `Ok` (returns the time that took) or
-/// `timeout` passes (panics with `what` and the last error).
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<(), String>,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let last = match check() {
-            Ok(()) => return start.elapsed(),
-            Err(e) => e,
-        };
-        if start.elapsed() >= timeout {
-            panic!("{what}: not within {timeout:?}; last check: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `Ok` if `node` lists exactly the keys of `others`, all alive, each with a prefix.

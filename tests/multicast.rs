@@ -8,16 +8,13 @@
 
 mod common;
 
+use common::mesh::*;
 use common::*;
 use serde_json::Value;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Every node listens on this UDP port (weftnet's default, each in its own namespace).
-const PORT: u16 = 51820;
-/// The range nodes claim their blocks from.
-const RANGE: &str = "10.47.0.0/16";
 /// How long a mesh of a few nodes may take to converge.
 const CONVERGE: Duration = Duration::from_secs(30);
 /// How long a join may take to show up in another node's member list (the kernel reports at
@@ -32,30 +29,6 @@ const DELIVERY: Duration = Duration::from_secs(5);
 const UDP_PORT: u16 = 5000;
 const GROUP: &str = "239.1.1.1";
 const GROUP6: &str = "ff05::1:3";
-
-/// A cluster secret written by `weftnet gensecret -o DIR/NAME`.
-fn gensecret(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let out = host_exec(
-        Daemon::bin(),
-        &["gensecret".as_ref(), "-o".as_ref(), path.as_os_str()] as &[&std::ffi::OsStr],
-    );
-    expect_success("weftnet gensecret", out);
-    path
-}
-
-/// A weftnet node with gossip: its daemon, name and public key.
-struct Node {
-    d: Daemon,
-    name: String,
-    key: String,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({:?})", self.name, self.d)
-    }
-}
 
 /// A range-mode mesh `n1..` on `hosts` (node 1 the seed), node `i` started with the common
 /// flags plus `extra(i)` (0-based); waits until all see each other alive with a block.
@@ -203,26 +176,6 @@ impl GroupCounters {
             rx_packets: n("rx_packets"),
             drops: n("drops"),
         }
-    }
-}
-
-/// Poll `check` every 100 ms until it returns `Ok` (returns the time that took) or
-/// `timeout` passes (panics with `what` and the last error).
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<(), String>,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let last = match check() {
-            Ok(()) => return start.elapsed(),
-            Err(e) => e,
-        };
-        if start.elapsed() >= timeout {
-            panic!("{what}: not within {timeout:?}; last check: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -9,7 +9,7 @@
 //! TUN the only sender is this host's kernel.
 
 use super::{addresses, checksum, take, GroupRecord, Message, ParseError, Query, RecordType};
-use super::{decode_code8, encode_code8, MAX_RECORDS};
+use super::{decode_code8, encode_code8};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -142,37 +142,7 @@ fn parse_query(msg: &[u8], code: u8, group: Ipv4Addr) -> Result<IgmpMessage, Par
 /// IGMPv3 report: `type | reserved | checksum | reserved[2] | n u16 | n × record`,
 /// record = `type | aux_words | nsrc u16 | group[4] | nsrc × source[4] | aux`.
 fn parse_v3_report(msg: &[u8]) -> Result<IgmpMessage, ParseError> {
-    let [n0, n1] = take::<2>(msg, 6)?;
-    let count = usize::from(u16::from_be_bytes([n0, n1]));
-    if count > MAX_RECORDS {
-        return Err(ParseError::TooMany);
-    }
-    // Each record is at least 8 bytes: never reserve more than the packet can hold.
-    let mut records = Vec::with_capacity(count.min(msg.len().saturating_sub(8) / 8));
-    let mut at = 8usize;
-    for _ in 0..count {
-        let [kind, aux_words, s0, s1, g0, g1, g2, g3] = take::<8>(msg, at)?;
-        let nsrc = usize::from(u16::from_be_bytes([s0, s1]));
-        let sources = addresses::<4, Ipv4Addr>(msg, at + 8, nsrc)?;
-        let end = at + 8 + nsrc * 4 + usize::from(aux_words) * 4;
-        if end > msg.len() {
-            return Err(ParseError::Truncated);
-        }
-        at = end;
-        let group = Ipv4Addr::new(g0, g1, g2, g3);
-        // Unknown record types and non-multicast groups are skipped (RFC 3376 §4.2.12).
-        if let (Some(mode), true) = (RecordType::from_code(kind), group.is_multicast()) {
-            records.push(GroupRecord {
-                group,
-                mode,
-                sources,
-            });
-        }
-    }
-    Ok(Message::Report {
-        version: 3,
-        records,
-    })
+    super::parse_report_records::<4, Ipv4Addr>(msg, 3)
 }
 
 /// The fields of a query to build.

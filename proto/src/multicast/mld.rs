@@ -11,7 +11,7 @@
 //! the TUN the only sender is this host's kernel.
 
 use super::{addresses, checksum, take, GroupRecord, Message, ParseError, Query, RecordType};
-use super::{decode_code16, decode_code8, encode_code16, encode_code8, MAX_RECORDS};
+use super::{decode_code16, decode_code8, encode_code16, encode_code8};
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
@@ -204,37 +204,7 @@ fn parse_query(msg: &[u8]) -> Result<MldMessage, ParseError> {
 /// MLDv2 report: `type | code | checksum | reserved[2] | n u16 | n × record`,
 /// record = `type | aux_words | nsrc u16 | group[16] | nsrc × source[16] | aux`.
 fn parse_v2_report(msg: &[u8]) -> Result<MldMessage, ParseError> {
-    let [n0, n1] = take::<2>(msg, 6)?;
-    let count = usize::from(u16::from_be_bytes([n0, n1]));
-    if count > MAX_RECORDS {
-        return Err(ParseError::TooMany);
-    }
-    // Each record is at least 20 bytes: never reserve more than the packet can hold.
-    let mut records = Vec::with_capacity(count.min(msg.len().saturating_sub(8) / 20));
-    let mut at = 8usize;
-    for _ in 0..count {
-        let [kind, aux_words, s0, s1] = take::<4>(msg, at)?;
-        let group = Ipv6Addr::from(take::<16>(msg, at + 4)?);
-        let nsrc = usize::from(u16::from_be_bytes([s0, s1]));
-        let sources = addresses::<16, Ipv6Addr>(msg, at + 20, nsrc)?;
-        let end = at + 20 + nsrc * 16 + usize::from(aux_words) * 4;
-        if end > msg.len() {
-            return Err(ParseError::Truncated);
-        }
-        at = end;
-        // Unknown record types and non-multicast groups are skipped (RFC 3810 §5.2.12).
-        if let (Some(mode), true) = (RecordType::from_code(kind), group.is_multicast()) {
-            records.push(GroupRecord {
-                group,
-                mode,
-                sources,
-            });
-        }
-    }
-    Ok(Message::Report {
-        version: 2,
-        records,
-    })
+    super::parse_report_records::<16, Ipv6Addr>(msg, 2)
 }
 
 /// The fields of a query to build.

@@ -41,7 +41,7 @@ pub use groups::{FilterMode, GroupConfig, GroupEvent, GroupTable, Querier, Sourc
 pub use policy::{is_multicast, Action, FilterReason, GroupFilter, RateLimit};
 pub use replicate::{McastDrop, Membership, Replication, Replicator};
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// Most group records one report may carry; a report with more is rejected
@@ -307,6 +307,47 @@ pub(crate) fn addresses<const N: usize, A: From<[u8; N]>>(
         .filter_map(|c| <[u8; N]>::try_from(c).ok())
         .map(A::from)
         .collect())
+}
+
+/// The group records of an IGMPv3 or MLDv2 report, which share one layout with `N`-byte
+/// addresses: `type | reserved | checksum | reserved[2] | n u16 | n × record`, record =
+/// `type | aux_words | nsrc u16 | group[N] | nsrc × source[N] | aux_words × 4 bytes`.
+/// Unknown record types and non-multicast groups are skipped (RFC 3376 §4.2.12,
+/// RFC 3810 §5.2.12).
+pub(crate) fn parse_report_records<const N: usize, A>(
+    msg: &[u8],
+    version: u8,
+) -> Result<Message<A>, ParseError>
+where
+    A: From<[u8; N]> + Copy + Into<IpAddr>,
+{
+    let [n0, n1] = take::<2>(msg, 6)?;
+    let count = usize::from(u16::from_be_bytes([n0, n1]));
+    if count > MAX_RECORDS {
+        return Err(ParseError::TooMany);
+    }
+    // Each record is at least 4 + N bytes: never reserve more than the packet can hold.
+    let mut records = Vec::with_capacity(count.min(msg.len().saturating_sub(8) / (4 + N)));
+    let mut at = 8usize;
+    for _ in 0..count {
+        let [kind, aux_words, s0, s1] = take::<4>(msg, at)?;
+        let group = A::from(take::<N>(msg, at + 4)?);
+        let nsrc = usize::from(u16::from_be_bytes([s0, s1]));
+        let sources = addresses::<N, A>(msg, at + 4 + N, nsrc)?;
+        let end = at + 4 + N + nsrc * N + usize::from(aux_words) * 4;
+        if end > msg.len() {
+            return Err(ParseError::Truncated);
+        }
+        at = end;
+        if let (Some(mode), true) = (RecordType::from_code(kind), group.into().is_multicast()) {
+            records.push(GroupRecord {
+                group,
+                mode,
+                sources,
+            });
+        }
+    }
+    Ok(Message::Report { version, records })
 }
 
 #[cfg(test)]
