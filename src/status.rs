@@ -5,7 +5,7 @@ use crate::cli::StatusArgs;
 use crate::cluster::{split_prefixes, state_name, ClusterView};
 use crate::config::state_dir_or_default;
 use crate::control::{request, Request};
-use crate::dataplane::{Dataplane, PeerReport};
+use crate::dataplane::{Dataplane, GroupCounters, PeerReport};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,12 +40,8 @@ pub(crate) struct MulticastStatus {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct GroupStatus {
     pub(crate) group: String,
-    pub(crate) tx_packets: u64,
-    pub(crate) tx_bytes: u64,
-    pub(crate) tx_copies: u64,
-    pub(crate) rx_packets: u64,
-    pub(crate) rx_bytes: u64,
-    pub(crate) drops: u64,
+    #[serde(flatten)]
+    pub(crate) counters: GroupCounters,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,14 +176,9 @@ impl StatusReport {
             groups: dp
                 .group_counters()
                 .into_iter()
-                .map(|(g, c)| GroupStatus {
+                .map(|(g, counters)| GroupStatus {
                     group: g.to_string(),
-                    tx_packets: c.tx_packets,
-                    tx_bytes: c.tx_bytes,
-                    tx_copies: c.tx_copies,
-                    rx_packets: c.rx_packets,
-                    rx_bytes: c.rx_bytes,
-                    drops: c.drops,
+                    counters,
                 })
                 .collect(),
         };
@@ -278,15 +269,16 @@ impl StatusReport {
                 }
             ));
             for g in &self.multicast.groups {
+                let c = &g.counters;
                 s.push_str(&format!(
                     "  {:<24} sent {} pkts {} B ({} copies), received {} pkts {} B, dropped {}\n",
                     g.group,
-                    g.tx_packets,
-                    g.tx_bytes,
-                    g.tx_copies,
-                    g.rx_packets,
-                    g.rx_bytes,
-                    g.drops
+                    c.tx_packets,
+                    c.tx_bytes,
+                    c.tx_copies,
+                    c.rx_packets,
+                    c.rx_bytes,
+                    c.drops
                 ));
             }
         }

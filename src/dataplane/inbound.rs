@@ -23,8 +23,10 @@ impl Dataplane {
         let mut meta = vec![RecvMeta::default(); RX_BATCH];
         let mut out = vec![0u8; BUF];
         while !self.stopping() {
-            let mut bufs: Vec<IoSliceMut<'_>> =
-                storage.chunks_mut(slot).map(IoSliceMut::new).collect();
+            // Fixed-size array: no allocation per receive call.
+            let mut chunks = storage.chunks_mut(slot);
+            let mut bufs: [IoSliceMut<'_>; RX_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
             let n = match self.udp.recv(&mut bufs, &mut meta) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

@@ -19,6 +19,7 @@ mod outbound;
 
 pub(crate) use counters::Counters;
 pub(crate) use mesh::{PeerReport, PeerSpec};
+pub(crate) use multicast::GroupCounters;
 
 use crate::config::MulticastConfig;
 use crate::tun::Tun;

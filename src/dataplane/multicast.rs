@@ -33,8 +33,8 @@ fn ipv4_dst(packet: &[u8]) -> Option<std::net::Ipv4Addr> {
     (packet.first().map(|v| v >> 4) == Some(4)).then(|| std::net::Ipv4Addr::from(b))
 }
 
-/// Per-group traffic counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Per-group traffic counters (also their JSON form in `weftnet status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct GroupCounters {
     /// Packets read from the TUN and sent into the mesh (one per packet, not per copy).
     pub(crate) tx_packets: u64,

@@ -8,6 +8,7 @@ use super::codec::{key8, Message, Pair, Summary, MAX_PAIRS_PER_DIGEST, MAX_SUMMA
 use super::digest::{children, LEAF_LEVEL, SMALL_BUCKET, STEP};
 use super::member::Rank;
 use super::node::Gossip;
+use super::transmit::Builder;
 use crate::keys::PublicKey;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -238,27 +239,14 @@ impl Gossip {
         let mut sent = 0;
         let mut b = self.builder();
         for m in &messages {
-            if !b.push(m) {
-                if budget <= 1 {
-                    break;
-                }
-                let full = std::mem::replace(&mut b, self.builder());
-                self.send_exact(to, full);
-                sent += 1;
-                budget -= 1;
-                b.push(m);
+            if !self.push_or_flush(to, &mut b, &mut budget, &mut sent, |_, b| b.push(m)) {
+                break;
             }
         }
         for key in &out.push {
-            if !self.push_entry(&mut b, key, false) {
-                if budget <= 1 {
-                    break;
-                }
-                let full = std::mem::replace(&mut b, self.builder());
-                self.send_exact(to, full);
-                sent += 1;
-                budget -= 1;
-                self.push_entry(&mut b, key, false);
+            let push = |me: &Self, b: &mut Builder| me.push_entry(b, key, false);
+            if !self.push_or_flush(to, &mut b, &mut budget, &mut sent, push) {
+                break;
             }
         }
         if !b.is_empty() && budget > 0 {
@@ -266,6 +254,33 @@ impl Gossip {
             sent += 1;
         }
         self.sync_tokens.take(sent);
+    }
+}
+
+impl Gossip {
+    /// Adds one item to the answer datagram `b` with `push`. When `b` is full it is
+    /// sent and a new one started, if the budget allows another datagram; returns
+    /// false when the budget is spent (the item is then not sent).
+    fn push_or_flush(
+        &mut self,
+        to: SocketAddr,
+        b: &mut Builder,
+        budget: &mut usize,
+        sent: &mut usize,
+        push: impl Fn(&Self, &mut Builder) -> bool,
+    ) -> bool {
+        if push(self, b) {
+            return true;
+        }
+        if *budget <= 1 {
+            return false;
+        }
+        let full = std::mem::replace(b, self.builder());
+        self.send_exact(to, full);
+        *sent += 1;
+        *budget -= 1;
+        push(self, b);
+        true
     }
 }
 

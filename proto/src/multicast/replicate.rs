@@ -211,15 +211,7 @@ impl Replicator {
         members: &'m Membership,
     ) -> Result<Replication<'m>, McastDrop> {
         let header = IpHeader::parse(packet).map_err(|_| McastDrop::Malformed)?;
-        if !is_multicast(header.dst) {
-            return Err(McastDrop::NotMulticast);
-        }
-        if is_link_control(packet)? {
-            return Err(McastDrop::Control);
-        }
-        self.filter
-            .check(header.dst)
-            .map_err(|_| McastDrop::Filtered)?;
+        self.admit(&header, packet)?;
         let peers = members.members(header.dst);
         if peers.is_empty() {
             return Err(McastDrop::NoMembers);
@@ -241,6 +233,13 @@ impl Replicator {
         packet: &[u8],
     ) -> Result<IpHeader, McastDrop> {
         let header = router.inbound(peer, packet)?;
+        self.admit(&header, packet)?;
+        Ok(header)
+    }
+
+    /// The checks both directions share: a multicast destination, not IGMP/MLD/ND
+    /// link control, and a group the filter allows.
+    fn admit(&self, header: &IpHeader, packet: &[u8]) -> Result<(), McastDrop> {
         if !is_multicast(header.dst) {
             return Err(McastDrop::NotMulticast);
         }
@@ -249,8 +248,7 @@ impl Replicator {
         }
         self.filter
             .check(header.dst)
-            .map_err(|_| McastDrop::Filtered)?;
-        Ok(header)
+            .map_err(|_| McastDrop::Filtered)
     }
 }
 
