@@ -150,4 +150,50 @@ pub(crate) struct UpArgs {
     /// Log filter, e.g. info, debug, weftnet=trace [default: info].
     #[arg(long, env = "WEFTNET_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
+    /// This node's own address block (e.g. a pod CIDR), announced by gossip instead of
+    /// claiming one from --range; at most one per address family.
+    #[arg(
+        long,
+        env = "WEFTNET_BLOCK",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub(crate) block: Vec<String>,
+    /// Linux bridge for pods or VMs (created if missing): the block's gateway address
+    /// goes on it, and multicast crosses it through an L2 port [Kubernetes mode
+    /// default: weftbr0].
+    #[arg(long, env = "WEFTNET_BRIDGE", value_name = "NAME")]
+    pub(crate) bridge: Option<String>,
+    /// Serve GET /healthz and /readyz on this address, e.g. 0.0.0.0:9478.
+    #[arg(long, env = "WEFTNET_HEALTH_LISTEN", value_name = "ADDR:PORT")]
+    pub(crate) health_listen: Option<String>,
+    #[command(flatten)]
+    pub(crate) kube: KubeArgs,
+}
+
+/// Kubernetes mode (`--kubernetes`): the pod network of a cluster, run as a DaemonSet.
+#[derive(Debug, Args)]
+pub(crate) struct KubeArgs {
+    /// Run as a Kubernetes node's pod network: read this Node's pod CIDR, seed gossip
+    /// from the other Nodes, forget deleted Nodes, install the CNI plugin.
+    #[arg(long, env = "WEFTNET_KUBERNETES")]
+    pub(crate) kubernetes: bool,
+    /// This node's Kubernetes Node name (DaemonSet: spec.nodeName through the downward
+    /// API).
+    #[arg(long, env = "WEFTNET_NODE_NAME", value_name = "NAME")]
+    pub(crate) node_name: Option<String>,
+    /// kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster
+    /// service account].
+    #[arg(long, env = "WEFTNET_KUBECONFIG", value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// Where the CNI plugin binary is installed [default: /opt/cni/bin].
+    #[arg(long, env = "WEFTNET_CNI_BIN_DIR", value_name = "DIR")]
+    pub(crate) cni_bin_dir: Option<PathBuf>,
+    /// Where the CNI network config is written [default: /etc/cni/net.d].
+    #[arg(long, env = "WEFTNET_CNI_CONF_DIR", value_name = "DIR")]
+    pub(crate) cni_conf_dir: Option<PathBuf>,
+    /// Where the CNI plugin keeps pod address allocations, as a path on the node
+    /// [default: /var/lib/cni/weftnet].
+    #[arg(long, env = "WEFTNET_CNI_DATA_DIR", value_name = "DIR")]
+    pub(crate) cni_data_dir: Option<PathBuf>,
 }

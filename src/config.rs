@@ -55,6 +55,86 @@ struct FileConfig {
     peer: Vec<FilePeer>,
     cluster: Option<FileCluster>,
     multicast: Option<FileMulticast>,
+    block: Option<OneOrMany>,
+    bridge: Option<String>,
+    health_listen: Option<String>,
+    kubernetes: Option<FileKube>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKube {
+    enabled: Option<bool>,
+    node_name: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    cni_bin_dir: Option<PathBuf>,
+    cni_conf_dir: Option<PathBuf>,
+    cni_data_dir: Option<PathBuf>,
+}
+
+/// Settings of Kubernetes mode.
+#[derive(Debug, Clone)]
+pub(crate) struct KubeConfig {
+    /// This node's Node object.
+    pub(crate) node_name: String,
+    /// kubeconfig file; `None` infers ($KUBECONFIG, ~/.kube/config, in-cluster).
+    pub(crate) kubeconfig: Option<PathBuf>,
+    pub(crate) cni_bin_dir: PathBuf,
+    pub(crate) cni_conf_dir: PathBuf,
+    /// The CNI plugin's allocation directory, as a path on the node.
+    pub(crate) cni_data_dir: PathBuf,
+}
+
+pub(crate) const DEFAULT_BRIDGE: &str = "weftbr0";
+pub(crate) const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
+pub(crate) const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+pub(crate) const DEFAULT_CNI_DATA_DIR: &str = "/var/lib/cni/weftnet";
+
+fn kube_config(args: &UpArgs, file: Option<FileKube>) -> Result<Option<KubeConfig>> {
+    let file = file.unwrap_or_default();
+    if !args.kube.kubernetes && !file.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let node_name = args
+        .kube
+        .node_name
+        .clone()
+        .or(file.node_name)
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| anyhow!("--kubernetes needs this node's Node name: give --node-name (in a DaemonSet, set NODE_NAME from fieldRef spec.nodeName and pass --node-name=$(NODE_NAME))"))?;
+    Ok(Some(KubeConfig {
+        node_name,
+        kubeconfig: args.kube.kubeconfig.clone().or(file.kubeconfig),
+        cni_bin_dir: args
+            .kube
+            .cni_bin_dir
+            .clone()
+            .or(file.cni_bin_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_BIN_DIR)),
+        cni_conf_dir: args
+            .kube
+            .cni_conf_dir
+            .clone()
+            .or(file.cni_conf_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_CONF_DIR)),
+        cni_data_dir: args
+            .kube
+            .cni_data_dir
+            .clone()
+            .or(file.cni_data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_DATA_DIR)),
+    }))
+}
+
+fn parse_block(text: &str) -> Result<IpNet> {
+    let net = text.trim().parse::<IpNet>().map_err(|_| {
+        anyhow!("invalid --block {text:?}: give this node's block as a prefix, e.g. 10.244.1.0/24")
+    })?;
+    let max = if net.addr().is_ipv4() { 30 } else { 126 };
+    if net.prefix_len() > max || net.network().is_multicast() {
+        bail!("invalid --block {net}: give a unicast prefix of length {max} or shorter, e.g. 10.244.1.0/24");
+    }
+    Ok(net.trunc())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +248,12 @@ pub(crate) struct Config {
     /// Gossip settings; `None` runs with static peers only.
     pub(crate) cluster: Option<ClusterConfig>,
     pub(crate) multicast: MulticastConfig,
+    /// This node's own blocks (given, or a Node's pod CIDRs); at most one per family.
+    pub(crate) blocks: Vec<IpNet>,
+    /// The pods' bridge, with an L2 port for multicast.
+    pub(crate) bridge: Option<String>,
+    pub(crate) health_listen: Option<SocketAddr>,
+    pub(crate) kube: Option<KubeConfig>,
 }
 
 /// Where other nodes reach this one, when set by hand.
@@ -419,7 +505,67 @@ impl Config {
         let cluster = cluster_config(args, file.cluster)?;
         let multicast = multicast_config(args, file.multicast)?;
         let range = cluster.as_ref().and_then(|c| c.range);
-        if addresses.is_empty() && range.is_none() {
+        let kube = kube_config(args, file.kubernetes)?;
+        let mut cluster = cluster;
+        if let (Some(k), Some(c)) = (&kube, &mut cluster) {
+            // In a cluster, a node is known by its Node name.
+            if args.name.is_none() {
+                c.name = k.node_name.clone();
+            }
+        }
+        if kube.is_some() && cluster.is_none() {
+            bail!("--kubernetes needs the cluster secret: give --secret-file FILE (in a DaemonSet, mount the weftnet-secret Secret; create it with `weftnet gensecret`)");
+        }
+        let block_texts = if args.block.is_empty() {
+            file.block.map(OneOrMany::into_vec).unwrap_or_default()
+        } else {
+            args.block.clone()
+        };
+        let blocks = block_texts
+            .iter()
+            .map(|b| parse_block(b))
+            .collect::<Result<Vec<_>>>()?;
+        if !blocks.is_empty() && cluster.is_none() {
+            bail!("--block needs gossip to announce it: give --secret-file FILE (create one with `weftnet gensecret --output FILE`)");
+        }
+        for family in [true, false] {
+            if blocks
+                .iter()
+                .filter(|b| b.addr().is_ipv4() == family)
+                .count()
+                > 1
+            {
+                bail!("more than one --block of the same family: give at most one IPv4 and one IPv6 block");
+            }
+        }
+        if let Some((r, _)) = range {
+            for b in &blocks {
+                if b.addr().is_ipv4() == r.addr().is_ipv4() && !r.contains(b) {
+                    bail!("--block {b} is outside --range {r}: give a block inside the range, or fix the range");
+                }
+            }
+        }
+        let bridge = args
+            .bridge
+            .clone()
+            .or(file.bridge)
+            .or_else(|| kube.as_ref().map(|_| DEFAULT_BRIDGE.to_string()))
+            .map(|b| parse_interface_name(&b))
+            .transpose()?;
+        if bridge.is_some() && cluster.is_none() {
+            bail!("--bridge needs gossip (pods get addresses from this node's block): give --secret-file FILE and --range or --block");
+        }
+        let health_listen = args
+            .health_listen
+            .clone()
+            .or(file.health_listen)
+            .map(|h| {
+                h.parse::<SocketAddr>().map_err(|_| {
+                    anyhow!("invalid --health-listen {h:?}: give ADDR:PORT, e.g. 0.0.0.0:9478 or 127.0.0.1:9478")
+                })
+            })
+            .transpose()?;
+        if addresses.is_empty() && range.is_none() && blocks.is_empty() && kube.is_none() {
             bail!("no overlay address: give one with --address, e.g. --address 10.47.0.1/16 (or --range with --secret-file to claim a block by gossip)");
         }
         if let Some((r, _)) = range {
@@ -483,6 +629,10 @@ impl Config {
             peers,
             cluster,
             multicast,
+            blocks,
+            bridge,
+            health_listen,
+            kube,
         };
         config.check_peers()?;
         Ok(config)

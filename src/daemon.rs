@@ -10,6 +10,7 @@ use crate::config::{Config, WIREGUARD_OVERHEAD};
 use crate::control;
 use crate::dataplane::{Dataplane, PeerSpec};
 use crate::keyfile;
+use crate::kube::{self, KubeView};
 use crate::netlink::{routes_needed, Netlink};
 use crate::status::{NodeInfo, StatusReport};
 use crate::system;
@@ -48,15 +49,21 @@ struct Node {
     tun: Tun,
     mtu: u32,
     socket: std::path::PathBuf,
+    kube: Option<kube::Started>,
 }
 
 pub(crate) fn run(args: UpArgs) -> Result<()> {
-    let config = Config::load(&args)?;
+    let mut config = Config::load(&args)?;
     init_logging(&config.log)?;
     if !system::has_net_admin() {
         bail!("weftnet up needs CAP_NET_ADMIN to create {}: run it as root, or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)", config.interface);
     }
     keyfile::ensure_state_dir(&config.state_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     let secrets = match &config.cluster {
         Some(c) => cluster::read_secrets(&c.secret_files)?,
         None => Vec::new(),
@@ -72,6 +79,23 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
             "a [[peer]] has this node's own public key: remove that peer from this node's config"
         );
     }
+    // Kubernetes mode: this Node's pod CIDRs and the seeds, before anything is made.
+    let kube = runtime.block_on(async {
+        tokio::select! {
+            r = kube::prepare(&mut config) => r.map(Some),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+            _ = async {
+                match signal(SignalKind::terminate()) {
+                    Ok(mut s) => { s.recv().await; }
+                    Err(_) => std::future::pending().await,
+                }
+            } => Ok(None),
+        }
+    })?;
+    let Some(kube) = kube else {
+        tracing::info!("stopped while waiting for the Kubernetes API server");
+        return Ok(());
+    };
     let socket = control::socket_path(&config.state_dir);
     control::claim_socket(&socket)?;
     if system::interface_exists(&config.interface) {
@@ -92,11 +116,6 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
     if !key_existed {
         tracing::info!(path = %config.private_key_file.display(), "created a new private key");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     runtime.block_on(run_node(Node {
         config,
         key,
@@ -105,6 +124,7 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         tun,
         mtu,
         socket,
+        kube,
     }))
 }
 
@@ -132,15 +152,24 @@ async fn run_node(node: Node) -> Result<()> {
         tun,
         mtu,
         socket,
+        kube,
     } = node;
     let netlink = Arc::new(Netlink::connect()?);
     let index = netlink.link_index(&config.interface).await?;
     let range = config.cluster.as_ref().and_then(|c| c.range);
     let block_file = config.state_dir.join("block");
-    let saved_block = range.and_then(|(r, len)| cluster::saved_block(&block_file, r, len));
+    // This node's blocks at start: given with --block, or saved by an earlier claim.
+    let claim = cluster::claim_range(range, &config.blocks);
+    let saved_block = claim.and_then(|(r, len)| cluster::saved_block(&block_file, r, len));
+    let held: Vec<ipnet::IpNet> = config.blocks.iter().copied().chain(saved_block).collect();
+    let placement = cluster::Placement {
+        tun: index,
+        bridge: None,
+        range: range.map(|(r, _)| r),
+    };
     let mut addresses = config.addresses.clone();
-    if let (Some((r, _)), Some(b)) = (range, saved_block) {
-        addresses.push(cluster::block_address(b, r));
+    if config.bridge.is_none() {
+        addresses.extend(held.iter().map(|b| placement.address(*b).1));
     }
     let statics = static_peers(&config);
     let setup = async {
@@ -182,6 +211,24 @@ async fn run_node(node: Node) -> Result<()> {
             .unwrap_or(config.listen_port);
         advertise = Some(SocketAddr::new(ip, port));
     }
+    // Bridge mode, once the advertised address is known (a gateway is no underlay).
+    let (bridge, l2) = match &config.bridge {
+        Some(name) => {
+            let r = range.map(|(r, _)| r);
+            match crate::bridge::setup(&netlink, name, &config.interface, mtu, &held, r).await {
+                Ok((b, port)) => (Some(b), Some(port)),
+                Err(e) => {
+                    let _ = netlink.delete_link(index).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => (None, None),
+    };
+    let placement = cluster::Placement {
+        bridge: bridge.as_ref().map(|b| b.index),
+        ..placement
+    };
 
     let (control_tx, control_rx) = match config.cluster {
         Some(_) => {
@@ -216,6 +263,7 @@ async fn run_node(node: Node) -> Result<()> {
                     ipnet::IpNet::V6(_) => None,
                 })
                 .collect(),
+            l2,
         },
     );
     dp.set_peers(statics.clone());
@@ -233,7 +281,7 @@ async fn run_node(node: Node) -> Result<()> {
             .iter()
             .map(|a| ipnet::IpNet::from(a.addr()))
             .collect();
-        prefixes.extend(saved_block);
+        prefixes.extend(held.iter().copied());
         let me = NodeRecord {
             public_key,
             name: c.name.clone(),
@@ -276,7 +324,8 @@ async fn run_node(node: Node) -> Result<()> {
             c.join.clone(),
             Arc::clone(&view),
             config.multicast.filter.clone(),
-        );
+        )
+        .with_blocks(config.blocks.clone(), placement.bridge);
         cluster_task = Some(tokio::spawn(cluster.run(rx, snoop, commands_rx)));
     }
 
@@ -286,6 +335,46 @@ async fn run_node(node: Node) -> Result<()> {
         mtu,
     };
     let shutdown = Arc::new(tokio::sync::Notify::new());
+    let current_blocks = {
+        let fixed = config.blocks.clone();
+        let view = Arc::clone(&view);
+        move || -> Vec<ipnet::IpNet> {
+            if fixed.is_empty() {
+                view.lock().block.into_iter().collect()
+            } else {
+                fixed.clone()
+            }
+        }
+    };
+    let mut kube_tasks = Vec::new();
+    let mut kube_view: Option<Arc<Mutex<KubeView>>> = None;
+    if let (Some(started), Some(k)) = (kube, config.kube.clone()) {
+        let (tasks, kv) = kube::spawn(kube::Running {
+            started,
+            config: k,
+            bridge: config
+                .bridge
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_BRIDGE.to_string()),
+            listen_port: config.listen_port,
+            mtu,
+            public_key: public_key.to_base64(),
+            endpoint: advertise,
+            commands: commands_tx.clone(),
+            shutdown: Arc::clone(&shutdown),
+            blocks: Box::new(current_blocks.clone()),
+        });
+        kube_tasks = tasks;
+        kube_view = Some(kv);
+    }
+    let health = match config.health_listen {
+        Some(addr) => Some(
+            crate::health::serve(addr, health_checks(&dp, kube_view.clone(), current_blocks))
+                .await?,
+        ),
+        None => None,
+    };
+    let report_kube = kube_view.clone();
     let report_dp = Arc::clone(&dp);
     let report_view = Arc::clone(&view);
     let clustered = config.cluster.is_some();
@@ -293,9 +382,10 @@ async fn run_node(node: Node) -> Result<()> {
         report: Box::new(move || {
             let view = clustered.then(|| report_view.lock().clone());
             let mut r = StatusReport::build(&node, &report_dp, view.as_ref());
+            r.kubernetes = report_kube.as_ref().map(|k| k.lock().status());
             if let Some(v) = &view {
-                if let (Some(range), Some(block)) = (range, v.block) {
-                    let a = cluster::block_address(block, range.0).to_string();
+                if let Some(block) = v.block {
+                    let a = placement.address(block).1.to_string();
                     if !r.addresses.contains(&a) {
                         r.addresses.push(a);
                     }
@@ -341,10 +431,16 @@ async fn run_node(node: Node) -> Result<()> {
         }
         task.abort();
     }
+    for t in kube_tasks.into_iter().chain(health) {
+        t.abort();
+    }
     // Teardown: stop the threads, remove the interface and the socket.
     dp.stop();
     for t in threads {
         let _ = t.join();
+    }
+    if let Some(b) = &bridge {
+        crate::bridge::teardown(&netlink, b).await;
     }
     if let Err(e) = netlink.delete_link(index).await {
         tracing::warn!(error = %e, "interface removal failed; closing the TUN device removes it");
@@ -354,4 +450,36 @@ async fn run_node(node: Node) -> Result<()> {
     let signal = outcome?;
     tracing::info!(signal, "weftnet stopped");
     Ok(())
+}
+
+/// The probes: live while the data plane runs; ready once the node has a block and,
+/// in Kubernetes mode, the CNI config is written.
+fn health_checks(
+    dp: &Arc<Dataplane>,
+    kube: Option<Arc<Mutex<KubeView>>>,
+    blocks: impl Fn() -> Vec<ipnet::IpNet> + Send + Sync + 'static,
+) -> crate::health::Checks {
+    let live_dp = Arc::clone(dp);
+    crate::health::Checks {
+        live: Box::new(move || {
+            if live_dp.running() {
+                Ok(())
+            } else {
+                Err("the data plane has stopped".into())
+            }
+        }),
+        ready: Box::new(move || {
+            let Some(k) = &kube else {
+                return Ok(());
+            };
+            if blocks().is_empty() {
+                return Err("no pod CIDR yet: claiming a block from --range".into());
+            }
+            let k = k.lock();
+            if k.cni_config.is_none() {
+                return Err("the CNI network config is not written yet".into());
+            }
+            Ok(())
+        }),
+    }
 }

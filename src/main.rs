@@ -2,16 +2,21 @@
 //! module; this file only parses arguments and turns errors into one line and a
 //! non-zero exit.
 
+mod bridge;
 mod cli;
 mod cluster;
+mod cni;
 mod config;
 mod control;
 mod daemon;
 mod dataplane;
+mod health;
 mod keyfile;
+mod kube;
 mod netlink;
 mod status;
 mod system;
+mod tap;
 mod tun;
 mod udp;
 
@@ -20,6 +25,9 @@ use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return cni::run();
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

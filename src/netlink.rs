@@ -1,5 +1,6 @@
 //! Interface configuration over rtnetlink: MTU, addresses, link state and routes of
-//! the overlay interface. Nothing else in the daemon changes kernel network state.
+//! the overlay interface, and in bridge mode the pods' bridge and its L2 port. Nothing
+//! else in the daemon changes kernel network state (but the forwarding sysctls).
 
 use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
@@ -80,6 +81,28 @@ impl Netlink {
             .map_err(|e| anyhow!("cannot add address {address}: {}", describe(e)))
     }
 
+    /// Adds one address unless it is already there (a bridge reused across restarts).
+    /// IPv6 addresses skip duplicate address detection, so that they can be a route's
+    /// preferred source at once.
+    pub(crate) async fn ensure_address(&self, index: u32, address: IpNet) -> Result<()> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+        let mut request = self
+            .handle
+            .address()
+            .add(index, address.addr(), address.prefix_len());
+        if address.addr().is_ipv6() {
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_exists(&e) => Ok(()),
+            Err(e) => Err(anyhow!("cannot add address {address}: {}", describe(e))),
+        }
+    }
+
     /// Global-scope addresses of every interface but `exclude`, IPv4 first: the
     /// candidates for this host's underlay address.
     pub(crate) async fn global_addresses(&self, exclude: u32) -> Result<Vec<std::net::IpAddr>> {
@@ -151,6 +174,150 @@ impl Netlink {
                 Ok(())
             }
             Err(e) => Err(anyhow!("cannot add route {prefix}: {}", describe(e))),
+        }
+    }
+
+    /// The index of interface `name` and whether it is a Linux bridge; `None` if there
+    /// is no such interface.
+    pub(crate) async fn find_link(&self, name: &str) -> Result<Option<(u32, bool)>> {
+        use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let link = match links.try_next().await {
+            Ok(Some(link)) => link,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ENODEV => {
+                return Ok(None)
+            }
+            Err(e) => return Err(anyhow!("cannot look up interface {name}: {}", describe(e))),
+        };
+        let is_bridge = link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
+        });
+        Ok(Some((link.header.index, is_bridge)))
+    }
+
+    /// Makes `name` a Linux bridge with this MTU, multicast snooping off (so that it
+    /// floods group traffic to every port), and up: creates it if missing, reuses it
+    /// if it is a bridge. Returns its index.
+    pub(crate) async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32> {
+        use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
+        use rtnetlink::LinkBridge;
+        let index = match self.find_link(name).await? {
+            Some((_, false)) => {
+                return Err(anyhow!(
+                    "interface {name} exists and is not a bridge: choose another --bridge, or remove it with `ip link del {name}`"
+                ))
+            }
+            Some((index, true)) => {
+                // Change the existing bridge (RTM_NEWLINK without create flags).
+                let msg = LinkBridge::new(name).index(index).mcast_snooping(false).build();
+                self.handle
+                    .link()
+                    .add(msg)
+                    .set_flags(NLM_F_REQUEST | NLM_F_ACK)
+                    .execute()
+                    .await
+                    .map_err(|e| {
+                        anyhow!("cannot turn multicast snooping off on bridge {name}: {}", describe(e))
+                    })?;
+                index
+            }
+            None => {
+                let msg = LinkBridge::new(name).mcast_snooping(false).mtu(mtu).build();
+                self.handle
+                    .link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .map_err(|e| anyhow!("cannot create bridge {name}: {}", describe(e)))?;
+                self.link_index(name).await?
+            }
+        };
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+            .execute()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot set MTU {mtu} on bridge {name} and bring it up: {}",
+                    describe(e)
+                )
+            })?;
+        Ok(index)
+    }
+
+    /// Attaches interface `port` to `bridge`, sets its MTU and brings it up.
+    pub(crate) async fn attach_port(&self, port: u32, bridge: u32, mtu: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(port)
+                    .controller(bridge)
+                    .mtu(mtu)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| anyhow!("cannot attach the L2 port to the bridge: {}", describe(e)))
+    }
+
+    /// Routes `prefix` into the interface with preferred source `src` (RTA_PREFSRC).
+    /// An identical route already present is fine.
+    pub(crate) async fn add_route_src(
+        &self,
+        index: u32,
+        prefix: IpNet,
+        src: Option<std::net::IpAddr>,
+    ) -> Result<()> {
+        let mut message = route_message(index, prefix);
+        if let Some(src) = src {
+            use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+            let a = match src {
+                std::net::IpAddr::V4(a) => RouteAddress::Inet(a),
+                std::net::IpAddr::V6(a) => RouteAddress::Inet6(a),
+            };
+            message.attributes.push(RouteAttribute::PrefSource(a));
+        }
+        match self.handle.route().add(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_exists(&e) => {
+                tracing::warn!(%prefix, "a route for this prefix already exists; leaving it");
+                Ok(())
+            }
+            Err(e) => Err(anyhow!("cannot add route {prefix}: {}", describe(e))),
+        }
+    }
+
+    /// Adds an `unreachable` route for `prefix` with this metric, if there is none yet.
+    pub(crate) async fn add_unreachable(&self, prefix: IpNet, metric: u32) -> Result<()> {
+        use rtnetlink::packet_route::route::RouteType;
+        let message = match prefix {
+            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .kind(RouteType::Unreachable)
+                .priority(metric)
+                .build(),
+            IpNet::V6(n) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .kind(RouteType::Unreachable)
+                .priority(metric)
+                .build(),
+        };
+        match self.handle.route().add(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_exists(&e) => Ok(()),
+            Err(e) => Err(anyhow!(
+                "cannot add unreachable route {prefix}: {}",
+                describe(e)
+            )),
         }
     }
 

@@ -26,6 +26,12 @@ pub(crate) struct StatusReport {
     pub(crate) multicast: MulticastStatus,
     /// Dropped packets and rejected datagrams by reason.
     pub(crate) drops: BTreeMap<String, u64>,
+    /// Bridge mode: the L2 port on the pods' bridge and its frame counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) l2: Option<L2Status>,
+    /// Kubernetes mode: the API server as this node sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kubernetes: Option<crate::kube::KubeStatus>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +41,14 @@ pub(crate) struct MulticastStatus {
     /// Traffic per group: sent into the mesh (packets, bytes, encrypted copies),
     /// received from it, and dropped (filtered or rate limited).
     pub(crate) groups: Vec<GroupStatus>,
+}
+
+/// Bridge mode's L2 port (`l2` in the JSON form).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct L2Status {
+    pub(crate) port: String,
+    #[serde(flatten)]
+    pub(crate) counters: crate::dataplane::L2Stats,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -205,6 +219,10 @@ impl StatusReport {
             cluster,
             multicast,
             drops,
+            l2: dp
+                .l2_stats()
+                .map(|(port, counters)| L2Status { port, counters }),
+            kubernetes: None,
         }
     }
 
@@ -290,6 +308,27 @@ impl StatusReport {
             .collect();
         if !drops.is_empty() {
             s.push_str(&format!("\ndrops: {}\n", drops.join(" ")));
+        }
+        if let Some(l2) = &self.l2 {
+            let c = &l2.counters;
+            s.push_str(&format!(
+                "\nL2 port {}: {} frames read ({} ignored, {} malformed), {} written, {} write errors\n",
+                l2.port, c.rx_frames, c.ignored_frames, c.malformed_frames, c.tx_frames, c.write_errors
+            ));
+        }
+        if let Some(k) = &self.kubernetes {
+            s.push_str(&format!(
+                "\nkubernetes: node {}, API server {}{}, {} nodes, CNI config {}\n",
+                k.node,
+                k.api_server,
+                k.last_error
+                    .as_ref()
+                    .filter(|_| k.api_server != "reachable")
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default(),
+                k.nodes,
+                k.cni_config.as_deref().unwrap_or("(not written yet)")
+            ));
         }
         s
     }

@@ -25,6 +25,22 @@ pub fn ip_header(data: &[u8]) {
     }
 }
 
+/// A frame read from the bridge's L2 port: the multicast IP packet it yields is
+/// inside the frame, and re-framing it gives the same packet back.
+pub fn ethernet(data: &[u8]) {
+    use crate::ethernet::{multicast_frame, multicast_ip_packet, HEADER_LEN};
+    if let Ok(Some(packet)) = multicast_ip_packet(data) {
+        assert!(packet.len() + HEADER_LEN <= data.len());
+        let mut out = vec![0u8; data.len()];
+        let n = multicast_frame(packet, [2, 0, 0, 0, 0, 1], &mut out);
+        assert_eq!(n, Some(packet.len() + HEADER_LEN));
+        assert_eq!(
+            multicast_ip_packet(&out[..packet.len() + HEADER_LEN]),
+            Ok(Some(packet))
+        );
+    }
+}
+
 /// Router decisions on arbitrary packets, with a fixed two-peer table.
 pub fn router(data: &[u8]) {
     let mut r = Router::new();

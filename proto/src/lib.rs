@@ -9,6 +9,7 @@
 //! Modules:
 //! - [`keys`]: WireGuard/X25519 keys and their base64 text form.
 //! - [`packet`]: parsing of the IP headers the router looks at.
+//! - [`ethernet`]: Ethernet II framing for the L2 port on a bridge (bridge mode).
 //! - [`wire`]: classification of datagrams arriving on the shared UDP port.
 //! - [`prefix_table`]: longest-prefix-match table for IPv4 and IPv6.
 //! - [`router`]: crypto-key routing decisions (which peer gets a packet, which
@@ -22,6 +23,7 @@
 #![deny(unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod ethernet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gossip;

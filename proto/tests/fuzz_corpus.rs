@@ -58,3 +58,8 @@ fn gossip_datagram_corpus() {
 fn gossip_plaintext_corpus() {
     replay("gossip_plaintext", fuzzing::gossip_plaintext);
 }
+
+#[test]
+fn ethernet_corpus() {
+    replay("ethernet", fuzzing::ethernet);
+}

@@ -3,16 +3,18 @@
 //! timeouts, sends what it returns through the shared UDP port, and applies the
 //! membership view to this node: the data plane's peer set, routes into the overlay
 //! interface, and, with `--range`, this node's own address block (claimed, persisted,
-//! and re-claimed if another node wins it).
+//! and re-claimed if another node wins it); blocks given with `--block` and bridge
+//! mode's placement of block addresses are in [`blocks`].
 
+mod blocks;
 mod bootstrap;
 
-pub(crate) use bootstrap::{
-    block_address, detect_underlay_ip, next_epoch, read_secrets, resolve, saved_block,
-};
+pub(crate) use blocks::{claim_range, gateway, Placement};
+
+pub(crate) use bootstrap::{detect_underlay_ip, next_epoch, read_secrets, resolve, saved_block};
 
 use crate::dataplane::{ControlDatagram, Dataplane, PeerSpec};
-use crate::netlink::{routes_needed, Netlink};
+use crate::netlink::Netlink;
 use ipnet::IpNet;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -46,6 +48,12 @@ pub(crate) enum Command {
         node: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Kubernetes: the other Nodes' addresses changed; join through them.
+    Join(Vec<SocketAddr>),
+    /// Kubernetes: a Node was deleted; drop and forget the member of that name.
+    NodeDeleted(String),
+    /// Kubernetes: a Node (re)appeared; a member of that name is welcome again.
+    NodeAdded(String),
 }
 
 /// What `weftnet status` shows of the cluster.
@@ -77,9 +85,16 @@ pub(crate) struct Cluster {
     netlink: Arc<Netlink>,
     index: u32,
     static_peers: Vec<PeerSpec>,
-    /// Addresses on the interface (given ones and the claimed block's).
+    /// Addresses on the interface (given ones and, without a bridge, the blocks').
     addresses: Vec<IpNet>,
-    routes: BTreeSet<IpNet>,
+    /// Routes into the interface, with their preferred source.
+    routes: BTreeMap<IpNet, Option<IpAddr>>,
+    /// Blocks given with `--block`: announced, never re-claimed.
+    fixed: Vec<IpNet>,
+    /// Where block addresses go (TUN, or the bridge in bridge mode).
+    placement: Placement,
+    /// Overlaps of a fixed block with another node's prefix, already logged.
+    conflicts_seen: HashSet<(PublicKey, IpNet)>,
     claim: Option<Claim>,
     seeds: Vec<String>,
     view: Arc<Mutex<ClusterView>>,
@@ -87,6 +102,9 @@ pub(crate) struct Cluster {
     next_view_refresh: Instant,
     /// This node's unicast prefixes as announced (given addresses, claimed block).
     own_prefixes: Vec<IpNet>,
+    /// Names of deleted Kubernetes Nodes: their members are no peers, and are
+    /// forgotten mesh-wide once they are down.
+    deleted_nodes: BTreeSet<String>,
     /// Local multicast memberships snooped from the TUN, and the link's querier.
     groups: GroupTable,
     querier: Querier,
@@ -131,6 +149,11 @@ impl Cluster {
         group_filter: GroupFilter,
     ) -> Self {
         let own_prefixes = gossip.me().prefixes.clone();
+        let placement = Placement {
+            tun: index,
+            bridge: None,
+            range: range.as_ref().map(|r| r.0),
+        };
         let claim = range.map(|(range, block_len, block, state_file)| Claim {
             range,
             block_len,
@@ -145,15 +168,55 @@ impl Cluster {
             index,
             static_peers,
             addresses,
-            routes: BTreeSet::new(),
+            routes: BTreeMap::new(),
+            fixed: Vec::new(),
+            placement,
+            conflicts_seen: HashSet::new(),
             claim,
             seeds,
             view,
             first_member_at: None,
+            deleted_nodes: BTreeSet::new(),
             next_view_refresh: Instant::now(),
             own_prefixes,
             groups: GroupTable::new(GroupConfig::default(), group_filter),
             querier: Querier::new(GroupConfig::default(), Instant::now()),
+        }
+    }
+
+    /// This node's blocks given with `--block` (already in its gossip record), and the
+    /// bridge whose gateway addresses they get in bridge mode. A given block of the
+    /// range's family replaces claiming.
+    pub(crate) fn with_blocks(mut self, fixed: Vec<IpNet>, bridge: Option<u32>) -> Self {
+        self.placement.bridge = bridge;
+        if let Some(c) = &self.claim {
+            if claim_range(Some((c.range, c.block_len)), &fixed).is_none() {
+                self.claim = None;
+            }
+        }
+        self.fixed = fixed;
+        self
+    }
+
+    /// This node's blocks: the given ones and the claimed one.
+    fn held_blocks(&self) -> Vec<IpNet> {
+        let mut held = self.fixed.clone();
+        held.extend(self.claim.as_ref().and_then(|c| c.block));
+        held
+    }
+
+    /// Logs, once each, other nodes' prefixes that overlap a block given with --block.
+    fn report_conflicts(&mut self, members: &[Member]) {
+        let others = members.iter().filter(|m| m.state.is_live()).flat_map(|m| {
+            split_prefixes(&m.record.prefixes)
+                .0
+                .into_iter()
+                .map(move |p| (m.record.public_key, p))
+        });
+        for (key, prefix, block) in blocks::conflicts(&self.fixed, others) {
+            if self.conflicts_seen.insert((key, prefix)) {
+                tracing::error!(%block, other = %prefix, node = %key, "another node announces a prefix that overlaps this node's --block; it is not moved: give the nodes disjoint blocks");
+            }
         }
     }
 
@@ -220,6 +283,17 @@ impl Cluster {
                     }
                     Some(Command::Forget { node, reply }) => {
                         let _ = reply.send(self.forget(&node));
+                    }
+                    Some(Command::Join(seeds)) => self.join_new(&seeds, Instant::now()),
+                    Some(Command::NodeDeleted(name)) => {
+                        self.deleted_nodes.insert(name);
+                        self.forget_deleted(Instant::now());
+                        self.sync_peers(&self.gossip.members()).await;
+                    }
+                    Some(Command::NodeAdded(name)) => {
+                        if self.deleted_nodes.remove(&name) {
+                            self.sync_peers(&self.gossip.members()).await;
+                        }
                     }
                     None => return,
                 },
@@ -304,6 +378,46 @@ impl Cluster {
         }
     }
 
+    /// Joins through the addresses that are not live members' endpoints yet.
+    fn join_new(&mut self, seeds: &[SocketAddr], now: Instant) {
+        let known: HashSet<IpAddr> = self
+            .gossip
+            .members()
+            .iter()
+            .filter(|m| m.state.is_live())
+            .map(|m| m.record.endpoint.ip())
+            .collect();
+        let new: Vec<SocketAddr> = seeds
+            .iter()
+            .filter(|s| !known.contains(&s.ip()) && **s != self.gossip.me().endpoint)
+            .copied()
+            .collect();
+        if !new.is_empty() {
+            tracing::debug!(seeds = ?new, "joining through new Nodes");
+            self.gossip.join(&new, now);
+            self.flush();
+        }
+    }
+
+    /// Forgets the members of deleted Nodes that are down (a live one would refute
+    /// the tombstone; it leaves by itself when it sees its Node deleted).
+    fn forget_deleted(&mut self, now: Instant) {
+        if self.deleted_nodes.is_empty() {
+            return;
+        }
+        let keys: Vec<PublicKey> = self
+            .gossip
+            .members()
+            .iter()
+            .filter(|m| self.deleted_nodes.contains(&m.record.name) && !m.state.is_live())
+            .map(|m| m.record.public_key)
+            .collect();
+        for key in keys {
+            self.gossip.forget(&key, now);
+        }
+        self.flush();
+    }
+
     fn forget(&mut self, node: &str) -> Result<String, String> {
         let members = self.gossip.members();
         let member = members
@@ -359,13 +473,23 @@ impl Cluster {
                 }
             }
         }
+        if changed {
+            self.forget_deleted(now);
+        }
+        if changed && !self.fixed.is_empty() {
+            self.report_conflicts(&members);
+        }
         let claimed = self.claim_if_needed(now, &members).await;
         if changed || claimed {
             self.sync_peers(&members).await;
         }
         let mut view = self.view.lock();
         view.members = members;
-        view.block = self.claim.as_ref().and_then(|c| c.block);
+        view.block = self
+            .claim
+            .as_ref()
+            .and_then(|c| c.block)
+            .or_else(|| self.fixed.first().copied());
         view.claiming = self.claim.as_ref().is_some_and(|c| c.block.is_none());
         view.endpoint = Some(self.gossip.me().endpoint);
         view.local_groups = self.local_groups();
@@ -410,22 +534,22 @@ impl Cluster {
         if let Err(e) = std::fs::write(&c.state_file, format!("{block}\n")) {
             tracing::warn!(error = %e, path = %c.state_file.display(), "cannot persist the claimed block");
         }
-        let range = c.range;
         if let Some(old) = old {
             self.own_prefixes.retain(|p| *p != old);
         }
         self.own_prefixes.push(block);
         self.announce(now);
-        let new_addr = block_address(block, range);
+        let (index, new_addr) = self.placement.address(block);
         if let Some(old) = old {
-            let old_addr = block_address(old, range);
+            let (old_index, old_addr) = self.placement.address(old);
             self.addresses.retain(|a| *a != old_addr);
-            if let Err(e) = self.netlink.del_address(self.index, old_addr).await {
+            if let Err(e) = self.netlink.del_address(old_index, old_addr).await {
                 tracing::warn!(error = %e, "cannot remove the old block address");
             }
         }
-        match self.netlink.add_address(self.index, new_addr).await {
-            Ok(()) => self.addresses.push(new_addr),
+        match self.netlink.ensure_address(index, new_addr).await {
+            Ok(()) if index == self.index => self.addresses.push(new_addr),
+            Ok(()) => {}
             Err(e) => tracing::error!(error = %e, "cannot add the claimed block's address"),
         }
         true
@@ -435,7 +559,10 @@ impl Cluster {
         let me = self.gossip.me().public_key;
         let mut seen: HashSet<PublicKey> = self.static_peers.iter().map(|p| p.public_key).collect();
         let mut specs = self.static_peers.clone();
-        for m in members.iter().filter(|m| m.state.is_live()) {
+        let wanted = members
+            .iter()
+            .filter(|m| m.state.is_live() && !self.deleted_nodes.contains(&m.record.name));
+        for m in wanted {
             if seen.insert(m.record.public_key) {
                 let (allowed_ips, groups) = split_prefixes(&m.record.prefixes);
                 specs.push(PeerSpec {
@@ -451,19 +578,29 @@ impl Cluster {
         }
         let prefixes: Vec<IpNet> = specs.iter().flat_map(|s| s.allowed_ips.clone()).collect();
         self.dp.set_peers(specs);
-        let wanted: BTreeSet<IpNet> = routes_needed(&self.addresses, &prefixes)
-            .into_iter()
+        let wanted = self
+            .placement
+            .routes(&self.addresses, &self.held_blocks(), &prefixes);
+        // Gone, or its preferred source changed (a claimed block moved): removed first.
+        let stale: Vec<IpNet> = self
+            .routes
+            .iter()
+            .filter(|(p, src)| wanted.get(*p) != Some(*src))
+            .map(|(p, _)| *p)
             .collect();
-        for gone in self.routes.difference(&wanted).copied().collect::<Vec<_>>() {
+        for gone in stale {
             if let Err(e) = self.netlink.del_route(self.index, gone).await {
                 tracing::warn!(error = %e, "cannot remove a route");
             }
             self.routes.remove(&gone);
         }
-        for new in wanted.difference(&self.routes.clone()) {
-            match self.netlink.add_route(self.index, *new).await {
+        for (new, src) in wanted {
+            if self.routes.contains_key(&new) {
+                continue;
+            }
+            match self.netlink.add_route_src(self.index, new, src).await {
                 Ok(()) => {
-                    self.routes.insert(*new);
+                    self.routes.insert(new, src);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot add a route"),
             }

@@ -7,17 +7,20 @@
 //! - [`outbound`]: TUN -> encrypt -> UDP, with GSO batching.
 //! - [`inbound`]: UDP -> decrypt -> TUN, with recvmmsg/GRO batching.
 //! - [`counters`]: drop and error counters.
+//! - [`l2`]: bridge mode's L2 port (TAP) on the pods' bridge, for multicast.
 //!
 //! Each peer's session sits behind its own mutex, so peers never contend with each
 //! other, and readers of the peer set never take a lock.
 
 mod counters;
 mod inbound;
+mod l2;
 mod mesh;
 mod multicast;
 mod outbound;
 
 pub(crate) use counters::Counters;
+pub(crate) use l2::{L2Port, L2Stats};
 pub(crate) use mesh::{PeerReport, PeerSpec};
 pub(crate) use multicast::GroupCounters;
 
@@ -67,6 +70,9 @@ pub(crate) struct Dataplane {
     group_stats: multicast::GroupStats,
     /// Directed broadcast addresses of the overlay networks.
     broadcast_addrs: Vec<std::net::Ipv4Addr>,
+    /// Bridge mode: the L2 port, where group traffic from peers and queries go.
+    l2: Option<L2Port>,
+    l2_counters: l2::L2Counters,
 }
 
 /// The channels and settings a data plane is built with.
@@ -78,6 +84,8 @@ pub(crate) struct Options {
     pub(crate) multicast: MulticastConfig,
     /// Directed broadcast addresses of the overlay networks (for `--broadcast`).
     pub(crate) broadcast_addrs: Vec<std::net::Ipv4Addr>,
+    /// Bridge mode: the L2 port on the pods' bridge.
+    pub(crate) l2: Option<L2Port>,
 }
 
 impl Dataplane {
@@ -100,6 +108,8 @@ impl Dataplane {
             multicast: options.multicast,
             group_stats: multicast::GroupStats::default(),
             broadcast_addrs: options.broadcast_addrs,
+            l2: options.l2,
+            l2_counters: l2::L2Counters::default(),
         })
     }
 
@@ -111,7 +121,7 @@ impl Dataplane {
         self.mesh.store(Arc::new(next));
     }
 
-    /// Starts the TUN, UDP and timer threads.
+    /// Starts the TUN, UDP and timer threads (and the L2 thread in bridge mode).
     pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<Vec<JoinHandle<()>>> {
         let spawn = |name: &str, f: fn(&Dataplane)| {
             let me = Arc::clone(self);
@@ -119,11 +129,15 @@ impl Dataplane {
                 .name(name.to_string())
                 .spawn(move || f(&me))
         };
-        Ok(vec![
+        let mut threads = vec![
             spawn("weft-tun", Dataplane::tun_loop)?,
             spawn("weft-udp", Dataplane::udp_loop)?,
             spawn("weft-timers", Dataplane::timer_loop)?,
-        ])
+        ];
+        if self.l2.is_some() {
+            threads.push(spawn("weft-l2", Dataplane::l2_loop)?);
+        }
+        Ok(threads)
     }
 
     /// Asks the threads to finish; they notice within [`POLL_MS`].
@@ -133,6 +147,11 @@ impl Dataplane {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether the threads are meant to be running (for the liveness probe).
+    pub(crate) fn running(&self) -> bool {
+        !self.stopping()
     }
 
     pub(crate) fn public_key(&self) -> PublicKey {

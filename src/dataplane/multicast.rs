@@ -1,7 +1,8 @@
 //! Multicast (and optional broadcast) on the packet path: replicating packets read from
 //! the TUN device to the peers that have members (decided by
 //! `weftnet_proto::multicast::Replicator`), handing snooped IGMP/MLD reports to the
-//! control plane, delivering decrypted group traffic, injecting the querier's queries,
+//! control plane, delivering decrypted group traffic (to the TUN, or in bridge mode as
+//! Ethernet frames to the L2 port), injecting the querier's queries (to both),
 //! flooding IPv4 broadcast to every peer when enabled, and per-group counters.
 
 use super::mesh::Mesh;
@@ -122,7 +123,8 @@ impl Dataplane {
     }
 
     /// A decrypted multicast packet from `peer_id`: delivered unchanged (one link: no
-    /// TTL decrement) if its source belongs to that peer and the group is allowed.
+    /// TTL decrement) if its source belongs to that peer and the group is allowed; in
+    /// bridge mode to the bridge (whose own stack receives it too), else to the TUN.
     pub(super) fn multicast_in(&self, mesh: &Mesh, peer_id: PeerId, packet: &[u8]) -> bool {
         match self.mcast_in.inbound(&mesh.router, peer_id, packet) {
             Ok(header) => {
@@ -131,9 +133,11 @@ impl Dataplane {
                     c.rx_packets += 1;
                     c.rx_bytes += len;
                 });
-                if let Err(e) = self.tun.write(packet) {
-                    self.counters.bump_tun_write_error();
-                    tracing::debug!(error = %e, "TUN write failed");
+                if !self.write_l2(packet) {
+                    if let Err(e) = self.tun.write(packet) {
+                        self.counters.bump_tun_write_error();
+                        tracing::debug!(error = %e, "TUN write failed");
+                    }
                 }
                 true
             }
@@ -197,12 +201,13 @@ impl Dataplane {
     }
 
     /// Writes a locally made packet (the querier's IGMP/MLD queries) into the TUN, as
-    /// if it came from the link.
+    /// if it came from the link, and in bridge mode to the bridge as well.
     pub(crate) fn inject(&self, packet: &[u8]) {
         if let Err(e) = self.tun.write(packet) {
             self.counters.bump_tun_write_error();
             tracing::debug!(error = %e, "injecting a packet into the TUN failed");
         }
+        self.write_l2(packet);
     }
 
     /// Per-group counters, sorted by group.

@@ -138,7 +138,7 @@ pub(super) struct TxBatch {
 }
 
 impl TxBatch {
-    fn new(max_segments: usize) -> Self {
+    pub(super) fn new(max_segments: usize) -> Self {
         Self {
             buf: Vec::with_capacity(GSO_MAX_BYTES),
             to: None,
@@ -169,7 +169,7 @@ impl TxBatch {
         self.closed = datagram.len() < self.segment;
     }
 
-    fn flush(&mut self, dp: &Dataplane) {
+    pub(super) fn flush(&mut self, dp: &Dataplane) {
         if let (Some(to), true) = (self.to, self.count > 0) {
             let segment = (self.count > 1).then_some(self.segment);
             dp.send_segments(&self.buf, segment, to);

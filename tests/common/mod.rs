@@ -24,6 +24,7 @@
 //! Every external command is bounded by a timeout; nothing waits forever.
 
 mod daemon;
+pub mod kube_api;
 pub mod mesh;
 mod netns;
 mod tools;

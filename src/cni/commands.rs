@@ -1,0 +1,356 @@
+//! The CNI operations ADD, DEL and CHECK: each validates its environment, then drives
+//! the allocation store and netlink, and ADD rolls back whatever it did on failure.
+
+use super::config::{self, NetConf};
+use super::error::{code, CniError, Result};
+use super::ipam::{Ipam, Lease};
+use super::link::{self, host_veth_name, LinkInfo};
+use super::result::{format_mac, AddResult, Interface};
+use std::fs::File;
+use std::net::IpAddr;
+
+/// The CNI_* variables a runtime passes (CNI_ARGS and CNI_PATH are not needed).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Env {
+    pub(crate) container_id: Option<String>,
+    pub(crate) netns: Option<String>,
+    pub(crate) ifname: Option<String>,
+}
+
+impl Env {
+    /// Reads the variables; an empty value counts as absent.
+    pub(crate) fn from_process() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            container_id: var("CNI_CONTAINERID"),
+            netns: var("CNI_NETNS"),
+            ifname: var("CNI_IFNAME"),
+        }
+    }
+
+    fn container_id(&self) -> Result<&str> {
+        let id = required(&self.container_id, "CNI_CONTAINERID", "the container's id")?;
+        let valid = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err(CniError::new(
+                code::INVALID_ENV,
+                format!("CNI_CONTAINERID {id:?} is invalid: use letters, digits, '_', '.' and '-', starting with a letter or digit"),
+            ));
+        }
+        Ok(id)
+    }
+
+    fn ifname(&self) -> Result<&str> {
+        let name = required(
+            &self.ifname,
+            "CNI_IFNAME",
+            "the interface name inside the pod, e.g. eth0",
+        )?;
+        if name.len() > 15
+            || name == "."
+            || name == ".."
+            || name.contains(['/', ':'])
+            || name.contains(char::is_whitespace)
+        {
+            return Err(CniError::new(
+                code::INVALID_ENV,
+                format!("CNI_IFNAME {name:?} is not a valid interface name: use at most 15 characters without '/', ':' or spaces, e.g. eth0"),
+            ));
+        }
+        Ok(name)
+    }
+
+    fn netns_path(&self) -> Result<&str> {
+        required(
+            &self.netns,
+            "CNI_NETNS",
+            "the path of the pod's network namespace, e.g. /var/run/netns/NAME",
+        )
+    }
+}
+
+fn required<'a>(value: &'a Option<String>, var: &str, what: &str) -> Result<&'a str> {
+    value.as_deref().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_ENV,
+            format!("{var} is not set: set it to {what}"),
+        )
+    })
+}
+
+fn open_netns(path: &str) -> Result<File> {
+    File::open(path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            code::UNKNOWN_CONTAINER
+        } else {
+            code::INVALID_ENV
+        };
+        CniError::new(code, format!("cannot open network namespace {path} (CNI_NETNS): {e}: pass the path of the pod's network namespace"))
+    })
+}
+
+fn bridge(conf: &NetConf) -> Result<LinkInfo> {
+    let name = conf.bridge.clone();
+    link::on_host(|nl| async move { nl.link(&name).await })?.ok_or_else(|| {
+        CniError::new(
+            code::TRY_AGAIN,
+            format!("bridge {} does not exist on this node: is the weftnet DaemonSet (weftnet up --kubernetes) running?", conf.bridge),
+        )
+    })
+}
+
+/// ADD: allocate, create and configure the veth; returns the result JSON.
+pub(crate) fn add(conf: &NetConf, env: &Env) -> Result<String> {
+    let id = env.container_id()?;
+    let ifname = env.ifname()?;
+    let netns_path = env.netns_path()?;
+    let netns = open_netns(netns_path)?;
+    let bridge = bridge(conf)?;
+    let ipam = Ipam::new(&conf.data_dir, &conf.name);
+    let leases = ipam.allocate(&conf.ranges, id, ifname)?;
+    let host_name = host_veth_name(id, ifname);
+    let mut created = false;
+    let outcome = plumb(
+        conf,
+        &netns,
+        bridge.index,
+        &host_name,
+        ifname,
+        &leases,
+        &mut created,
+    );
+    match outcome {
+        Ok((host_mac, container_mac)) => {
+            let result = AddResult {
+                host: Interface {
+                    name: host_name,
+                    mac: format_mac(&host_mac),
+                    sandbox: None,
+                },
+                container: Interface {
+                    name: ifname.to_owned(),
+                    mac: format_mac(&container_mac),
+                    sandbox: Some(netns_path.to_owned()),
+                },
+                leases,
+            };
+            Ok(result.render(&conf.cni_version, conf.legacy_result()))
+        }
+        Err(e) => {
+            if created {
+                let name = host_name.clone();
+                // Best effort: the original error is the one to report.
+                let _ = link::on_host(|nl| async move { nl.delete_named(&name).await });
+            }
+            let _ = ipam.rollback(&leases);
+            Err(e)
+        }
+    }
+}
+
+/// Creates the veth, attaches the host end, configures the pod end. Returns both MACs.
+fn plumb(
+    conf: &NetConf,
+    netns: &File,
+    bridge: u32,
+    host_name: &str,
+    ifname: &str,
+    leases: &[Lease],
+    created: &mut bool,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mtu = conf.mtu;
+    let host = link::on_host(|nl| async move {
+        nl.create_veth(host_name, ifname, mtu, netns).await?;
+        *created = true;
+        let host = nl.link(host_name).await?.ok_or_else(|| {
+            CniError::new(
+                code::NETLINK,
+                format!("interface {host_name} vanished right after it was created: retry"),
+            )
+        })?;
+        nl.attach_and_up(host.index, bridge).await?;
+        Ok(host)
+    })?;
+    let container_mac = link::in_netns(netns, |nl| async move {
+        let pod = nl.link(ifname).await?.ok_or_else(|| {
+            CniError::new(
+                code::NETLINK,
+                format!(
+                    "interface {ifname} is missing in the pod right after it was created: retry"
+                ),
+            )
+        })?;
+        for lease in leases {
+            nl.add_address(pod.index, lease.net()).await?;
+        }
+        nl.up(pod.index).await?;
+        for lease in leases {
+            nl.add_default_route(pod.index, lease.gateway()).await?;
+        }
+        Ok(pod.mac)
+    })?;
+    Ok((host.mac, container_mac))
+}
+
+/// DEL: remove the veth and free the addresses; anything already gone is fine.
+pub(crate) fn del(conf: &NetConf, env: &Env) -> Result<()> {
+    let id = env.container_id()?;
+    let ifname = env.ifname()?;
+    if let Some(path) = env.netns.as_deref() {
+        match File::open(path) {
+            Ok(netns) => link::in_netns(&netns, |nl| async move { nl.delete_named(ifname).await })?,
+            // The pod's namespace is gone, and its end of the veth with it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!("cannot open network namespace {path} (CNI_NETNS): {e}: pass the pod's namespace path or leave CNI_NETNS empty"),
+                ))
+            }
+        }
+    }
+    let host_name = host_veth_name(id, ifname);
+    link::on_host(|nl| async move { nl.delete_named(&host_name).await })?;
+    Ipam::new(&conf.data_dir, &conf.name).release(id, ifname)?;
+    Ok(())
+}
+
+fn check_failed(msg: String) -> CniError {
+    CniError::new(code::CHECK_FAILED, msg)
+}
+
+/// CHECK: the pod interface carries its addresses and the host end is on the bridge.
+pub(crate) fn check(conf: &NetConf, env: &Env) -> Result<()> {
+    if conf.cni_version.starts_with("0.3.") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "CHECK is not defined for cniVersion {}: use cniVersion 0.4.0 or later",
+                conf.cni_version
+            ),
+        ));
+    }
+    let id = env.container_id()?;
+    let ifname = env.ifname()?;
+    let netns = open_netns(env.netns_path()?)?;
+    let held = Ipam::new(&conf.data_dir, &conf.name).lookup(id, ifname)?;
+    if held.is_empty() {
+        return Err(CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("no address is allocated to container {id} interface {ifname}: the container was never added or was deleted; call ADD"),
+        ));
+    }
+    let expected = expected_addresses(conf, &held)?;
+    let bridge = bridge(conf)?;
+    link::in_netns(&netns, |nl| async move {
+        let pod = nl.link(ifname).await?.ok_or_else(|| {
+            check_failed(format!("interface {ifname} does not exist in the pod's network namespace: delete and re-add the pod"))
+        })?;
+        let present = nl.addresses(pod.index).await?;
+        for want in &expected {
+            if !present.contains(want) {
+                return Err(check_failed(format!(
+                    "interface {ifname} in the pod lacks its address {want}: delete and re-add the pod"
+                )));
+            }
+        }
+        Ok(())
+    })?;
+    let host_name = host_veth_name(id, ifname);
+    let name = host_name.clone();
+    let host = link::on_host(|nl| async move { nl.link(&name).await })?;
+    match host {
+        None => Err(check_failed(format!(
+            "host interface {host_name} of the pod does not exist: delete and re-add the pod"
+        ))),
+        Some(h) if h.controller != Some(bridge.index) => Err(check_failed(format!(
+            "host interface {host_name} of the pod is not attached to bridge {}: delete and re-add the pod",
+            conf.bridge
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The allocated addresses with the prefix length of the configured range holding them.
+fn expected_addresses(conf: &NetConf, held: &[IpAddr]) -> Result<Vec<ipnet::IpNet>> {
+    held.iter()
+        .map(|ip| {
+            conf.ranges
+                .iter()
+                .find(|r| r.contains(ip))
+                .and_then(|r| ipnet::IpNet::new(*ip, r.prefix_len()).ok())
+                .ok_or_else(|| {
+                    check_failed(format!(
+                        "the pod's address {ip} is outside the configured ranges: delete and re-add the pod"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The answer to VERSION.
+pub(crate) fn version() -> String {
+    serde_json::json!({
+        "cniVersion": config::CNI_VERSION,
+        "supportedVersions": config::SUPPORTED_VERSIONS,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(id: &str, ifname: &str, netns: &str) -> Env {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Env {
+            container_id: some(id),
+            netns: some(netns),
+            ifname: some(ifname),
+        }
+    }
+
+    #[test]
+    fn env_validation_names_the_variable() {
+        for (e, var) in [
+            (env("", "eth0", "/x"), "CNI_CONTAINERID"),
+            (env("-bad", "eth0", "/x"), "CNI_CONTAINERID"),
+            (env("id\nx", "eth0", "/x"), "CNI_CONTAINERID"),
+            (env("abc", "", "/x"), "CNI_IFNAME"),
+            (env("abc", "a/b", "/x"), "CNI_IFNAME"),
+            (env("abc", "sixteen-chars-xx", "/x"), "CNI_IFNAME"),
+        ] {
+            let err = e
+                .container_id()
+                .and_then(|_| e.ifname())
+                .expect_err("invalid");
+            assert_eq!(err.code, code::INVALID_ENV);
+            assert!(err.msg.contains(var), "{}", err.msg);
+        }
+        let e = env("abc", "eth0", "");
+        let err = e.netns_path().expect_err("missing");
+        assert!(err.msg.contains("CNI_NETNS"), "{}", err.msg);
+        assert_eq!(
+            env("a1_b.c-d", "eth0", "/x").container_id().expect("valid"),
+            "a1_b.c-d"
+        );
+    }
+
+    #[test]
+    fn missing_netns_file_is_an_unknown_container() {
+        let err = open_netns("/nonexistent/netns/path").expect_err("missing");
+        assert_eq!(err.code, code::UNKNOWN_CONTAINER);
+    }
+
+    #[test]
+    fn version_answer() {
+        let v: serde_json::Value = serde_json::from_str(&version()).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]})
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! What this node publishes for the cluster, once it knows its pod CIDRs: the CNI
+//! plugin and its network config on the node (so the kubelet can start pods), and the
+//! Node annotations and `NetworkUnavailable=False` condition (so operators and
+//! schedulers see the pod network is up). Failed API writes are retried.
+
+use super::client::describe;
+use super::KubeView;
+use crate::config::KubeConfig;
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Node annotations weftnet sets.
+pub(crate) const ANNOTATION_PUBLIC_KEY: &str = "weftnet.io/public-key";
+pub(crate) const ANNOTATION_POD_CIDRS: &str = "weftnet.io/pod-cidrs";
+pub(crate) const ANNOTATION_ENDPOINT: &str = "weftnet.io/endpoint";
+/// The network config file the kubelet's runtime reads.
+pub(crate) const CONFLIST: &str = "10-weftnet.conflist";
+/// Name of the installed plugin binary (the `type` in the config).
+pub(crate) const PLUGIN: &str = "weftnet";
+/// How often publishing is re-checked (and failed writes retried).
+const INTERVAL: Duration = Duration::from_secs(2);
+/// How often the API server is asked for this Node, so the status knows it is
+/// reachable even when the watch has nothing to say.
+const PROBE_INTERVAL: Duration = Duration::from_secs(15);
+
+pub(crate) struct Publish {
+    pub(crate) client: Client,
+    pub(crate) config: KubeConfig,
+    pub(crate) bridge: String,
+    pub(crate) mtu: u32,
+    pub(crate) public_key: String,
+    pub(crate) endpoint: Option<std::net::SocketAddr>,
+    /// This node's current blocks (given, from the Node, or claimed by gossip).
+    pub(crate) blocks: Box<dyn Fn() -> Vec<IpNet> + Send + Sync>,
+    pub(crate) view: Arc<Mutex<KubeView>>,
+}
+
+/// Copies this executable to `dir/weftnet` (atomically, through a temporary file).
+pub(crate) fn install_plugin(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the CNI plugin directory {}: check --cni-bin-dir and its hostPath mount",
+            dir.display()
+        )
+    })?;
+    let target = dir.join(PLUGIN);
+    let tmp = dir.join(format!(".{PLUGIN}.tmp"));
+    let exe = std::env::current_exe()
+        .context("cannot find this executable to install it as the CNI plugin")?;
+    std::fs::copy(&exe, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &target))
+        .with_context(|| {
+            format!(
+                "cannot install the CNI plugin as {}: check --cni-bin-dir",
+                target.display()
+            )
+        })?;
+    Ok(target)
+}
+
+/// Writes the network config (atomically) for `blocks`.
+pub(crate) fn write_conflist(
+    cfg: &KubeConfig,
+    bridge: &str,
+    blocks: &[IpNet],
+    mtu: u32,
+) -> Result<PathBuf> {
+    let dir = &cfg.cni_conf_dir;
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("cannot create the CNI config directory {}: check --cni-conf-dir and its hostPath mount", dir.display())
+    })?;
+    let path = dir.join(CONFLIST);
+    let tmp = dir.join(format!(".{CONFLIST}.tmp"));
+    let text = crate::cni::conflist(bridge, blocks, mtu, &cfg.cni_data_dir);
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}: check --cni-conf-dir", path.display()))?;
+    Ok(path)
+}
+
+impl Publish {
+    pub(crate) async fn run(self) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut written: Vec<IpNet> = Vec::new();
+        let mut annotated: Option<Vec<IpNet>> = None;
+        let mut condition_set = false;
+        let mut next_probe = tokio::time::Instant::now() + PROBE_INTERVAL;
+        loop {
+            if tokio::time::Instant::now() >= next_probe {
+                next_probe = tokio::time::Instant::now() + PROBE_INTERVAL;
+                self.probe(&api).await;
+            }
+            let blocks = (self.blocks)();
+            if !blocks.is_empty() && blocks != written {
+                match write_conflist(&self.config, &self.bridge, &blocks, self.mtu) {
+                    Ok(path) => {
+                        tracing::info!(path = %path.display(), blocks = ?blocks, "wrote the CNI network config");
+                        written = blocks.clone();
+                        self.view.lock().cni_config = Some(path);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "cannot write the CNI network config; retrying")
+                    }
+                }
+            }
+            if !blocks.is_empty() && annotated.as_ref() != Some(&blocks) {
+                match self.annotate(&api, &blocks).await {
+                    Ok(()) => {
+                        annotated = Some(blocks.clone());
+                        self.view.lock().annotated = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %describe(&e), "cannot annotate this Node; retrying")
+                    }
+                }
+            }
+            if !condition_set && !written.is_empty() {
+                match self.mark_network_available(&api).await {
+                    Ok(()) => condition_set = true,
+                    Err(e) => {
+                        tracing::warn!(error = %describe(&e), "cannot set this Node's NetworkUnavailable condition; retrying")
+                    }
+                }
+            }
+            tokio::time::sleep(INTERVAL).await;
+        }
+    }
+
+    /// Reads this Node to learn whether the API server answers.
+    async fn probe(&self, api: &Api<Node>) {
+        let result = api.get(&self.config.node_name).await;
+        let mut view = self.view.lock();
+        match result {
+            Ok(_) => {
+                if !view.api_reachable {
+                    tracing::info!("the Kubernetes API server is reachable again");
+                }
+                view.api_reachable = true;
+                view.last_contact = Some(std::time::Instant::now());
+            }
+            Err(e) => {
+                let text = describe(&e);
+                if view.api_reachable {
+                    tracing::warn!(error = %text, "the Kubernetes API server is unreachable; the mesh keeps running on what it knows");
+                }
+                view.api_reachable = false;
+                view.last_error = Some(text);
+            }
+        }
+    }
+
+    async fn annotate(&self, api: &Api<Node>, blocks: &[IpNet]) -> Result<(), kube::Error> {
+        let cidrs: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(ANNOTATION_PUBLIC_KEY.into(), self.public_key.clone().into());
+        annotations.insert(ANNOTATION_POD_CIDRS.into(), cidrs.join(",").into());
+        if let Some(e) = self.endpoint {
+            annotations.insert(ANNOTATION_ENDPOINT.into(), e.to_string().into());
+        }
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        api.patch(
+            &self.config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Clears `NetworkUnavailable` (set by some cloud route controllers until a pod
+    /// network is up). A strategic merge keeps the kubelet's other conditions.
+    async fn mark_network_available(&self, api: &Api<Node>) -> Result<(), kube::Error> {
+        let now = k8s_openapi::chrono::Utc::now()
+            .to_rfc3339_opts(k8s_openapi::chrono::SecondsFormat::Secs, true);
+        let patch = serde_json::json!({ "status": { "conditions": [{
+            "type": "NetworkUnavailable",
+            "status": "False",
+            "reason": "WeftnetIsUp",
+            "message": "weftnet is running on this node",
+            "lastTransitionTime": now,
+            "lastHeartbeatTime": now,
+        }]}});
+        api.patch_status(
+            &self.config.node_name,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,122 @@
+//! The Node watch: keeps the [`NodeSet`] current from the API server's watch stream
+//! and tells the gossip shell what changed (new seeds to join, deleted Nodes to
+//! forget). If this node's own Node is deleted, the daemon leaves the mesh and stops.
+//! While the API server is unreachable the watch retries with backoff, the mesh keeps
+//! running on what it knows, and the status says so.
+
+use super::client::describe;
+use super::nodes::{Changes, NodeFacts, NodeSet};
+use super::KubeView;
+use crate::cluster::Command;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, Notify};
+
+pub(crate) struct Watch {
+    pub(crate) client: Client,
+    pub(crate) node: String,
+    pub(crate) port: u16,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) view: Arc<Mutex<KubeView>>,
+    /// Notified when this node's own Node is deleted.
+    pub(crate) shutdown: Arc<Notify>,
+}
+
+impl Watch {
+    /// Runs until the daemon stops (the stream retries forever).
+    pub(crate) async fn run(self) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut set = NodeSet::new(&self.node);
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(e) => {
+                    let text = describe_watch(&e);
+                    let mut view = self.view.lock();
+                    if view.api_reachable || view.last_error.as_deref() != Some(&text) {
+                        tracing::warn!(error = %text, "the Kubernetes API server is unreachable; the mesh keeps running on what it knows");
+                    }
+                    view.api_reachable = false;
+                    view.last_error = Some(text);
+                    continue;
+                }
+            };
+            {
+                let mut view = self.view.lock();
+                if !view.api_reachable && view.last_error.is_some() {
+                    tracing::info!("the Kubernetes API server is reachable again");
+                }
+                view.api_reachable = true;
+                view.last_contact = Some(Instant::now());
+            }
+            let changes = match event {
+                Event::Init => {
+                    set.begin_relist();
+                    Changes::default()
+                }
+                Event::InitApply(node) | Event::Apply(node) => {
+                    set.apply(NodeFacts::from_node(&node))
+                }
+                Event::Delete(node) => {
+                    set.delete(node.metadata.name.as_deref().unwrap_or_default())
+                }
+                Event::InitDone => {
+                    let changes = set.end_relist();
+                    self.view.lock().synced = true;
+                    changes
+                }
+            };
+            self.view.lock().nodes = set.len();
+            if !self.handle(&set, changes).await {
+                return;
+            }
+        }
+    }
+
+    /// Passes changes on; false once this node's own Node is gone.
+    async fn handle(&self, set: &NodeSet, changes: Changes) -> bool {
+        for name in changes.added {
+            if name != self.node {
+                let _ = self.commands.send(Command::NodeAdded(name)).await;
+            }
+        }
+        for name in changes.deleted {
+            if name == self.node {
+                tracing::warn!(node = %self.node, "this Node was deleted from the cluster: leaving the mesh and stopping");
+                self.shutdown.notify_one();
+                return false;
+            }
+            tracing::info!(node = %name, "Node deleted: removing it from the mesh");
+            let _ = self.commands.send(Command::NodeDeleted(name)).await;
+        }
+        if changes.seeds_changed {
+            let seeds: Vec<SocketAddr> = set
+                .seed_ips()
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, self.port))
+                .collect();
+            if !seeds.is_empty() {
+                let _ = self.commands.send(Command::Join(seeds)).await;
+            }
+        }
+        true
+    }
+}
+
+fn describe_watch(e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => describe(k),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,334 @@
+//! End-to-end tests of bridge mode (`--bridge weftbr0`): "pods" (namespaces with a veth on
+//! the node's bridge) on three nodes reach each other through the encrypted mesh, the node
+//! itself reaches remote pods, and TTL-1 multicast from a pod reaches subscribed pods on the
+//! other nodes only, and stops after they leave. Blocks are given (`--block`) or claimed
+//! from `--range`. Run as root (`cargo test --test bridge`); everything lives in namespaces.
+
+mod common;
+
+use common::mesh::*;
+use common::*;
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+const JOIN_BOUND: Duration = Duration::from_secs(10);
+const LEAVE_BOUND: Duration = Duration::from_secs(10);
+const DELIVERY: Duration = Duration::from_secs(5);
+const UDP_PORT: u16 = 5000;
+const BRIDGE: &str = "weftbr0";
+/// Joined by pods on nodes 2 and 3.
+const GROUP: &str = "239.1.2.3";
+/// Joined by a pod on node 2 only.
+const GROUP_B: &str = "239.1.2.4";
+
+/// A pod: a namespace with `eth0` (a veth whose peer is on the node's bridge).
+struct Pod {
+    ns: Netns,
+    addr: Ipv4Addr,
+}
+
+/// The first address of `block` ("10.244.1.0/24") plus `n`.
+fn host_in(block: &str, n: u32) -> Ipv4Addr {
+    let net: Ipv4Addr = block.split('/').next().unwrap().parse().unwrap();
+    Ipv4Addr::from(u32::from(net) + n)
+}
+
+/// A pod at `block`+`n` on `node`'s bridge, default route via the block's gateway.
+fn pod(node: &Node, block: &str, n: u32) -> Pod {
+    let ns = Netns::new("pod");
+    let port = format!("vp{n}");
+    ns.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &port,
+        "netns",
+        node.d.netns().name(),
+    ]);
+    node.d
+        .netns()
+        .ip(&["link", "set", &port, "master", BRIDGE, "up"]);
+    let addr = host_in(block, n);
+    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &host_in(block, 1).to_string(),
+    ]);
+    Pod { ns, addr }
+}
+
+/// Three nodes in bridge mode on `u`; node `i` gets `args(i)` besides the common flags.
+/// Waits until every node sees the two others alive and holds a block.
+fn start_nodes(u: &Underlay, dir: &Path, args: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
+    let secret = gensecret(dir, "secret");
+    let nodes: Vec<Node> = u
+        .hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let name = format!("n{}", i + 1);
+            let mut a: Vec<String> = vec![
+                "--name".into(),
+                name.clone(),
+                "--secret-file".into(),
+                secret.display().to_string(),
+                "--bridge".into(),
+                BRIDGE.into(),
+            ];
+            if i > 0 {
+                a.push("--join".into());
+                a.push(format!("{}:{PORT}", u.hosts()[0].underlay_v4()));
+            }
+            a.extend(args(i));
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let d = Daemon::start(h.netns(), &a, "");
+            let key = d.public_key();
+            Node { d, name, key }
+        })
+        .collect();
+    let took = wait_for("mesh convergence", CONVERGE, || {
+        for n in &nodes {
+            let c = &n.d.status_json()["cluster"];
+            if c["block"].as_str().is_none() {
+                return Err(format!("{} has no block yet", n.name));
+            }
+            let alive = c["members"]
+                .as_array()
+                .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
+            if alive != nodes.len() - 1 {
+                return Err(format!("{} sees {alive} alive members", n.name));
+            }
+        }
+        Ok(())
+    });
+    eprintln!("{} nodes converged in {took:?}", nodes.len());
+    nodes
+}
+
+fn block_of(node: &Node) -> String {
+    node.d.status_json()["cluster"]["block"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: no block", node.name))
+        .to_owned()
+}
+
+/// Ping with a bound; panics with both nodes' status on failure.
+fn must_ping(from: &Netns, to: Ipv4Addr, what: &str, nodes: &[Node]) {
+    let ok = wait_until(Duration::from_secs(15), || ping(from, to, 2));
+    if !ok {
+        let st: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{}: {:#}\n{}", n.name, n.d.status_json(), n.d.logs()))
+            .collect();
+        panic!("{what}: no ping replies from {to}\n{}", st.join("\n"));
+    }
+}
+
+fn counters(node: &Node, group: &str) -> (u64, u64, u64) {
+    let st = node.d.status_json();
+    let g = st["multicast"]["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["group"] == group).cloned())
+        .unwrap_or(Value::Null);
+    let n = |k: &str| g[k].as_u64().unwrap_or(0);
+    (n("tx_packets"), n("tx_copies"), n("rx_packets"))
+}
+
+/// The groups `node` lists for member `other`.
+fn groups_of(node: &Node, other: &Node) -> Vec<String> {
+    node.d.status_json()["cluster"]["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["public_key"] == other.key.as_str()))
+        .and_then(|m| m["groups"].as_array())
+        .map(|gs| {
+            gs.iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn receiver(p: &Pod, group: &str) -> Proc {
+    let addr = format!("UDP4-RECV:{UDP_PORT},ip-add-membership={group}:eth0");
+    p.ns.spawn("socat", &["-u", &addr, "STDOUT"])
+}
+
+/// Sends `count` lines "`tag` i" to `group` from pod `p` with TTL 1, 30 ms apart.
+fn send(p: &Pod, group: &str, tag: &str, count: u32) {
+    let dst = format!(
+        "UDP4-DATAGRAM:{group}:{UDP_PORT},ip-multicast-if={},ip-multicast-ttl=1",
+        p.addr
+    );
+    for i in 0..count {
+        let mut cmd = p.ns.command("socat", &["-u", "STDIN", &dst]);
+        let line = format!("{tag} {i}\n");
+        expect_success(
+            "multicast send",
+            run_bounded(&mut cmd, Some(line.as_bytes()), EXEC_TIMEOUT),
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+fn received(rx: &Proc, tag: &str) -> usize {
+    rx.stdout().lines().filter(|l| l.starts_with(tag)).count()
+}
+
+/// Waits until `member` is listed with `group` by every node in `others`.
+fn wait_listed(member: &Node, group: &str, others: &[&Node], listed: bool) {
+    let bound = if listed { JOIN_BOUND } else { LEAVE_BOUND };
+    wait_for(
+        &format!("{} {group} listed={listed}", member.name),
+        bound,
+        || {
+            for o in others {
+                let g = groups_of(o, member);
+                if g.iter().any(|x| x == group) != listed {
+                    return Err(format!("{} lists {g:?} for {}", o.name, member.name));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn pods_behind_bridges_with_given_blocks() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("bridge");
+    let nodes = start_nodes(&u, dir.path(), |i| {
+        vec!["--block".into(), format!("10.244.{}.0/24", i + 1)]
+    });
+    let [n1, n2, n3] = [&nodes[0], &nodes[1], &nodes[2]];
+    let blocks: Vec<String> = (1..=3).map(|i| format!("10.244.{i}.0/24")).collect();
+    let pods: Vec<[Pod; 2]> = nodes
+        .iter()
+        .zip(&blocks)
+        .map(|(n, b)| [pod(n, b, 10), pod(n, b, 11)])
+        .collect();
+
+    // Unicast: pod to remote pods, and the node itself to a remote pod.
+    must_ping(&pods[0][0].ns, pods[1][0].addr, "pod n1 -> pod n2", &nodes);
+    must_ping(&pods[0][0].ns, pods[2][1].addr, "pod n1 -> pod n3", &nodes);
+    must_ping(n1.d.netns(), pods[1][1].addr, "node n1 -> pod n2", &nodes);
+    let route = n1.d.netns().ip(&["route", "show", "10.244.2.0/24"]);
+    assert!(route.contains("src 10.244.1.1"), "route: {route}");
+
+    // TTL-1 multicast from a pod on n1 to pods on n2 and n3; GROUP_B only on n2.
+    let rx2 = receiver(&pods[1][0], GROUP);
+    let mut rx3 = receiver(&pods[2][0], GROUP);
+    let rx2b = receiver(&pods[1][1], GROUP_B);
+    wait_listed(n2, GROUP, &[n1, n3], true);
+    wait_listed(n3, GROUP, &[n1, n2], true);
+    wait_listed(n2, GROUP_B, &[n1, n3], true);
+    const N: u32 = 10;
+    send(&pods[0][0], GROUP, "a", N);
+    send(&pods[0][1], GROUP_B, "b", N);
+    let ok = wait_until(DELIVERY, || {
+        received(&rx2, "a") >= N as usize
+            && received(&rx3, "a") >= N as usize
+            && received(&rx2b, "b") >= N as usize
+    });
+    assert!(
+        ok,
+        "n2 got {}, n3 got {}, n2/B got {}\n{}",
+        received(&rx2, "a"),
+        received(&rx3, "a"),
+        received(&rx2b, "b"),
+        n1.d.logs()
+    );
+    assert_eq!(counters(n1, GROUP), (N as u64, 2 * N as u64, 0));
+    // Pruning: one copy per packet for GROUP_B, none reaches n3.
+    assert_eq!(counters(n1, GROUP_B), (N as u64, N as u64, 0));
+    assert_eq!(counters(n3, GROUP_B).2, 0, "n3 got copies of {GROUP_B}");
+    let l2 = &n2.d.status_json()["l2"];
+    assert!(
+        l2["tx_frames"].as_u64().unwrap_or(0) >= 2 * N as u64,
+        "{l2}"
+    );
+
+    // After the receivers leave, copies stop.
+    rx3.terminate(Duration::from_secs(2));
+    wait_listed(n3, GROUP, &[n1, n2], false);
+    let before = counters(n1, GROUP);
+    send(&pods[0][0], GROUP, "c", 5);
+    let after = counters(n1, GROUP);
+    assert_eq!(
+        after.1 - before.1,
+        5,
+        "copies after n3 left: {before:?} -> {after:?}"
+    );
+    assert!(wait_until(DELIVERY, || received(&rx2, "c") >= 5));
+    assert_eq!(
+        counters(n3, GROUP).2,
+        N as u64,
+        "n3 got copies after leaving"
+    );
+    drop(pods);
+}
+
+#[test]
+fn pods_behind_bridges_with_claimed_blocks() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("bridge");
+    let mut nodes = start_nodes(&u, dir.path(), |_| vec!["--range".into(), RANGE.into()]);
+    let blocks: Vec<String> = nodes.iter().map(block_of).collect();
+    let pods: Vec<Pod> = nodes
+        .iter()
+        .zip(&blocks)
+        .map(|(n, b)| pod(n, b, 10))
+        .collect();
+    must_ping(&pods[0].ns, pods[1].addr, "pod n1 -> pod n2", &nodes);
+    must_ping(&pods[2].ns, pods[0].addr, "pod n3 -> pod n1", &nodes);
+    must_ping(
+        nodes[1].d.netns(),
+        pods[2].addr,
+        "node n2 -> pod n3",
+        &nodes,
+    );
+
+    // The gateway is on the bridge with the block's length; the range goes into weft0.
+    let n1 = &nodes[0];
+    let gw = format!("{}/24", host_in(&blocks[0], 1));
+    let addrs = n1.d.netns().ip(&["-4", "addr", "show", "dev", BRIDGE]);
+    assert!(addrs.contains(&gw), "{BRIDGE}: {addrs}");
+    let routes = n1.d.netns().ip(&["route", "show", RANGE]);
+    assert!(
+        routes.contains("dev weft0") && routes.contains("unreachable"),
+        "{routes}"
+    );
+
+    // At shutdown (of n2: it joins through n1 again when restarted) the L2 port goes,
+    // the bridge and the unreachable guard stay.
+    let ns = nodes[1].d.netns().clone();
+    nodes[1].d.stop();
+    assert!(!ns.has_link("weft0-l2") && ns.has_link(BRIDGE));
+    let routes = ns.ip(&["route", "show", RANGE]);
+    assert!(
+        routes.contains("unreachable") && !routes.contains("weft0"),
+        "{routes}"
+    );
+    // Pod traffic to the range now fails on the node instead of leaving it.
+    assert!(!ping(&pods[1].ns, pods[0].addr, 1));
+    // Restarted, the node reuses the bridge (pods keep their veths) and its saved block.
+    nodes[1].d.start_again();
+    assert_eq!(block_of(&nodes[1]), blocks[1]);
+    must_ping(
+        &pods[1].ns,
+        pods[0].addr,
+        "pod n2 -> pod n1 after restart",
+        &nodes,
+    );
+}

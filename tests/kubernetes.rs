@@ -1,0 +1,529 @@
+//! End-to-end tests of Kubernetes mode: three "nodes" (namespaces on a bridged underlay)
+//! run `weftnet up --kubernetes` against a fake API server, and "pods" (namespaces) are
+//! wired by calling the installed CNI plugin exactly as a container runtime does. Pods
+//! ping and carry iperf3 across nodes, TTL-1 multicast reaches pods on the other nodes,
+//! a ClusterIP-style DNAT rule sends pod traffic to a pod on another node, the mesh
+//! keeps running while the API server is down, DEL frees addresses, and a deleted Node
+//! disappears from every peer list. Also the errors an operator gets.
+//! Run as root (`cargo test --test kubernetes`); everything is created inside namespaces.
+
+mod common;
+
+use common::kube_api::FakeApi;
+use common::mesh::*;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The cluster's pod range; node 3 has no podCIDR and claims a block from it.
+const CLUSTER_RANGE: &str = "10.244.0.0/16";
+const CONVERGE: Duration = Duration::from_secs(40);
+const HEALTH: &str = "127.0.0.1:9478";
+
+/// One Kubernetes node: its host namespace, daemon and CNI directories.
+struct KubeNode {
+    name: String,
+    d: Daemon,
+    cni: PathBuf,
+}
+
+impl KubeNode {
+    fn ns(&self) -> &Netns {
+        self.d.netns()
+    }
+    fn status(&self) -> Value {
+        self.d.status_json()
+    }
+    fn plugin(&self) -> PathBuf {
+        self.cni.join("bin").join("weftnet")
+    }
+    fn conflist(&self) -> PathBuf {
+        self.cni.join("net.d").join("10-weftnet.conflist")
+    }
+    /// The plugin's network config as a runtime passes it: the conflist's plugin entry
+    /// with `name` and `cniVersion` copied in.
+    fn net_config(&self) -> Value {
+        let text = std::fs::read_to_string(self.conflist()).expect("conflist");
+        let list: Value = serde_json::from_str(&text).expect("conflist JSON");
+        let mut plugin = list["plugins"][0].clone();
+        plugin["name"] = list["name"].clone();
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin
+    }
+    /// Runs the installed plugin in this node's namespace, as the runtime does.
+    fn cni(&self, command: &str, id: &str, pod: Option<&Netns>, config: &Value) -> (bool, Value) {
+        let netns = pod.map(|p| format!("/var/run/netns/{}", p.name()));
+        let env = [
+            format!("CNI_COMMAND={command}"),
+            format!("CNI_CONTAINERID={id}"),
+            format!("CNI_NETNS={}", netns.unwrap_or_default()),
+            "CNI_IFNAME=eth0".to_string(),
+            format!("CNI_PATH={}", self.cni.join("bin").display()),
+        ];
+        let mut args: Vec<String> = vec!["-i".into()];
+        args.extend(env);
+        args.push(self.plugin().display().to_string());
+        let mut cmd = self.ns().command("env", &args);
+        let input = serde_json::to_vec(config).expect("config JSON");
+        let out = run_bounded(&mut cmd, Some(&input), EXEC_TIMEOUT);
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), json)
+    }
+    /// ADD for a new pod; returns its IPv4 address.
+    fn add_pod(&self, id: &str, pod: &Netns) -> String {
+        let (ok, result) = self.cni("ADD", id, Some(pod), &self.net_config());
+        assert!(ok, "{}: CNI ADD failed: {result}", self.name);
+        let addr = result["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address in the ADD result {result}"));
+        addr.split('/').next().unwrap_or(addr).to_string()
+    }
+    fn health(&self, path: &str) -> u16 {
+        let script = "import sys, urllib.request, urllib.error\n\
+            try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=3).status)\n\
+            except urllib.error.HTTPError as e:\n    print(e.code)\n\
+            except Exception:\n    print(0)\n";
+        let url = format!("http://{HEALTH}{path}");
+        let out = self.ns().exec("python3", &["-c", script, &url]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+    fn peer_keys(&self) -> Vec<String> {
+        self.status()["peers"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["public_key"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn kube_args(
+    node: &str,
+    kubeconfig: &Path,
+    secret: &Path,
+    cni: &Path,
+    range: Option<&str>,
+) -> Vec<String> {
+    let mut a = vec![
+        "--kubernetes".to_string(),
+        format!("--node-name={node}"),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--secret-file={}", secret.display()),
+        format!("--cni-bin-dir={}", cni.join("bin").display()),
+        format!("--cni-conf-dir={}", cni.join("net.d").display()),
+        format!("--cni-data-dir={}", cni.join("data").display()),
+        format!("--health-listen={HEALTH}"),
+    ];
+    if let Some(r) = range {
+        a.push(format!("--range={r}"));
+    }
+    a
+}
+
+/// Fake API with three Nodes (two with a podCIDR, the third without) and their daemons;
+/// waits until all see each other and have written their CNI config.
+fn start_cluster(u: &Underlay, dir: &Path) -> (FakeApi, Vec<KubeNode>) {
+    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
+    let kubeconfig = dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    let cidrs = [Some("10.244.1.0/24"), Some("10.244.2.0/24"), None];
+    for (i, cidr) in cidrs.iter().enumerate() {
+        api.add_node(&format!("node{}", i + 1), u.host(i).underlay_v4(), *cidr);
+    }
+    let secret = gensecret(dir, "secret");
+    let nodes: Vec<KubeNode> = (0..3)
+        .map(|i| {
+            let name = format!("node{}", i + 1);
+            let cni = dir.join(&name);
+            let args = kube_args(&name, &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let d = Daemon::start(u.host(i), &args, "");
+            KubeNode { name, d, cni }
+        })
+        .collect();
+    let took = wait_for("cluster convergence", CONVERGE, || {
+        for n in &nodes {
+            let st = n.status();
+            let alive = st["cluster"]["members"]
+                .as_array()
+                .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
+            if alive != 2 {
+                return Err(format!("{} sees {alive} alive members", n.name));
+            }
+            if st["kubernetes"]["cni_config"].as_str().is_none() {
+                return Err(format!("{} has not written its CNI config", n.name));
+            }
+            if n.peer_keys().len() != 2 {
+                return Err(format!("{} has {} peers", n.name, n.peer_keys().len()));
+            }
+        }
+        Ok(())
+    });
+    eprintln!("3 Kubernetes nodes converged in {took:?}");
+    (api, nodes)
+}
+
+fn group_members_seen(node: &KubeNode, group: &str, count: usize) -> Result<(), String> {
+    let st = node.status();
+    let n = st["cluster"]["members"].as_array().map_or(0, |ms| {
+        ms.iter()
+            .filter(|m| {
+                m["groups"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|x| x == group))
+            })
+            .count()
+    });
+    if n >= count {
+        Ok(())
+    } else {
+        Err(format!("{} sees {n} members with {group}", node.name))
+    }
+}
+
+#[test]
+fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("kube");
+    let (api, mut nodes) = start_cluster(&u, dir.path());
+
+    // Node 3 had no podCIDR: it claimed a block from the cluster range.
+    let block3 = nodes[2].status()["cluster"]["block"]
+        .as_str()
+        .unwrap_or_else(|| panic!("node3 claimed no block"))
+        .to_string();
+    assert!(block3.starts_with("10.244."), "{block3}");
+    for n in &nodes {
+        // Published for operators: key and pod CIDR annotations, NetworkUnavailable=False.
+        wait_for("annotations", Duration::from_secs(10), || {
+            let node = api.node(&n.name).ok_or("node gone")?;
+            let ann = &node["metadata"]["annotations"];
+            if ann["weftnet.io/public-key"] != n.d.public_key() {
+                return Err(format!("{}: annotations {ann}", n.name));
+            }
+            if ann["weftnet.io/pod-cidrs"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                return Err(format!("{}: no pod-cidrs annotation", n.name));
+            }
+            let conds = node["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let has = |t: &str, s: &str| conds.iter().any(|c| c["type"] == t && c["status"] == s);
+            if !has("NetworkUnavailable", "False") || !has("Ready", "True") {
+                return Err(format!("{}: conditions {conds:?}", n.name));
+            }
+            Ok(())
+        });
+        assert_eq!(n.health("/healthz"), 200, "{}: /healthz", n.name);
+        assert_eq!(n.health("/readyz"), 200, "{}: /readyz", n.name);
+    }
+    assert!(nodes[2].net_config()["ranges"][0] == block3.as_str());
+
+    // Two pods per node, wired by the plugin as a runtime would.
+    let mut pods = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            let ns = Netns::new(&format!("p{i}{j}"));
+            let id = format!("c{}{}{}", i, j, unique_id());
+            let ip = n.add_pod(&id, &ns);
+            pods.push((i, id, ns, ip));
+        }
+    }
+    let pod = |i: usize, j: usize| &pods[i * 2 + j];
+    // Pod to pod across nodes, and to the local neighbour.
+    for (a, b) in [
+        ((0, 0), (1, 0)),
+        ((0, 1), (2, 0)),
+        ((2, 1), (1, 1)),
+        ((0, 0), (0, 1)),
+    ] {
+        let (from, to) = (pod(a.0, a.1), pod(b.0, b.1));
+        assert!(
+            ping(&from.2, &to.3, 3),
+            "pod {:?} cannot ping pod {:?} ({})",
+            a,
+            b,
+            to.3
+        );
+    }
+    // Bulk traffic through the mesh.
+    let gbps = iperf3(&pod(0, 0).2, &pod(1, 0).2, &pod(1, 0).3, 2);
+    eprintln!("pod-to-pod iperf3 across nodes: {gbps:.2} Gbit/s");
+    assert!(gbps > 0.0);
+
+    // Nothing for the other node's pods crossed the underlay in clear text: the
+    // pod CIDR of node 2 is routed into weft0 on node 1.
+    let route = nodes[0]
+        .ns()
+        .run("ip", &["-4", "route", "get", &pod(1, 0).3]);
+    assert!(
+        route.contains("dev weft0"),
+        "node1 route to a node2 pod: {route}"
+    );
+
+    // TTL-1 multicast from a pod on node 1 reaches pods on nodes 2 and 3.
+    let group = "239.7.7.7";
+    let rx: Vec<Proc> = [pod(1, 0), pod(2, 0)]
+        .iter()
+        .map(|p| {
+            p.2.spawn(
+                "socat",
+                &[
+                    "-u",
+                    &format!("UDP4-RECV:5000,ip-add-membership={group}:eth0"),
+                    "STDOUT",
+                ],
+            )
+        })
+        .collect();
+    wait_for("groups gossiped", Duration::from_secs(15), || {
+        group_members_seen(&nodes[0], group, 2)
+    });
+    for i in 0..5 {
+        let dst = format!(
+            "UDP4-DATAGRAM:{group}:5000,ip-multicast-if={},ip-multicast-ttl=1",
+            pod(0, 0).3
+        );
+        let mut cmd = pod(0, 0).2.command("socat", &["-u", "STDIN", &dst]);
+        expect_success(
+            "multicast send",
+            run_bounded(&mut cmd, Some(format!("mc {i}\n").as_bytes()), EXEC_TIMEOUT),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (k, r) in rx.iter().enumerate() {
+        let ok = wait_until(Duration::from_secs(5), || {
+            r.stdout().lines().filter(|l| l.starts_with("mc ")).count() >= 5
+        });
+        assert!(ok, "pod receiver {k} got {:?}\n{}", r.stdout(), r.logs());
+    }
+    drop(rx);
+
+    // A ClusterIP-style DNAT rule on node 1 (as kube-proxy installs it) sends pod
+    // traffic for a virtual IP to a pod on node 2 through the mesh.
+    let backend = pod(1, 1);
+    let _server = backend.2.spawn(
+        "socat",
+        &[
+            "-u",
+            "TCP-LISTEN:8080,reuseaddr,fork",
+            "SYSTEM:echo from-backend",
+        ],
+    );
+    let _server_out = backend.2.spawn(
+        "socat",
+        &["TCP-LISTEN:8081,reuseaddr,fork", "SYSTEM:echo from-backend"],
+    );
+    nodes[0].ns().run(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-d",
+            "10.96.0.10/32",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &format!("{}:8081", backend.3),
+        ],
+    );
+    let mut answer = String::new();
+    let reached = wait_until(Duration::from_secs(10), || {
+        let out = pod(0, 1).2.exec(
+            "socat",
+            &["-T", "3", "STDIO", "TCP:10.96.0.10:80,connect-timeout=3"],
+        );
+        answer = String::from_utf8_lossy(&out.stdout).to_string();
+        answer.contains("from-backend")
+    });
+    assert!(
+        reached,
+        "the virtual IP did not reach the backend pod: {answer:?}"
+    );
+
+    // The API server goes away: the mesh keeps running and status says so.
+    api.set_down(true);
+    wait_for(
+        "API server unreachable in status",
+        Duration::from_secs(20),
+        || {
+            let st = nodes[0].status();
+            if st["kubernetes"]["api_server"] == "unreachable" {
+                Ok(())
+            } else {
+                Err(format!("status {}", st["kubernetes"]))
+            }
+        },
+    );
+    assert!(
+        ping(&pod(0, 0).2, &pod(2, 1).3, 3),
+        "pods lost each other while the API server was down"
+    );
+    api.set_down(false);
+    wait_for(
+        "API server reachable again",
+        Duration::from_secs(40),
+        || {
+            let st = nodes[0].status();
+            if st["kubernetes"]["api_server"] == "reachable" {
+                Ok(())
+            } else {
+                Err(format!("status {}", st["kubernetes"]))
+            }
+        },
+    );
+
+    // DEL frees the address (and a repeated DEL is fine); a new pod may reuse it.
+    let (_, id, ns, ip) = pod(0, 1);
+    let cfg = nodes[0].net_config();
+    let (ok, out) = nodes[0].cni("DEL", id, Some(ns), &cfg);
+    assert!(ok, "DEL failed: {out}");
+    let (ok, out) = nodes[0].cni("DEL", id, Some(ns), &cfg);
+    assert!(ok, "repeated DEL failed: {out}");
+    assert!(!ns.has_link("eth0"), "the pod's interface survived DEL");
+    let data = nodes[0].cni.join("data");
+    let still = walk(&data)
+        .iter()
+        .any(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == *ip));
+    assert!(!still, "{ip} is still allocated after DEL");
+    let (ok, out) = nodes[0].cni("CHECK", id, Some(ns), &cfg);
+    assert!(!ok, "CHECK passed for a deleted pod: {out}");
+
+    // Deleting a Node from the API removes its peer everywhere: node 3 sees its own
+    // Node gone and leaves; the others drop and forget it.
+    let key3 = nodes[2].d.public_key();
+    assert!(api.delete_node("node3"));
+    wait_for(
+        "node3 removed from every peer list",
+        Duration::from_secs(20),
+        || {
+            for n in &nodes[..2] {
+                if n.peer_keys().contains(&key3) {
+                    return Err(format!("{} still has node3 as a peer", n.name));
+                }
+            }
+            Ok(())
+        },
+    );
+    let status = nodes[2].d.proc().wait_timeout(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node3 did not stop cleanly after its Node was deleted: {status:?}\n{}",
+        nodes[2].d.logs()
+    );
+    assert!(
+        ping(&pod(0, 0).2, &pod(1, 0).3, 3),
+        "node1 and node2 pods lost each other"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn expect_failure(host: &Netns, args: &[String], want: &[&str]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match Daemon::try_start(host, &args, "") {
+        Ok(mut d) => {
+            d.stop();
+            panic!("weftnet started with {args:?}");
+        }
+        Err(e) => {
+            for w in want {
+                assert!(e.contains(w), "error for {args:?} lacks {w:?}:\n{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn operator_errors_name_the_fix() {
+    let u = Underlay::bridge(1);
+    let dir = temp_dir("kube-err");
+    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    api.add_node("lonely", u.host(0).underlay_v4(), None);
+    let secret = gensecret(dir.path(), "secret");
+    let cni = dir.path().join("cni");
+    let h = u.host(0).netns();
+
+    // No podCIDR on the Node and no --range.
+    expect_failure(
+        h,
+        &kube_args("lonely", &kubeconfig, &secret, &cni, None),
+        &["no spec.podCIDR", "--range"],
+    );
+    // A Node name that does not exist.
+    expect_failure(
+        h,
+        &kube_args("ghost", &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE)),
+        &["Node ghost does not exist", "--node-name"],
+    );
+    // Missing RBAC.
+    api.set_forbidden(true);
+    expect_failure(
+        h,
+        &kube_args("lonely", &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE)),
+        &["403", "ClusterRole"],
+    );
+    api.set_forbidden(false);
+    // Missing secret file (a Secret not mounted).
+    let missing = dir.path().join("no-such-secret");
+    expect_failure(
+        h,
+        &kube_args("lonely", &kubeconfig, &missing, &cni, Some(CLUSTER_RANGE)),
+        &["no-such-secret"],
+    );
+    // --kubernetes without a secret or a Node name.
+    expect_failure(
+        h,
+        &["--kubernetes".into(), "--node-name=lonely".into()],
+        &["--secret-file"],
+    );
+    expect_failure(
+        h,
+        &[
+            "--kubernetes".into(),
+            format!("--secret-file={}", secret.display()),
+        ],
+        &["--node-name"],
+    );
+    // A kubeconfig that does not exist.
+    let mut args = kube_args(
+        "lonely",
+        &dir.path().join("nope"),
+        &secret,
+        &cni,
+        Some(CLUSTER_RANGE),
+    );
+    args.retain(|a| !a.starts_with("--health"));
+    expect_failure(h, &args, &["kubeconfig", "--kubeconfig"]);
+}
