@@ -50,6 +50,7 @@ struct Node {
     mtu: u32,
     socket: std::path::PathBuf,
     kube: Option<kube::Started>,
+    health: Option<std::net::TcpListener>,
 }
 
 pub(crate) fn run(args: UpArgs) -> Result<()> {
@@ -98,6 +99,7 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
     };
     let socket = control::socket_path(&config.state_dir);
     control::claim_socket(&socket)?;
+    let health = config.health_listen.map(crate::health::bind).transpose()?;
     if system::interface_exists(&config.interface) {
         bail!(
             "interface {} already exists: choose another --interface, or remove it with `ip link del {}` if nothing uses it",
@@ -125,6 +127,7 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         mtu,
         socket,
         kube,
+        health,
     }))
 }
 
@@ -153,6 +156,7 @@ async fn run_node(node: Node) -> Result<()> {
         mtu,
         socket,
         kube,
+        health,
     } = node;
     let netlink = Arc::new(Netlink::connect()?);
     let index = netlink.link_index(&config.interface).await?;
@@ -367,11 +371,11 @@ async fn run_node(node: Node) -> Result<()> {
         kube_tasks = tasks;
         kube_view = Some(kv);
     }
-    let health = match config.health_listen {
-        Some(addr) => Some(
-            crate::health::serve(addr, health_checks(&dp, kube_view.clone(), current_blocks))
-                .await?,
-        ),
+    let health = match health {
+        Some(listener) => Some(crate::health::serve(
+            listener,
+            health_checks(&dp, kube_view.clone(), current_blocks),
+        )?),
         None => None,
     };
     let report_kube = kube_view.clone();

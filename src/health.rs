@@ -44,11 +44,25 @@ fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-/// Binds now (so a port in use fails start-up), then serves in the background.
-pub(crate) async fn serve(addr: SocketAddr, checks: Checks) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+/// Binds the listener; called early in start-up, so a port in use fails before
+/// anything is created.
+pub(crate) fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
         format!("cannot listen on --health-listen {addr}: choose a free port or another address")
     })?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the health listener non-blocking")?;
+    Ok(listener)
+}
+
+/// Serves the probes on `listener` in the background.
+pub(crate) fn serve(
+    listener: std::net::TcpListener,
+    checks: Checks,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .context("cannot register the health listener")?;
     let checks = Arc::new(checks);
     Ok(tokio::spawn(async move {
         loop {
@@ -105,7 +119,7 @@ mod tests {
             let addr = probe.local_addr().expect("addr");
             drop(probe);
             serve(
-                addr,
+                bind(addr).expect("bind"),
                 Checks {
                     live: Box::new(|| Ok(())),
                     ready: Box::new(move || {
@@ -117,7 +131,6 @@ mod tests {
                     }),
                 },
             )
-            .await
             .expect("serve");
             addr
         });

@@ -38,8 +38,13 @@ fn write_new_secret(path: &Path, text: &str) -> Result<()> {
 
 /// Reads a secret file, refusing one that other users can read.
 pub(crate) fn read_secret(path: &Path, what: &str) -> Result<String> {
-    let meta = fs::metadata(path)
-        .with_context(|| format!("cannot read {what} file {}", path.display()))?;
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!(
+            "{what} file {} does not exist: create it (`weftnet gensecret --output FILE`; in Kubernetes, create the weftnet-secret Secret and mount it)",
+            path.display()
+        ),
+        _ => anyhow!("cannot read {what} file {}: {e}", path.display()),
+    })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(

@@ -500,7 +500,7 @@ fn operator_errors_name_the_fix() {
     expect_failure(
         h,
         &kube_args("lonely", &kubeconfig, &missing, &cni, Some(CLUSTER_RANGE)),
-        &["no-such-secret"],
+        &["no-such-secret", "does not exist"],
     );
     // --kubernetes without a secret or a Node name.
     expect_failure(

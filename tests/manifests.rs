@@ -331,6 +331,15 @@ fn every_path_flag_is_mounted() {
         .and_then(|v| v.secret)
         .expect("secret volume");
     let name = secret.secret_name.expect("secretName");
+    // weftnet refuses a secret file that group or others can read (the default 0644).
+    let mode = secret
+        .default_mode
+        .expect("defaultMode on the secret volume");
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "secret volume defaultMode {mode:o} is readable by others"
+    );
     let file = secret_file
         .strip_prefix(&format!("{}/", m.mount_path))
         .expect("file in mount");
