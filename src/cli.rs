@@ -164,6 +164,16 @@ pub(crate) struct UpArgs {
     /// default: weftbr0].
     #[arg(long, env = "WEFTNET_BRIDGE", value_name = "NAME")]
     pub(crate) bridge: Option<String>,
+    /// Masquerade traffic from --range to destinations outside it with the node's
+    /// address (pod egress) [default: on in Kubernetes mode with --range, else off].
+    #[arg(
+        long,
+        env = "WEFTNET_MASQUERADE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub(crate) masquerade: Option<bool>,
     /// Serve GET /healthz and /readyz on this address, e.g. 0.0.0.0:9478.
     #[arg(long, env = "WEFTNET_HEALTH_LISTEN", value_name = "ADDR:PORT")]
     pub(crate) health_listen: Option<String>,

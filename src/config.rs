@@ -58,6 +58,7 @@ struct FileConfig {
     block: Option<OneOrMany>,
     bridge: Option<String>,
     health_listen: Option<String>,
+    masquerade: Option<bool>,
     kubernetes: Option<FileKube>,
 }
 
@@ -254,6 +255,8 @@ pub(crate) struct Config {
     pub(crate) bridge: Option<String>,
     pub(crate) health_listen: Option<SocketAddr>,
     pub(crate) kube: Option<KubeConfig>,
+    /// Masquerade egress from the range to outside it.
+    pub(crate) masquerade: bool,
 }
 
 /// Where other nodes reach this one, when set by hand.
@@ -565,6 +568,13 @@ impl Config {
                 })
             })
             .transpose()?;
+        let masquerade = args
+            .masquerade
+            .or(file.masquerade)
+            .unwrap_or(kube.is_some() && range.is_some());
+        if masquerade && range.is_none() {
+            bail!("--masquerade needs --range (the cluster's pod range), so that traffic between pods keeps its source: give --range or --masquerade=false");
+        }
         if addresses.is_empty() && range.is_none() && blocks.is_empty() && kube.is_none() {
             bail!("no overlay address: give one with --address, e.g. --address 10.47.0.1/16 (or --range with --secret-file to claim a block by gossip)");
         }
@@ -633,6 +643,7 @@ impl Config {
             bridge,
             health_listen,
             kube,
+            masquerade,
         };
         config.check_peers()?;
         Ok(config)
@@ -787,6 +798,98 @@ mod tests {
         )
         .contains("invalid --advertise-address"));
         assert!(error(&[], "[cluster]\nsecrets = \"x\"\n").contains("unknown field `secrets`"));
+    }
+
+    #[test]
+    fn kubernetes_mode_defaults_and_file_keys() {
+        let s = ["--secret-file", "/x"];
+        let (a, _f) = args(
+            &[
+                &s[..],
+                &[
+                    "--kubernetes",
+                    "--node-name",
+                    "n1",
+                    "--range",
+                    "10.244.0.0/16",
+                ],
+            ]
+            .concat(),
+            "",
+        );
+        let c = Config::load(&a).expect("loads");
+        let k = c.kube.expect("kube mode");
+        assert_eq!(k.node_name, "n1");
+        assert_eq!(k.cni_bin_dir, PathBuf::from(DEFAULT_CNI_BIN_DIR));
+        assert_eq!(c.bridge.as_deref(), Some(DEFAULT_BRIDGE));
+        assert!(c.masquerade, "masquerade defaults on with a range");
+        assert_eq!(
+            c.cluster.expect("cluster").name,
+            "n1",
+            "named after the Node"
+        );
+        let file = "health_listen = \"127.0.0.1:9478\"\nmasquerade = false\n[cluster]\nsecret_file = \"/x\"\nrange = \"10.244.0.0/16\"\n[kubernetes]\nenabled = true\nnode_name = \"n2\"\ncni_conf_dir = \"/tmp/net.d\"\n";
+        let (a, _f) = args(&[], file);
+        let c = Config::load(&a).expect("loads");
+        assert_eq!(
+            c.kube.expect("kube").cni_conf_dir,
+            PathBuf::from("/tmp/net.d")
+        );
+        assert!(!c.masquerade);
+        assert_eq!(
+            c.health_listen,
+            Some("127.0.0.1:9478".parse().expect("addr"))
+        );
+        // Without a range there is nothing to tell pod-to-pod traffic from egress.
+        let (a, _f) = args(
+            &[&s[..], &["--kubernetes", "--node-name", "n1"]].concat(),
+            "",
+        );
+        assert!(!Config::load(&a).expect("loads").masquerade);
+    }
+
+    #[test]
+    fn kubernetes_bridge_and_block_errors() {
+        let s = ["--secret-file", "/x"];
+        assert!(error(&["--kubernetes", "--node-name", "n1"], "").contains("--secret-file"));
+        assert!(error(&[&s[..], &["--kubernetes"]].concat(), "").contains("--node-name"));
+        assert!(error(&["--block", "10.244.1.0/24"], "").contains("--secret-file"));
+        assert!(error(&[&s[..], &["--block", "10.244.1.0/33"]].concat(), "")
+            .contains("invalid --block"));
+        assert!(error(
+            &[
+                &s[..],
+                &["--block", "10.244.1.0/24", "--block", "10.244.2.0/24"]
+            ]
+            .concat(),
+            ""
+        )
+        .contains("more than one --block"));
+        assert!(error(
+            &[
+                &s[..],
+                &["--range", "10.47.0.0/16", "--block", "10.244.1.0/24"]
+            ]
+            .concat(),
+            ""
+        )
+        .contains("outside --range"));
+        assert!(error(&["--address", "10.47.0.1/16", "--bridge", "br0"], "")
+            .contains("--bridge needs gossip"));
+        assert!(error(
+            &[&s[..], &["--address", "10.47.0.1/16", "--masquerade"]].concat(),
+            ""
+        )
+        .contains("--masquerade needs --range"));
+        assert!(error(
+            &[
+                &s[..],
+                &["--range", "10.47.0.0/16", "--health-listen", "9478"]
+            ]
+            .concat(),
+            ""
+        )
+        .contains("invalid --health-listen"));
     }
 
     #[test]

@@ -233,6 +233,19 @@ async fn run_node(node: Node) -> Result<()> {
         bridge: bridge.as_ref().map(|b| b.index),
         ..placement
     };
+    let masquerade = match (config.masquerade, range) {
+        (true, Some((r, _))) => match crate::masquerade::Masquerade::install(&[r]) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                if let Some(b) = &bridge {
+                    crate::bridge::teardown(&netlink, b).await;
+                }
+                let _ = netlink.delete_link(index).await;
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
 
     let (control_tx, control_rx) = match config.cluster {
         Some(_) => {
@@ -445,6 +458,9 @@ async fn run_node(node: Node) -> Result<()> {
     }
     if let Some(b) = &bridge {
         crate::bridge::teardown(&netlink, b).await;
+    }
+    if let Some(m) = &masquerade {
+        m.remove();
     }
     if let Err(e) = netlink.delete_link(index).await {
         tracing::warn!(error = %e, "interface removal failed; closing the TUN device removes it");

@@ -13,6 +13,7 @@ mod dataplane;
 mod health;
 mod keyfile;
 mod kube;
+mod masquerade;
 mod netlink;
 mod status;
 mod system;

@@ -189,7 +189,8 @@ fn group_members_seen(node: &KubeNode, group: &str, count: usize) -> Result<(), 
 
 #[test]
 fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
-    let u = Underlay::bridge(3);
+    // Hosts 0-2 are the nodes; host 3 is outside the cluster.
+    let u = Underlay::bridge(4);
     let dir = temp_dir("kube");
     let (api, mut nodes) = start_cluster(&u, dir.path());
 
@@ -268,6 +269,21 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
     assert!(
         route.contains("dev weft0"),
         "node1 route to a node2 pod: {route}"
+    );
+
+    // Egress leaving the cluster range is masqueraded: a host outside the cluster,
+    // with no route to pod addresses, answers a pod.
+    let outside = u.host(3).underlay_v4();
+    assert!(
+        ping(&pod(0, 0).2, outside, 3),
+        "a pod cannot reach a host outside the cluster"
+    );
+    let chain = nodes[0]
+        .ns()
+        .run("iptables", &["-t", "nat", "-S", "WEFTNET-POSTROUTING"]);
+    assert!(
+        chain.contains("MASQUERADE") && chain.contains(CLUSTER_RANGE),
+        "{chain}"
     );
 
     // TTL-1 multicast from a pod on node 1 reaches pods on nodes 2 and 3.
@@ -425,6 +441,14 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
         status.is_some_and(|s| s.success()),
         "node3 did not stop cleanly after its Node was deleted: {status:?}\n{}",
         nodes[2].d.logs()
+    );
+    // Its masquerade rules went with it.
+    let gone = nodes[2]
+        .ns()
+        .exec("iptables", &["-t", "nat", "-S", "WEFTNET-POSTROUTING"]);
+    assert!(
+        !gone.status.success(),
+        "node3 left its masquerade chain behind"
     );
     assert!(
         ping(&pod(0, 0).2, &pod(1, 0).3, 3),

@@ -1,0 +1,155 @@
+//! Masquerading pod egress (`--masquerade`, on by default in Kubernetes mode): traffic
+//! from the cluster range to destinations outside it leaves the node with the node's
+//! address, as kube-proxy and other pod networks expect, while pod-to-pod traffic
+//! (inside the range) keeps its pod source and goes through the mesh. The rules live
+//! in a chain of weftnet's own (`WEFTNET-POSTROUTING` in the nat table), installed with
+//! the host's `iptables`/`ip6tables` (legacy or nft backend) and removed at shutdown.
+
+use anyhow::{anyhow, bail, Result};
+use ipnet::IpNet;
+use std::process::Command;
+
+pub(crate) const CHAIN: &str = "WEFTNET-POSTROUTING";
+const COMMENT: &str = "weftnet: masquerade pod egress leaving the cluster range";
+
+/// The masquerade rules for one range, installed until [`Masquerade::remove`].
+pub(crate) struct Masquerade {
+    ranges: Vec<IpNet>,
+}
+
+fn tool(range: &IpNet) -> &'static str {
+    if range.addr().is_ipv4() {
+        "iptables"
+    } else {
+        "ip6tables"
+    }
+}
+
+/// Runs `TOOL -w 5 -t nat ARGS`; `Ok(false)` when the command ran and said no (for
+/// `-C` checks), an error when it cannot run at all.
+fn run(tool: &str, args: &[&str]) -> Result<bool> {
+    let out = Command::new(tool)
+        .args(["-w", "5", "-t", "nat"])
+        .args(args)
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow!(
+                "--masquerade needs {tool}, which is not installed: install the iptables package, or give --masquerade=false"
+            ),
+            _ => anyhow!("cannot run {tool}: {e}"),
+        })?;
+    Ok(out.status.success())
+}
+
+fn must(tool: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(tool)
+        .args(["-w", "5", "-t", "nat"])
+        .args(args)
+        .output()
+        .map_err(|e| anyhow!("cannot run {tool}: {e}"))?;
+    if !out.status.success() {
+        bail!(
+            "{tool} -t nat {} failed: {}: check that the nat table is available (modprobe iptable_nat), or give --masquerade=false",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The rules in weftnet's chain for `range`.
+fn rules(range: &str) -> [Vec<String>; 2] {
+    let r = range.to_string();
+    [
+        // Pod to pod: keep the source.
+        vec![
+            "-s".into(),
+            r.clone(),
+            "-d".into(),
+            r.clone(),
+            "-j".into(),
+            "RETURN".into(),
+        ],
+        // Leaving the cluster: the node's address.
+        vec![
+            "-s".into(),
+            r.clone(),
+            "!".into(),
+            "-d".into(),
+            r,
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            COMMENT.into(),
+            "-j".into(),
+            "MASQUERADE".into(),
+        ],
+    ]
+}
+
+impl Masquerade {
+    /// Creates (or resets) the chain and jumps to it from POSTROUTING.
+    pub(crate) fn install(ranges: &[IpNet]) -> Result<Self> {
+        for range in ranges {
+            let t = tool(range);
+            // -N fails if the chain exists (from an earlier run): then flush it.
+            if !run(t, &["-N", CHAIN])? {
+                must(t, &["-F", CHAIN])?;
+            }
+            for rule in rules(&range.to_string()) {
+                let mut args = vec!["-A", CHAIN];
+                args.extend(rule.iter().map(String::as_str));
+                must(t, &args)?;
+            }
+            if !run(t, &["-C", "POSTROUTING", "-j", CHAIN])? {
+                must(t, &["-A", "POSTROUTING", "-j", CHAIN])?;
+            }
+            tracing::info!(%range, tool = t, "masquerading pod egress that leaves the range");
+        }
+        Ok(Self {
+            ranges: ranges.to_vec(),
+        })
+    }
+
+    /// Removes the jump and the chain (errors are logged: shutdown goes on).
+    pub(crate) fn remove(&self) {
+        for range in &self.ranges {
+            let t = tool(range);
+            let steps: [&[&str]; 3] = [
+                &["-D", "POSTROUTING", "-j", CHAIN],
+                &["-F", CHAIN],
+                &["-X", CHAIN],
+            ];
+            for args in steps {
+                match run(t, args) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(tool = t, ?args, "masquerade cleanup step did nothing")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot remove the masquerade rules"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_to_pod_returns_before_masquerade() {
+        let [keep, nat] = rules("10.244.0.0/16");
+        assert_eq!(
+            keep.join(" "),
+            "-s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN"
+        );
+        let nat = nat.join(" ");
+        assert!(
+            nat.starts_with("-s 10.244.0.0/16 ! -d 10.244.0.0/16"),
+            "{nat}"
+        );
+        assert!(nat.ends_with("-j MASQUERADE"), "{nat}");
+        assert_eq!(tool(&"fd00::/48".parse().expect("net")), "ip6tables");
+    }
+}
