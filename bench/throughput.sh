@@ -9,6 +9,10 @@
 #     boringtun     boringtun-cli (crates.io `boringtun-cli`)   10.202.1.0/24
 #     wireguard-go  wireguard-go (Debian package)               10.202.2.0/24
 #     weftnet       this repo's daemon (`weftnet up`)           10.202.3.0/24
+#     weftnet-pods  pod to pod: a "pod" namespace behind each side's bridge
+#                   (`weftnet up --block B --bridge BR`, gossip), as in
+#                   Kubernetes mode: veth -> bridge -> routing -> weftnet
+#                   10.203.1.0/24 -> 10.203.2.0/24
 #   Every tunnel runs over the same veth, with MTU 1420, one implementation at a
 #   time (the previous one is stopped first).  Each is measured RUNS times for
 #   SECONDS_PER_RUN seconds; the median is reported in Gbit/s together with the
@@ -23,7 +27,8 @@
 #   RUNS=3 SECONDS_PER_RUN=3 IMPLS="raw boringtun wireguard-go" bash bench/throughput.sh
 #
 # Environment
-#   IMPLS            implementations to run, in order (default: raw boringtun wireguard-go weftnet)
+#   IMPLS            implementations to run, in order (default: raw boringtun wireguard-go weftnet
+#                    weftnet-pods)
 #   RUNS             iperf3 runs per implementation (default 5)
 #   SECONDS_PER_RUN  duration of each iperf3 run (default 5)
 #   STREAMS          parallel TCP streams per run, iperf3 -P (default 1)
@@ -42,7 +47,7 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-IMPLS=${IMPLS:-"raw boringtun wireguard-go weftnet"}
+IMPLS=${IMPLS:-"raw boringtun wireguard-go weftnet weftnet-pods"}
 RUNS=${RUNS:-5}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 STREAMS=${STREAMS:-1}
@@ -60,6 +65,8 @@ IPERF_PORT=5201
 TAG=$$   # pid_max is 2^22, so "wbwgA" + 7 digits fits IFNAMSIZ
 NS_A="wbA-$$"
 NS_B="wbB-$$"
+POD_A="wbPA-$$"
+POD_B="wbPB-$$"
 VETH_A="wbvA$TAG"
 VETH_B="wbvB$TAG"
 UNDER_A=10.201.0.1
@@ -138,6 +145,8 @@ cleanup() {
         wait "$SUB_PID" 2>/dev/null || true
     fi
     [[ -n $WORK ]] && stop_tracked
+    ip netns del "$POD_A" 2>/dev/null || true
+    ip netns del "$POD_B" 2>/dev/null || true
     ip netns del "$NS_A" 2>/dev/null || true
     ip netns del "$NS_B" 2>/dev/null || true
     if [[ -n $WORK && -d $WORK ]]; then
@@ -171,7 +180,7 @@ check_prereqs() {
     [[ $EUID -eq 0 ]] || die "must run as root (network namespaces, TUN)"
     local impl
     for impl in $IMPLS; do
-        case $impl in raw | boringtun | wireguard-go | weftnet) ;; *) die "unknown implementation '$impl' in IMPLS" ;; esac
+        case $impl in raw | boringtun | wireguard-go | weftnet | weftnet-pods) ;; *) die "unknown implementation '$impl' in IMPLS" ;; esac
     done
     local t missing=()
     for t in ip iperf3 python3 ss; do command -v "$t" >/dev/null || missing+=("$t"); done
@@ -184,7 +193,7 @@ check_prereqs() {
         log "boringtun-cli not found; cargo install boringtun-cli --locked"
         cargo install boringtun-cli --locked >&2 || die "cargo install boringtun-cli failed"
     fi
-    if want weftnet && [[ ! -x $WEFTNET_BIN ]]; then
+    if { want weftnet || want weftnet-pods; } && [[ ! -x $WEFTNET_BIN ]]; then
         [[ $WEFTNET_BIN == "$DEFAULT_WEFTNET_BIN" ]] || die "WEFTNET_BIN=$WEFTNET_BIN is not executable"
         log "building weftnet (cargo build --release)"
         (cd "$REPO_ROOT" && cargo build --release >&2) || die "cargo build --release failed"
@@ -220,20 +229,21 @@ snapshot_udp() { # NAME before|after
     ip netns exec "$NS_B" cat /proc/net/snmp >"$WORK/res/$1.snmp-b-$2"
 }
 
-# measure NAME DEST_ADDR: iperf3 server in B bound to DEST_ADDR, RUNS client
-# runs from A; one JSON object per run appended to $WORK/res/NAME.runs
+# measure NAME DEST_ADDR [CLIENT_NS SERVER_NS]: iperf3 server in SERVER_NS (default
+# B) bound to DEST_ADDR, RUNS client runs from CLIENT_NS (default A); one JSON
+# object per run appended to $WORK/res/NAME.runs
 measure() {
-    local name=$1 addr=$2 i out
+    local name=$1 addr=$2 cns=${3:-$NS_A} sns=${4:-$NS_B} i out
     local portcheck="sport = :$IPERF_PORT"
-    start_bg "$NS_B" "$WORK/iperf3-server-$name.log" iperf3 -s -B "$addr" -p "$IPERF_PORT"
+    start_bg "$sns" "$WORK/iperf3-server-$name.log" iperf3 -s -B "$addr" -p "$IPERF_PORT"
     local srv=$LAST_PID
-    wait_until "iperf3 server" bash -c "ip netns exec '$NS_B' ss -Hltn '$portcheck' | grep -q ." || return 1
+    wait_until "iperf3 server" bash -c "ip netns exec '$sns' ss -Hltn '$portcheck' | grep -q ." || return 1
     : >"$WORK/res/$name.runs"
     snapshot_udp "$name" before
     for ((i = 1; i <= RUNS; i++)); do
         out="$WORK/iperf3-$name-$i.json"
         # in the background + wait, so a signal interrupts the run at once
-        start_bg "$NS_A" "$out" timeout $((SECONDS_PER_RUN + 30)) \
+        start_bg "$cns" "$out" timeout $((SECONDS_PER_RUN + 30)) \
             iperf3 -c "$addr" -p "$IPERF_PORT" -t "$SECONDS_PER_RUN" -P "$STREAMS" --connect-timeout 3000 -J
         wait "$LAST_PID" || {
             log "iperf3 run $i for $name failed: $(head -c 400 "$out")"
@@ -355,6 +365,46 @@ EOF
     measure_tunnel weftnet "wbwfA$TAG" "$net.2"
 }
 
+# Pod to pod through bridge mode: each side runs `weftnet up --block --bridge` with
+# gossip, and a "pod" namespace hangs off each bridge by a veth, as the CNI plugin
+# wires pods in Kubernetes mode.
+bench_weftnet_pods() {
+    local port=51824 side ns pod block gw ifname bridge hostif
+    "$WEFTNET_BIN" gensecret -o "$WORK/pods.secret"
+    for side in a b; do
+        if [[ $side == a ]]; then
+            ns=$NS_A pod=$POD_A block=10.203.1
+        else
+            ns=$NS_B pod=$POD_B block=10.203.2
+        fi
+        ifname="wbpf${side^^}$TAG" bridge="wbbr${side^^}$TAG" hostif="wbpv${side^^}$TAG"
+        mkdir -p "$WORK/weftnet-pods-state-$side"
+        track_if "$ns" "$ifname"
+        local cmd=("$WEFTNET_BIN" up --interface "$ifname" --listen-port "$port" --mtu "$TUN_MTU"
+            --state-dir "$WORK/weftnet-pods-state-$side" --secret-file "$WORK/pods.secret"
+            --block "$block.0/24" --bridge "$bridge")
+        [[ $side == b ]] && cmd+=(--join "$UNDER_A:$port")
+        [[ $side == a ]] && echo "weftnet up --secret-file S --block B --bridge BR [--join A] --mtu $TUN_MTU; pods on veths to the bridge" >"$WORK/res/weftnet-pods.cmd"
+        start_bg "$ns" "$WORK/weftnet-pods-$side.log" "${cmd[@]}"
+        wait_until "weftnet status ($side)" weftnet_ready "$LAST_PID" "$ns" "$WORK/weftnet-pods-state-$side"
+        # the pod: a namespace on a veth to the bridge, default route via the gateway
+        ip netns add "$pod"
+        ip -n "$pod" link set lo up
+        track_if "$ns" "$hostif"
+        ip link add "$hostif" netns "$ns" mtu "$TUN_MTU" type veth peer name eth0 netns "$pod"
+        wait_until "bridge $bridge" ip -n "$ns" link show "$bridge"
+        ip -n "$ns" link set "$hostif" master "$bridge" up
+        ip -n "$pod" link set eth0 mtu "$TUN_MTU" up
+        ip -n "$pod" addr add "$block.10/24" dev eth0
+        gw=$block.1
+        wait_until "gateway $gw on $bridge" bash -c "ip -n '$ns' -4 addr show dev '$bridge' | grep -q 'inet $gw/'"
+        ip -n "$pod" route add default via "$gw"
+    done
+    wait_until "pod to pod ping" ip netns exec "$POD_A" ping -c1 -W1 -q 10.203.2.10 || return 1
+    echo "$TUN_MTU" >"$WORK/res/weftnet-pods.mtu"
+    measure weftnet-pods 10.203.2.10 "$POD_A" "$POD_B"
+}
+
 run_impl() { # runs in a subshell
     local impl=$1
     trap stop_tracked EXIT
@@ -364,6 +414,7 @@ run_impl() { # runs in a subshell
         boringtun) bench_boringtun ;;
         wireguard-go) bench_wireguard_go ;;
         weftnet) bench_weftnet ;;
+        weftnet-pods) bench_weftnet_pods ;;
     esac
 }
 
@@ -379,7 +430,7 @@ report() {
     command -v boringtun-cli >/dev/null && versions+=("boringtun-cli=$(boringtun-cli --version 2>/dev/null | head -n1)")
     command -v wireguard-go >/dev/null && versions+=("wireguard-go=$(wireguard-go --version 2>/dev/null | head -n1)")
     versions+=("iperf3=$(iperf3 --version 2>/dev/null | head -n1)")
-    want weftnet && versions+=("weftnet_git=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")
+    { want weftnet || want weftnet-pods; } && versions+=("weftnet_git=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")
     python3 - "$WORK/res" "$out" "$IMPLS" "$RUNS" "$SECONDS_PER_RUN" "$STREAMS" "$TUN_MTU" "${versions[@]}" <<'EOF'
 import datetime, json, os, platform, statistics, sys
 resdir, out, impls, runs, secs, streams, mtu = sys.argv[1:8]
@@ -431,6 +482,9 @@ ratios = {}
 for other in ("boringtun", "wireguard-go", "raw"):
     w, o = med("weftnet"), med(other)
     ratios[f"weftnet/{other}"] = (w / o) if (w is not None and o) else None
+for other in ("weftnet", "raw"):
+    w, o = med("weftnet-pods"), med(other)
+    ratios[f"weftnet-pods/{other}"] = (w / o) if (w is not None and o) else None
 
 doc = {
     "benchmark": f"iperf3 TCP, {streams} stream(s), netns A -> netns B over veth",

@@ -249,7 +249,7 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
     ] {
         let (from, to) = (pod(a.0, a.1), pod(b.0, b.1));
         assert!(
-            ping(&from.2, &to.3, 3),
+            reach(&from.2, &to.3),
             "pod {:?} cannot ping pod {:?} ({})",
             a,
             b,
@@ -275,7 +275,7 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
     // with no route to pod addresses, answers a pod.
     let outside = u.host(3).underlay_v4();
     assert!(
-        ping(&pod(0, 0).2, outside, 3),
+        reach(&pod(0, 0).2, outside),
         "a pod cannot reach a host outside the cluster"
     );
     let chain = nodes[0]
@@ -387,7 +387,7 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
         },
     );
     assert!(
-        ping(&pod(0, 0).2, &pod(2, 1).3, 3),
+        reach(&pod(0, 0).2, &pod(2, 1).3),
         "pods lost each other while the API server was down"
     );
     api.set_down(false);
@@ -451,9 +451,95 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
         "node3 left its masquerade chain behind"
     );
     assert!(
-        ping(&pod(0, 0).2, &pod(1, 0).3, 3),
+        reach(&pod(0, 0).2, &pod(1, 0).3),
         "node1 and node2 pods lost each other"
     );
+}
+
+#[test]
+fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6() {
+    let u = Underlay::bridge(2);
+    let dir = temp_dir("kube-ds");
+    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    for i in 0..2 {
+        let name = format!("ds{}", i + 1);
+        let v4 = format!("10.244.{}.0/24", i + 1);
+        api.add_node(&name, u.host(i).underlay_v4(), Some(&v4));
+        let v6 = format!("fd00:10:244:{}::/64", i + 1);
+        api.update_node(&name, |n| {
+            n["spec"]["podCIDRs"] = serde_json::json!([v4, v6]);
+        });
+    }
+    let secret = gensecret(dir.path(), "secret");
+    let nodes: Vec<KubeNode> = (0..2)
+        .map(|i| {
+            let name = format!("ds{}", i + 1);
+            let cni = dir.path().join(&name);
+            let args = kube_args(&name, &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let d = Daemon::start(u.host(i), &args, "");
+            KubeNode { name, d, cni }
+        })
+        .collect();
+    wait_for("dual-stack convergence", CONVERGE, || {
+        for n in &nodes {
+            let st = n.status();
+            if st["kubernetes"]["cni_config"].as_str().is_none() {
+                return Err(format!("{} has no CNI config yet", n.name));
+            }
+            if n.peer_keys().len() != 1 {
+                return Err(format!("{} has no peer yet", n.name));
+            }
+        }
+        Ok(())
+    });
+    let mut pods = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let ranges = n.net_config()["ranges"].clone();
+        assert_eq!(
+            ranges.as_array().map(Vec::len),
+            Some(2),
+            "{}: ranges {ranges}",
+            n.name
+        );
+        let ns = Netns::new(&format!("d{i}"));
+        let (ok, result) = n.cni(
+            "ADD",
+            &format!("ds{i}{}", unique_id()),
+            Some(&ns),
+            &n.net_config(),
+        );
+        assert!(ok, "ADD: {result}");
+        let ips: Vec<String> = result["ips"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|ip| ip["address"].as_str())
+                    .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(ips.len(), 2, "{}: ADD result {result}", n.name);
+        pods.push((ns, ips));
+    }
+    for family in 0..2 {
+        let to = &pods[1].1[family];
+        assert!(reach(&pods[0].0, to), "pod on ds1 cannot ping {to} on ds2");
+    }
+    // The node itself reaches a remote pod over IPv6 too (source: its own gateway).
+    assert!(
+        reach(nodes[0].ns(), &pods[1].1[1]),
+        "ds1 cannot ping the ds2 pod over IPv6"
+    );
+}
+
+/// Whether `to` answers pings from `from` within a generous bound (one ping at a time,
+/// retried: a loaded CI machine may delay a first handshake or ARP).
+fn reach(from: &Netns, to: impl std::fmt::Display) -> bool {
+    let to = to.to_string();
+    wait_until(Duration::from_secs(15), || ping(from, &to, 1))
 }
 
 /// Every file under `dir`.
