@@ -202,6 +202,22 @@ impl Netlink {
         Ok(Some((link.header.index, is_bridge)))
     }
 
+    /// The link-layer address of interface `index`, if it has one.
+    async fn link_mac(&self, index: u32) -> Result<Option<Vec<u8>>> {
+        use rtnetlink::packet_route::link::LinkAttribute;
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let link = links
+            .try_next()
+            .await
+            .map_err(|e| anyhow!("cannot look up interface {index}: {}", describe(e)))?;
+        Ok(link.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac),
+                _ => None,
+            })
+        }))
+    }
+
     /// Makes `name` a Linux bridge with this MTU, multicast snooping off (so that it
     /// floods group traffic to every port), and up: creates it if missing, reuses it
     /// if it is a bridge. Returns its index.
@@ -239,14 +255,31 @@ impl Netlink {
                 self.link_index(name).await?
             }
         };
+        // A fixed MAC: otherwise the bridge takes its lowest port's, and when that
+        // pod's veth goes away the gateway's MAC changes under the other pods' ARP
+        // caches, cutting them off until their entries expire.
+        let mac = match self.link_mac(index).await? {
+            Some(mac) if mac.iter().any(|b| *b != 0) => mac,
+            _ => {
+                let mut mac: [u8; 6] = rand::random();
+                mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+                mac.to_vec()
+            }
+        };
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .mtu(mtu)
+                    .address(mac)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(|e| {
                 anyhow!(
-                    "cannot set MTU {mtu} on bridge {name} and bring it up: {}",
+                    "cannot set MTU {mtu} and the address on bridge {name} and bring it up: {}",
                     describe(e)
                 )
             })?;

@@ -407,8 +407,25 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
     // DEL frees the address (and a repeated DEL is fine); a new pod may reuse it.
     let (_, id, ns, ip) = pod(0, 1);
     let cfg = nodes[0].net_config();
+    let bridge_mac = || {
+        nodes[0]
+            .ns()
+            .run("cat", &["/sys/class/net/weftbr0/address"])
+    };
+    let mac_before = bridge_mac();
     let (ok, out) = nodes[0].cni("DEL", id, Some(ns), &cfg);
     assert!(ok, "DEL failed: {out}");
+    // The gateway's MAC is fixed (set by weftnet, addr_assign_type 3): a port
+    // leaving the bridge must not change it under the other pods' ARP caches.
+    assert_eq!(
+        bridge_mac(),
+        mac_before,
+        "the bridge MAC changed when a pod left"
+    );
+    let assign = nodes[0]
+        .ns()
+        .run("cat", &["/sys/class/net/weftbr0/addr_assign_type"]);
+    assert_eq!(assign.trim(), "3", "the bridge MAC is not a set address");
     let (ok, out) = nodes[0].cni("DEL", id, Some(ns), &cfg);
     assert!(ok, "repeated DEL failed: {out}");
     assert!(!ns.has_link("eth0"), "the pod's interface survived DEL");
@@ -450,10 +467,19 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
         !gone.status.success(),
         "node3 left its masquerade chain behind"
     );
-    assert!(
-        reach(&pod(0, 0).2, &pod(1, 0).3),
-        "node1 and node2 pods lost each other"
-    );
+    if !reach(&pod(0, 0).2, &pod(1, 0).3) {
+        let mut dump = String::new();
+        for n in &nodes[..2] {
+            dump.push_str(&format!(
+                "--- {}\nstatus: {}\nroutes: {}\nlinks: {}\n",
+                n.name,
+                n.status(),
+                n.ns().run("ip", &["route", "show", "table", "all"]),
+                n.ns().run("ip", &["-br", "link"]),
+            ));
+        }
+        panic!("node1 and node2 pods lost each other\n{dump}");
+    }
 }
 
 #[test]

@@ -453,19 +453,3 @@ fn dockerfile_builds_the_binary_the_manifest_runs() {
         "the build comment names {image}"
     );
 }
-
-#[test]
-fn systemd_unit_flags_exist_in_weftnet_up() {
-    let unit = read("deploy/systemd/weftnet.service");
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart line");
-    let words: Vec<&str> = exec.split_whitespace().collect();
-    assert_eq!(words[..2], ["/usr/local/bin/weftnet", "up"]);
-    let text = help("up");
-    for w in words.iter().filter(|w| w.starts_with("--")) {
-        let flag = w.split('=').next().unwrap_or(w);
-        assert!(has_flag(&text, flag), "`weftnet up` has no flag {flag}");
-    }
-}
