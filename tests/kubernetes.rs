@@ -561,6 +561,95 @@ fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6() {
     );
 }
 
+#[test]
+fn restart_while_the_api_server_is_down_starts_from_the_cache() {
+    let u = Underlay::bridge(2);
+    let dir = temp_dir("kube-cache");
+    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    for i in 0..2 {
+        let cidr = format!("10.244.{}.0/24", i + 1);
+        api.add_node(&format!("r{}", i + 1), u.host(i).underlay_v4(), Some(&cidr));
+    }
+    let secret = gensecret(dir.path(), "secret");
+    let mut nodes: Vec<KubeNode> = (0..2)
+        .map(|i| {
+            let name = format!("r{}", i + 1);
+            let cni = dir.path().join(&name);
+            let args = kube_args(&name, &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let d = Daemon::start(u.host(i), &args, "");
+            KubeNode { name, d, cni }
+        })
+        .collect();
+    let ready = |nodes: &[KubeNode]| {
+        wait_for("two nodes ready", CONVERGE, || {
+            for n in nodes {
+                if n.status()["kubernetes"]["cni_config"].as_str().is_none() {
+                    return Err(format!("{} has no CNI config yet", n.name));
+                }
+                if n.peer_keys().len() != 1 {
+                    return Err(format!("{} has no peer yet", n.name));
+                }
+            }
+            Ok(())
+        })
+    };
+    ready(&nodes);
+    let pods: Vec<(Netns, String)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let ns = Netns::new(&format!("r{i}"));
+            let ip = n.add_pod(&format!("r{i}{}", unique_id()), &ns);
+            (ns, ip)
+        })
+        .collect();
+    assert!(
+        reach(&pods[0].0, &pods[1].1),
+        "pods cannot talk before the restart"
+    );
+
+    // The API server goes away and node r2's daemon restarts (a DaemonSet update): it
+    // starts from the facts cached by its first run, and its pod keeps working.
+    api.set_down(true);
+    nodes[1].d.restart();
+    let st = nodes[1].status();
+    assert_eq!(
+        st["kubernetes"]["started_from_cache"], true,
+        "{}",
+        st["kubernetes"]
+    );
+    assert_eq!(
+        st["kubernetes"]["api_server"], "unreachable",
+        "{}",
+        st["kubernetes"]
+    );
+    ready(&nodes);
+    assert!(
+        reach(&pods[0].0, &pods[1].1),
+        "the pod on the restarted node is cut off"
+    );
+    assert!(
+        reach(&pods[1].0, &pods[0].1),
+        "the pod on the restarted node cannot reach out"
+    );
+    api.set_down(false);
+    wait_for(
+        "API server reachable again",
+        Duration::from_secs(40),
+        || {
+            let k = &nodes[1].status()["kubernetes"];
+            if k["api_server"] == "reachable" {
+                Ok(())
+            } else {
+                Err(format!("status {k}"))
+            }
+        },
+    );
+}
+
 /// Whether `to` answers pings from `from` within a generous bound (one ping at a time,
 /// retried: a loaded CI machine may delay a first handshake or ARP).
 fn reach(from: &Netns, to: impl std::fmt::Display) -> bool {
