@@ -8,7 +8,7 @@
 use crate::cluster::gateway;
 use crate::dataplane::L2Port;
 use crate::netlink::Netlink;
-use crate::tap::{port_name, Tap};
+use crate::tun::Tun;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
@@ -46,7 +46,7 @@ pub(crate) async fn setup(
     if let Some(r) = range {
         netlink.add_unreachable(r, UNREACHABLE_METRIC).await?;
     }
-    let tap = Tap::create(&port_name(interface))?;
+    let tap = Tun::create_tap(&port_name(interface))?;
     let port_index = netlink.link_index(tap.name()).await?;
     if let Err(e) = netlink.attach_port(port_index, index, mtu).await {
         let _ = netlink.delete_link(port_index).await;
@@ -81,4 +81,29 @@ fn enable_forwarding(v6: bool) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The L2 port's name for overlay interface `interface`: `<interface>-l2`, cut to the
+/// 15 bytes an interface name may have.
+pub(crate) fn port_name(interface: &str) -> String {
+    // Longest prefix (on a character boundary) that leaves room for "-l2".
+    let room = libc::IFNAMSIZ - 1 - 3;
+    let cut = (0..=interface.len().min(room))
+        .rev()
+        .find(|i| interface.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}-l2", &interface[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names_fit_an_interface_name() {
+        assert_eq!(port_name("weft0"), "weft0-l2");
+        assert_eq!(port_name("abcdefghijklmno"), "abcdefghijkl-l2");
+        assert_eq!(port_name("abcdefghijkl"), "abcdefghijkl-l2");
+        assert!(port_name("abcdefghijklm").len() <= 15);
+    }
 }

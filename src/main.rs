@@ -17,7 +17,6 @@ mod masquerade;
 mod netlink;
 mod status;
 mod system;
-mod tap;
 mod tun;
 mod udp;
 

@@ -166,15 +166,7 @@ impl Netlink {
 
     /// Routes `prefix` into the interface. An identical route already present is fine.
     pub(crate) async fn add_route(&self, index: u32, prefix: IpNet) -> Result<()> {
-        let message = route_message(index, prefix);
-        match self.handle.route().add(message).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_exists(&e) => {
-                tracing::warn!(%prefix, "a route for this prefix already exists; leaving it");
-                Ok(())
-            }
-            Err(e) => Err(anyhow!("cannot add route {prefix}: {}", describe(e))),
-        }
+        self.add_route_src(index, prefix, None).await
     }
 
     /// The index of interface `name` and whether it is a Linux bridge; `None` if there

@@ -1,5 +1,6 @@
 //! The TUN device: opening `/dev/net/tun`, attaching an interface by name, and
-//! reading/writing whole IP packets. This is the only module with TUN ioctls.
+//! reading/writing whole IP packets (a TUN) or Ethernet frames (a TAP, bridge mode's
+//! L2 port). This is the only module with TUN ioctls.
 
 use anyhow::{anyhow, Result};
 use std::fs::{File, OpenOptions};
@@ -9,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
+const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 
 /// `struct ifreq` as TUNSETIFF reads it: a name and the flags member of the union.
@@ -19,7 +21,7 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// An open TUN interface. Closing it (dropping) removes the interface.
+/// An open TUN (or TAP) interface. Closing it (dropping) removes the interface.
 pub(crate) struct Tun {
     file: File,
     name: String,
@@ -28,6 +30,21 @@ pub(crate) struct Tun {
 impl Tun {
     /// Creates the TUN interface `name` (which must not exist yet).
     pub(crate) fn create(name: &str) -> Result<Self> {
+        Self::open(name, false)
+    }
+
+    /// Creates the TAP interface `name`, bridge mode's L2 port (which must not exist
+    /// yet): reads and writes whole Ethernet frames.
+    pub(crate) fn create_tap(name: &str) -> Result<Self> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(anyhow!(
+                "invalid L2 port name {name:?}: use a shorter --interface (at most 12 characters)"
+            ));
+        }
+        Self::open(name, true)
+    }
+
+    fn open(name: &str, tap: bool) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -44,7 +61,7 @@ impl Tun {
             })?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TUN | IFF_NO_PI,
+            flags: if tap { IFF_TAP } else { IFF_TUN } | IFF_NO_PI,
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -57,10 +74,16 @@ impl Tun {
                 Some(libc::EPERM) => anyhow!(
                     "cannot create interface {name} (operation not permitted): run as root or grant CAP_NET_ADMIN"
                 ),
+                Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) if tap => anyhow!(
+                    "interface {name} (weftnet's L2 port) already exists: remove it with `ip link del {name}` if no other weftnet uses it"
+                ),
                 Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => anyhow!(
                     "interface {name} already exists: choose another --interface or remove it (ip link del {name})"
                 ),
-                _ => anyhow!("cannot create TUN interface {name}: {e}"),
+                _ => anyhow!(
+                    "cannot create {} interface {name}: {e}",
+                    if tap { "TAP" } else { "TUN" }
+                ),
             });
         }
         Ok(Self {

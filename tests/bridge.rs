@@ -13,7 +13,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-const CONVERGE: Duration = Duration::from_secs(30);
 const JOIN_BOUND: Duration = Duration::from_secs(10);
 const LEAVE_BOUND: Duration = Duration::from_secs(10);
 const DELIVERY: Duration = Duration::from_secs(5);
@@ -69,52 +68,14 @@ fn pod(node: &Node, block: &str, n: u32) -> Pod {
     Pod { ns, addr }
 }
 
-/// Three nodes in bridge mode on `u`; node `i` gets `args(i)` besides the common flags.
-/// Waits until every node sees the two others alive and holds a block.
+/// Three nodes in bridge mode on `u` (see [`common::mesh::start_mesh`]); node `i`
+/// gets `args(i)` besides `--bridge`.
 fn start_nodes(u: &Underlay, dir: &Path, args: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
-    let secret = gensecret(dir, "secret");
-    let nodes: Vec<Node> = u
-        .hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let name = format!("n{}", i + 1);
-            let mut a: Vec<String> = vec![
-                "--name".into(),
-                name.clone(),
-                "--secret-file".into(),
-                secret.display().to_string(),
-                "--bridge".into(),
-                BRIDGE.into(),
-            ];
-            if i > 0 {
-                a.push("--join".into());
-                a.push(format!("{}:{PORT}", u.hosts()[0].underlay_v4()));
-            }
-            a.extend(args(i));
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            let d = Daemon::start(h.netns(), &a, "");
-            let key = d.public_key();
-            Node { d, name, key }
-        })
-        .collect();
-    let took = wait_for("mesh convergence", CONVERGE, || {
-        for n in &nodes {
-            let c = &n.d.status_json()["cluster"];
-            if c["block"].as_str().is_none() {
-                return Err(format!("{} has no block yet", n.name));
-            }
-            let alive = c["members"]
-                .as_array()
-                .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
-            if alive != nodes.len() - 1 {
-                return Err(format!("{} sees {alive} alive members", n.name));
-            }
-        }
-        Ok(())
-    });
-    eprintln!("{} nodes converged in {took:?}", nodes.len());
-    nodes
+    start_mesh(u.hosts(), dir, |i| {
+        let mut a = vec!["--bridge".to_string(), BRIDGE.to_string()];
+        a.extend(args(i));
+        a
+    })
 }
 
 fn block_of(node: &Node) -> String {

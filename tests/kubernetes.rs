@@ -29,6 +29,19 @@ struct KubeNode {
 }
 
 impl KubeNode {
+    /// `weftnet up --kubernetes` for Node `name` on `host`, with the cluster range and
+    /// its CNI directories under `dir/name`.
+    fn start(host: &Host, name: &str, kubeconfig: &Path, secret: &Path, dir: &Path) -> Self {
+        let cni = dir.join(name);
+        let args = kube_args(name, kubeconfig, secret, &cni, Some(CLUSTER_RANGE));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let d = Daemon::start(host, &args, "");
+        KubeNode {
+            name: name.to_string(),
+            d,
+            cni,
+        }
+    }
     fn ns(&self) -> &Netns {
         self.d.netns()
     }
@@ -91,6 +104,18 @@ impl KubeNode {
             .parse()
             .unwrap_or(0)
     }
+    /// Waits until the status shows the API server `state` ("reachable" or
+    /// "unreachable").
+    fn wait_api(&self, state: &str, bound: Duration) {
+        wait_for(&format!("{}: API server {state}", self.name), bound, || {
+            let k = &self.status()["kubernetes"];
+            if k["api_server"] == state {
+                Ok(())
+            } else {
+                Err(format!("status {k}"))
+            }
+        });
+    }
     fn peer_keys(&self) -> Vec<String> {
         self.status()["peers"]
             .as_array()
@@ -140,33 +165,36 @@ fn start_cluster(u: &Underlay, dir: &Path) -> (FakeApi, Vec<KubeNode>) {
     let nodes: Vec<KubeNode> = (0..3)
         .map(|i| {
             let name = format!("node{}", i + 1);
-            let cni = dir.join(&name);
-            let args = kube_args(&name, &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let d = Daemon::start(u.host(i), &args, "");
-            KubeNode { name, d, cni }
+            KubeNode::start(u.host(i), &name, &kubeconfig, &secret, dir)
         })
         .collect();
-    let took = wait_for("cluster convergence", CONVERGE, || {
-        for n in &nodes {
+    let took = wait_ready(&nodes);
+    eprintln!("3 Kubernetes nodes converged in {took:?}");
+    (api, nodes)
+}
+
+/// Waits until every node sees all the others alive, has them as peers and has
+/// written its CNI config; returns how long that took.
+fn wait_ready(nodes: &[KubeNode]) -> Duration {
+    let others = nodes.len() - 1;
+    wait_for("Kubernetes nodes ready", CONVERGE, || {
+        for n in nodes {
             let st = n.status();
             let alive = st["cluster"]["members"]
                 .as_array()
                 .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
-            if alive != 2 {
+            if alive != others {
                 return Err(format!("{} sees {alive} alive members", n.name));
             }
             if st["kubernetes"]["cni_config"].as_str().is_none() {
                 return Err(format!("{} has not written its CNI config", n.name));
             }
-            if n.peer_keys().len() != 2 {
+            if n.peer_keys().len() != others {
                 return Err(format!("{} has {} peers", n.name, n.peer_keys().len()));
             }
         }
         Ok(())
-    });
-    eprintln!("3 Kubernetes nodes converged in {took:?}");
-    (api, nodes)
+    })
 }
 
 fn group_members_seen(node: &KubeNode, group: &str, count: usize) -> Result<(), String> {
@@ -374,35 +402,13 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
 
     // The API server goes away: the mesh keeps running and status says so.
     api.set_down(true);
-    wait_for(
-        "API server unreachable in status",
-        Duration::from_secs(20),
-        || {
-            let st = nodes[0].status();
-            if st["kubernetes"]["api_server"] == "unreachable" {
-                Ok(())
-            } else {
-                Err(format!("status {}", st["kubernetes"]))
-            }
-        },
-    );
+    nodes[0].wait_api("unreachable", Duration::from_secs(20));
     assert!(
         reach(&pod(0, 0).2, &pod(2, 1).3),
         "pods lost each other while the API server was down"
     );
     api.set_down(false);
-    wait_for(
-        "API server reachable again",
-        Duration::from_secs(40),
-        || {
-            let st = nodes[0].status();
-            if st["kubernetes"]["api_server"] == "reachable" {
-                Ok(())
-            } else {
-                Err(format!("status {}", st["kubernetes"]))
-            }
-        },
-    );
+    nodes[0].wait_api("reachable", Duration::from_secs(40));
 
     // DEL frees the address (and a repeated DEL is fine); a new pod may reuse it.
     let (_, id, ns, ip) = pod(0, 1);
@@ -502,25 +508,10 @@ fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6() {
     let nodes: Vec<KubeNode> = (0..2)
         .map(|i| {
             let name = format!("ds{}", i + 1);
-            let cni = dir.path().join(&name);
-            let args = kube_args(&name, &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let d = Daemon::start(u.host(i), &args, "");
-            KubeNode { name, d, cni }
+            KubeNode::start(u.host(i), &name, &kubeconfig, &secret, dir.path())
         })
         .collect();
-    wait_for("dual-stack convergence", CONVERGE, || {
-        for n in &nodes {
-            let st = n.status();
-            if st["kubernetes"]["cni_config"].as_str().is_none() {
-                return Err(format!("{} has no CNI config yet", n.name));
-            }
-            if n.peer_keys().len() != 1 {
-                return Err(format!("{} has no peer yet", n.name));
-            }
-        }
-        Ok(())
-    });
+    wait_ready(&nodes);
     let mut pods = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let ranges = n.net_config()["ranges"].clone();
@@ -576,27 +567,10 @@ fn restart_while_the_api_server_is_down_starts_from_the_cache() {
     let mut nodes: Vec<KubeNode> = (0..2)
         .map(|i| {
             let name = format!("r{}", i + 1);
-            let cni = dir.path().join(&name);
-            let args = kube_args(&name, &kubeconfig, &secret, &cni, Some(CLUSTER_RANGE));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let d = Daemon::start(u.host(i), &args, "");
-            KubeNode { name, d, cni }
+            KubeNode::start(u.host(i), &name, &kubeconfig, &secret, dir.path())
         })
         .collect();
-    let ready = |nodes: &[KubeNode]| {
-        wait_for("two nodes ready", CONVERGE, || {
-            for n in nodes {
-                if n.status()["kubernetes"]["cni_config"].as_str().is_none() {
-                    return Err(format!("{} has no CNI config yet", n.name));
-                }
-                if n.peer_keys().len() != 1 {
-                    return Err(format!("{} has no peer yet", n.name));
-                }
-            }
-            Ok(())
-        })
-    };
-    ready(&nodes);
+    wait_ready(&nodes);
     let pods: Vec<(Netns, String)> = nodes
         .iter()
         .enumerate()
@@ -626,7 +600,7 @@ fn restart_while_the_api_server_is_down_starts_from_the_cache() {
         "{}",
         st["kubernetes"]
     );
-    ready(&nodes);
+    wait_ready(&nodes);
     assert!(
         reach(&pods[0].0, &pods[1].1),
         "the pod on the restarted node is cut off"
@@ -636,18 +610,7 @@ fn restart_while_the_api_server_is_down_starts_from_the_cache() {
         "the pod on the restarted node cannot reach out"
     );
     api.set_down(false);
-    wait_for(
-        "API server reachable again",
-        Duration::from_secs(40),
-        || {
-            let k = &nodes[1].status()["kubernetes"];
-            if k["api_server"] == "reachable" {
-                Ok(())
-            } else {
-                Err(format!("status {k}"))
-            }
-        },
-    );
+    nodes[1].wait_api("reachable", Duration::from_secs(40));
 }
 
 /// Whether `to` answers pings from `from` within a generous bound (one ping at a time,

@@ -15,8 +15,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How long a mesh of a few nodes may take to converge.
-const CONVERGE: Duration = Duration::from_secs(30);
 /// How long a join may take to show up in another node's member list (the kernel reports at
 /// once, the daemon gossips within about a second).
 const JOIN_BOUND: Duration = Duration::from_secs(10);
@@ -30,52 +28,14 @@ const UDP_PORT: u16 = 5000;
 const GROUP: &str = "239.1.1.1";
 const GROUP6: &str = "ff05::1:3";
 
-/// A range-mode mesh `n1..` on `hosts` (node 1 the seed), node `i` started with the common
-/// flags plus `extra(i)` (0-based); waits until all see each other alive with a block.
-fn start_mesh(hosts: &[Host], dir: &Path, extra: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
-    let secret = gensecret(dir, "secret");
-    let nodes: Vec<Node> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let name = format!("n{}", i + 1);
-            let mut args: Vec<String> = vec![
-                "--name".into(),
-                name.clone(),
-                "--secret-file".into(),
-                secret.display().to_string(),
-                "--range".into(),
-                RANGE.into(),
-            ];
-            if i > 0 {
-                args.push("--join".into());
-                args.push(format!("{}:{PORT}", hosts[0].underlay_v4()));
-            }
-            args.extend(extra(i));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let d = Daemon::start(h, &args, "");
-            let key = d.public_key();
-            Node { d, name, key }
-        })
-        .collect();
-    let took = wait_for("mesh convergence", CONVERGE, || {
-        for n in &nodes {
-            let st = n.status();
-            let c = &st["cluster"];
-            if c["block"].as_str().is_none() {
-                return Err(format!("{} has no block yet", n.name));
-            }
-            let alive = c["members"]
-                .as_array()
-                .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
-            if alive != nodes.len() - 1 {
-                return Err(format!("{} sees {alive} alive members", n.name));
-            }
-        }
-        Ok(())
-    });
-    eprintln!("{} nodes converged in {took:?}", nodes.len());
-    nodes
+/// A range-mode mesh `n1..` on `hosts` (see [`common::mesh::start_mesh`]), node `i`
+/// started with `--range` plus `extra(i)`.
+fn start_range_mesh(hosts: &[Host], dir: &Path, extra: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
+    start_mesh(hosts, dir, |i| {
+        let mut a = vec!["--range".to_string(), RANGE.to_string()];
+        a.extend(extra(i));
+        a
+    })
 }
 
 impl Node {
@@ -261,7 +221,7 @@ fn assert_received(who: &str, rx: &Proc, tag: &str, want: &[u32]) {
 fn ttl1_reaches_subscribed_nodes_only() {
     let u = Underlay::bridge(4);
     let dir = temp_dir("mcast");
-    let nodes = start_mesh(u.hosts(), dir.path(), |_| vec![]);
+    let nodes = start_range_mesh(u.hosts(), dir.path(), |_| vec![]);
     let [n1, n2, n3, n4] = [&nodes[0], &nodes[1], &nodes[2], &nodes[3]];
     let rx2 = receiver(n2, GROUP);
     let rx3 = receiver(n3, GROUP);
@@ -300,7 +260,7 @@ fn ttl1_reaches_subscribed_nodes_only() {
 fn leave_stops_traffic() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("mcast");
-    let nodes = start_mesh(u.hosts(), dir.path(), |_| vec![]);
+    let nodes = start_range_mesh(u.hosts(), dir.path(), |_| vec![]);
     let [n1, n2, n3] = [&nodes[0], &nodes[1], &nodes[2]];
     let rx2 = receiver(n2, GROUP);
     let mut rx3 = receiver(n3, GROUP);
@@ -356,7 +316,7 @@ fn leave_stops_traffic() {
 fn ipv6_multicast_hop_limit_1() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("mcast");
-    let nodes = start_mesh(u.hosts(), dir.path(), |i| {
+    let nodes = start_range_mesh(u.hosts(), dir.path(), |i| {
         vec!["--address".into(), format!("fd47::{}/64", i + 1)]
     });
     let [n1, n2, n3] = [&nodes[0], &nodes[1], &nodes[2]];
@@ -382,7 +342,7 @@ fn filters_and_link_local() {
     {
         let u = Underlay::bridge(2);
         let dir = temp_dir("mcast");
-        let nodes = start_mesh(u.hosts(), dir.path(), |i| {
+        let nodes = start_range_mesh(u.hosts(), dir.path(), |i| {
             if i == 0 {
                 vec!["--multicast-deny".into(), "239.9.0.0/16".into()]
             } else {
@@ -443,7 +403,7 @@ fn filters_and_link_local() {
     // --multicast-link-local on all nodes carries 224.0.0.251.
     let u = Underlay::bridge(2);
     let dir = temp_dir("mcast");
-    let nodes = start_mesh(u.hosts(), dir.path(), |_| {
+    let nodes = start_range_mesh(u.hosts(), dir.path(), |_| {
         vec!["--multicast-link-local".into()]
     });
     let [n1, n2] = [&nodes[0], &nodes[1]];
@@ -471,7 +431,7 @@ fn send_port(node: &Node, group: &str, port: u16, payload: &str) {
 fn iperf2_and_mcfirst_work_unchanged() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("mcast");
-    let nodes = start_mesh(u.hosts(), dir.path(), |_| vec![]);
+    let nodes = start_range_mesh(u.hosts(), dir.path(), |_| vec![]);
     let [n1, n2, n3] = [&nodes[0], &nodes[1], &nodes[2]];
     let port = "5001";
     let mut srv = n2.ns().spawn(

@@ -8,20 +8,15 @@
 //! VLAN-tagged frames) is ignored: unicast pod traffic is routed by the kernel through
 //! the bridge's gateway address into the TUN.
 
-use super::outbound::TxBatch;
-use super::{Dataplane, BUF, POLL_MS};
-use crate::tap::Tap;
-use crate::tun::wait_readable;
+use super::{Dataplane, BUF};
+use crate::tun::Tun;
 use std::sync::atomic::{AtomicU64, Ordering};
 use weftnet_proto::ethernet::{self, Mac};
-use weftnet_proto::multicast::{RateLimit, Replicator};
-
-/// Frames read from the TAP before the ciphertexts are flushed.
-const L2_BATCH: usize = 64;
+use weftnet_proto::multicast::Replicator;
 
 /// The daemon's port on the pods' bridge.
 pub(crate) struct L2Port {
-    pub(crate) tap: Tap,
+    pub(crate) tap: Tun,
     /// Source MAC of the frames written (random, locally administered, unicast).
     pub(crate) mac: Mac,
 }
@@ -73,59 +68,20 @@ impl Dataplane {
         let Some(port) = &self.l2 else {
             return;
         };
-        let mut frame = vec![0u8; BUF];
-        let mut scratch = vec![0u8; BUF];
-        let mut batch = TxBatch::new(self.udp.max_segments());
-        let mut in_batch = 0;
-        let mut mesh = self.mesh.load_full();
-        let rate = self
-            .multicast
-            .rate_limit
-            .map(|r| RateLimit::new(r, r.max(64 * 1024)));
-        let mut replicator = Replicator::new(self.multicast.filter.clone(), rate);
-        while !self.stopping() {
-            match port.tap.read(&mut frame) {
-                Ok(n) => {
-                    bump(&self.l2_counters.read);
-                    match ethernet::multicast_ip_packet(&frame[..n]) {
-                        Ok(Some(packet)) => {
-                            self.multicast_out(
-                                &mesh,
-                                &mut replicator,
-                                packet,
-                                &mut scratch,
-                                &mut batch,
-                            );
-                        }
-                        Ok(None) => bump(&self.l2_counters.ignored),
-                        Err(e) => {
-                            bump(&self.l2_counters.malformed);
-                            tracing::trace!(error = %e, "dropped frame from the bridge");
-                        }
-                    }
-                    in_batch += 1;
-                    if in_batch >= L2_BATCH {
-                        batch.flush(self);
-                        in_batch = 0;
-                        mesh = self.mesh.load_full();
-                    }
+        let mut replicator = Replicator::new(self.multicast.filter.clone(), self.rate_limit());
+        self.drain(&port.tap, "the L2 port", |mesh, frame, scratch, batch| {
+            bump(&self.l2_counters.read);
+            match ethernet::multicast_ip_packet(frame) {
+                Ok(Some(packet)) => {
+                    self.multicast_out(mesh, &mut replicator, packet, scratch, batch)
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    batch.flush(self);
-                    in_batch = 0;
-                    if let Err(e) = wait_readable(port.tap.fd(), POLL_MS) {
-                        tracing::error!(error = %e, "polling the L2 port failed");
-                        return;
-                    }
-                    mesh = self.mesh.load_full();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(None) => bump(&self.l2_counters.ignored),
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the L2 port failed");
-                    return;
+                    bump(&self.l2_counters.malformed);
+                    tracing::trace!(error = %e, "dropped frame from the bridge");
                 }
             }
-        }
+        });
     }
 
     /// Writes a multicast IP packet to the bridge as an Ethernet frame; returns false

@@ -5,7 +5,7 @@
 use super::mesh::{Mesh, Peer};
 use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
-use crate::tun::wait_readable;
+use crate::tun::{wait_readable, Tun};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use weftnet_proto::multicast::{RateLimit, Replicator};
@@ -18,41 +18,50 @@ const GSO_MAX_BYTES: usize = 65000;
 
 impl Dataplane {
     pub(super) fn tun_loop(&self) {
-        let mut packet = vec![0u8; BUF];
+        // One byte budget for multicast and one for broadcast, each at the rate limit.
+        let mut replicator = Replicator::new(self.multicast.filter.clone(), self.rate_limit());
+        let mut broadcast_rate = self.rate_limit();
+        self.drain(
+            &self.tun,
+            "the TUN device",
+            |mesh, packet, scratch, batch| {
+                if self.is_broadcast(packet) {
+                    self.broadcast_out(mesh, &mut broadcast_rate, packet, scratch, batch);
+                } else if has_multicast_dst(packet) {
+                    self.multicast_out(mesh, &mut replicator, packet, scratch, batch);
+                } else {
+                    self.handle_outbound(mesh, packet, scratch, batch);
+                }
+            },
+        );
+    }
+
+    /// A byte budget at `--multicast-rate-limit`, if one is set.
+    pub(super) fn rate_limit(&self) -> Option<RateLimit> {
+        self.multicast
+            .rate_limit
+            .map(|r| RateLimit::new(r, r.max(64 * 1024)))
+    }
+
+    /// Reads `device` (the TUN, or the L2 port) until stopped, handing each packet or
+    /// frame to `handle` with the current peer set, a scratch buffer and the send batch.
+    /// The batch is flushed every [`TX_BATCH`] reads and whenever the device is empty;
+    /// the peer set is reloaded at each flush.
+    pub(super) fn drain(
+        &self,
+        device: &Tun,
+        what: &str,
+        mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
+    ) {
+        let mut buf = vec![0u8; BUF];
         let mut scratch = vec![0u8; BUF];
         let mut batch = TxBatch::new(self.udp.max_segments());
         let mut in_batch = 0;
         let mut mesh = self.mesh.load_full();
-        // One byte budget for multicast and one for broadcast, each at the rate limit.
-        let rate = self
-            .multicast
-            .rate_limit
-            .map(|r| RateLimit::new(r, r.max(64 * 1024)));
-        let mut replicator = Replicator::new(self.multicast.filter.clone(), rate.clone());
-        let mut broadcast_rate = rate;
         while !self.stopping() {
-            match self.tun.read(&mut packet) {
+            match device.read(&mut buf) {
                 Ok(n) => {
-                    let packet = &packet[..n];
-                    if self.is_broadcast(packet) {
-                        self.broadcast_out(
-                            &mesh,
-                            &mut broadcast_rate,
-                            packet,
-                            &mut scratch,
-                            &mut batch,
-                        );
-                    } else if has_multicast_dst(packet) {
-                        self.multicast_out(
-                            &mesh,
-                            &mut replicator,
-                            packet,
-                            &mut scratch,
-                            &mut batch,
-                        );
-                    } else {
-                        self.handle_outbound(&mesh, packet, &mut scratch, &mut batch);
-                    }
+                    handle(&mesh, &buf[..n], &mut scratch, &mut batch);
                     in_batch += 1;
                     if in_batch >= TX_BATCH {
                         batch.flush(self);
@@ -63,15 +72,15 @@ impl Dataplane {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     batch.flush(self);
                     in_batch = 0;
-                    if let Err(e) = wait_readable(self.tun.fd(), POLL_MS) {
-                        tracing::error!(error = %e, "polling the TUN device failed");
+                    if let Err(e) = wait_readable(device.fd(), POLL_MS) {
+                        tracing::error!(error = %e, "polling {what} failed", what = what);
                         return;
                     }
                     mesh = self.mesh.load_full();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the TUN device failed");
+                    tracing::error!(error = %e, "reading {what} failed", what = what);
                     return;
                 }
             }

@@ -53,3 +53,53 @@ pub fn wait_for(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// How long a gossip mesh of a few nodes may take to converge.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A gossip mesh `n1..` on `hosts` (n1 the seed): node `i` runs with the cluster
+/// secret, `--name`, `--join` n1 (except n1 itself) and `extra(i)`. Waits until every
+/// node holds a block and sees all the others alive.
+pub fn start_mesh(hosts: &[Host], dir: &Path, extra: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
+    let secret = gensecret(dir, "secret");
+    let nodes: Vec<Node> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let name = format!("n{}", i + 1);
+            let mut args: Vec<String> = vec![
+                "--name".into(),
+                name.clone(),
+                "--secret-file".into(),
+                secret.display().to_string(),
+            ];
+            if i > 0 {
+                args.push("--join".into());
+                args.push(format!("{}:{PORT}", hosts[0].underlay_v4()));
+            }
+            args.extend(extra(i));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let d = Daemon::start(h, &args, "");
+            let key = d.public_key();
+            Node { d, name, key }
+        })
+        .collect();
+    let took = wait_for("mesh convergence", CONVERGE, || {
+        for n in &nodes {
+            let st = n.d.status_json();
+            let c = &st["cluster"];
+            if c["block"].as_str().is_none() {
+                return Err(format!("{} has no block yet", n.name));
+            }
+            let alive = c["members"]
+                .as_array()
+                .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
+            if alive != nodes.len() - 1 {
+                return Err(format!("{} sees {alive} alive members", n.name));
+            }
+        }
+        Ok(())
+    });
+    eprintln!("{} nodes converged in {took:?}", nodes.len());
+    nodes
+}
