@@ -37,18 +37,10 @@ impl Netlink {
 
     /// The index of interface `name`.
     pub(crate) async fn link_index(&self, name: &str) -> Result<u32> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let link = links
-            .try_next()
-            .await
-            .map_err(|e| anyhow!("cannot find interface {name}: {}", describe(e)))?
-            .ok_or_else(|| anyhow!("interface {name} disappeared"))?;
-        Ok(link.header.index)
+        self.find_link(name)
+            .await?
+            .map(|(index, _)| index)
+            .ok_or_else(|| anyhow!("interface {name} disappeared"))
     }
 
     /// Sets the MTU, adds the addresses and brings the link up.

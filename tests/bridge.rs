@@ -13,10 +13,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-const JOIN_BOUND: Duration = Duration::from_secs(10);
-const LEAVE_BOUND: Duration = Duration::from_secs(10);
-const DELIVERY: Duration = Duration::from_secs(5);
-const UDP_PORT: u16 = 5000;
 const BRIDGE: &str = "weftbr0";
 /// Joined by pods on nodes 2 and 3.
 const GROUP: &str = "239.1.2.3";

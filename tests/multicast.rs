@@ -15,16 +15,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How long a join may take to show up in another node's member list (the kernel reports at
-/// once, the daemon gossips within about a second).
-const JOIN_BOUND: Duration = Duration::from_secs(10);
-/// How long a leave may take to disappear from the other nodes' member lists (the group is
-/// dropped locally 2 s after the leave, the gossip update takes about a second more).
-const LEAVE_BOUND: Duration = Duration::from_secs(10);
-/// How long datagrams may take to arrive after the last one was sent.
-const DELIVERY: Duration = Duration::from_secs(5);
-/// UDP port the test traffic uses.
-const UDP_PORT: u16 = 5000;
 const GROUP: &str = "239.1.1.1";
 const GROUP6: &str = "ff05::1:3";
 

@@ -54,6 +54,17 @@ pub fn wait_for(
     }
 }
 
+/// How long a multicast join may take to show up in another node's member list (the
+/// kernel reports at once, the daemon gossips within about a second).
+pub const JOIN_BOUND: Duration = Duration::from_secs(10);
+/// How long a leave may take to disappear from the other nodes' member lists (the group
+/// is dropped locally 2 s after the leave, the gossip update takes about a second more).
+pub const LEAVE_BOUND: Duration = Duration::from_secs(10);
+/// How long datagrams may take to arrive after the last one was sent.
+pub const DELIVERY: Duration = Duration::from_secs(5);
+/// UDP port the multicast test traffic uses.
+pub const UDP_PORT: u16 = 5000;
+
 /// How long a gossip mesh of a few nodes may take to converge.
 pub const CONVERGE: Duration = Duration::from_secs(30);
 
