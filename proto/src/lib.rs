@@ -17,6 +17,8 @@
 //! - [`session`]: one WireGuard session with one peer.
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
+//! - [`node`]: the node reconciler: every control-plane decision of one node (gossip,
+//!   blocks, peers, addresses, routes, groups) as events in, effects out.
 //!
 //! The wire format is specified in `PROTOCOL.md` next to this crate.
 #![deny(missing_docs)]
@@ -30,6 +32,7 @@ pub mod gossip;
 pub mod ipam;
 pub mod keys;
 pub mod multicast;
+pub mod node;
 pub mod packet;
 pub mod prefix_table;
 pub mod router;

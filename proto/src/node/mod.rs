@@ -1,0 +1,643 @@
+//! The node reconciler: every decision the daemon makes about this node, as one sans-IO
+//! state machine. It owns the gossip state machine, this node's blocks, the local
+//! multicast group table and querier, and what it believes the host has installed.
+//!
+//! Inputs come in with the current time: gossip datagrams
+//! ([`Node::handle_datagram`]), snooped IGMP/MLD packets ([`Node::handle_snooped`]),
+//! resolved seed addresses ([`Node::handle_resolved`]), Kubernetes Node changes
+//! ([`Node::handle_node_seeds`], [`Node::handle_node_deleted`],
+//! [`Node::handle_node_added`]), operator commands ([`Node::forget`],
+//! [`Node::leave`]), refused changes ([`Node::handle_failed`]) and timeouts
+//! ([`Node::handle_timeout`]). Outputs are pulled: [`Node::poll_effect`] (datagrams to
+//! send, packets to inject, the wanted peer set, address and route changes, blocks to
+//! persist, names to resolve), [`Node::poll_timeout`] (when to call back, and why),
+//! and [`Node::poll_status`] (a new status snapshot, when it changed).
+//!
+//! - [`blocks`]: this node's blocks, their addresses and the routes into the overlay.
+//! - [`peers`]: the wanted peer set from static peers and live members.
+//! - `reconcile`: the minimal, ordered diff between wanted and installed state.
+//! - [`status`]: the snapshot for `weftnet status`, probes and Kubernetes.
+
+pub mod blocks;
+pub mod peers;
+mod reconcile;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+pub use blocks::{gateway, routes_needed, Blocks, Link};
+pub use peers::{split_prefixes, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
+pub use status::{state_name, Status};
+
+use crate::gossip::{ConfigError, Event, Gossip, GossipConfig, Member, NodeRecord};
+use crate::keys::PublicKey;
+use crate::multicast::{parse_control, GroupConfig, GroupFilter, GroupTable, Querier};
+use blocks::ClaimOutcome;
+use ipnet::IpNet;
+use reconcile::Installed;
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How long a new node listens to the mesh before it claims a block, so that it
+/// knows the blocks already taken.
+pub const CLAIM_SETTLE: Duration = Duration::from_secs(2);
+/// Longest wait for a first member before claiming anyway.
+pub const CLAIM_MAX_WAIT: Duration = Duration::from_secs(5);
+/// How long a graceful leave may take to spread.
+pub const LEAVE_DRAIN: Duration = Duration::from_secs(2);
+/// How often unresolved seeds are looked up again.
+pub const SEED_RETRY: Duration = Duration::from_secs(5);
+/// When a refused change, or a claim in a full range, is tried again.
+pub const RETRY: Duration = Duration::from_secs(5);
+/// How often the member list is looked at for status when no event says it changed
+/// (suspicion has no event).
+pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Something the daemon must do for the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a gossip datagram from the shared UDP port.
+    Transmit {
+        /// Destination.
+        to: SocketAddr,
+        /// The sealed datagram.
+        bytes: Vec<u8>,
+    },
+    /// Write an IP packet into the overlay interface (IGMP/MLD queries), and onto the
+    /// bridge in bridge mode.
+    Inject(Vec<u8>),
+    /// The data plane's peer set is now exactly this.
+    SetPeers(Vec<PeerSpec>),
+    /// Remove the route to `prefix` from the overlay interface.
+    DelRoute {
+        /// The route's destination.
+        prefix: IpNet,
+    },
+    /// Remove an address.
+    DelAddress {
+        /// Where it is.
+        link: Link,
+        /// The address with its prefix length.
+        address: IpNet,
+    },
+    /// Add an address (report a refusal with [`Node::handle_failed`]).
+    AddAddress {
+        /// Where it goes.
+        link: Link,
+        /// The address with its prefix length.
+        address: IpNet,
+    },
+    /// Route `prefix` into the overlay interface, with a preferred source (report a
+    /// refusal with [`Node::handle_failed`]).
+    AddRoute {
+        /// The route's destination.
+        prefix: IpNet,
+        /// Its preferred source address.
+        src: Option<IpAddr>,
+    },
+    /// Save this claimed block, so that a restart keeps it.
+    PersistBlock(IpNet),
+    /// Look these seeds (`HOST:PORT`) up and answer with [`Node::handle_resolved`].
+    Resolve(Vec<String>),
+}
+
+/// Gossip settings: present when the node has a cluster secret.
+#[derive(Debug, Clone)]
+pub struct GossipSetup {
+    /// Protocol timers and limits.
+    pub config: GossipConfig,
+    /// Cluster secrets: the first seals, all are accepted.
+    pub secrets: Vec<[u8; 32]>,
+    /// This node's name in the mesh.
+    pub name: String,
+    /// Where other nodes reach this one.
+    pub endpoint: SocketAddr,
+    /// Boot epoch, growing across restarts.
+    pub epoch: u64,
+    /// Seed of the protocol's randomness.
+    pub rng_seed: u64,
+    /// Seeds as written (`HOST:PORT`), looked up through [`Effect::Resolve`].
+    pub seeds: Vec<String>,
+}
+
+/// What the node is configured with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's WireGuard public key.
+    pub public_key: PublicKey,
+    /// Addresses given for the overlay interface.
+    pub addresses: Vec<IpNet>,
+    /// Peers from the config file.
+    pub static_peers: Vec<PeerSpec>,
+    /// Blocks given with `--block` or by the Kubernetes Node.
+    pub blocks: Vec<IpNet>,
+    /// `--range` with the block length claimed from it.
+    pub range: Option<(IpNet, u8)>,
+    /// The block claimed by an earlier run, if saved.
+    pub saved_block: Option<IpNet>,
+    /// Bridge mode: block gateways go on the pods' bridge.
+    pub bridge: bool,
+    /// Which multicast groups local members may join.
+    pub group_filter: GroupFilter,
+    /// Gossip, if a cluster secret is given.
+    pub gossip: Option<GossipSetup>,
+}
+
+/// The node reconciler (see the module documentation).
+#[derive(Debug)]
+pub struct Node {
+    public_key: PublicKey,
+    gossip: Option<Gossip>,
+    /// Addresses given for the overlay interface.
+    addresses: Vec<IpNet>,
+    static_peers: Vec<PeerSpec>,
+    blocks: Blocks,
+    installed: Installed,
+    /// The peer set last handed to the data plane.
+    peers: Option<Vec<PeerSpec>>,
+    seeds: Vec<String>,
+    next_seed_retry: Option<Instant>,
+    first_member_at: Option<Instant>,
+    /// Names of deleted Kubernetes Nodes: their members are no peers, and are
+    /// forgotten mesh-wide once they are down.
+    deleted_nodes: BTreeSet<String>,
+    /// Overlaps of a fixed block with another node's prefix, already logged.
+    conflicts_seen: HashSet<(PublicKey, IpNet)>,
+    groups: GroupTable,
+    querier: Querier,
+    errors: BTreeMap<&'static str, u64>,
+    effects: VecDeque<Effect>,
+    leave_deadline: Option<Instant>,
+    done: bool,
+    retry_at: Option<Instant>,
+    status: Status,
+    status_changed: bool,
+    next_status: Option<Instant>,
+}
+
+impl Node {
+    /// A node at start: its first effects (addresses, routes, peers, seeds to look
+    /// up) are ready to be polled.
+    pub fn new(config: NodeConfig, now: Instant) -> Result<Self, ConfigError> {
+        let blocks = Blocks::new(config.blocks, config.range, config.saved_block, config.bridge);
+        let mut seeds = Vec::new();
+        let gossip = match config.gossip {
+            Some(g) => {
+                seeds = g.seeds;
+                let me = NodeRecord {
+                    public_key: config.public_key,
+                    name: g.name,
+                    endpoint: g.endpoint,
+                    prefixes: own_prefixes(&config.addresses, &blocks.held()),
+                    version: 0,
+                };
+                Some(Gossip::new(
+                    g.config, &g.secrets, me, g.epoch, g.rng_seed, now,
+                )?)
+            }
+            None => None,
+        };
+        let mut node = Self {
+            public_key: config.public_key,
+            addresses: config.addresses,
+            static_peers: config.static_peers,
+            blocks,
+            installed: Installed::default(),
+            peers: None,
+            seeds,
+            next_seed_retry: None,
+            first_member_at: None,
+            deleted_nodes: BTreeSet::new(),
+            conflicts_seen: HashSet::new(),
+            groups: GroupTable::new(GroupConfig::default(), config.group_filter),
+            querier: Querier::new(GroupConfig::default(), now),
+            errors: BTreeMap::new(),
+            effects: VecDeque::new(),
+            leave_deadline: None,
+            done: false,
+            retry_at: None,
+            status: Status::default(),
+            status_changed: false,
+            next_status: None,
+            gossip,
+        };
+        if node.gossip.is_some() {
+            let wait = if node.seeds.is_empty() {
+                Duration::ZERO
+            } else {
+                CLAIM_MAX_WAIT
+            };
+            node.blocks.schedule_claim(now + wait);
+            if !node.seeds.is_empty() {
+                node.effects.push_back(Effect::Resolve(node.seeds.clone()));
+            }
+        }
+        node.process(now, true);
+        Ok(node)
+    }
+
+    /// A datagram whose first byte is the gossip type, from `from`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let Some(g) = &mut self.gossip else {
+            return;
+        };
+        if let Err(e) = g.handle_datagram(from, bytes, now) {
+            *self.errors.entry(e.as_str()).or_default() += 1;
+            tracing::trace!(%from, error = e.as_str(), "dropped gossip datagram");
+        }
+        self.process(now, false);
+    }
+
+    /// An IGMP or MLD packet seen on the overlay (or the bridge).
+    pub fn handle_snooped(&mut self, packet: &[u8], now: Instant) {
+        match parse_control(packet) {
+            Ok(control) => self.groups.handle_report(now, &control),
+            Err(e) => tracing::trace!(error = ?e, "unparseable IGMP/MLD packet"),
+        }
+        self.process(now, false);
+    }
+
+    /// The seeds asked for by [`Effect::Resolve`], looked up; `unresolved` says
+    /// whether some did not resolve (they are looked up again later).
+    pub fn handle_resolved(&mut self, seeds: &[SocketAddr], unresolved: bool, now: Instant) {
+        if let Some(g) = &mut self.gossip {
+            if !seeds.is_empty() {
+                g.join(seeds, now);
+            }
+        }
+        self.next_seed_retry = unresolved.then(|| now + SEED_RETRY);
+        self.process(now, false);
+    }
+
+    /// Kubernetes: the other Nodes' addresses; joins through those that are not live
+    /// members' endpoints yet.
+    pub fn handle_node_seeds(&mut self, seeds: &[SocketAddr], now: Instant) {
+        if let Some(g) = &mut self.gossip {
+            let known: HashSet<IpAddr> = g
+                .members()
+                .iter()
+                .filter(|m| m.state.is_live())
+                .map(|m| m.record.endpoint.ip())
+                .collect();
+            let me = g.me().endpoint;
+            let new: Vec<SocketAddr> = seeds
+                .iter()
+                .filter(|s| !known.contains(&s.ip()) && **s != me)
+                .copied()
+                .collect();
+            if !new.is_empty() {
+                tracing::debug!(seeds = ?new, "joining through new Nodes");
+                g.join(&new, now);
+            }
+        }
+        self.process(now, false);
+    }
+
+    /// Kubernetes: a Node was deleted; its member is no peer any more, and is
+    /// forgotten mesh-wide once it is down.
+    pub fn handle_node_deleted(&mut self, name: &str, now: Instant) {
+        self.deleted_nodes.insert(name.to_string());
+        self.forget_deleted(now);
+        self.process(now, true);
+    }
+
+    /// Kubernetes: a Node (re)appeared; a member of that name is welcome again.
+    pub fn handle_node_added(&mut self, name: &str, now: Instant) {
+        let readmitted = self.deleted_nodes.remove(name);
+        self.process(now, readmitted);
+    }
+
+    /// `weftnet forget NODE` (a name or a base64 key): removes a dead or departed
+    /// member mesh-wide; returns its key, or why not.
+    pub fn forget(&mut self, node: &str, now: Instant) -> Result<PublicKey, String> {
+        let Some(g) = &mut self.gossip else {
+            return Err("this node runs without gossip (no --secret-file): there is no member to forget".into());
+        };
+        let members = g.members();
+        let member = members
+            .iter()
+            .find(|m| m.record.name == node || m.record.public_key.to_base64() == node)
+            .ok_or_else(|| format!("no member named {node}: see `weftnet status` for names"))?;
+        if member.state.is_live() {
+            return Err(format!(
+                "{node} is {}: only dead or departed nodes can be forgotten",
+                state_name(member.state)
+            ));
+        }
+        let key = member.record.public_key;
+        g.forget(&key, now);
+        self.process(now, false);
+        Ok(key)
+    }
+
+    /// Leaves the mesh gracefully; [`Node::is_done`] turns true once the leave has
+    /// spread (or after [`LEAVE_DRAIN`]).
+    pub fn leave(&mut self, now: Instant) {
+        match &mut self.gossip {
+            Some(g) => {
+                g.leave(now);
+                self.leave_deadline = Some(now + LEAVE_DRAIN);
+            }
+            None => self.done = true,
+        }
+        self.process(now, false);
+    }
+
+    /// True once a leave is complete: the daemon may stop.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The host refused `effect` (an address or route addition); it is tried again
+    /// after [`RETRY`].
+    pub fn handle_failed(&mut self, effect: &Effect, now: Instant) {
+        self.installed.failed(effect);
+        self.retry_at = Some(now + RETRY);
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut force = false;
+        if let Some(g) = &mut self.gossip {
+            g.handle_timeout(now);
+            self.groups.handle_timeout(now);
+            if self.querier.handle_timeout(now) {
+                // Ask the kernel to report its memberships on the overlay interface.
+                self.effects
+                    .push_back(Effect::Inject(self.querier.igmp_general_query(Ipv4Addr::UNSPECIFIED)));
+                self.effects.push_back(Effect::Inject(
+                    self.querier
+                        .mld_general_query(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+                ));
+            }
+        }
+        if self.next_seed_retry.is_some_and(|at| now >= at) {
+            self.next_seed_retry = None;
+            self.effects.push_back(Effect::Resolve(self.seeds.clone()));
+        }
+        if self.retry_at.is_some_and(|at| now >= at) {
+            self.retry_at = None;
+            force = true;
+        }
+        self.process(now, force);
+    }
+
+    /// The next thing to do.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next, and why (for logs).
+    pub fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
+        if self.done {
+            return None;
+        }
+        let gossip = self.gossip.as_ref();
+        [
+            (gossip.and_then(Gossip::poll_timeout), "gossip"),
+            (self.blocks.claim_due(), "block claim"),
+            (gossip.and(self.groups.poll_timeout()), "group expiry"),
+            (gossip.and(self.querier.poll_timeout()), "querier"),
+            (self.next_seed_retry, "seed lookup"),
+            (self.leave_deadline, "leave"),
+            (self.retry_at, "retry"),
+            (self.next_status, "status"),
+        ]
+        .into_iter()
+        .filter_map(|(at, why)| at.map(|at| (at, why)))
+        .min_by_key(|(at, _)| *at)
+    }
+
+    /// A new status snapshot, if it changed since the last call.
+    pub fn poll_status(&mut self) -> Option<Status> {
+        std::mem::take(&mut self.status_changed).then(|| self.status.clone())
+    }
+
+    /// The current status snapshot.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The routes the node believes are installed (for tests and debugging).
+    pub fn installed_routes(&self) -> &BTreeMap<IpNet, Option<IpAddr>> {
+        self.installed.routes()
+    }
+
+    /// Applies what changed: membership events, group changes, block claims, the
+    /// peer set, addresses and routes, and the status snapshot. `force` reconciles
+    /// even if no event says anything changed.
+    fn process(&mut self, now: Instant, force: bool) {
+        let mut changed = force;
+        if let Some(g) = &mut self.gossip {
+            while let Some(event) = g.poll_event() {
+                changed = true;
+                log_event(&event);
+            }
+        }
+        let groups_changed = self.groups.take_changed();
+        if groups_changed {
+            while self.groups.poll_event().is_some() {}
+            self.announce(now);
+        }
+        let claim_pending = self.blocks.claiming() && self.blocks.claim_due().is_some();
+        let status_due = self.next_status.is_some_and(|at| now >= at);
+        if changed || claim_pending || status_due || groups_changed || self.next_status.is_none()
+        {
+            let members = self.members();
+            if self.first_member_at.is_none() && members.iter().any(|m| m.state.is_live()) {
+                self.first_member_at = Some(now);
+                self.blocks.schedule_claim(now + CLAIM_SETTLE);
+            }
+            if changed {
+                self.forget_deleted(now);
+                self.report_conflicts(&members);
+            }
+            let claimed = self.claim_if_needed(now, &members);
+            if changed || claimed {
+                self.reconcile(&members);
+            }
+            self.refresh_status(members, now);
+        }
+        self.flush();
+        if let Some(at) = self.leave_deadline {
+            let drained = self
+                .gossip
+                .as_ref()
+                .is_none_or(|g| g.poll_timeout().is_none());
+            if now >= at || drained {
+                self.done = true;
+            }
+        }
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.gossip.as_ref().map(Gossip::members).unwrap_or_default()
+    }
+
+    /// Queues what the gossip state machine wants sent.
+    fn flush(&mut self) {
+        if let Some(g) = &mut self.gossip {
+            while let Some((to, bytes)) = g.poll_transmit() {
+                self.effects.push_back(Effect::Transmit { to, bytes });
+            }
+        }
+    }
+
+    /// Announces this node's unicast prefixes and multicast groups.
+    fn announce(&mut self, now: Instant) {
+        let Some(g) = &mut self.gossip else {
+            return;
+        };
+        let mut prefixes = own_prefixes(&self.addresses, &self.blocks.held());
+        let groups = self.groups.groups();
+        if groups.len() > MAX_ANNOUNCED_GROUPS {
+            tracing::warn!(
+                groups = groups.len(),
+                max = MAX_ANNOUNCED_GROUPS,
+                "more local multicast groups than a record carries; announcing the first ones"
+            );
+        }
+        prefixes.extend(groups.into_iter().take(MAX_ANNOUNCED_GROUPS).map(IpNet::from));
+        if let Err(e) = g.update_record(|r| r.prefixes = prefixes, now) {
+            tracing::error!(error = %e, "cannot announce this node's prefixes and groups");
+        }
+    }
+
+    /// Forgets the members of deleted Nodes that are down (a live one would refute
+    /// the tombstone; it leaves by itself when it sees its Node deleted).
+    fn forget_deleted(&mut self, now: Instant) {
+        let Some(g) = &mut self.gossip else {
+            return;
+        };
+        if self.deleted_nodes.is_empty() {
+            return;
+        }
+        let keys: Vec<PublicKey> = g
+            .members()
+            .iter()
+            .filter(|m| self.deleted_nodes.contains(&m.record.name) && !m.state.is_live())
+            .map(|m| m.record.public_key)
+            .collect();
+        for key in keys {
+            g.forget(&key, now);
+        }
+    }
+
+    /// Logs, once each, other nodes' prefixes that overlap a block given with --block.
+    fn report_conflicts(&mut self, members: &[Member]) {
+        let others = members.iter().filter(|m| m.state.is_live()).flat_map(|m| {
+            split_prefixes(&m.record.prefixes)
+                .0
+                .into_iter()
+                .map(move |p| (m.record.public_key, p))
+        });
+        for (key, prefix, block) in blocks::conflicts(self.blocks.fixed(), others) {
+            if self.conflicts_seen.insert((key, prefix)) {
+                tracing::error!(%block, other = %prefix, node = %key, "another node announces a prefix that overlaps this node's --block; it is not moved: give the nodes disjoint blocks");
+            }
+        }
+    }
+
+    /// Claims a block when one is due or ours was lost; returns whether it did.
+    fn claim_if_needed(&mut self, now: Instant, members: &[Member]) -> bool {
+        let others: Vec<(PublicKey, IpNet)> = members
+            .iter()
+            .filter(|m| m.state.is_live())
+            .flat_map(|m| {
+                m.record
+                    .prefixes
+                    .iter()
+                    .map(move |p| (m.record.public_key, *p))
+            })
+            .collect();
+        match self
+            .blocks
+            .claim(now, now + RETRY, &self.public_key, &others)
+        {
+            ClaimOutcome::Nothing => false,
+            ClaimOutcome::RangeFull => {
+                tracing::error!(range = ?self.blocks.claim_range(), "no free block left in the range; retrying");
+                false
+            }
+            ClaimOutcome::Claimed { old, new } => {
+                match old {
+                    Some(old) => tracing::warn!(%old, %new, "another node won our block; claimed a new one"),
+                    None => tracing::info!(block = %new, "claimed address block"),
+                }
+                self.effects.push_back(Effect::PersistBlock(new));
+                self.announce(now);
+                true
+            }
+        }
+    }
+
+    /// Queues the changes that make the data plane's peers and the host's addresses
+    /// and routes what the node wants.
+    fn reconcile(&mut self, members: &[Member]) {
+        let deleted = &self.deleted_nodes;
+        let wanted = peers::wanted(&self.public_key, &self.static_peers, members, deleted);
+        let prefixes: Vec<IpNet> = wanted.iter().flat_map(|p| p.allowed_ips.clone()).collect();
+        if self.peers.as_ref() != Some(&wanted) {
+            self.peers = Some(wanted.clone());
+            self.effects.push_back(Effect::SetPeers(wanted));
+        }
+        let addresses = self.blocks.addresses(&self.addresses);
+        let routes = self.blocks.routes(&self.addresses, &prefixes);
+        self.installed
+            .reconcile(addresses, routes, &mut self.effects);
+    }
+
+    fn refresh_status(&mut self, members: Vec<Member>, now: Instant) {
+        let held = self.blocks.held();
+        let mut addresses = self.addresses.clone();
+        for b in &held {
+            let a = self.blocks.address(*b).1;
+            if !addresses.contains(&a) {
+                addresses.push(a);
+            }
+        }
+        let next = Status {
+            clustered: self.gossip.is_some(),
+            name: self.gossip.as_ref().map(|g| g.me().name.clone()).unwrap_or_default(),
+            endpoint: self.gossip.as_ref().map(|g| g.me().endpoint),
+            members,
+            blocks: held,
+            block: self.blocks.shown(),
+            claiming: self.blocks.claiming(),
+            addresses,
+            errors: self.errors.clone(),
+            local_groups: self.groups.groups(),
+        };
+        if next != self.status {
+            self.status = next;
+            self.status_changed = true;
+        }
+        self.next_status = self.gossip.as_ref().map(|_| now + STATUS_REFRESH);
+    }
+}
+
+/// The unicast prefixes a node announces: its given addresses (as host prefixes) and
+/// its blocks.
+fn own_prefixes(addresses: &[IpNet], held: &[IpNet]) -> Vec<IpNet> {
+    addresses
+        .iter()
+        .map(|a| IpNet::from(a.addr()))
+        .chain(held.iter().copied())
+        .collect()
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::Up(r) => {
+            tracing::info!(name = %r.name, key = %r.public_key, endpoint = %r.endpoint, "member up")
+        }
+        Event::Updated(r) => {
+            tracing::debug!(name = %r.name, key = %r.public_key, "member updated")
+        }
+        Event::Down { public_key, state } => {
+            tracing::info!(key = %public_key, state = state_name(*state), "member down")
+        }
+        Event::Forgotten(k) => tracing::info!(key = %k, "member forgotten"),
+    }
+}
