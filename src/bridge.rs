@@ -1,11 +1,12 @@
 //! Bridge mode (`--bridge NAME`): pods or VMs behind a Linux bridge on this node. This
-//! module owns setting it up at start and taking down what is ours at shutdown: the
-//! bridge (created if missing, reused if present, MTU, multicast snooping off, up,
-//! never deleted: pods keep their veths on it), the block gateways on it, IP
-//! forwarding, the `unreachable` guard route for the range, and the daemon's TAP port
-//! on the bridge (the L2 attachment multicast crosses; deleted at shutdown).
+//! module owns setting it up at start: the bridge (created if missing, reused if
+//! present, MTU, multicast snooping off, up; kept at shutdown because pods keep their
+//! veths on it, removed only if start-up fails), IP forwarding, the `unreachable`
+//! guard route for the range (kept likewise), and the daemon's TAP port on the bridge
+//! (the L2 attachment multicast crosses; removed at shutdown). Each is handed to the
+//! [`Teardown`] as it is made. The block gateways on the bridge are the reconciler's.
 
-use crate::cluster::gateway;
+use crate::daemon::teardown::{Created, Teardown};
 use crate::dataplane::L2Port;
 use crate::netlink::Netlink;
 use crate::tun::Tun;
@@ -17,68 +18,72 @@ use ipnet::IpNet;
 /// traffic for the range never leaves the node in clear text.
 pub(crate) const UNREACHABLE_METRIC: u32 = 0xffff_0000;
 
-/// The bridge and the L2 port, as set up.
-pub(crate) struct Bridge {
-    pub(crate) index: u32,
-    pub(crate) port_index: u32,
-}
-
-/// Sets up bridge `name` for overlay interface `interface`: forwarding on, the bridge,
-/// the gateways of `blocks` on it, the guard route for `range`, and the TAP port.
-/// Returns the bridge and the port the data plane reads.
+/// Sets up bridge `name` for overlay interface `interface`: forwarding on (IPv6 too
+/// with `v6`), the bridge, the guard route for `range`, and the TAP port. Returns the
+/// bridge's index and the port the data plane reads.
 pub(crate) async fn setup(
     netlink: &Netlink,
+    teardown: &mut Teardown,
     name: &str,
     interface: &str,
     mtu: u32,
-    blocks: &[IpNet],
+    v6: bool,
     range: Option<IpNet>,
-) -> Result<(Bridge, L2Port)> {
-    let v6 = blocks
-        .iter()
-        .chain(range.iter())
-        .any(|b| b.addr().is_ipv6());
-    enable_forwarding(v6)?;
+) -> Result<(u32, L2Port)> {
+    enable_forwarding(v6, teardown)?;
+    let existed = netlink.find_link(name).await?.is_some();
     let index = netlink.ensure_bridge(name, mtu).await?;
-    for block in blocks {
-        netlink.ensure_address(index, gateway(*block)).await?;
+    if !existed {
+        teardown.push_until_started(Created::Link {
+            index,
+            what: "bridge",
+        });
     }
-    if let Some(r) = range {
-        netlink.add_unreachable(r, UNREACHABLE_METRIC).await?;
+    if let Some(prefix) = range {
+        if netlink.add_unreachable(prefix, UNREACHABLE_METRIC).await? {
+            teardown.push_until_started(Created::GuardRoute {
+                prefix,
+                metric: UNREACHABLE_METRIC,
+            });
+        }
     }
     let tap = Tun::create_tap(&port_name(interface))?;
     let port_index = netlink.link_index(tap.name()).await?;
-    if let Err(e) = netlink.attach_port(port_index, index, mtu).await {
-        let _ = netlink.delete_link(port_index).await;
-        return Err(e);
-    }
+    teardown.push(Created::Link {
+        index: port_index,
+        what: "L2 port",
+    });
+    netlink.attach_port(port_index, index, mtu).await?;
     let mac = weftnet_proto::ethernet::local_mac(rand::random());
     tracing::info!(
         bridge = name,
         port = tap.name(),
         "bridge mode: L2 port attached"
     );
-    Ok((Bridge { index, port_index }, L2Port { tap, mac }))
-}
-
-/// Removes the L2 port (the bridge stays: pods use it).
-pub(crate) async fn teardown(netlink: &Netlink, bridge: &Bridge) {
-    if let Err(e) = netlink.delete_link(bridge.port_index).await {
-        tracing::debug!(error = %e, "L2 port removal failed; closing the TAP removes it");
-    }
+    Ok((index, L2Port { tap, mac }))
 }
 
 /// Turns on IPv4 (and IPv6) forwarding in this network namespace: pods' traffic is
-/// routed between the bridge and the TUN.
-fn enable_forwarding(v6: bool) -> Result<()> {
+/// routed between the bridge and the TUN. A knob already on is not written (so a
+/// read-only /proc/sys is fine then); one turned on is turned off again if start-up
+/// fails.
+fn enable_forwarding(v6: bool, teardown: &mut Teardown) -> Result<()> {
     let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
     if v6 {
         knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
     }
     for knob in knobs {
+        let old = std::fs::read_to_string(knob).unwrap_or_default();
+        if old.trim() == "1" {
+            continue;
+        }
         std::fs::write(knob, "1").with_context(|| {
-            format!("cannot turn on forwarding ({knob}) for bridge mode: run as root with /proc/sys writable")
+            format!("cannot turn on forwarding ({knob}) for bridge mode: run as root with /proc/sys writable, or turn it on before weftnet starts")
         })?;
+        teardown.push_until_started(Created::Sysctl {
+            path: knob,
+            old: old.trim().to_string(),
+        });
     }
     Ok(())
 }

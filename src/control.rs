@@ -30,7 +30,7 @@ pub(crate) enum Request {
 /// What the daemon does with requests.
 pub(crate) struct Handler {
     pub(crate) report: Box<dyn Fn() -> StatusReport + Send + Sync>,
-    pub(crate) commands: Option<tokio::sync::mpsc::Sender<crate::cluster::Command>>,
+    pub(crate) commands: tokio::sync::mpsc::Sender<crate::cluster::Command>,
     pub(crate) shutdown: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -46,11 +46,9 @@ impl Handler {
                 serde_json::json!({ "leaving": true })
             }
             Request::Forget { node } => {
-                let Some(commands) = &self.commands else {
-                    return error("this node runs without gossip (no --secret-file): there is no member to forget".into());
-                };
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                if commands
+                if self
+                    .commands
                     .send(crate::cluster::Command::Forget { node, reply })
                     .await
                     .is_err()
@@ -86,12 +84,17 @@ pub(crate) fn claim_socket(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot remove stale control socket {}", path.display()))
 }
 
-/// Serves requests until the task is dropped.
-pub(crate) async fn serve(path: PathBuf, handler: Handler) -> Result<()> {
-    let listener = tokio::net::UnixListener::bind(&path)
+/// Creates the control socket (mode 0600); the caller owns the file from here on.
+pub(crate) fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("cannot create control socket {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict control socket {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves requests until the task is dropped.
+pub(crate) async fn serve(listener: tokio::net::UnixListener, handler: Handler) -> Result<()> {
     let handler = std::sync::Arc::new(handler);
     loop {
         let (stream, _) = listener.accept().await?;

@@ -73,10 +73,10 @@ impl Netlink {
             .map_err(|e| anyhow!("cannot add address {address}: {}", describe(e)))
     }
 
-    /// Adds one address unless it is already there (a bridge reused across restarts).
-    /// IPv6 addresses skip duplicate address detection, so that they can be a route's
-    /// preferred source at once.
-    pub(crate) async fn ensure_address(&self, index: u32, address: IpNet) -> Result<()> {
+    /// Adds one address unless it is already there (a bridge reused across restarts);
+    /// returns whether it was added. IPv6 addresses skip duplicate address detection,
+    /// so that they can be a route's preferred source at once.
+    pub(crate) async fn ensure_address(&self, index: u32, address: IpNet) -> Result<bool> {
         use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
         let mut request = self
             .handle
@@ -89,8 +89,8 @@ impl Netlink {
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match request.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_exists(&e) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if is_exists(&e) => Ok(false),
             Err(e) => Err(anyhow!("cannot add address {address}: {}", describe(e))),
         }
     }
@@ -154,11 +154,6 @@ impl Netlink {
             Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ESRCH => Ok(()),
             Err(e) => Err(anyhow!("cannot remove route {prefix}: {}", describe(e))),
         }
-    }
-
-    /// Routes `prefix` into the interface. An identical route already present is fine.
-    pub(crate) async fn add_route(&self, index: u32, prefix: IpNet) -> Result<()> {
-        self.add_route_src(index, prefix, None).await
     }
 
     /// The index of interface `name` and whether it is a Linux bridge; `None` if there
@@ -313,26 +308,39 @@ impl Netlink {
         }
     }
 
-    /// Adds an `unreachable` route for `prefix` with this metric, if there is none yet.
-    pub(crate) async fn add_unreachable(&self, prefix: IpNet, metric: u32) -> Result<()> {
-        use rtnetlink::packet_route::route::RouteType;
-        let message = match prefix {
-            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .kind(RouteType::Unreachable)
-                .priority(metric)
-                .build(),
-            IpNet::V6(n) => RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .kind(RouteType::Unreachable)
-                .priority(metric)
-                .build(),
-        };
-        match self.handle.route().add(message).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_exists(&e) => Ok(()),
+    /// Adds an `unreachable` route for `prefix` with this metric, if there is none yet;
+    /// returns whether it was added.
+    pub(crate) async fn add_unreachable(&self, prefix: IpNet, metric: u32) -> Result<bool> {
+        match self
+            .handle
+            .route()
+            .add(unreachable_message(prefix, metric))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is_exists(&e) => Ok(false),
             Err(e) => Err(anyhow!(
                 "cannot add unreachable route {prefix}: {}",
+                describe(e)
+            )),
+        }
+    }
+
+    /// Removes the `unreachable` route for `prefix` with this metric; one already gone
+    /// is fine.
+    pub(crate) async fn del_unreachable(&self, prefix: IpNet, metric: u32) -> Result<()> {
+        match self
+            .handle
+            .route()
+            .del(unreachable_message(prefix, metric))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ESRCH => Ok(()),
+            Err(e) => Err(anyhow!(
+                "cannot remove unreachable route {prefix}: {}",
                 describe(e)
             )),
         }
@@ -349,6 +357,22 @@ impl Netlink {
     }
 }
 
+fn unreachable_message(prefix: IpNet, metric: u32) -> rtnetlink::packet_route::route::RouteMessage {
+    use rtnetlink::packet_route::route::RouteType;
+    match prefix {
+        IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .kind(RouteType::Unreachable)
+            .priority(metric)
+            .build(),
+        IpNet::V6(n) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .kind(RouteType::Unreachable)
+            .priority(metric)
+            .build(),
+    }
+}
+
 fn route_message(index: u32, prefix: IpNet) -> rtnetlink::packet_route::route::RouteMessage {
     match prefix {
         IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
@@ -359,37 +383,5 @@ fn route_message(index: u32, prefix: IpNet) -> rtnetlink::packet_route::route::R
             .destination_prefix(n.network(), n.prefix_len())
             .output_interface(index)
             .build(),
-    }
-}
-
-/// The prefixes that need a route into the interface: each peer prefix not already
-/// covered by the connected route of one of our own addresses.
-pub(crate) fn routes_needed(own: &[IpNet], peer_prefixes: &[IpNet]) -> Vec<IpNet> {
-    let mut out: Vec<IpNet> = peer_prefixes
-        .iter()
-        .filter(|p| !own.iter().any(|o| o.trunc().contains(*p)))
-        .copied()
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_prefixes_outside_own_networks_get_routes() {
-        let own: Vec<IpNet> = vec!["10.47.0.1/16".parse().expect("net")];
-        let peers: Vec<IpNet> = ["10.47.9.0/24", "10.99.0.0/24", "fd47::/64", "10.99.0.0/24"]
-            .iter()
-            .map(|s| s.parse().expect("net"))
-            .collect();
-        let want: Vec<IpNet> = vec![
-            "10.99.0.0/24".parse().expect("net"),
-            "fd47::/64".parse().expect("net"),
-        ];
-        assert_eq!(routes_needed(&own, &peers), want);
     }
 }

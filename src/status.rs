@@ -2,13 +2,13 @@
 //! rendering as text or JSON.
 
 use crate::cli::StatusArgs;
-use crate::cluster::{split_prefixes, state_name, ClusterView};
 use crate::config::state_dir_or_default;
 use crate::control::{request, Request};
 use crate::dataplane::{Dataplane, GroupCounters, PeerReport};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use weftnet_proto::node::{split_prefixes, state_name, Status};
 
 /// This node and its peers, as served on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,15 +128,15 @@ impl PeerStatus {
     }
 }
 
-/// Static facts about the node that the data plane does not hold.
+/// Static facts about the node that neither the data plane nor the reconciler hold.
 pub(crate) struct NodeInfo {
     pub(crate) listen_port: u16,
-    pub(crate) addresses: Vec<String>,
     pub(crate) mtu: u32,
 }
 
 impl StatusReport {
-    pub(crate) fn build(node: &NodeInfo, dp: &Dataplane, cluster: Option<&ClusterView>) -> Self {
+    pub(crate) fn build(node: &NodeInfo, dp: &Dataplane, status: &Status) -> Self {
+        let cluster = status.clustered.then_some(status);
         let peers = dp.peers();
         let mut drops: BTreeMap<String, u64> = dp
             .counters
@@ -152,9 +152,7 @@ impl StatusReport {
                 drops.insert((*k).to_string(), *v);
             }
         }
-        let local_groups: Vec<String> = cluster
-            .map(|c| c.local_groups.iter().map(|g| g.to_string()).collect())
-            .unwrap_or_default();
+        let local_groups: Vec<String> = status.local_groups.iter().map(|g| g.to_string()).collect();
         let cluster = cluster.map(|c| ClusterStatus {
             name: c.name.clone(),
             endpoint: c.endpoint.map(|e| e.to_string()),
@@ -200,7 +198,7 @@ impl StatusReport {
             interface: dp.interface().to_string(),
             public_key: dp.public_key().to_base64(),
             listen_port: node.listen_port,
-            addresses: node.addresses.clone(),
+            addresses: status.addresses.iter().map(|a| a.to_string()).collect(),
             mtu: node.mtu,
             peers: peers
                 .into_iter()

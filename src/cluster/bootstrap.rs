@@ -4,36 +4,34 @@
 
 use anyhow::{anyhow, Context, Result};
 use ipnet::IpNet;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Reads the last claimed block from the state directory.
-pub(crate) fn saved_block(
-    state_file: &std::path::Path,
-    range: IpNet,
-    block_len: u8,
-) -> Option<IpNet> {
-    let text = std::fs::read_to_string(state_file).ok()?;
-    let block: IpNet = text.trim().parse().ok()?;
-    (block.prefix_len() == block_len && range.contains(&block)).then_some(block)
+/// Longest time one seed lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the block claimed by an earlier run, if one was saved (the reconciler
+/// checks that it still fits the range).
+pub(crate) fn saved_block(state_file: &std::path::Path) -> Option<IpNet> {
+    std::fs::read_to_string(state_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
-/// The interface address for a block: its first host, with the range's prefix length
-/// so that the kernel routes the whole range into the interface.
-pub(crate) fn block_address(block: IpNet, range: IpNet) -> IpNet {
-    let host = match block.network() {
-        IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a).wrapping_add(1))),
-        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a).wrapping_add(1))),
-    };
-    IpNet::new(host, range.prefix_len()).unwrap_or(block)
-}
-
-/// Resolves seeds written as HOST:PORT; unresolvable ones are skipped (and retried).
-pub(crate) fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
-    seeds
-        .iter()
-        .filter_map(|s| s.to_socket_addrs().ok().and_then(|mut a| a.next()))
-        .collect()
+/// Resolves seeds written as HOST:PORT, each within `LOOKUP_TIMEOUT`; unresolvable
+/// ones are skipped (the reconciler has them looked up again).
+pub(crate) async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for s in seeds {
+        let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(s.as_str())).await;
+        if let Ok(Ok(mut addrs)) = found {
+            out.extend(addrs.next());
+        }
+    }
+    out
 }
 
 /// This host's underlay address toward `seeds` (the source the kernel would pick),
@@ -105,19 +103,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn block_address_is_first_host_with_range_length() {
-        let range: IpNet = "10.47.0.0/16".parse().expect("net");
-        let block: IpNet = "10.47.3.0/24".parse().expect("net");
-        assert_eq!(block_address(block, range).to_string(), "10.47.3.1/16");
-        let range6: IpNet = "fd47::/48".parse().expect("net");
-        let block6: IpNet = "fd47:0:0:5::/64".parse().expect("net");
-        assert_eq!(
-            block_address(block6, range6).to_string(),
-            "fd47:0:0:5::1/48"
-        );
-    }
-
-    #[test]
     fn epochs_grow_across_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("epoch");
@@ -129,14 +114,13 @@ mod tests {
     }
 
     #[test]
-    fn saved_block_must_fit_the_range() {
+    fn a_saved_block_is_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("block");
-        let range: IpNet = "10.47.0.0/16".parse().expect("net");
+        assert_eq!(saved_block(&f), None);
         std::fs::write(&f, "10.47.9.0/24\n").expect("write");
-        assert_eq!(saved_block(&f, range, 24), "10.47.9.0/24".parse().ok());
-        assert_eq!(saved_block(&f, range, 25), None);
-        std::fs::write(&f, "10.48.9.0/24\n").expect("write");
-        assert_eq!(saved_block(&f, range, 24), None);
+        assert_eq!(saved_block(&f), "10.47.9.0/24".parse().ok());
+        std::fs::write(&f, "garbage\n").expect("write");
+        assert_eq!(saved_block(&f), None);
     }
 }

@@ -34,9 +34,10 @@ impl Lease {
     }
 }
 
-/// The gateway of a range: its first host address.
+/// The gateway of a range: its first host address, the same the node puts on the
+/// bridge.
 pub(crate) fn gateway(range: IpNet) -> IpAddr {
-    nth(range, 1)
+    weftnet_proto::node::gateway(range).addr()
 }
 
 /// The address `offset` past the network address of `range`.

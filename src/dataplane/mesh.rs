@@ -17,19 +17,7 @@ use weftnet_proto::session::{Limiter, Output, Session};
 /// Largest slot number: session indices keep 24 bits for it.
 const MAX_SLOT: PeerId = (1 << 24) - 1;
 
-/// What the control plane says about one peer.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PeerSpec {
-    pub(crate) public_key: PublicKey,
-    pub(crate) endpoint: Option<SocketAddr>,
-    pub(crate) allowed_ips: Vec<IpNet>,
-    pub(crate) persistent_keepalive: Option<u16>,
-    /// Multicast groups with a member on that peer.
-    pub(crate) groups: Vec<std::net::IpAddr>,
-    /// Start a handshake as soon as the peer is added (with a persistent keepalive).
-    /// Gossiped pairs set it on one side only, so that the two do not duel.
-    pub(crate) first_contact: bool,
-}
+pub(crate) use weftnet_proto::node::PeerSpec;
 
 pub(super) struct PeerState {
     pub(super) session: Session,

@@ -88,24 +88,27 @@ pub(crate) struct Running {
     pub(crate) endpoint: Option<std::net::SocketAddr>,
     pub(crate) commands: tokio::sync::mpsc::Sender<crate::cluster::Command>,
     pub(crate) shutdown: std::sync::Arc<tokio::sync::Notify>,
-    pub(crate) blocks: Box<dyn Fn() -> Vec<ipnet::IpNet> + Send + Sync>,
+    /// The node's status snapshots (its blocks, for the CNI config and annotations).
+    pub(crate) status: tokio::sync::watch::Receiver<weftnet_proto::node::Status>,
 }
 
-/// Starts the Node watch and the publisher; returns their tasks and the shared view.
+/// Starts the Node watch and the publisher; returns their tasks and the view they
+/// publish on change.
 pub(crate) fn spawn(
     r: Running,
 ) -> (
     Vec<tokio::task::JoinHandle<()>>,
-    std::sync::Arc<parking_lot::Mutex<KubeView>>,
+    tokio::sync::watch::Receiver<KubeView>,
 ) {
-    let view = std::sync::Arc::new(parking_lot::Mutex::new(KubeView {
+    let (view, view_rx) = tokio::sync::watch::channel(KubeView {
         node: r.config.node_name.clone(),
         // The start-up read succeeded unless it came from the cache.
         api_reachable: !r.started.from_cache,
         last_contact: (!r.started.from_cache).then(Instant::now),
         started_from_cache: r.started.from_cache,
         ..KubeView::default()
-    }));
+    });
+    let view = std::sync::Arc::new(view);
     let watch = Watch {
         client: r.started.client.clone(),
         node: r.config.node_name.clone(),
@@ -121,11 +124,11 @@ pub(crate) fn spawn(
         mtu: r.mtu,
         public_key: r.public_key,
         endpoint: r.endpoint,
-        blocks: r.blocks,
-        view: std::sync::Arc::clone(&view),
+        status: r.status,
+        view,
     };
     (
         vec![tokio::spawn(watch.run()), tokio::spawn(publish.run())],
-        view,
+        view_rx,
     )
 }

@@ -1,7 +1,8 @@
 //! What this node publishes for the cluster, once it knows its pod CIDRs: the CNI
 //! plugin and its network config on the node (so the kubelet can start pods), and the
 //! Node annotations and `NetworkUnavailable=False` condition (so operators and
-//! schedulers see the pod network is up). Failed API writes are retried.
+//! schedulers see the pod network is up). It acts when the node's status snapshot
+//! changes (a block claimed or moved); failed writes are retried.
 
 use super::client::describe;
 use super::KubeView;
@@ -11,10 +12,11 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+use weftnet_proto::node::Status;
 
 /// Node annotations weftnet sets.
 pub(crate) const ANNOTATION_PUBLIC_KEY: &str = "weftnet.io/public-key";
@@ -24,8 +26,8 @@ pub(crate) const ANNOTATION_ENDPOINT: &str = "weftnet.io/endpoint";
 pub(crate) const CONFLIST: &str = "10-weftnet.conflist";
 /// Name of the installed plugin binary (the `type` in the config).
 pub(crate) const PLUGIN: &str = "weftnet";
-/// How often publishing is re-checked (and failed writes retried).
-const INTERVAL: Duration = Duration::from_secs(2);
+/// How soon a failed write is retried.
+const RETRY: Duration = Duration::from_secs(2);
 /// How often the API server is asked for this Node, so the status knows it is
 /// reachable even when the watch has nothing to say.
 const PROBE_INTERVAL: Duration = Duration::from_secs(15);
@@ -37,9 +39,9 @@ pub(crate) struct Publish {
     pub(crate) mtu: u32,
     pub(crate) public_key: String,
     pub(crate) endpoint: Option<std::net::SocketAddr>,
-    /// This node's current blocks (given, from the Node, or claimed by gossip).
-    pub(crate) blocks: Box<dyn Fn() -> Vec<IpNet> + Send + Sync>,
-    pub(crate) view: Arc<Mutex<KubeView>>,
+    /// The node's status: its current blocks (given, from the Node, or claimed).
+    pub(crate) status: watch::Receiver<Status>,
+    pub(crate) view: Arc<watch::Sender<KubeView>>,
 }
 
 /// Copies this executable to `dir/weftnet` (atomically, through a temporary file).
@@ -86,26 +88,34 @@ pub(crate) fn write_conflist(
 }
 
 impl Publish {
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(mut self) {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut written: Vec<IpNet> = Vec::new();
         let mut annotated: Option<Vec<IpNet>> = None;
         let mut condition_set = false;
         let mut next_probe = tokio::time::Instant::now() + PROBE_INTERVAL;
         loop {
-            if tokio::time::Instant::now() >= next_probe {
-                next_probe = tokio::time::Instant::now() + PROBE_INTERVAL;
-                self.probe(&api).await;
-            }
-            let blocks = (self.blocks)();
+            let blocks = self.status.borrow_and_update().blocks.clone();
+            let mut pending = false;
             if !blocks.is_empty() && blocks != written {
-                match write_conflist(&self.config, &self.bridge, &blocks, self.mtu) {
+                let (config, bridge, mtu, b) = (
+                    self.config.clone(),
+                    self.bridge.clone(),
+                    self.mtu,
+                    blocks.clone(),
+                );
+                let result =
+                    tokio::task::spawn_blocking(move || write_conflist(&config, &bridge, &b, mtu))
+                        .await
+                        .unwrap_or_else(|e| Err(anyhow::anyhow!("the write did not finish: {e}")));
+                match result {
                     Ok(path) => {
                         tracing::info!(path = %path.display(), blocks = ?blocks, "wrote the CNI network config");
                         written = blocks.clone();
-                        self.view.lock().cni_config = Some(path);
+                        self.view.send_modify(|v| v.cni_config = Some(path));
                     }
                     Err(e) => {
+                        pending = true;
                         tracing::error!(error = %format!("{e:#}"), "cannot write the CNI network config; retrying")
                     }
                 }
@@ -114,9 +124,11 @@ impl Publish {
                 match self.annotate(&api, &blocks).await {
                     Ok(()) => {
                         annotated = Some(blocks.clone());
-                        self.view.lock().annotated = true;
+                        self.view
+                            .send_if_modified(|v| !std::mem::replace(&mut v.annotated, true));
                     }
                     Err(e) => {
+                        pending = true;
                         tracing::warn!(error = %describe(&e), "cannot annotate this Node; retrying")
                     }
                 }
@@ -125,19 +137,33 @@ impl Publish {
                 match self.mark_network_available(&api).await {
                     Ok(()) => condition_set = true,
                     Err(e) => {
+                        pending = true;
                         tracing::warn!(error = %describe(&e), "cannot set this Node's NetworkUnavailable condition; retrying")
                     }
                 }
             }
-            tokio::time::sleep(INTERVAL).await;
+            // Wait for a change of the node's blocks, a retry, or the next probe.
+            let retry = pending.then(|| tokio::time::Instant::now() + RETRY);
+            let wake = retry.map_or(next_probe, |r| r.min(next_probe));
+            tokio::select! {
+                changed = self.status.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if tokio::time::Instant::now() >= next_probe {
+                next_probe = tokio::time::Instant::now() + PROBE_INTERVAL;
+                self.probe(&api).await;
+            }
         }
     }
 
     /// Reads this Node to learn whether the API server answers.
     async fn probe(&self, api: &Api<Node>) {
         let result = api.get(&self.config.node_name).await;
-        let mut view = self.view.lock();
-        match result {
+        self.view.send_modify(|view| match result {
             Ok(_) => {
                 if !view.api_reachable {
                     tracing::info!("the Kubernetes API server is reachable again");
@@ -153,7 +179,7 @@ impl Publish {
                 view.api_reachable = false;
                 view.last_error = Some(text);
             }
-        }
+        });
     }
 
     async fn annotate(&self, api: &Api<Node>, blocks: &[IpNet]) -> Result<(), kube::Error> {

@@ -13,18 +13,17 @@ use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 pub(crate) struct Watch {
     pub(crate) client: Client,
     pub(crate) node: String,
     pub(crate) port: u16,
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) view: Arc<Mutex<KubeView>>,
+    pub(crate) view: Arc<watch::Sender<KubeView>>,
     /// Notified when this node's own Node is deleted.
     pub(crate) shutdown: Arc<Notify>,
 }
@@ -41,23 +40,25 @@ impl Watch {
                 Ok(event) => event,
                 Err(e) => {
                     let text = describe_watch(&e);
-                    let mut view = self.view.lock();
-                    if view.api_reachable || view.last_error.as_deref() != Some(&text) {
-                        tracing::warn!(error = %text, "the Kubernetes API server is unreachable; the mesh keeps running on what it knows");
-                    }
-                    view.api_reachable = false;
-                    view.last_error = Some(text);
+                    self.view.send_if_modified(|view| {
+                        if view.api_reachable || view.last_error.as_deref() != Some(&text) {
+                            tracing::warn!(error = %text, "the Kubernetes API server is unreachable; the mesh keeps running on what it knows");
+                        }
+                        let changed = view.api_reachable || view.last_error.as_deref() != Some(&text);
+                        view.api_reachable = false;
+                        view.last_error = Some(text);
+                        changed
+                    });
                     continue;
                 }
             };
-            {
-                let mut view = self.view.lock();
+            self.view.send_modify(|view| {
                 if !view.api_reachable && view.last_error.is_some() {
                     tracing::info!("the Kubernetes API server is reachable again");
                 }
                 view.api_reachable = true;
                 view.last_contact = Some(Instant::now());
-            }
+            });
             let changes = match event {
                 Event::Init => {
                     set.begin_relist();
@@ -71,11 +72,13 @@ impl Watch {
                 }
                 Event::InitDone => {
                     let changes = set.end_relist();
-                    self.view.lock().synced = true;
+                    self.view.send_modify(|v| v.synced = true);
                     changes
                 }
             };
-            self.view.lock().nodes = set.len();
+            let nodes = set.len();
+            self.view
+                .send_if_modified(|v| std::mem::replace(&mut v.nodes, nodes) != nodes);
             if !self.handle(&set, changes).await {
                 return;
             }

@@ -180,7 +180,12 @@ impl Node {
     /// A node at start: its first effects (addresses, routes, peers, seeds to look
     /// up) are ready to be polled.
     pub fn new(config: NodeConfig, now: Instant) -> Result<Self, ConfigError> {
-        let blocks = Blocks::new(config.blocks, config.range, config.saved_block, config.bridge);
+        let blocks = Blocks::new(
+            config.blocks,
+            config.range,
+            config.saved_block,
+            config.bridge,
+        );
         let mut seeds = Vec::new();
         let gossip = match config.gossip {
             Some(g) => {
@@ -312,7 +317,10 @@ impl Node {
     /// member mesh-wide; returns its key, or why not.
     pub fn forget(&mut self, node: &str, now: Instant) -> Result<PublicKey, String> {
         let Some(g) = &mut self.gossip else {
-            return Err("this node runs without gossip (no --secret-file): there is no member to forget".into());
+            return Err(
+                "this node runs without gossip (no --secret-file): there is no member to forget"
+                    .into(),
+            );
         };
         let members = g.members();
         let member = members
@@ -364,8 +372,9 @@ impl Node {
             self.groups.handle_timeout(now);
             if self.querier.handle_timeout(now) {
                 // Ask the kernel to report its memberships on the overlay interface.
-                self.effects
-                    .push_back(Effect::Inject(self.querier.igmp_general_query(Ipv4Addr::UNSPECIFIED)));
+                self.effects.push_back(Effect::Inject(
+                    self.querier.igmp_general_query(Ipv4Addr::UNSPECIFIED),
+                ));
                 self.effects.push_back(Effect::Inject(
                     self.querier
                         .mld_general_query(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
@@ -442,8 +451,7 @@ impl Node {
         }
         let claim_pending = self.blocks.claiming() && self.blocks.claim_due().is_some();
         let status_due = self.next_status.is_some_and(|at| now >= at);
-        if changed || claim_pending || status_due || groups_changed || self.next_status.is_none()
-        {
+        if changed || claim_pending || status_due || groups_changed || self.next_status.is_none() {
             let members = self.members();
             if self.first_member_at.is_none() && members.iter().any(|m| m.state.is_live()) {
                 self.first_member_at = Some(now);
@@ -472,7 +480,10 @@ impl Node {
     }
 
     fn members(&self) -> Vec<Member> {
-        self.gossip.as_ref().map(Gossip::members).unwrap_or_default()
+        self.gossip
+            .as_ref()
+            .map(Gossip::members)
+            .unwrap_or_default()
     }
 
     /// Queues what the gossip state machine wants sent.
@@ -498,7 +509,12 @@ impl Node {
                 "more local multicast groups than a record carries; announcing the first ones"
             );
         }
-        prefixes.extend(groups.into_iter().take(MAX_ANNOUNCED_GROUPS).map(IpNet::from));
+        prefixes.extend(
+            groups
+                .into_iter()
+                .take(MAX_ANNOUNCED_GROUPS)
+                .map(IpNet::from),
+        );
         if let Err(e) = g.update_record(|r| r.prefixes = prefixes, now) {
             tracing::error!(error = %e, "cannot announce this node's prefixes and groups");
         }
@@ -562,7 +578,9 @@ impl Node {
             }
             ClaimOutcome::Claimed { old, new } => {
                 match old {
-                    Some(old) => tracing::warn!(%old, %new, "another node won our block; claimed a new one"),
+                    Some(old) => {
+                        tracing::warn!(%old, %new, "another node won our block; claimed a new one")
+                    }
                     None => tracing::info!(block = %new, "claimed address block"),
                 }
                 self.effects.push_back(Effect::PersistBlock(new));
@@ -599,7 +617,11 @@ impl Node {
         }
         let next = Status {
             clustered: self.gossip.is_some(),
-            name: self.gossip.as_ref().map(|g| g.me().name.clone()).unwrap_or_default(),
+            name: self
+                .gossip
+                .as_ref()
+                .map(|g| g.me().name.clone())
+                .unwrap_or_default(),
             endpoint: self.gossip.as_ref().map(|g| g.me().endpoint),
             members,
             blocks: held,

@@ -130,20 +130,32 @@ impl Net {
                 Effect::Inject(_) => h.injected += 1,
                 Effect::SetPeers(p) => h.peers = p.clone(),
                 Effect::DelRoute { prefix } => {
-                    assert!(h.routes.remove(prefix).is_some(), "{i}: removed absent route {prefix}")
+                    assert!(
+                        h.routes.remove(prefix).is_some(),
+                        "{i}: removed absent route {prefix}"
+                    )
                 }
                 Effect::AddRoute { prefix, src } => {
                     if h.refuse_routes.contains(prefix) {
                         h.node.handle_failed(&effect, now);
                     } else {
-                        assert!(h.routes.insert(*prefix, *src).is_none(), "{i}: added present route {prefix}");
+                        assert!(
+                            h.routes.insert(*prefix, *src).is_none(),
+                            "{i}: added present route {prefix}"
+                        );
                     }
                 }
                 Effect::DelAddress { link, address } => {
-                    assert!(h.addresses.remove(&(*link, *address)), "{i}: removed absent address {address}")
+                    assert!(
+                        h.addresses.remove(&(*link, *address)),
+                        "{i}: removed absent address {address}"
+                    )
                 }
                 Effect::AddAddress { link, address } => {
-                    assert!(h.addresses.insert((*link, *address)), "{i}: added present address {address}")
+                    assert!(
+                        h.addresses.insert((*link, *address)),
+                        "{i}: added present address {address}"
+                    )
                 }
                 Effect::PersistBlock(b) => h.saved = Some(*b),
                 Effect::Resolve(names) => {
@@ -175,8 +187,9 @@ impl Net {
             }
             self.now = self.now.max(next);
             let now = self.now;
-            let (due, rest): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.in_flight).into_iter().partition(|f| f.0 <= now);
+            let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|f| f.0 <= now);
             self.in_flight = rest;
             for (_, to, from, bytes) in due {
                 if self.hosts[to].up {
@@ -185,7 +198,10 @@ impl Net {
                 }
             }
             for i in 0..self.hosts.len() {
-                let due = self.hosts[i].node.poll_timeout().is_some_and(|t| t.0 <= now);
+                let due = self.hosts[i]
+                    .node
+                    .poll_timeout()
+                    .is_some_and(|t| t.0 <= now);
                 if self.hosts[i].up && due {
                     self.hosts[i].node.handle_timeout(now);
                     self.drain(i);
@@ -264,7 +280,9 @@ fn joining_nodes_settle_then_claim_distinct_blocks_and_peer() {
         let h = &net.hosts[i];
         assert_eq!(h.peers.len(), 2, "{i} peers with the two others");
         for p in &h.peers {
-            let j = (0..3).find(|j| key_of(*j) == p.public_key).expect("known key");
+            let j = (0..3)
+                .find(|j| key_of(*j) == p.public_key)
+                .expect("known key");
             assert_eq!(p.allowed_ips, vec![net.block(j).expect("block")]);
             assert_eq!(p.endpoint, Some(addr_of(j)));
             assert_eq!(p.first_contact, key_of(i) < key_of(j));
@@ -297,8 +315,8 @@ fn a_conflict_moves_the_loser_and_its_gateway_follows() {
     }
     net.run(Duration::from_secs(10));
     let (ka, kb) = (key_of(a), key_of(b));
-    let winner = crate::ipam::resolve_conflict((&ka, old), (&kb, old))
-        .expect("a conflict has a winner");
+    let winner =
+        crate::ipam::resolve_conflict((&ka, old), (&kb, old)).expect("a conflict has a winner");
     let (w, l) = if *winner == ka { (a, b) } else { (b, a) };
     assert_eq!(net.block(w), Some(old));
     let new = net.block(l).expect("the loser holds a block");
@@ -367,7 +385,10 @@ fn a_refused_route_is_tried_again_later() {
     });
     net.run(Duration::from_secs(3));
     assert!(net.hosts[a].routes.is_empty());
-    assert!(!net.hosts[a].node.installed_routes().contains_key(&n("10.244.2.0/24")));
+    assert!(!net.hosts[a]
+        .node
+        .installed_routes()
+        .contains_key(&n("10.244.2.0/24")));
     net.hosts[a].refuse_routes.clear();
     net.run(RETRY + Duration::from_secs(1));
     assert!(net.hosts[a].routes.contains_key(&n("10.244.2.0/24")));
@@ -417,7 +438,11 @@ fn a_deleted_node_is_no_peer_and_is_forgotten_once_down() {
     net.hosts[a].node.handle_node_deleted("c", now);
     net.drain(a);
     assert_eq!(net.hosts[a].peers.len(), 1, "dropped at once");
-    assert_eq!(net.member_state(a, c), Some(MemberState::Alive), "not forgotten while live");
+    assert_eq!(
+        net.member_state(a, c),
+        Some(MemberState::Alive),
+        "not forgotten while live"
+    );
     net.hosts[c].up = false;
     net.run(Duration::from_secs(30));
     assert_eq!(net.member_state(a, c), None, "forgotten once down");
@@ -444,9 +469,15 @@ fn forget_takes_only_dead_or_departed_members() {
     net.run(Duration::from_secs(8));
     let now = net.now;
     let live = net.hosts[a].node.forget("c", now);
-    assert_eq!(live, Err("c is alive: only dead or departed nodes can be forgotten".into()));
+    assert_eq!(
+        live,
+        Err("c is alive: only dead or departed nodes can be forgotten".into())
+    );
     let unknown = net.hosts[a].node.forget("zz", now);
-    assert_eq!(unknown, Err("no member named zz: see `weftnet status` for names".into()));
+    assert_eq!(
+        unknown,
+        Err("no member named zz: see `weftnet status` for names".into())
+    );
     // c leaves gracefully.
     net.hosts[c].node.leave(now);
     net.drain(c);
@@ -456,7 +487,10 @@ fn forget_takes_only_dead_or_departed_members() {
     assert_eq!(net.member_state(a, c), Some(MemberState::Left));
     assert!(net.hosts[a].peers.iter().all(|p| p.public_key != key_of(c)));
     let now = net.now;
-    assert_eq!(net.hosts[a].node.forget(&key_of(c).to_base64(), now), Ok(key_of(c)));
+    assert_eq!(
+        net.hosts[a].node.forget(&key_of(c).to_base64(), now),
+        Ok(key_of(c))
+    );
     net.drain(a);
     net.run(Duration::from_secs(5));
     assert_eq!(net.member_state(a, c), None);
