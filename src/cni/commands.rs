@@ -4,8 +4,9 @@
 use super::config::{self, NetConf};
 use super::error::{code, CniError, Result};
 use super::ipam::{Ipam, Lease};
-use super::link::{self, host_veth_name, LinkInfo};
+use super::netns::{in_netns, on_host};
 use super::result::{format_mac, AddResult, Interface};
+use crate::netlink::{self, Link};
 use std::fs::File;
 use std::net::IpAddr;
 
@@ -92,9 +93,20 @@ fn open_netns(path: &str) -> Result<File> {
     })
 }
 
-fn bridge(conf: &NetConf) -> Result<LinkInfo> {
+/// The host end's name: `wf` + 8 hex digits of a stable hash (FNV-1a) of the container
+/// id and interface name, so DEL finds what ADD made, across plugin versions.
+fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("wf{:08x}", (hash ^ (hash >> 32)) as u32)
+}
+
+fn bridge(conf: &NetConf) -> Result<Link> {
     let name = conf.bridge.clone();
-    link::on_host(|nl| async move { nl.link(&name).await })?.ok_or_else(|| {
+    on_host(|nl| async move { Ok(nl.link(&name).await?) })?.ok_or_else(|| {
         CniError::new(
             code::TRY_AGAIN,
             format!("bridge {} does not exist on this node: is the weftnet DaemonSet (weftnet up --kubernetes) running?", conf.bridge),
@@ -143,7 +155,7 @@ pub(crate) fn add(conf: &NetConf, env: &Env) -> Result<String> {
             if created {
                 let name = host_name.clone();
                 // Best effort: the original error is the one to report.
-                let _ = link::on_host(|nl| async move { nl.delete_named(&name).await });
+                let _ = on_host(|nl| async move { Ok(nl.delete_named(&name).await?) });
             }
             let _ = ipam.rollback(&leases);
             Err(e)
@@ -162,8 +174,19 @@ fn plumb(
     created: &mut bool,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let mtu = conf.mtu;
-    let host = link::on_host(|nl| async move {
-        nl.create_veth(host_name, ifname, mtu, netns).await?;
+    let host = on_host(|nl| async move {
+        nl.create_veth(host_name, ifname, mtu, netns)
+            .await
+            .map_err(|e| {
+                if netlink::already_exists(&e) {
+                    CniError::new(
+                        code::NETLINK,
+                        format!("interface {host_name} (host side) or {ifname} (in the pod) already exists: the container was already added; call DEL first"),
+                    )
+                } else {
+                    e.into()
+                }
+            })?;
         *created = true;
         let host = nl.link(host_name).await?.ok_or_else(|| {
             CniError::new(
@@ -171,10 +194,10 @@ fn plumb(
                 format!("interface {host_name} vanished right after it was created: retry"),
             )
         })?;
-        nl.attach_and_up(host.index, bridge).await?;
+        nl.attach_port(host.index, bridge, mtu).await?;
         Ok(host)
     })?;
-    let container_mac = link::in_netns(netns, |nl| async move {
+    let container_mac = in_netns(netns, |nl| async move {
         let pod = nl.link(ifname).await?.ok_or_else(|| {
             CniError::new(
                 code::NETLINK,
@@ -186,7 +209,7 @@ fn plumb(
         for lease in leases {
             nl.add_address(pod.index, lease.net()).await?;
         }
-        nl.up(pod.index).await?;
+        nl.set_up(pod.index).await?;
         for lease in leases {
             nl.add_default_route(pod.index, lease.gateway()).await?;
         }
@@ -201,7 +224,7 @@ pub(crate) fn del(conf: &NetConf, env: &Env) -> Result<()> {
     let ifname = env.ifname()?;
     if let Some(path) = env.netns.as_deref() {
         match File::open(path) {
-            Ok(netns) => link::in_netns(&netns, |nl| async move { nl.delete_named(ifname).await })?,
+            Ok(netns) => in_netns(&netns, |nl| async move { Ok(nl.delete_named(ifname).await?) })?,
             // The pod's namespace is gone, and its end of the veth with it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -213,7 +236,7 @@ pub(crate) fn del(conf: &NetConf, env: &Env) -> Result<()> {
         }
     }
     let host_name = host_veth_name(id, ifname);
-    link::on_host(|nl| async move { nl.delete_named(&host_name).await })?;
+    on_host(|nl| async move { Ok(nl.delete_named(&host_name).await?) })?;
     Ipam::new(&conf.data_dir, &conf.name).release(id, ifname)?;
     Ok(())
 }
@@ -245,7 +268,7 @@ pub(crate) fn check(conf: &NetConf, env: &Env) -> Result<()> {
     }
     let expected = expected_addresses(conf, &held)?;
     let bridge = bridge(conf)?;
-    link::in_netns(&netns, |nl| async move {
+    in_netns(&netns, |nl| async move {
         let pod = nl.link(ifname).await?.ok_or_else(|| {
             check_failed(format!("interface {ifname} does not exist in the pod's network namespace: delete and re-add the pod"))
         })?;
@@ -261,7 +284,7 @@ pub(crate) fn check(conf: &NetConf, env: &Env) -> Result<()> {
     })?;
     let host_name = host_veth_name(id, ifname);
     let name = host_name.clone();
-    let host = link::on_host(|nl| async move { nl.link(&name).await })?;
+    let host = on_host(|nl| async move { Ok(nl.link(&name).await?) })?;
     match host {
         None => Err(check_failed(format!(
             "host interface {host_name} of the pod does not exist: delete and re-add the pod"
@@ -337,6 +360,28 @@ mod tests {
             env("a1_b.c-d", "eth0", "/x").container_id().expect("valid"),
             "a1_b.c-d"
         );
+    }
+
+    #[test]
+    fn host_veth_names_are_stable_short_and_distinct() {
+        let a = host_veth_name("0123456789abcdef0123456789abcdef", "eth0");
+        assert_eq!(
+            a,
+            host_veth_name("0123456789abcdef0123456789abcdef", "eth0")
+        );
+        assert!(a.len() <= 15 && a.starts_with("wf"), "{a}");
+        assert_ne!(
+            a,
+            host_veth_name("0123456789abcdef0123456789abcdef", "eth1")
+        );
+        assert_ne!(
+            a,
+            host_veth_name("0123456789abcdef0123456789abcdee", "eth0")
+        );
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(host_veth_name("ab", "c"), host_veth_name("a", "bc"));
+        // Pinned: a changed hash would orphan the veths of running pods on upgrade.
+        assert_eq!(host_veth_name("c", "eth0"), "wf83b2b8a9");
     }
 
     #[test]

@@ -71,6 +71,23 @@ impl std::fmt::Display for CniError {
     }
 }
 
+/// A failure of the netlink layer (`crate::netlink`, the plugin's only source of
+/// `anyhow` errors): its one-line message with the fix, and the kernel's answer as the
+/// netlink library reported it as details.
+impl From<anyhow::Error> for CniError {
+    fn from(e: anyhow::Error) -> Self {
+        let details = e
+            .downcast_ref::<crate::netlink::Error>()
+            .map(|n| n.detail().to_owned())
+            .unwrap_or_default();
+        CniError::new(
+            code::NETLINK,
+            format!("{e:#}: check the node's kernel log and that the plugin runs as root"),
+        )
+        .with_details(details)
+    }
+}
+
 pub(crate) type Result<T> = std::result::Result<T, CniError>;
 
 #[cfg(test)]
@@ -86,5 +103,17 @@ mod tests {
         assert_eq!(v["msg"], "bridge missing");
         assert_eq!(v["details"], "start it");
         assert_eq!(e.to_string(), "bridge missing (start it)");
+    }
+
+    #[test]
+    fn netlink_failures_are_netlink_errors_with_the_fix() {
+        let e = CniError::from(anyhow::anyhow!("interface eth0 disappeared"));
+        assert_eq!(e.code, code::NETLINK);
+        assert!(
+            e.msg.starts_with("interface eth0 disappeared: "),
+            "{}",
+            e.msg
+        );
+        assert!(e.msg.ends_with("that the plugin runs as root"), "{}", e.msg);
     }
 }

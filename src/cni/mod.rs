@@ -7,7 +7,7 @@ mod commands;
 mod config;
 mod error;
 mod ipam;
-mod link;
+mod netns;
 mod result;
 
 pub(crate) use config::conflist;

@@ -1,0 +1,128 @@
+//! Routes: the overlay's routes into the TUN (with a preferred source in bridge
+//! mode), bridge mode's `unreachable` guard for the range, and a pod's default route.
+//! Which routes the overlay needs is the node reconciler's decision.
+
+use super::{created, failed, removed, Netlink};
+use anyhow::Result;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::RouteMessageBuilder;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+impl Netlink {
+    /// Routes `prefix` into the interface with preferred source `src` (RTA_PREFSRC).
+    /// An identical route already present is fine.
+    pub(crate) async fn add_route_src(
+        &self,
+        index: u32,
+        prefix: IpNet,
+        src: Option<IpAddr>,
+    ) -> Result<()> {
+        let mut message = to(prefix);
+        message.attributes.push(RouteAttribute::Oif(index));
+        if let Some(src) = src {
+            message
+                .attributes
+                .push(RouteAttribute::PrefSource(src.into()));
+        }
+        let added = created(self.handle.route().add(message).execute().await)
+            .map_err(failed(format!("cannot add route {prefix}")))?;
+        if !added {
+            tracing::warn!(%prefix, "a route for this prefix already exists; leaving it");
+        }
+        Ok(())
+    }
+
+    /// Removes the route for `prefix` through the interface; one already gone is fine.
+    pub(crate) async fn del_route(&self, index: u32, prefix: IpNet) -> Result<()> {
+        let mut message = to(prefix);
+        message.attributes.push(RouteAttribute::Oif(index));
+        removed(self.handle.route().del(message).execute().await)
+            .map_err(failed(format!("cannot remove route {prefix}")))?;
+        Ok(())
+    }
+
+    /// Adds an `unreachable` route for `prefix` with this metric, if there is none yet;
+    /// returns whether it was added.
+    pub(crate) async fn add_unreachable(&self, prefix: IpNet, metric: u32) -> Result<bool> {
+        let message = unreachable(prefix, metric);
+        created(self.handle.route().add(message).execute().await)
+            .map_err(failed(format!("cannot add unreachable route {prefix}")))
+    }
+
+    /// Removes the `unreachable` route for `prefix` with this metric; one already gone
+    /// is fine.
+    pub(crate) async fn del_unreachable(&self, prefix: IpNet, metric: u32) -> Result<()> {
+        let message = unreachable(prefix, metric);
+        removed(self.handle.route().del(message).execute().await)
+            .map_err(failed(format!("cannot remove unreachable route {prefix}")))?;
+        Ok(())
+    }
+
+    /// Adds the default route of `gateway`'s family via `gateway` out of the
+    /// interface; one already there is an error.
+    pub(crate) async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
+        // 0.0.0.0/0 or ::/0.
+        let any = match gateway {
+            IpAddr::V4(_) => IpNet::V4(Ipv4Net::default()),
+            IpAddr::V6(_) => IpNet::V6(Ipv6Net::default()),
+        };
+        let mut message = to(any);
+        message
+            .attributes
+            .push(RouteAttribute::Gateway(gateway.into()));
+        message.attributes.push(RouteAttribute::Oif(index));
+        self.handle
+            .route()
+            .add(message)
+            .execute()
+            .await
+            .map_err(failed(format!(
+                "cannot add the default route via {gateway}"
+            )))
+    }
+}
+
+/// A route in the main table to `prefix`, before its next hop, type or metric.
+fn to(prefix: IpNet) -> RouteMessage {
+    match prefix {
+        IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .build(),
+        IpNet::V6(n) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .build(),
+    }
+}
+
+/// An `unreachable` route for `prefix` with this metric.
+fn unreachable(prefix: IpNet, metric: u32) -> RouteMessage {
+    let mut message = to(prefix);
+    message.header.kind = RouteType::Unreachable;
+    message.attributes.push(RouteAttribute::Priority(metric));
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_route::route::RouteAddress;
+
+    #[test]
+    fn route_destinations_are_the_network() {
+        let m = to("10.1.2.3/16".parse().expect("net"));
+        assert_eq!(m.header.destination_prefix_length, 16);
+        let dst = Ipv4Addr::new(10, 1, 0, 0);
+        assert_eq!(
+            m.attributes,
+            vec![RouteAttribute::Destination(RouteAddress::Inet(dst))]
+        );
+        let m = to("fd00::1/64".parse().expect("net"));
+        assert_eq!(m.header.destination_prefix_length, 64);
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::Inet6(
+                "fd00::".parse().expect("ip")
+            ))));
+    }
+}
