@@ -178,7 +178,7 @@ impl Shell {
         });
     }
 
-    /// Runs until a leave completes (command or shutdown) or the channels close.
+    /// Runs until a leave completes (command or shutdown) or the command channel closes.
     pub(crate) async fn run(
         mut self,
         dp: Arc<Dataplane>,
@@ -187,6 +187,9 @@ impl Shell {
         mut commands: mpsc::Receiver<Command>,
     ) {
         let mut leave_reply: Option<oneshot::Sender<()>> = None;
+        // Without gossip nobody sends datagrams or snooped reports: those channels
+        // close, and are not polled after that.
+        let (mut datagrams_open, mut snooped_open) = (true, true);
         loop {
             let _ = self.carry_out(&dp, false).await;
             if self.node.is_done() {
@@ -198,13 +201,13 @@ impl Shell {
             let deadline = self.node.poll_timeout();
             let sleep = deadline.map(|(at, _)| tokio::time::Instant::from_std(at));
             tokio::select! {
-                got = datagrams.recv() => match got {
+                got = datagrams.recv(), if datagrams_open => match got {
                     Some((from, bytes)) => self.node.handle_datagram(from, &bytes, Instant::now()),
-                    None => return,
+                    None => datagrams_open = false,
                 },
-                packet = snooped.recv() => match packet {
+                packet = snooped.recv(), if snooped_open => match packet {
                     Some(packet) => self.node.handle_snooped(&packet, Instant::now()),
-                    None => return,
+                    None => snooped_open = false,
                 },
                 found = self.lookups.recv() => {
                     if let Some((seeds, unresolved)) = found {

@@ -1,0 +1,177 @@
+//! Teardown by ownership, end to end: `weftnet up` made to fail right after each
+//! start-up step (the debug build's `WEFTNET_FAIL_AT` test hook) exits non-zero and
+//! leaves the host exactly as it was: links, addresses, routes, NAT rules, forwarding
+//! sysctls and the control socket. A clean stop removes what is weftnet's alone and
+//! keeps what pods need while weftnet is down (the bridge, its gateway, the guard
+//! route). Run as root (`cargo test --test teardown`); everything lives in namespaces.
+
+mod common;
+
+use common::mesh::gensecret;
+use common::*;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+/// The start-up steps, in order (see `src/daemon/mod.rs`).
+const STEPS: [&str; 7] = [
+    "interface",
+    "advertise",
+    "bridge",
+    "masquerade",
+    "addresses",
+    "dataplane",
+    "control socket",
+];
+
+const BRIDGE: &str = "weftbr0";
+const RANGE: &str = "10.244.0.0/16";
+
+/// What the host has that weftnet could change.
+fn snapshot(ns: &Netns) -> String {
+    let mut s = String::new();
+    for args in [
+        &["-br", "link"][..],
+        &["-br", "addr"],
+        &["route", "show", "table", "all"],
+        &["-6", "route", "show", "table", "all"],
+    ] {
+        s.push_str(&ns.ip(args));
+    }
+    for tool in ["iptables-save", "ip6tables-save"] {
+        s.push_str(&rules(&ns.run(tool, &["-t", "nat"])));
+    }
+    for knob in [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ] {
+        s.push_str(&format!("{knob} {}", ns.run("cat", &[knob])));
+    }
+    s
+}
+
+/// The rules and user chains of an `iptables-save` dump (the table and its built-in
+/// chains may appear once the tool has been used, which is not weftnet's doing).
+fn rules(dump: &str) -> String {
+    const BUILTIN: [&str; 4] = [":PREROUTING", ":INPUT", ":OUTPUT", ":POSTROUTING"];
+    dump.lines()
+        .filter(|l| {
+            l.starts_with("-A") || (l.starts_with(':') && !BUILTIN.iter().any(|b| l.starts_with(b)))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Runs `weftnet up` in bridge mode with a range and masquerading, until it exits
+/// (bounded), with `fail_at` set as the test hook.
+fn up_failing(host: &Host, state: &Path, secret: &Path, fail_at: &str) -> Output {
+    let mut cmd = host.netns().command(
+        Daemon::bin(),
+        &[
+            "up".as_ref(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--interface".as_ref(),
+            "wtfail0".as_ref(),
+            "--secret-file".as_ref(),
+            secret.as_os_str(),
+            "--range".as_ref(),
+            RANGE.as_ref(),
+            "--bridge".as_ref(),
+            BRIDGE.as_ref(),
+            "--masquerade".as_ref(),
+        ] as &[&std::ffi::OsStr],
+    );
+    hermetic_env(&mut cmd);
+    cmd.env("WEFTNET_FAIL_AT", fail_at).env("NO_COLOR", "1");
+    run_bounded(&mut cmd, None, Duration::from_secs(30))
+}
+
+#[test]
+fn a_failure_after_any_start_up_step_leaves_the_host_as_it_was() {
+    let u = Underlay::bridge(1);
+    let host = u.host(0);
+    let dir = temp_dir("teardown");
+    let secret = gensecret(dir.path(), "secret");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let before = snapshot(host.netns());
+    for step in STEPS {
+        let out = up_failing(host, &state, &secret, step);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{step}: weftnet up succeeded:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("start-up failed at {step}")),
+            "{step}: another failure:\n{stderr}"
+        );
+        let after = snapshot(host.netns());
+        assert_eq!(before, after, "{step}: the host changed:\n{stderr}");
+        assert!(!state.join("weftnet.sock").exists(), "{step}: socket left");
+    }
+}
+
+#[test]
+fn a_clean_stop_keeps_what_pods_need_and_removes_the_rest() {
+    let u = Underlay::bridge(1);
+    let host = u.host(0);
+    let dir = temp_dir("teardown");
+    let secret = gensecret(dir.path(), "secret");
+    let secret = secret.to_string_lossy().to_string();
+    let before = snapshot(host.netns());
+    let mut d = Daemon::start(
+        host.netns(),
+        &[
+            "--interface",
+            "wtstop0",
+            "--secret-file",
+            &secret,
+            "--range",
+            RANGE,
+            "--bridge",
+            BRIDGE,
+            "--masquerade",
+        ],
+        "",
+    );
+    let block = {
+        let ok = wait_until(Duration::from_secs(20), || {
+            d.status_json()["cluster"]["block"].as_str().is_some()
+        });
+        assert!(ok, "no block claimed:\n{}", d.logs());
+        d.status_json()["cluster"]["block"]
+            .as_str()
+            .expect("block")
+            .to_string()
+    };
+    let running = snapshot(host.netns());
+    assert!(running.contains("wtstop0"), "{running}");
+    assert!(running.contains("WEFTNET-POSTROUTING"), "{running}");
+    assert!(d.stop().success(), "{}", d.logs());
+    let after = snapshot(host.netns());
+    assert_ne!(before, after, "the bridge stays");
+    assert!(
+        !after.contains("wtstop0"),
+        "the overlay interface is gone:\n{after}"
+    );
+    assert!(!after.contains("-l2"), "the L2 port is gone:\n{after}");
+    assert!(
+        !after.contains("WEFTNET"),
+        "the NAT chain is gone:\n{after}"
+    );
+    assert!(host.netns().has_link(BRIDGE), "the bridge stays");
+    let gateway = block.replace(".0/24", ".1/24");
+    let addrs = host.netns().ip(&["-br", "addr", "show", BRIDGE]);
+    assert!(
+        addrs.contains(&gateway),
+        "the gateway {gateway} stays: {addrs}"
+    );
+    let routes = host.netns().ip(&["route", "show", "table", "all"]);
+    assert!(
+        routes.contains(&format!("unreachable {RANGE}")),
+        "the guard route stays: {routes}"
+    );
+    assert!(!d.state_dir().join("weftnet.sock").exists());
+}
