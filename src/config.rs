@@ -225,13 +225,7 @@ struct FilePeer {
 }
 
 /// A static peer.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PeerConfig {
-    pub(crate) public_key: PublicKey,
-    pub(crate) endpoint: Option<SocketAddr>,
-    pub(crate) allowed_ips: Vec<IpNet>,
-    pub(crate) persistent_keepalive: Option<u16>,
-}
+pub(crate) use crate::peer::Peer as PeerConfig;
 
 /// Validated settings of `weftnet up`.
 #[derive(Debug, Clone)]

@@ -136,10 +136,7 @@ fn static_peers(config: &Config) -> Vec<PeerSpec> {
         .peers
         .iter()
         .map(|p| PeerSpec {
-            public_key: p.public_key,
-            endpoint: p.endpoint,
-            allowed_ips: p.allowed_ips.clone(),
-            persistent_keepalive: p.persistent_keepalive,
+            peer: p.clone(),
             groups: Vec::new(),
             first_contact: true,
         })
@@ -178,7 +175,10 @@ async fn run_node(node: Node) -> Result<()> {
     let statics = static_peers(&config);
     let setup = async {
         netlink.configure(index, mtu, &addresses).await?;
-        let peer_prefixes: Vec<_> = statics.iter().flat_map(|p| p.allowed_ips.clone()).collect();
+        let peer_prefixes: Vec<_> = statics
+            .iter()
+            .flat_map(|p| p.peer.allowed_ips.clone())
+            .collect();
         for prefix in routes_needed(&addresses, &peer_prefixes) {
             netlink.add_route(index, prefix).await?;
         }

@@ -15,6 +15,7 @@ mod keyfile;
 mod kube;
 mod masquerade;
 mod netlink;
+mod peer;
 mod status;
 mod system;
 mod tun;

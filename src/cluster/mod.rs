@@ -15,6 +15,7 @@ pub(crate) use bootstrap::{detect_underlay_ip, next_epoch, read_secrets, resolve
 
 use crate::dataplane::{ControlDatagram, Dataplane, PeerSpec};
 use crate::netlink::Netlink;
+use crate::peer::Peer;
 use ipnet::IpNet;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -557,7 +558,11 @@ impl Cluster {
 
     async fn sync_peers(&mut self, members: &[Member]) {
         let me = self.gossip.me().public_key;
-        let mut seen: HashSet<PublicKey> = self.static_peers.iter().map(|p| p.public_key).collect();
+        let mut seen: HashSet<PublicKey> = self
+            .static_peers
+            .iter()
+            .map(|p| p.peer.public_key)
+            .collect();
         let mut specs = self.static_peers.clone();
         let wanted = members
             .iter()
@@ -566,17 +571,22 @@ impl Cluster {
             if seen.insert(m.record.public_key) {
                 let (allowed_ips, groups) = split_prefixes(&m.record.prefixes);
                 specs.push(PeerSpec {
-                    public_key: m.record.public_key,
-                    endpoint: Some(m.record.endpoint),
-                    allowed_ips,
-                    persistent_keepalive: Some(MESH_KEEPALIVE),
+                    peer: Peer {
+                        public_key: m.record.public_key,
+                        endpoint: Some(m.record.endpoint),
+                        allowed_ips,
+                        persistent_keepalive: Some(MESH_KEEPALIVE),
+                    },
                     groups,
                     // The lower key makes first contact; the other answers.
                     first_contact: me < m.record.public_key,
                 });
             }
         }
-        let prefixes: Vec<IpNet> = specs.iter().flat_map(|s| s.allowed_ips.clone()).collect();
+        let prefixes: Vec<IpNet> = specs
+            .iter()
+            .flat_map(|s| s.peer.allowed_ips.clone())
+            .collect();
         self.dp.set_peers(specs);
         let wanted = self
             .placement

@@ -22,6 +22,8 @@ mod outbound;
 pub(crate) use counters::Counters;
 pub(crate) use l2::{L2Port, L2Stats};
 pub(crate) use mesh::{PeerReport, PeerSpec};
+#[cfg(test)]
+pub(crate) use mesh::PeerStats;
 pub(crate) use multicast::GroupCounters;
 
 use crate::config::MulticastConfig;

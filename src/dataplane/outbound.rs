@@ -2,7 +2,7 @@
 //! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
 //! UDP GSO send.
 
-use super::mesh::{Mesh, Peer};
+use super::mesh::{LivePeer, Mesh};
 use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::{wait_readable, Tun};
@@ -108,7 +108,7 @@ impl Dataplane {
     /// handshake instead).
     pub(super) fn encrypt_to(
         &self,
-        peer: &Peer,
+        peer: &LivePeer,
         packet: &[u8],
         scratch: &mut [u8],
         batch: &mut TxBatch,
