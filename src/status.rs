@@ -8,6 +8,7 @@ use crate::dataplane::{Dataplane, GroupCounters, PeerReport};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use weftnet_proto::node::Peer;
 use weftnet_proto::node::{split_prefixes, state_name, Status};
 
 /// This node and its peers, as served on the control socket.
@@ -87,12 +88,11 @@ pub(crate) struct MemberStatus {
     pub(crate) tx_bytes: u64,
 }
 
+/// One peer: its four [`Peer`] fields, then its traffic.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PeerStatus {
-    pub(crate) public_key: String,
-    pub(crate) endpoint: Option<String>,
-    pub(crate) allowed_ips: Vec<String>,
-    pub(crate) persistent_keepalive: Option<u16>,
+    #[serde(flatten)]
+    pub(crate) peer: Peer,
     /// Seconds since the last completed handshake; null if none yet.
     pub(crate) latest_handshake_secs: Option<u64>,
     pub(crate) rx_bytes: u64,
@@ -101,16 +101,32 @@ pub(crate) struct PeerStatus {
     pub(crate) tx_packets: u64,
 }
 
+impl From<&PeerReport> for PeerStatus {
+    fn from(report: &PeerReport) -> Self {
+        let stats = &report.stats;
+        Self {
+            peer: report.peer.clone(),
+            latest_handshake_secs: stats.since_handshake.map(|d| d.as_secs()),
+            rx_bytes: stats.rx_bytes,
+            tx_bytes: stats.tx_bytes,
+            rx_packets: stats.rx_packets,
+            tx_packets: stats.tx_packets,
+        }
+    }
+}
+
 impl PeerStatus {
     fn render(&self) -> String {
-        let mut s = format!("\npeer: {}\n", self.public_key);
+        let p = &self.peer;
+        let mut s = format!("\npeer: {}\n", p.public_key);
+        let prefixes: Vec<String> = p.allowed_ips.iter().map(|n| n.to_string()).collect();
         s.push_str(&format!(
             "  endpoint: {}\n  allowed ips: {}\n",
-            self.endpoint.as_deref().unwrap_or("(none)"),
-            if self.allowed_ips.is_empty() {
+            p.endpoint.map_or("(none)".to_string(), |e| e.to_string()),
+            if prefixes.is_empty() {
                 "(none)".to_string()
             } else {
-                self.allowed_ips.join(", ")
+                prefixes.join(", ")
             }
         ));
         match self.latest_handshake_secs {
@@ -121,7 +137,7 @@ impl PeerStatus {
             "  transfer: {} B received, {} B sent\n",
             self.rx_bytes, self.tx_bytes
         ));
-        if let Some(k) = self.persistent_keepalive {
+        if let Some(k) = p.persistent_keepalive {
             s.push_str(&format!("  persistent keepalive: every {k} seconds\n"));
         }
         s
@@ -162,8 +178,10 @@ impl StatusReport {
                 .members
                 .iter()
                 .map(|m| {
-                    let peer: Option<&PeerReport> =
-                        peers.iter().find(|p| p.public_key == m.record.public_key);
+                    let stats = peers
+                        .iter()
+                        .find(|p| p.peer.public_key == m.record.public_key)
+                        .map(|p| p.stats);
                     let (unicast, groups) = split_prefixes(&m.record.prefixes);
                     MemberStatus {
                         name: m.record.name.clone(),
@@ -174,11 +192,11 @@ impl StatusReport {
                         endpoint: m.record.endpoint.to_string(),
                         prefixes: unicast.iter().map(|p| p.to_string()).collect(),
                         groups: groups.iter().map(|g| g.to_string()).collect(),
-                        latest_handshake_secs: peer
+                        latest_handshake_secs: stats
                             .and_then(|p| p.since_handshake)
                             .map(|d| d.as_secs()),
-                        rx_bytes: peer.map_or(0, |p| p.rx_bytes),
-                        tx_bytes: peer.map_or(0, |p| p.tx_bytes),
+                        rx_bytes: stats.map_or(0, |p| p.rx_bytes),
+                        tx_bytes: stats.map_or(0, |p| p.tx_bytes),
                     }
                 })
                 .collect(),
@@ -200,20 +218,7 @@ impl StatusReport {
             listen_port: node.listen_port,
             addresses: status.addresses.iter().map(|a| a.to_string()).collect(),
             mtu: node.mtu,
-            peers: peers
-                .into_iter()
-                .map(|p| PeerStatus {
-                    public_key: p.public_key.to_base64(),
-                    endpoint: p.endpoint.map(|e| e.to_string()),
-                    allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
-                    persistent_keepalive: p.persistent_keepalive,
-                    latest_handshake_secs: p.since_handshake.map(|d| d.as_secs()),
-                    rx_bytes: p.rx_bytes,
-                    tx_bytes: p.tx_bytes,
-                    rx_packets: p.rx_packets,
-                    tx_packets: p.tx_packets,
-                })
-                .collect(),
+            peers: peers.iter().map(PeerStatus::from).collect(),
             cluster,
             multicast,
             drops,
@@ -265,7 +270,10 @@ impl StatusReport {
             let statics: Vec<&PeerStatus> = self
                 .peers
                 .iter()
-                .filter(|p| !c.members.iter().any(|m| m.public_key == p.public_key))
+                .filter(|p| {
+                    let key = p.peer.public_key.to_base64();
+                    !c.members.iter().any(|m| m.public_key == key)
+                })
                 .collect();
             for p in statics {
                 s.push_str(&p.render());
@@ -343,4 +351,50 @@ pub(crate) fn run(args: StatusArgs) -> Result<()> {
         print!("{}", report.render());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::PeerStats;
+    use std::time::Duration;
+    use weftnet_proto::keys::PrivateKey;
+
+    #[test]
+    fn peer_json_is_flat_and_reads_back() {
+        let key = PrivateKey::generate().public_key();
+        let report = PeerReport {
+            peer: Peer {
+                public_key: key,
+                endpoint: "192.0.2.7:51820".parse().ok(),
+                allowed_ips: vec!["10.0.2.0/24".parse().expect("net")],
+                persistent_keepalive: Some(25),
+            },
+            stats: PeerStats {
+                since_handshake: Some(Duration::from_millis(7_900)),
+                rx_bytes: 1,
+                tx_bytes: 2,
+                rx_packets: 3,
+                tx_packets: 4,
+            },
+        };
+        let json = serde_json::to_value(PeerStatus::from(&report)).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "public_key": key.to_base64(),
+                "endpoint": "192.0.2.7:51820",
+                "allowed_ips": ["10.0.2.0/24"],
+                "persistent_keepalive": 25,
+                "latest_handshake_secs": 7,
+                "rx_bytes": 1,
+                "tx_bytes": 2,
+                "rx_packets": 3,
+                "tx_packets": 4,
+            })
+        );
+        let back: PeerStatus = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back.peer, report.peer);
+        assert!(back.render().contains("allowed ips: 10.0.2.0/24"));
+    }
 }

@@ -120,6 +120,25 @@ pub fn generate_secret() -> String {
     STANDARD.encode(bytes)
 }
 
+/// A [`PublicKey`] as its base64 text (as `wg pubkey` prints it), for
+/// `#[serde(with = "...")]`.
+#[cfg(feature = "serde")]
+pub mod base64_serde {
+    use super::PublicKey;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// Writes the key as base64 text.
+    pub fn serialize<S: Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&key.to_base64())
+    }
+
+    /// Reads a key from base64 text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PublicKey, D::Error> {
+        let text = String::deserialize(d)?;
+        PublicKey::from_base64(&text).map_err(|e| D::Error::custom(format!("public key: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

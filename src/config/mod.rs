@@ -16,7 +16,6 @@ use settings::{ClusterSettings, KubeSettings, Layer, MulticastSettings, Settings
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use weftnet_proto::keys::PublicKey;
 
 pub(crate) use parse::parse_interface_name;
 
@@ -61,14 +60,8 @@ pub(crate) struct MulticastConfig {
     pub(crate) broadcast: bool,
 }
 
-/// A static peer.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PeerConfig {
-    pub(crate) public_key: PublicKey,
-    pub(crate) endpoint: Option<SocketAddr>,
-    pub(crate) allowed_ips: Vec<IpNet>,
-    pub(crate) persistent_keepalive: Option<u16>,
-}
+/// A static peer of the config file.
+pub(crate) use weftnet_proto::node::Peer as PeerConfig;
 
 /// Validated settings of `weftnet up`.
 #[derive(Debug, Clone)]

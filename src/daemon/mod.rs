@@ -129,10 +129,7 @@ async fn stop_signal() {
 /// A peer from the config file, as the reconciler takes it.
 fn static_peer(p: &crate::config::PeerConfig) -> PeerSpec {
     PeerSpec {
-        public_key: p.public_key,
-        endpoint: p.endpoint,
-        allowed_ips: p.allowed_ips.clone(),
-        persistent_keepalive: p.persistent_keepalive,
+        peer: p.clone(),
         groups: Vec::new(),
         first_contact: true,
     }
@@ -145,6 +142,8 @@ struct Running {
     server: JoinHandle<Result<()>>,
     others: Vec<JoinHandle<()>>,
     shutdown: Arc<Notify>,
+    /// Turns `Some` when a data-plane thread dies.
+    failure: watch::Receiver<Option<String>>,
 }
 
 /// Where other nodes reach this one: given, or the source address toward the seeds,
@@ -379,6 +378,7 @@ async fn start(
         "weftnet is up"
     );
     Ok(Running {
+        failure: dp.failure(),
         commands: commands_tx,
         shell,
         server,
@@ -405,6 +405,10 @@ impl Running {
                 _ => Err(anyhow::anyhow!("the control socket task ended")),
             },
             _ = &mut self.shell => Err(anyhow::anyhow!("the control plane task ended")),
+            failed = self.failure.wait_for(Option::is_some) => {
+                let why = failed.ok().and_then(|f| f.clone()).unwrap_or_default();
+                Err(anyhow::anyhow!("the data plane stopped: {why}"))
+            }
         };
         match &outcome {
             Ok(why) => tracing::info!(signal = why, "stopping: leaving the mesh"),

@@ -6,6 +6,7 @@ use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::wait_readable;
 use crate::udp::canonical;
+use anyhow::Context;
 use quinn_udp::RecvMeta;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
@@ -16,8 +17,18 @@ use weftnet_proto::wire::{self, Datagram};
 /// Receive buffers per UDP receive call.
 const RX_BATCH: usize = 8;
 
+/// Receive errors that repeat forever (no valid socket, bad buffers), unlike the
+/// errors ICMP reports for earlier sends (connection refused, unreachable).
+fn socket_unusable(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT)
+    )
+}
+
 impl Dataplane {
-    pub(super) fn udp_loop(&self) {
+    /// Receives until stopped; fails if the socket cannot be polled or is unusable.
+    pub(super) fn udp_loop(&self) -> anyhow::Result<()> {
         let slot = BUF.max(1500 * self.udp.gro_segments());
         let mut storage = vec![0u8; slot * RX_BATCH];
         let mut meta = vec![RecvMeta::default(); RX_BATCH];
@@ -30,13 +41,13 @@ impl Dataplane {
             let n = match self.udp.recv(&mut bufs, &mut meta) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Err(e) = wait_readable(self.udp.fd(), POLL_MS) {
-                        tracing::error!(error = %e, "polling the UDP socket failed");
-                        return;
-                    }
+                    wait_readable(self.udp.fd(), POLL_MS).context("polling the UDP socket")?;
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if socket_unusable(&e) => {
+                    return Err(e).context("receiving from the UDP socket");
+                }
                 Err(e) => {
                     // ICMP errors surface here (e.g. port unreachable); keep going.
                     tracing::debug!(error = %e, "UDP receive error");
@@ -52,6 +63,7 @@ impl Dataplane {
                 }
             }
         }
+        Ok(())
     }
 
     fn handle_datagram(&self, mesh: &Mesh, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {

@@ -63,10 +63,11 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Dataplane {
-    /// Reads frames from the L2 port until stopped (returns at once without one).
-    pub(super) fn l2_loop(&self) {
+    /// Reads frames from the L2 port until stopped; fails if it cannot be read or
+    /// polled, or if there is no L2 port (the thread is started only with one).
+    pub(super) fn l2_loop(&self) -> anyhow::Result<()> {
         let Some(port) = &self.l2 else {
-            return;
+            anyhow::bail!("no L2 port to read");
         };
         let mut replicator = Replicator::new(self.multicast.filter.clone(), self.rate_limit());
         self.drain(&port.tap, "the L2 port", |mesh, frame, scratch, batch| {
@@ -81,7 +82,7 @@ impl Dataplane {
                     tracing::trace!(error = %e, "dropped frame from the bridge");
                 }
             }
-        });
+        })
     }
 
     /// Writes a multicast IP packet to the bridge as an Ethernet frame; returns false

@@ -2,7 +2,6 @@
 //! built from them. A [`Mesh`] is immutable once built; changes build a new one that
 //! keeps the sessions of peers that stay (see `Dataplane::set_peers`).
 
-use ipnet::IpNet;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +16,7 @@ use weftnet_proto::session::{Limiter, Output, Session};
 /// Largest slot number: session indices keep 24 bits for it.
 const MAX_SLOT: PeerId = (1 << 24) - 1;
 
-pub(crate) use weftnet_proto::node::PeerSpec;
+pub(crate) use weftnet_proto::node::{Peer, PeerSpec};
 
 pub(super) struct PeerState {
     pub(super) session: Session,
@@ -27,7 +26,7 @@ pub(super) struct PeerState {
 }
 
 /// One peer's live state, shared by all threads.
-pub(super) struct Peer {
+pub(super) struct LivePeer {
     pub(super) state: Mutex<PeerState>,
     pub(super) rx_packets: AtomicU64,
     pub(super) tx_packets: AtomicU64,
@@ -35,25 +34,25 @@ pub(super) struct Peer {
     first_contact: AtomicBool,
 }
 
-impl Peer {
+impl LivePeer {
     fn new(spec: &PeerSpec, slot: PeerId, key: &PrivateKey, limiter: &Limiter) -> Self {
         let session = Session::new(
             key,
-            &spec.public_key,
+            &spec.peer.public_key,
             None,
-            spec.persistent_keepalive,
+            spec.peer.persistent_keepalive,
             slot,
             limiter,
         );
         Self {
             state: Mutex::new(PeerState {
                 session,
-                endpoint: spec.endpoint,
+                endpoint: spec.peer.endpoint,
             }),
             rx_packets: AtomicU64::new(0),
             tx_packets: AtomicU64::new(0),
             first_contact: AtomicBool::new(
-                spec.first_contact && spec.persistent_keepalive.is_some(),
+                spec.first_contact && spec.peer.persistent_keepalive.is_some(),
             ),
         }
     }
@@ -70,20 +69,27 @@ impl Peer {
 }
 
 struct Slot {
-    peer: Arc<Peer>,
+    live: Arc<LivePeer>,
     spec: PeerSpec,
 }
 
 /// What `weftnet status` shows about one peer.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerReport {
-    pub(crate) public_key: PublicKey,
-    pub(crate) endpoint: Option<SocketAddr>,
-    pub(crate) allowed_ips: Vec<IpNet>,
-    pub(crate) persistent_keepalive: Option<u16>,
+    /// The peer as specified, with the endpoint in use (it follows roaming).
+    pub(crate) peer: Peer,
+    pub(crate) stats: PeerStats,
+}
+
+/// One peer's traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct PeerStats {
+    /// Time since the last completed handshake; `None` before the first.
     pub(crate) since_handshake: Option<Duration>,
+    /// Plaintext bytes received and sent.
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
+    /// Packets received from and sent to the peer.
     pub(crate) rx_packets: u64,
     pub(crate) tx_packets: u64,
 }
@@ -111,16 +117,16 @@ impl Default for Mesh {
 }
 
 impl Mesh {
-    pub(super) fn peer(&self, id: PeerId) -> Option<&Arc<Peer>> {
-        self.slots.get(&id).map(|s| &s.peer)
+    pub(super) fn peer(&self, id: PeerId) -> Option<&Arc<LivePeer>> {
+        self.slots.get(&id).map(|s| &s.live)
     }
 
     pub(super) fn slot_of(&self, key: &PublicKey) -> Option<PeerId> {
         self.by_key.get(key).copied()
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<Peer>> {
-        self.slots.values().map(|s| &s.peer)
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<LivePeer>> {
+        self.slots.values().map(|s| &s.live)
     }
 
     /// The next mesh for `specs`: peers that stay keep slot and session (a changed
@@ -136,35 +142,37 @@ impl Mesh {
             ..Mesh::default()
         };
         for spec in specs {
-            if next.by_key.contains_key(&spec.public_key) || spec.public_key == key.public_key() {
+            let public_key = spec.peer.public_key;
+            if next.by_key.contains_key(&public_key) || public_key == key.public_key() {
                 continue;
             }
-            let kept = self.by_key.get(&spec.public_key).and_then(|id| {
+            let kept = self.by_key.get(&public_key).and_then(|id| {
                 let old = self.slots.get(id)?;
+                let (was, now) = (&old.spec.peer, &spec.peer);
                 // A changed keepalive needs a new session; anything else keeps it.
-                (old.spec.persistent_keepalive == spec.persistent_keepalive).then(|| {
-                    if spec.endpoint.is_some() && old.spec.endpoint != spec.endpoint {
-                        old.peer.state.lock().endpoint = spec.endpoint;
+                (was.persistent_keepalive == now.persistent_keepalive).then(|| {
+                    if now.endpoint.is_some() && was.endpoint != now.endpoint {
+                        old.live.state.lock().endpoint = now.endpoint;
                     }
-                    (*id, Arc::clone(&old.peer))
+                    (*id, Arc::clone(&old.live))
                 })
             });
-            let (id, peer) = match kept {
+            let (id, live) = match kept {
                 Some(k) => k,
                 None => {
                     let id = next.free_slot(self);
-                    (id, Arc::new(Peer::new(&spec, id, key, limiter)))
+                    (id, Arc::new(LivePeer::new(&spec, id, key, limiter)))
                 }
             };
-            for net in &spec.allowed_ips {
+            for net in &spec.peer.allowed_ips {
                 next.router.add_prefix(*net, id);
             }
             if !spec.groups.is_empty() {
                 next.membership
                     .set_peer_groups(id, spec.groups.iter().copied());
             }
-            next.by_key.insert(spec.public_key, id);
-            next.slots.insert(id, Slot { peer, spec });
+            next.by_key.insert(public_key, id);
+            next.slots.insert(id, Slot { live, spec });
         }
         next
     }
@@ -187,23 +195,25 @@ impl Mesh {
             .values()
             .map(|s| {
                 let (stats, endpoint) = {
-                    let st = s.peer.state.lock();
+                    let st = s.live.state.lock();
                     (st.session.stats(), st.endpoint)
                 };
                 PeerReport {
-                    public_key: s.spec.public_key,
-                    endpoint,
-                    allowed_ips: s.spec.allowed_ips.clone(),
-                    persistent_keepalive: s.spec.persistent_keepalive,
-                    since_handshake: stats.since_handshake,
-                    rx_bytes: stats.rx_bytes,
-                    tx_bytes: stats.tx_bytes,
-                    rx_packets: s.peer.rx_packets.load(Ordering::Relaxed),
-                    tx_packets: s.peer.tx_packets.load(Ordering::Relaxed),
+                    peer: Peer {
+                        endpoint,
+                        ..s.spec.peer.clone()
+                    },
+                    stats: PeerStats {
+                        since_handshake: stats.since_handshake,
+                        rx_bytes: stats.rx_bytes,
+                        tx_bytes: stats.tx_bytes,
+                        rx_packets: s.live.rx_packets.load(Ordering::Relaxed),
+                        tx_packets: s.live.tx_packets.load(Ordering::Relaxed),
+                    },
                 }
             })
             .collect();
-        v.sort_by_key(|r| r.public_key);
+        v.sort_by_key(|r| r.peer.public_key);
         v
     }
 }
@@ -211,13 +221,16 @@ impl Mesh {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::IpNet;
 
     fn spec(key: &PrivateKey, net: &str, endpoint: Option<&str>) -> PeerSpec {
         PeerSpec {
-            public_key: key.public_key(),
-            endpoint: endpoint.map(|e| e.parse().expect("endpoint")),
-            allowed_ips: vec![net.parse().expect("net")],
-            persistent_keepalive: None,
+            peer: Peer {
+                public_key: key.public_key(),
+                endpoint: endpoint.map(|e| e.parse().expect("endpoint")),
+                allowed_ips: vec![net.parse().expect("net")],
+                persistent_keepalive: None,
+            },
             groups: Vec::new(),
             first_contact: true,
         }

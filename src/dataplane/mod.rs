@@ -8,6 +8,7 @@
 //! - [`inbound`]: UDP -> decrypt -> TUN, with recvmmsg/GRO batching.
 //! - [`counters`]: drop and error counters.
 //! - [`l2`]: bridge mode's L2 port (TAP) on the pods' bridge, for multicast.
+//! - [`lifecycle`]: the stop flag, and the failure signal raised when a thread dies.
 //!
 //! Each peer's session sits behind its own mutex, so peers never contend with each
 //! other, and readers of the peer set never take a lock.
@@ -15,12 +16,15 @@
 mod counters;
 mod inbound;
 mod l2;
+mod lifecycle;
 mod mesh;
 mod multicast;
 mod outbound;
 
 pub(crate) use counters::Counters;
 pub(crate) use l2::{L2Port, L2Stats};
+#[cfg(test)]
+pub(crate) use mesh::PeerStats;
 pub(crate) use mesh::{PeerReport, PeerSpec};
 pub(crate) use multicast::GroupCounters;
 
@@ -28,10 +32,10 @@ use crate::config::MulticastConfig;
 use crate::tun::Tun;
 use crate::udp::Udp;
 use arc_swap::ArcSwap;
+use lifecycle::Lifecycle;
 use mesh::Mesh;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,7 +63,8 @@ pub(crate) struct Dataplane {
     tun: Tun,
     udp: Udp,
     pub(crate) counters: Counters,
-    stop: AtomicBool,
+    /// The stop request and the failure signal of the threads.
+    lifecycle: Arc<Lifecycle>,
     control: Option<tokio::sync::mpsc::Sender<ControlDatagram>>,
     /// Snooped IGMP/MLD packets for the control plane's group table.
     snoop: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
@@ -101,7 +106,7 @@ impl Dataplane {
             tun,
             udp,
             counters: Counters::default(),
-            stop: AtomicBool::new(false),
+            lifecycle: Arc::new(Lifecycle::default()),
             control: options.control,
             snoop: options.snoop,
             mcast_in: Replicator::new(options.multicast.filter.clone(), None),
@@ -121,13 +126,13 @@ impl Dataplane {
         self.mesh.store(Arc::new(next));
     }
 
-    /// Starts the TUN, UDP and timer threads (and the L2 thread in bridge mode).
+    /// Starts the TUN, UDP and timer threads (and the L2 thread in bridge mode). A
+    /// thread that ends before [`Self::stop`] (an I/O error, a panic) raises
+    /// [`Self::failure`].
     pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<Vec<JoinHandle<()>>> {
-        let spawn = |name: &str, f: fn(&Dataplane)| {
+        let spawn = |name: &str, f: fn(&Dataplane) -> anyhow::Result<()>| {
             let me = Arc::clone(self);
-            std::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(move || f(&me))
+            self.lifecycle.spawn(name, move || f(&me))
         };
         let mut threads = vec![
             spawn("weft-tun", Dataplane::tun_loop)?,
@@ -140,18 +145,29 @@ impl Dataplane {
         Ok(threads)
     }
 
-    /// Asks the threads to finish; they notice within [`POLL_MS`].
+    /// Asks the threads to finish; they notice within [`POLL_MS`]. Their exits then
+    /// signal no failure.
     pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.lifecycle.stop();
     }
 
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.lifecycle.stopping()
     }
 
-    /// Whether the threads are meant to be running (for the liveness probe).
+    /// Whether the threads are meant to be running and none has died (for the
+    /// liveness probe): false after [`Self::stop`] or a failure.
     pub(crate) fn running(&self) -> bool {
-        !self.stopping()
+        self.lifecycle.running()
+    }
+
+    /// The failure signal: `None` while the data plane works (and after a clean
+    /// [`Self::stop`]); `Some("<thread name>: <error>")` once a thread returned an
+    /// error, panicked or returned while no stop was asked for (the first such thread
+    /// only). Wait for it with `rx.wait_for(Option::is_some).await`, or read it with
+    /// `rx.borrow()`.
+    pub(crate) fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.lifecycle.failure()
     }
 
     pub(crate) fn public_key(&self) -> PublicKey {
@@ -183,7 +199,7 @@ impl Dataplane {
     }
 
     /// WireGuard timers for every peer, and the handshake rate-limit window.
-    fn timer_loop(&self) {
+    fn timer_loop(&self) -> anyhow::Result<()> {
         let mut out = vec![0u8; BUF];
         let mut last_reset = Instant::now();
         while !self.stopping() {
@@ -208,5 +224,6 @@ impl Dataplane {
             drop(mesh);
             std::thread::sleep(TICK);
         }
+        Ok(())
     }
 }

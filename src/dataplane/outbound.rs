@@ -2,10 +2,11 @@
 //! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
 //! UDP GSO send.
 
-use super::mesh::{Mesh, Peer};
+use super::mesh::{LivePeer, Mesh};
 use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::{wait_readable, Tun};
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use weftnet_proto::multicast::{RateLimit, Replicator};
@@ -17,7 +18,8 @@ const TX_BATCH: usize = 64;
 const GSO_MAX_BYTES: usize = 65000;
 
 impl Dataplane {
-    pub(super) fn tun_loop(&self) {
+    /// Reads the TUN device until stopped; fails if it cannot be read or polled.
+    pub(super) fn tun_loop(&self) -> anyhow::Result<()> {
         // One byte budget for multicast and one for broadcast, each at the rate limit.
         let mut replicator = Replicator::new(self.multicast.filter.clone(), self.rate_limit());
         let mut broadcast_rate = self.rate_limit();
@@ -33,7 +35,7 @@ impl Dataplane {
                     self.handle_outbound(mesh, packet, scratch, batch);
                 }
             },
-        );
+        )
     }
 
     /// A byte budget at `--multicast-rate-limit`, if one is set.
@@ -46,13 +48,14 @@ impl Dataplane {
     /// Reads `device` (the TUN, or the L2 port) until stopped, handing each packet or
     /// frame to `handle` with the current peer set, a scratch buffer and the send batch.
     /// The batch is flushed every [`TX_BATCH`] reads and whenever the device is empty;
-    /// the peer set is reloaded at each flush.
+    /// the peer set is reloaded at each flush. Fails if `device` (named `what` in the
+    /// error) cannot be read or polled.
     pub(super) fn drain(
         &self,
         device: &Tun,
         what: &str,
         mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
-    ) {
+    ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; BUF];
         let mut scratch = vec![0u8; BUF];
         let mut batch = TxBatch::new(self.udp.max_segments());
@@ -72,19 +75,15 @@ impl Dataplane {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     batch.flush(self);
                     in_batch = 0;
-                    if let Err(e) = wait_readable(device.fd(), POLL_MS) {
-                        tracing::error!(error = %e, "polling {what} failed", what = what);
-                        return;
-                    }
+                    wait_readable(device.fd(), POLL_MS)
+                        .with_context(|| format!("polling {what}"))?;
                     mesh = self.mesh.load_full();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "reading {what} failed", what = what);
-                    return;
-                }
+                Err(e) => return Err(e).with_context(|| format!("reading {what}")),
             }
         }
+        Ok(())
     }
 
     fn handle_outbound(&self, mesh: &Mesh, packet: &[u8], scratch: &mut [u8], batch: &mut TxBatch) {
@@ -108,7 +107,7 @@ impl Dataplane {
     /// handshake instead).
     pub(super) fn encrypt_to(
         &self,
-        peer: &Peer,
+        peer: &LivePeer,
         packet: &[u8],
         scratch: &mut [u8],
         batch: &mut TxBatch,

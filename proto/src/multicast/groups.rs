@@ -42,7 +42,7 @@
 //! empties is left; anything else keeps it joined.
 
 use super::policy::GroupFilter;
-use super::{igmp, mld, Control, GroupRecord, Message, RecordType};
+use super::{igmp, mld, Control, GroupRecord, Message, QueryParams, RecordType};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -505,47 +505,40 @@ impl Querier {
     /// IGMPv3 general query to 224.0.0.1 from `src` (use `0.0.0.0`: Linux accepts it
     /// for IGMP and it passes reverse-path filtering, which a local address does not).
     pub fn igmp_general_query(&self, src: Ipv4Addr) -> Vec<u8> {
-        igmp::build_query(&igmp::QueryParams {
-            src,
-            group: None,
-            max_response: self.config.query_response_interval,
-            robustness: self.config.robustness,
-            query_interval: self.config.query_interval,
-        })
+        igmp::build_query(&self.params(src, None))
     }
 
     /// MLDv2 general query to ff02::1 from `src`, which must be link-local (Linux
     /// ignores MLD queries from other sources) and not the TUN's own address.
     pub fn mld_general_query(&self, src: Ipv6Addr) -> Vec<u8> {
-        mld::build_query(&mld::QueryParams {
-            src,
-            group: None,
-            max_response: self.config.query_response_interval,
-            robustness: self.config.robustness,
-            query_interval: self.config.query_interval,
-        })
+        mld::build_query(&self.params(src, None))
     }
 
     /// IGMPv3 group-specific query (max response: last member query interval).
     pub fn igmp_group_query(&self, src: Ipv4Addr, group: Ipv4Addr) -> Vec<u8> {
-        igmp::build_query(&igmp::QueryParams {
-            src,
-            group: Some(group),
-            max_response: self.config.last_member_query_interval(),
-            robustness: self.config.robustness,
-            query_interval: self.config.query_interval,
-        })
+        igmp::build_query(&self.params(src, Some(group)))
     }
 
     /// MLDv2 group-specific query (max response: last member query interval).
     pub fn mld_group_query(&self, src: Ipv6Addr, group: Ipv6Addr) -> Vec<u8> {
-        mld::build_query(&mld::QueryParams {
+        mld::build_query(&self.params(src, Some(group)))
+    }
+
+    /// The parameters of a general query (`group` `None`; max response: query response
+    /// interval) or of a group-specific one (max response: last member query
+    /// interval), with this querier's robustness and query interval.
+    fn params<A>(&self, src: A, group: Option<A>) -> QueryParams<A> {
+        let max_response = match group {
+            None => self.config.query_response_interval,
+            Some(_) => self.config.last_member_query_interval(),
+        };
+        QueryParams {
             src,
-            group: Some(group),
-            max_response: self.config.last_member_query_interval(),
+            group,
+            max_response,
             robustness: self.config.robustness,
             query_interval: self.config.query_interval,
-        })
+        }
     }
 }
 

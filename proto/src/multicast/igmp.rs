@@ -8,7 +8,7 @@
 //! The IP addressing (source, TTL, presence of Router Alert) is not enforced: on the
 //! TUN the only sender is this host's kernel.
 
-use super::{addresses, checksum, take, GroupRecord, Message, ParseError, Query, RecordType};
+use super::{checksum, query, take, GroupRecord, Message, ParseError, RecordType};
 use super::{decode_code8, encode_code8};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -71,7 +71,7 @@ fn parse_message(msg: &[u8]) -> Result<IgmpMessage, ParseError> {
     }
     let group = Ipv4Addr::new(g0, g1, g2, g3);
     match kind {
-        TYPE_QUERY => parse_query(msg, code, group),
+        TYPE_QUERY => parse_query(msg, code),
         TYPE_V1_REPORT | TYPE_V2_REPORT => {
             if !group.is_multicast() {
                 return Err(ParseError::BadGroup);
@@ -98,45 +98,21 @@ fn parse_message(msg: &[u8]) -> Result<IgmpMessage, ParseError> {
 
 /// Queries: 8 bytes is IGMPv1 (code 0) or v2, 12 or more is v3, anything else is
 /// ignored (RFC 3376 §7.1).
-fn parse_query(msg: &[u8], code: u8, group: Ipv4Addr) -> Result<IgmpMessage, ParseError> {
-    let group = if group.is_unspecified() {
-        None
-    } else if group.is_multicast() {
-        Some(group)
-    } else {
-        return Err(ParseError::BadGroup);
-    };
-    let tenths = |t: u32| Duration::from_millis(u64::from(t) * 100);
+fn parse_query(msg: &[u8], code: u8) -> Result<IgmpMessage, ParseError> {
+    let group = query::group_field::<4, Ipv4Addr>(msg)?;
     if msg.len() == 8 {
-        let (version, max_response) = if code == 0 {
-            (1, Duration::from_secs(10))
+        return Ok(if code == 0 {
+            query::legacy(1, Duration::from_secs(10), group)
         } else {
-            (2, tenths(u32::from(code)))
-        };
-        return Ok(Message::Query(Query {
-            version,
-            max_response,
-            group,
-            suppress_router_processing: false,
-            robustness: 0,
-            query_interval: None,
-            sources: Vec::new(),
-        }));
+            query::legacy(2, tenths(u32::from(code)), group)
+        });
     }
-    if msg.len() < 12 {
-        return Err(ParseError::BadLength);
-    }
-    let [flags, qqic, n0, n1] = take::<4>(msg, 8)?;
-    let qqi = decode_code8(qqic);
-    Ok(Message::Query(Query {
-        version: 3,
-        max_response: tenths(decode_code8(code)),
-        group,
-        suppress_router_processing: flags & 0x08 != 0,
-        robustness: flags & 0x07,
-        query_interval: (qqi != 0).then(|| Duration::from_secs(u64::from(qqi))),
-        sources: addresses::<4, Ipv4Addr>(msg, 12, usize::from(u16::from_be_bytes([n0, n1])))?,
-    }))
+    query::parse_current::<4, Ipv4Addr>(msg, 3, group)
+}
+
+/// A duration of `t` tenths of a second.
+fn tenths(t: u32) -> Duration {
+    Duration::from_millis(u64::from(t) * 100)
 }
 
 /// IGMPv3 report: `type | reserved | checksum | reserved[2] | n u16 | n × record`,
@@ -145,50 +121,58 @@ fn parse_v3_report(msg: &[u8]) -> Result<IgmpMessage, ParseError> {
     super::parse_report_records::<4, Ipv4Addr>(msg, 3)
 }
 
-/// The fields of a query to build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryParams {
-    /// IPv4 source address. `0.0.0.0` is accepted by Linux for IGMP and passes its
-    /// reverse-path filter; a local address of the receiving host does not (martian).
-    pub src: Ipv4Addr,
-    /// `None`: general query to 224.0.0.1; `Some(g)`: group-specific query sent to `g`.
-    pub group: Option<Ipv4Addr>,
-    /// Max Resp Time (encoded in tenths of a second, at most 3174.4 s).
-    pub max_response: Duration,
-    /// QRV, 0-7 (larger values are sent as 0, "unset").
-    pub robustness: u8,
-    /// QQI (encoded in seconds, at most 31744 s).
-    pub query_interval: Duration,
-}
+/// The fields of an IGMPv3 query to build.
+pub type QueryParams = super::QueryParams<Ipv4Addr>;
 
 /// Builds an IPv4 packet with an IGMPv3 query: IHL 6 with Router Alert, TOS 0xc0,
 /// DF, TTL 1, correct header and IGMP checksums, no sources (36 bytes).
 pub fn build_query(q: &QueryParams) -> Vec<u8> {
-    let dst = q.group.unwrap_or(ALL_SYSTEMS);
-    let mut p = vec![0u8; 36];
-    p[0] = 0x46;
-    p[1] = 0xc0;
-    p[2..4].copy_from_slice(&36u16.to_be_bytes());
-    p[6] = 0x40; // DF
-    p[8] = 1; // TTL
-    p[9] = PROTOCOL;
-    p[12..16].copy_from_slice(&q.src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p[20..24].copy_from_slice(&[0x94, 0x04, 0x00, 0x00]); // Router Alert
-    let c = checksum::of(&p[..24]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    query::build(q)
+}
 
-    let tenths = u32::try_from(q.max_response.as_millis() / 100).unwrap_or(u32::MAX);
-    let secs = u32::try_from(q.query_interval.as_secs()).unwrap_or(u32::MAX);
-    let m = &mut p[24..];
-    m[0] = TYPE_QUERY;
-    m[1] = encode_code8(tenths);
-    m[4..8].copy_from_slice(&q.group.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
-    m[8] = if q.robustness <= 7 { q.robustness } else { 0 };
-    m[9] = encode_code8(secs);
-    let c = checksum::of(m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    p
+/// IGMPv3's side of the shared query layout: 4-byte addresses, the group at offset 4,
+/// an 8-bit max response code in tenths of a second at offset 1, no pseudo-header,
+/// and a 24-byte IPv4 header with Router Alert.
+impl query::Family<4> for Ipv4Addr {
+    const TYPE_QUERY: u8 = TYPE_QUERY;
+    const ALL_HOSTS: Self = ALL_SYSTEMS;
+    const UNSPECIFIED: Self = Ipv4Addr::UNSPECIFIED;
+    const GROUP_AT: usize = 4;
+
+    fn bytes(self) -> [u8; 4] {
+        self.octets()
+    }
+
+    fn put_max_response(msg: &mut [u8], max_response: Duration) {
+        let t = u32::try_from(max_response.as_millis() / 100).unwrap_or(u32::MAX);
+        msg[1] = encode_code8(t);
+    }
+
+    fn max_response(msg: &[u8]) -> Result<Duration, ParseError> {
+        let [_, code] = take::<2>(msg, 0)?;
+        Ok(tenths(decode_code8(code)))
+    }
+
+    fn pseudo_header(_src: Self, _dst: Self, _len: usize) -> u64 {
+        0
+    }
+
+    fn ip_header(src: Self, dst: Self, len: usize) -> Vec<u8> {
+        let mut h = vec![0u8; 24];
+        h[0] = 0x46;
+        h[1] = 0xc0;
+        let total = u16::try_from(24 + len).unwrap_or(u16::MAX);
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[6] = 0x40; // DF
+        h[8] = 1; // TTL
+        h[9] = PROTOCOL;
+        h[12..16].copy_from_slice(&src.octets());
+        h[16..20].copy_from_slice(&dst.octets());
+        h[20..24].copy_from_slice(&[0x94, 0x04, 0x00, 0x00]); // Router Alert
+        let c = checksum::of(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 //! The addressing (link-local source, hop limit 1, Router Alert) is not enforced: on
 //! the TUN the only sender is this host's kernel.
 
-use super::{addresses, checksum, take, GroupRecord, Message, ParseError, Query, RecordType};
-use super::{decode_code16, decode_code8, encode_code16, encode_code8};
+use super::{checksum, query, take, GroupRecord, Message, ParseError, RecordType};
+use super::{decode_code16, encode_code16};
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
@@ -131,9 +131,7 @@ pub fn parse(packet: &[u8]) -> Result<MldMessage, ParseError> {
         return Err(ParseError::NotControl);
     }
     let len = u32::try_from(msg.len()).map_err(|_| ParseError::BadIpHeader)?;
-    let mut sum = checksum::add(0, packet.get(8..40).ok_or(ParseError::Truncated)?);
-    sum = checksum::add(sum, &len.to_be_bytes());
-    sum = checksum::add(sum, &[0, 0, 0, ICMPV6]);
+    let sum = pseudo_header(packet.get(8..40).ok_or(ParseError::Truncated)?, len);
     if checksum::finish(checksum::add(sum, msg)) != 0 {
         return Err(ParseError::Checksum);
     }
@@ -165,40 +163,12 @@ pub fn parse(packet: &[u8]) -> Result<MldMessage, ParseError> {
 /// (RFC 3810 §8.1).
 fn parse_query(msg: &[u8]) -> Result<MldMessage, ParseError> {
     let [c0, c1] = take::<2>(msg, 4)?;
-    let group = Ipv6Addr::from(take::<16>(msg, 8)?);
-    let group = if group.is_unspecified() {
-        None
-    } else if group.is_multicast() {
-        Some(group)
-    } else {
-        return Err(ParseError::BadGroup);
-    };
-    let code = u16::from_be_bytes([c0, c1]);
+    let group = query::group_field::<16, Ipv6Addr>(msg)?;
     if msg.len() == 24 {
-        return Ok(Message::Query(Query {
-            version: 1,
-            max_response: Duration::from_millis(u64::from(code)),
-            group,
-            suppress_router_processing: false,
-            robustness: 0,
-            query_interval: None,
-            sources: Vec::new(),
-        }));
+        let delay = Duration::from_millis(u64::from(u16::from_be_bytes([c0, c1])));
+        return Ok(query::legacy(1, delay, group));
     }
-    if msg.len() < 28 {
-        return Err(ParseError::BadLength);
-    }
-    let [flags, qqic, n0, n1] = take::<4>(msg, 24)?;
-    let qqi = decode_code8(qqic);
-    Ok(Message::Query(Query {
-        version: 2,
-        max_response: Duration::from_millis(u64::from(decode_code16(code))),
-        group,
-        suppress_router_processing: flags & 0x08 != 0,
-        robustness: flags & 0x07,
-        query_interval: (qqi != 0).then(|| Duration::from_secs(u64::from(qqi))),
-        sources: addresses::<16, Ipv6Addr>(msg, 28, usize::from(u16::from_be_bytes([n0, n1])))?,
-    }))
+    query::parse_current::<16, Ipv6Addr>(msg, 2, group)
 }
 
 /// MLDv2 report: `type | code | checksum | reserved[2] | n u16 | n × record`,
@@ -207,50 +177,66 @@ fn parse_v2_report(msg: &[u8]) -> Result<MldMessage, ParseError> {
     super::parse_report_records::<16, Ipv6Addr>(msg, 2)
 }
 
-/// The fields of a query to build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryParams {
-    /// IPv6 source address. Linux ignores MLD queries whose source is not link-local
-    /// (`fe80::/10`); use one that is not the receiving interface's own.
-    pub src: Ipv6Addr,
-    /// `None`: general query to ff02::1; `Some(g)`: group-specific query sent to `g`.
-    pub group: Option<Ipv6Addr>,
-    /// Maximum Response Delay (encoded in milliseconds, at most about 8387 s).
-    pub max_response: Duration,
-    /// QRV, 0-7 (larger values are sent as 0, "unset").
-    pub robustness: u8,
-    /// QQI (encoded in seconds, at most 31744 s).
-    pub query_interval: Duration,
-}
+/// The fields of an MLDv2 query to build.
+pub type QueryParams = super::QueryParams<Ipv6Addr>;
 
 /// Builds an IPv6 packet with an MLDv2 query: hop limit 1, a Hop-by-Hop header with
 /// Router Alert (MLD) and PadN, correct ICMPv6 checksum, no sources (76 bytes).
 pub fn build_query(q: &QueryParams) -> Vec<u8> {
-    let dst = q.group.unwrap_or(ALL_NODES);
-    let mut p = vec![0u8; 76];
-    p[0] = 0x60;
-    p[4..6].copy_from_slice(&36u16.to_be_bytes());
-    p[6] = 0; // Hop-by-Hop
-    p[7] = 1; // hop limit
-    p[8..24].copy_from_slice(&q.src.octets());
-    p[24..40].copy_from_slice(&dst.octets());
-    // Hop-by-Hop: next header ICMPv6, length 0 (8 bytes), Router Alert 0 (MLD), PadN.
-    p[40..48].copy_from_slice(&[ICMPV6, 0, 0x05, 0x02, 0x00, 0x00, 0x01, 0x00]);
+    query::build(q)
+}
 
-    let ms = u32::try_from(q.max_response.as_millis()).unwrap_or(u32::MAX);
-    let secs = u32::try_from(q.query_interval.as_secs()).unwrap_or(u32::MAX);
-    let m = &mut p[48..];
-    m[0] = TYPE_QUERY;
-    m[4..6].copy_from_slice(&encode_code16(ms).to_be_bytes());
-    m[8..24].copy_from_slice(&q.group.unwrap_or(Ipv6Addr::UNSPECIFIED).octets());
-    m[24] = if q.robustness <= 7 { q.robustness } else { 0 };
-    m[25] = encode_code8(secs);
-    let mut sum = checksum::add(0, &q.src.octets());
-    sum = checksum::add(sum, &dst.octets());
-    sum = checksum::add(sum, &[0, 0, 0, 28, 0, 0, 0, ICMPV6]);
-    let c = checksum::finish(checksum::add(sum, m));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    p
+/// The ICMPv6 checksum's running sum over the pseudo-header (RFC 8200 §8.1):
+/// `addresses` is source and destination as in the IPv6 header (32 bytes), `len` the
+/// ICMPv6 message length.
+fn pseudo_header(addresses: &[u8], len: u32) -> u64 {
+    let sum = checksum::add(0, addresses);
+    let sum = checksum::add(sum, &len.to_be_bytes());
+    checksum::add(sum, &[0, 0, 0, ICMPV6])
+}
+
+/// MLDv2's side of the shared query layout: 16-byte addresses, the group at offset 8,
+/// a 16-bit max response code in milliseconds at offset 4, the ICMPv6 pseudo-header,
+/// and an IPv6 header with a Hop-by-Hop header carrying Router Alert.
+impl query::Family<16> for Ipv6Addr {
+    const TYPE_QUERY: u8 = TYPE_QUERY;
+    const ALL_HOSTS: Self = ALL_NODES;
+    const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
+    const GROUP_AT: usize = 8;
+
+    fn bytes(self) -> [u8; 16] {
+        self.octets()
+    }
+
+    fn put_max_response(msg: &mut [u8], max_response: Duration) {
+        let ms = u32::try_from(max_response.as_millis()).unwrap_or(u32::MAX);
+        msg[4..6].copy_from_slice(&encode_code16(ms).to_be_bytes());
+    }
+
+    fn max_response(msg: &[u8]) -> Result<Duration, ParseError> {
+        let [c0, c1] = take::<2>(msg, 4)?;
+        let ms = decode_code16(u16::from_be_bytes([c0, c1]));
+        Ok(Duration::from_millis(u64::from(ms)))
+    }
+
+    fn pseudo_header(src: Self, dst: Self, len: usize) -> u64 {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        pseudo_header(&[src.octets(), dst.octets()].concat(), len)
+    }
+
+    fn ip_header(src: Self, dst: Self, len: usize) -> Vec<u8> {
+        let mut h = vec![0u8; 48];
+        h[0] = 0x60;
+        let payload = u16::try_from(8 + len).unwrap_or(u16::MAX);
+        h[4..6].copy_from_slice(&payload.to_be_bytes());
+        h[6] = 0; // Hop-by-Hop
+        h[7] = 1; // hop limit
+        h[8..24].copy_from_slice(&src.octets());
+        h[24..40].copy_from_slice(&dst.octets());
+        // Hop-by-Hop: next header ICMPv6, length 0 (8 bytes), Router Alert 0 (MLD), PadN.
+        h[40..48].copy_from_slice(&[ICMPV6, 0, 0x05, 0x02, 0x00, 0x00, 0x01, 0x00]);
+        h
+    }
 }
 
 #[cfg(test)]

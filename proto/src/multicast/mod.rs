@@ -22,8 +22,12 @@
 //! every source of a joined group is correct, merely not minimal.
 //!
 //! Modules:
-//! - [`igmp`]: IGMPv1/v2/v3 parsing (RFC 1112, 2236, 3376) and the query builder.
-//! - [`mld`]: MLDv1/v2 parsing (RFC 2710, 3810) and the query builder.
+//! - [`igmp`]: IGMPv1/v2/v3 parsing (RFC 1112, 2236, 3376) and IGMP's side of the
+//!   query builder (IPv4 header, max response code in tenths of a second).
+//! - [`mld`]: MLDv1/v2 parsing (RFC 2710, 3810) and MLD's side of the query builder
+//!   (IPv6 and Hop-by-Hop headers, max response code in milliseconds, pseudo-header).
+//! - `query`: the IGMPv3/MLDv2 query layout they share, built and read once
+//!   ([`QueryParams`]), as `parse_report_records` reads both reports.
 //! - [`groups`]: [`GroupTable`] (local memberships and their timers) and [`Querier`].
 //! - [`policy`]: [`GroupFilter`] (which groups may cross the mesh), [`RateLimit`].
 //! - [`replicate`]: [`Membership`] and the [`Replicator`]'s per-packet decisions.
@@ -35,10 +39,12 @@ pub mod groups;
 pub mod igmp;
 pub mod mld;
 pub mod policy;
+mod query;
 pub mod replicate;
 
 pub use groups::{FilterMode, GroupConfig, GroupEvent, GroupTable, Querier, SourceFilter};
 pub use policy::{is_multicast, Action, FilterReason, GroupFilter, RateLimit};
+pub use query::QueryParams;
 pub use replicate::{McastDrop, Membership, Replication, Replicator};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

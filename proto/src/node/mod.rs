@@ -26,7 +26,7 @@ pub mod status;
 mod tests;
 
 pub use blocks::{gateway, routes_needed, Blocks, Link};
-pub use peers::{split_prefixes, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
+pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
 pub use status::{state_name, Status};
 
 use crate::gossip::{ConfigError, Event, Gossip, GossipConfig, Member, NodeRecord};
@@ -595,7 +595,10 @@ impl Node {
     fn reconcile(&mut self, members: &[Member]) {
         let deleted = &self.deleted_nodes;
         let wanted = peers::wanted(&self.public_key, &self.static_peers, members, deleted);
-        let prefixes: Vec<IpNet> = wanted.iter().flat_map(|p| p.allowed_ips.clone()).collect();
+        let prefixes: Vec<IpNet> = wanted
+            .iter()
+            .flat_map(|p| p.peer.allowed_ips.clone())
+            .collect();
         if self.peers.as_ref() != Some(&wanted) {
             self.peers = Some(wanted.clone());
             self.effects.push_back(Effect::SetPeers(wanted));

@@ -16,17 +16,30 @@ pub const MESH_KEEPALIVE: u16 = 25;
 /// (as /32 or /128 multicast addresses, PROTOCOL.md §6), which holds 64 entries.
 pub const MAX_ANNOUNCED_GROUPS: usize = 48;
 
-/// What the control plane says about one peer: the data plane's input.
+/// One peer, defined once: who it is, where to reach it, which prefixes it may send
+/// from and receive. A static peer of the config file is one; [`PeerSpec`] adds what
+/// gossip knows, the daemon's status report adds traffic counters. With the `serde`
+/// feature its form is the one `weftnet status --json` shows (`public_key` in base64,
+/// `endpoint` as `HOST:PORT` or null, `allowed_ips` as prefixes).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PeerSpec {
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Peer {
     /// The peer's WireGuard public key.
+    #[cfg_attr(feature = "serde", serde(with = "crate::keys::base64_serde"))]
     pub public_key: PublicKey,
     /// Where to send until the peer roams (configured or gossiped).
     pub endpoint: Option<SocketAddr>,
     /// Crypto-key routing: the inner addresses the peer may send from and receives.
     pub allowed_ips: Vec<IpNet>,
-    /// Seconds between keepalives, if any.
+    /// Seconds between keepalives; `None` sends none.
     pub persistent_keepalive: Option<u16>,
+}
+
+/// What the control plane says about one peer: the data plane's input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSpec {
+    /// Key, endpoint (the configured or gossiped one), prefixes, keepalive.
+    pub peer: Peer,
     /// Multicast groups with a member on that peer.
     pub groups: Vec<IpAddr>,
     /// Start a handshake as soon as the peer is added (with a persistent keepalive).
@@ -60,7 +73,7 @@ pub(super) fn wanted(
     members: &[Member],
     deleted_nodes: &BTreeSet<String>,
 ) -> Vec<PeerSpec> {
-    let mut seen: HashSet<PublicKey> = statics.iter().map(|p| p.public_key).collect();
+    let mut seen: HashSet<PublicKey> = statics.iter().map(|p| p.peer.public_key).collect();
     let mut specs = statics.to_vec();
     let live = members
         .iter()
@@ -69,10 +82,12 @@ pub(super) fn wanted(
         if m.record.public_key != *me && seen.insert(m.record.public_key) {
             let (allowed_ips, groups) = split_prefixes(&m.record.prefixes);
             specs.push(PeerSpec {
-                public_key: m.record.public_key,
-                endpoint: Some(m.record.endpoint),
-                allowed_ips,
-                persistent_keepalive: Some(MESH_KEEPALIVE),
+                peer: Peer {
+                    public_key: m.record.public_key,
+                    endpoint: Some(m.record.endpoint),
+                    allowed_ips,
+                    persistent_keepalive: Some(MESH_KEEPALIVE),
+                },
                 groups,
                 first_contact: *me < m.record.public_key,
             });
@@ -126,10 +141,12 @@ mod tests {
     fn live_members_become_peers_and_the_lower_key_calls() {
         let me = PublicKey::from_bytes([5; 32]);
         let statics = vec![PeerSpec {
-            public_key: PublicKey::from_bytes([9; 32]),
-            endpoint: None,
-            allowed_ips: vec![n("10.9.0.0/16")],
-            persistent_keepalive: None,
+            peer: Peer {
+                public_key: PublicKey::from_bytes([9; 32]),
+                endpoint: None,
+                allowed_ips: vec![n("10.9.0.0/16")],
+                persistent_keepalive: None,
+            },
             groups: vec![],
             first_contact: true,
         }];
@@ -142,12 +159,15 @@ mod tests {
         ];
         let deleted: BTreeSet<String> = ["gone".to_string()].into();
         let peers = wanted(&me, &statics, &members, &deleted);
-        let keys: Vec<u8> = peers.iter().map(|p| p.public_key.as_bytes()[0]).collect();
+        let keys: Vec<u8> = peers
+            .iter()
+            .map(|p| p.peer.public_key.as_bytes()[0])
+            .collect();
         assert_eq!(keys, vec![9, 3, 7]);
         assert!(!peers[1].first_contact, "a higher key waits");
         assert!(peers[2].first_contact, "the lower key calls");
-        assert_eq!(peers[1].allowed_ips, vec![n("10.47.3.0/24")]);
+        assert_eq!(peers[1].peer.allowed_ips, vec![n("10.47.3.0/24")]);
         assert_eq!(peers[1].groups, vec![n("239.1.1.1/32").addr()]);
-        assert_eq!(peers[1].persistent_keepalive, Some(MESH_KEEPALIVE));
+        assert_eq!(peers[1].peer.persistent_keepalive, Some(MESH_KEEPALIVE));
     }
 }

@@ -281,10 +281,10 @@ fn joining_nodes_settle_then_claim_distinct_blocks_and_peer() {
         assert_eq!(h.peers.len(), 2, "{i} peers with the two others");
         for p in &h.peers {
             let j = (0..3)
-                .find(|j| key_of(*j) == p.public_key)
+                .find(|j| key_of(*j) == p.peer.public_key)
                 .expect("known key");
-            assert_eq!(p.allowed_ips, vec![net.block(j).expect("block")]);
-            assert_eq!(p.endpoint, Some(addr_of(j)));
+            assert_eq!(p.peer.allowed_ips, vec![net.block(j).expect("block")]);
+            assert_eq!(p.peer.endpoint, Some(addr_of(j)));
             assert_eq!(p.first_contact, key_of(i) < key_of(j));
         }
     }
@@ -333,9 +333,9 @@ fn a_conflict_moves_the_loser_and_its_gateway_follows() {
     let to_loser = net.hosts[w]
         .peers
         .iter()
-        .find(|p| p.public_key == key_of(l))
+        .find(|p| p.peer.public_key == key_of(l))
         .expect("peer");
-    assert_eq!(to_loser.allowed_ips, vec![new]);
+    assert_eq!(to_loser.peer.allowed_ips, vec![new]);
 }
 
 #[test]
@@ -485,7 +485,10 @@ fn forget_takes_only_dead_or_departed_members() {
     assert!(net.hosts[c].node.is_done());
     net.hosts[c].up = false;
     assert_eq!(net.member_state(a, c), Some(MemberState::Left));
-    assert!(net.hosts[a].peers.iter().all(|p| p.public_key != key_of(c)));
+    assert!(net.hosts[a]
+        .peers
+        .iter()
+        .all(|p| p.peer.public_key != key_of(c)));
     let now = net.now;
     assert_eq!(
         net.hosts[a].node.forget(&key_of(c).to_base64(), now),
@@ -520,7 +523,7 @@ fn a_snooped_join_is_announced_and_becomes_the_peers_group() {
     let to_a = net.hosts[b]
         .peers
         .iter()
-        .find(|p| p.public_key == key_of(a))
+        .find(|p| p.peer.public_key == key_of(a))
         .expect("peer");
     assert_eq!(to_a.groups, vec![group]);
     assert!(net.hosts[a].injected > 0, "the querier asked for reports");
@@ -529,10 +532,12 @@ fn a_snooped_join_is_announced_and_becomes_the_peers_group() {
 #[test]
 fn without_gossip_only_the_given_state_is_installed() {
     let static_peer = PeerSpec {
-        public_key: key_of(9),
-        endpoint: Some(addr_of(9)),
-        allowed_ips: vec![n("10.47.0.2/32"), n("10.99.0.0/24")],
-        persistent_keepalive: None,
+        peer: Peer {
+            public_key: key_of(9),
+            endpoint: Some(addr_of(9)),
+            allowed_ips: vec![n("10.47.0.2/32"), n("10.99.0.0/24")],
+            persistent_keepalive: None,
+        },
         groups: vec![],
         first_contact: true,
     };
