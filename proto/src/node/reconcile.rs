@@ -52,8 +52,8 @@ impl Installed {
             }
         }
         for (prefix, src) in routes {
-            if !self.routes.contains_key(&prefix) {
-                self.routes.insert(prefix, src);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.routes.entry(prefix) {
+                e.insert(src);
                 out.push_back(Effect::AddRoute { prefix, src });
             }
         }
