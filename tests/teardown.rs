@@ -175,3 +175,33 @@ fn a_clean_stop_keeps_what_pods_need_and_removes_the_rest() {
     );
     assert!(!d.state_dir().join("weftnet.sock").exists());
 }
+
+#[test]
+fn a_dead_data_plane_thread_stops_the_node_loudly() {
+    let ns = Netns::new("dpdead");
+    let mut d = Daemon::start(
+        &ns,
+        &[
+            "--interface",
+            "wtdead0",
+            "--address",
+            "10.203.0.1/24",
+            "--health-listen",
+            "127.0.0.1:9901",
+        ],
+        "",
+    );
+    // Deleting the TUN from outside makes the data plane's reads fail.
+    ns.ip(&["link", "del", "wtdead0"]);
+    let status = d
+        .proc()
+        .wait_timeout(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the daemon kept running:\n{}", d.logs()));
+    assert!(!status.success(), "exited 0:\n{}", d.logs());
+    assert!(
+        d.stderr().contains("the data plane stopped"),
+        "no reason given:\n{}",
+        d.logs()
+    );
+    assert!(!d.state_dir().join("weftnet.sock").exists());
+}
