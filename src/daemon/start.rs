@@ -1,0 +1,360 @@
+//! Start-up, step by step, in an order that fails early: the host side (control socket
+//! claim, health port, UDP port, overlay interface, advertised endpoint, bridge,
+//! masquerade chain), then the node reconciler and the data plane with its first peers,
+//! addresses and routes, then the tasks. Each thing created is handed to the
+//! [`Teardown`] the moment it exists; after each step a test hook (`failpoint`) can
+//! make start-up fail there.
+
+use super::teardown::{failpoint, Created, Teardown};
+use super::Running;
+use crate::cluster::{self, Links, Shell};
+use crate::config::{Config, WIREGUARD_OVERHEAD};
+use crate::control;
+use crate::dataplane::{Dataplane, L2Port};
+use crate::kube::{self, KubeView};
+use crate::netlink::Netlink;
+use crate::status::{NodeInfo, StatusReport};
+use crate::system;
+use crate::tun::Tun;
+use crate::udp::Udp;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, watch, Notify};
+use weftnet_proto::gossip::GossipConfig;
+use weftnet_proto::keys::PrivateKey;
+use weftnet_proto::node::{GossipSetup, Node, NodeConfig, PeerSpec, Status};
+
+/// Control datagrams queued between the UDP thread and the control plane.
+const CONTROL_QUEUE: usize = 4096;
+
+/// What the host side of start-up made.
+struct HostSide {
+    socket: PathBuf,
+    health: Option<std::net::TcpListener>,
+    udp: Udp,
+    tun: Tun,
+    overlay: u32,
+    mtu: u32,
+    endpoint: Option<SocketAddr>,
+    bridge: Option<u32>,
+    l2: Option<L2Port>,
+}
+
+/// Creates everything in order, each thing owned by `teardown` as soon as it exists.
+pub(super) async fn start(
+    config: Config,
+    key: PrivateKey,
+    secrets: Vec<[u8; 32]>,
+    kube: Option<kube::Started>,
+    netlink: &Arc<Netlink>,
+    teardown: &mut Teardown,
+) -> Result<Running> {
+    let host = host_side(&config, netlink, teardown).await?;
+    let node = reconciler(&config, &key, secrets, &host)?;
+    let clustered = node.status().clustered;
+    let links = Links {
+        overlay: host.overlay,
+        bridge: host.bridge,
+    };
+    let (mut shell, status) = Shell::new(
+        node,
+        Arc::clone(netlink),
+        links,
+        config.state_dir.join("block"),
+    );
+
+    // The data plane, with its peers, addresses and routes in place before it runs.
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (snoop_tx, snoop_rx) = mpsc::channel(CONTROL_QUEUE);
+    let range = config.cluster.as_ref().and_then(|c| c.range);
+    let public_key = key.public_key();
+    let dp = Dataplane::new(
+        key,
+        host.tun,
+        host.udp,
+        crate::dataplane::Options {
+            // Without gossip, control datagrams and snooped reports have no use.
+            control: clustered.then_some(control_tx),
+            snoop: clustered.then_some(snoop_tx),
+            multicast: config.multicast.clone(),
+            broadcast_addrs: config
+                .addresses
+                .iter()
+                .chain(range.iter().map(|(r, _)| r))
+                .filter_map(|n| match n {
+                    ipnet::IpNet::V4(v4) => Some(v4.broadcast()),
+                    ipnet::IpNet::V6(_) => None,
+                })
+                .collect(),
+            l2: host.l2,
+        },
+    );
+    let added = shell
+        .start(&dp)
+        .await
+        .with_context(|| format!("cannot configure interface {}", config.interface));
+    for (index, address) in added.iter().flatten() {
+        teardown.push_until_started(Created::Address {
+            index: *index,
+            address: *address,
+        });
+    }
+    added?;
+    failpoint("addresses")?;
+    let threads = dp.start().context("cannot start the data plane threads")?;
+    teardown.push(Created::Dataplane {
+        dp: Arc::clone(&dp),
+        threads,
+    });
+    failpoint("dataplane")?;
+    let listener = control::bind(&host.socket)?;
+    teardown.push(Created::File(host.socket));
+    failpoint("control socket")?;
+
+    // From here on nothing fails: the tasks start.
+    let (commands_tx, commands_rx) = mpsc::channel(16);
+    let shutdown = Arc::new(Notify::new());
+    let shell = tokio::spawn(shell.run(Arc::clone(&dp), control_rx, snoop_rx, commands_rx));
+    let mut others = Vec::new();
+    let mut kube_view = None;
+    if let (Some(started), Some(k)) = (kube, config.kube.clone()) {
+        let (tasks, view) = kube::spawn(kube::Running {
+            started,
+            config: k,
+            bridge: config
+                .bridge
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_BRIDGE.to_string()),
+            listen_port: config.listen_port,
+            mtu: host.mtu,
+            public_key: public_key.to_base64(),
+            endpoint: host.endpoint,
+            commands: commands_tx.clone(),
+            shutdown: Arc::clone(&shutdown),
+            status: status.clone(),
+        });
+        others.extend(tasks);
+        kube_view = Some(view);
+    }
+    if let Some(listener) = host.health {
+        let checks = health_checks(&dp, kube_view.clone(), status.clone());
+        others.push(crate::health::serve(listener, checks)?);
+    }
+    let node_info = NodeInfo {
+        listen_port: config.listen_port,
+        mtu: host.mtu,
+    };
+    let report_dp = Arc::clone(&dp);
+    let handler = control::Handler {
+        report: Box::new(move || {
+            let status = status.borrow().clone();
+            let mut r = StatusReport::build(&node_info, &report_dp, &status);
+            r.kubernetes = kube_view.as_ref().map(|k| k.borrow().status());
+            r
+        }),
+        commands: commands_tx.clone(),
+        shutdown: Arc::clone(&shutdown),
+    };
+    let server = tokio::spawn(control::serve(listener, handler));
+    tracing::info!(
+        interface = %config.interface,
+        public_key = %public_key,
+        port = config.listen_port,
+        mtu = host.mtu,
+        peers = config.peers.len(),
+        gossip = clustered,
+        "weftnet is up"
+    );
+    Ok(Running {
+        failure: dp.failure(),
+        commands: commands_tx,
+        shell,
+        server,
+        others,
+        shutdown,
+    })
+}
+
+/// The host side: ports, the overlay interface, the advertised endpoint, the bridge
+/// and the masquerade chain.
+async fn host_side(
+    config: &Config,
+    netlink: &Arc<Netlink>,
+    teardown: &mut Teardown,
+) -> Result<HostSide> {
+    let socket = control::socket_path(&config.state_dir);
+    control::claim_socket(&socket)?;
+    let health = config.health_listen.map(crate::health::bind).transpose()?;
+    if system::interface_exists(&config.interface) {
+        bail!(
+            "interface {} already exists: choose another --interface, or remove it with `ip link del {}` if nothing uses it",
+            config.interface,
+            config.interface
+        );
+    }
+    let udp = Udp::bind(config.listen_port)?;
+    let mtu = config
+        .mtu
+        .unwrap_or_else(|| {
+            system::underlay_mtu(&config.interface).saturating_sub(WIREGUARD_OVERHEAD)
+        })
+        .max(crate::config::MIN_MTU);
+    let tun = Tun::create(&config.interface)?;
+    let overlay = netlink.link_index(&config.interface).await?;
+    teardown.push(Created::Link {
+        index: overlay,
+        what: "overlay interface",
+    });
+    failpoint("interface")?;
+    netlink
+        .configure(overlay, mtu, &[])
+        .await
+        .with_context(|| format!("cannot configure interface {}", config.interface))?;
+    let endpoint = advertise(config, netlink, overlay).await?;
+    failpoint("advertise")?;
+
+    let range = config.cluster.as_ref().and_then(|c| c.range);
+    let (bridge, l2) = match &config.bridge {
+        Some(name) => {
+            let v6 = config
+                .blocks
+                .iter()
+                .chain(range.iter().map(|(r, _)| r))
+                .any(|b| b.addr().is_ipv6());
+            let r = range.map(|(r, _)| r);
+            let (index, port) =
+                crate::bridge::setup(netlink, teardown, name, &config.interface, mtu, v6, r)
+                    .await?;
+            (Some(index), Some(port))
+        }
+        None => (None, None),
+    };
+    failpoint("bridge")?;
+    if let (true, Some((r, _))) = (config.masquerade, range) {
+        let installed =
+            tokio::task::spawn_blocking(move || crate::masquerade::Masquerade::install(&[r]))
+                .await
+                .context("the masquerade set-up did not finish")??;
+        teardown.push(Created::Masquerade(installed));
+    }
+    failpoint("masquerade")?;
+    Ok(HostSide {
+        socket,
+        health,
+        udp,
+        tun,
+        overlay,
+        mtu,
+        endpoint,
+        bridge,
+        l2,
+    })
+}
+
+/// Where other nodes reach this one: given, or the source address toward the seeds,
+/// or the host's first global address.
+async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<Option<SocketAddr>> {
+    let Some(c) = &config.cluster else {
+        return Ok(None);
+    };
+    let mut ip = c.advertise.map(|a| a.ip);
+    if ip.is_none() {
+        let seeds = cluster::resolve(&c.join).await;
+        ip = cluster::detect_underlay_ip(&seeds);
+    }
+    if ip.is_none() {
+        ip = netlink
+            .global_addresses(overlay)
+            .await
+            .ok()
+            .and_then(|v| v.first().copied());
+    }
+    let Some(ip) = ip else {
+        bail!("cannot tell which underlay address other nodes reach this one at: give --advertise-address");
+    };
+    let port = c
+        .advertise
+        .and_then(|a| a.port)
+        .unwrap_or(config.listen_port);
+    Ok(Some(SocketAddr::new(ip, port)))
+}
+
+/// The node reconciler, which decides blocks, addresses, routes and peers from here on.
+fn reconciler(
+    config: &Config,
+    key: &PrivateKey,
+    secrets: Vec<[u8; 32]>,
+    host: &HostSide,
+) -> Result<Node> {
+    let gossip = match (&config.cluster, host.endpoint) {
+        (Some(c), Some(endpoint)) => Some(GossipSetup {
+            config: GossipConfig::default(),
+            secrets,
+            name: c.name.clone(),
+            endpoint,
+            epoch: cluster::next_epoch(&config.state_dir.join("epoch"))?,
+            rng_seed: rand::random(),
+            seeds: c.join.clone(),
+        }),
+        _ => None,
+    };
+    let range = config.cluster.as_ref().and_then(|c| c.range);
+    let static_peers = config
+        .peers
+        .iter()
+        .map(|p| PeerSpec {
+            peer: p.clone(),
+            groups: Vec::new(),
+            first_contact: true,
+        })
+        .collect();
+    Node::new(
+        NodeConfig {
+            public_key: key.public_key(),
+            addresses: config.addresses.clone(),
+            static_peers,
+            blocks: config.blocks.clone(),
+            range,
+            saved_block: range.and_then(|_| cluster::saved_block(&config.state_dir.join("block"))),
+            bridge: host.bridge.is_some(),
+            group_filter: config.multicast.filter.clone(),
+            gossip,
+        },
+        Instant::now(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start gossip: {e}"))
+}
+
+/// The probes: live while the data plane runs; ready once the node has a block and,
+/// in Kubernetes mode, the CNI config is written.
+fn health_checks(
+    dp: &Arc<Dataplane>,
+    kube: Option<watch::Receiver<KubeView>>,
+    status: watch::Receiver<Status>,
+) -> crate::health::Checks {
+    let live_dp = Arc::clone(dp);
+    crate::health::Checks {
+        live: Box::new(move || {
+            if live_dp.running() {
+                Ok(())
+            } else {
+                Err("the data plane has stopped".into())
+            }
+        }),
+        ready: Box::new(move || {
+            let Some(k) = &kube else {
+                return Ok(());
+            };
+            if status.borrow().blocks.is_empty() {
+                return Err("no pod CIDR yet: claiming a block from --range".into());
+            }
+            if k.borrow().cni_config.is_none() {
+                return Err("the CNI network config is not written yet".into());
+            }
+            Ok(())
+        }),
+    }
+}
