@@ -167,6 +167,7 @@ impl StatusReport {
             for (k, v) in &c.errors {
                 drops.insert((*k).to_string(), *v);
             }
+            drops.insert("prefix_refused".to_string(), c.refused_prefixes);
         }
         let local_groups: Vec<String> = status.local_groups.iter().map(|g| g.to_string()).collect();
         let cluster = cluster.map(|c| ClusterStatus {

@@ -753,3 +753,37 @@ fn static_address_mode_with_gossip() {
     ];
     assert_pings(&pairs, PING_MESH);
 }
+
+/// A host with the secret announces a half-default route as its block: no honest node
+/// routes it or accepts it as the rogue's allowed IPs, the refusal is counted, and the
+/// honest nodes still reach each other.
+#[test]
+fn a_member_cannot_capture_routes() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("rogue");
+    let nodes = common::mesh::start_mesh(u.hosts(), dir.path(), |i| {
+        if i < 2 {
+            vec!["--range".into(), RANGE.into()]
+        } else {
+            vec!["--block".into(), "0.0.0.0/1".into()]
+        }
+    });
+    let rogue = &nodes[2];
+    for honest in &nodes[..2] {
+        let st = honest.d.status_json();
+        assert_eq!(drop_count(&st, "prefix_refused"), 1, "{st}");
+        let peer = st["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["public_key"] == rogue.key.as_str()))
+            .unwrap_or_else(|| panic!("the rogue is a member: {st}"));
+        assert_eq!(peer["allowed_ips"], serde_json::json!([]), "{peer}");
+        let routes = honest.d.netns().ip(&["route", "show", "table", "all"]);
+        assert!(!routes.contains("0.0.0.0/1"), "{routes}");
+    }
+    let b = first_host(
+        nodes[1].d.status_json()["cluster"]["block"]
+            .as_str()
+            .expect("block"),
+    );
+    assert_pings(&[(&nodes[0], &nodes[1], b)], Duration::from_secs(20));
+}

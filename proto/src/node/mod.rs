@@ -13,11 +13,13 @@
 //! persist, names to resolve), [`Node::poll_timeout`] (when to call back, and why),
 //! and [`Node::poll_status`] (a new status snapshot, when it changed).
 //!
+//! - [`authority`]: what a member may claim before its prefixes become routes.
 //! - [`blocks`]: this node's blocks, their addresses and the routes into the overlay.
 //! - [`peers`]: the wanted peer set from static peers and live members.
 //! - `reconcile`: the minimal, ordered diff between wanted and installed state.
 //! - [`status`]: the snapshot for `weftnet status`, probes and Kubernetes.
 
+pub mod authority;
 pub mod blocks;
 pub mod peers;
 mod reconcile;
@@ -25,6 +27,7 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
+pub use authority::{Authority, Refusal};
 pub use blocks::{gateway, routes_needed, Blocks, Link};
 pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
 pub use status::{state_name, Status};
@@ -164,6 +167,8 @@ pub struct Node {
     deleted_nodes: BTreeSet<String>,
     /// Overlaps of a fixed block with another node's prefix, already logged.
     conflicts_seen: HashSet<(PublicKey, IpNet)>,
+    /// What members may claim.
+    authority: Authority,
     groups: GroupTable,
     querier: Querier,
     errors: BTreeMap<&'static str, u64>,
@@ -186,6 +191,12 @@ impl Node {
             config.saved_block,
             config.bridge,
         );
+        let static_prefixes = config
+            .static_peers
+            .iter()
+            .flat_map(|p| p.peer.allowed_ips.iter().copied())
+            .collect();
+        let checks = Authority::new(config.range, &config.addresses, static_prefixes);
         let mut seeds = Vec::new();
         let gossip = match config.gossip {
             Some(g) => {
@@ -215,6 +226,7 @@ impl Node {
             first_member_at: None,
             deleted_nodes: BTreeSet::new(),
             conflicts_seen: HashSet::new(),
+            authority: checks,
             groups: GroupTable::new(GroupConfig::default(), config.group_filter),
             querier: Querier::new(GroupConfig::default(), now),
             errors: BTreeMap::new(),
@@ -479,6 +491,15 @@ impl Node {
         }
     }
 
+    /// Every underlay address known: the members' endpoints and this node's.
+    fn underlays(&self, members: &[Member]) -> Vec<IpAddr> {
+        members
+            .iter()
+            .map(|m| m.record.endpoint.ip())
+            .chain(self.gossip.as_ref().map(|g| g.me().endpoint.ip()))
+            .collect()
+    }
+
     fn members(&self) -> Vec<Member> {
         self.gossip
             .as_ref()
@@ -556,15 +577,20 @@ impl Node {
     }
 
     /// Claims a block when one is due or ours was lost; returns whether it did.
+    /// Only admissible prefixes count as taken, so a member announcing the whole
+    /// range cannot block every claim.
     fn claim_if_needed(&mut self, now: Instant, members: &[Member]) -> bool {
+        let underlays = self.underlays(members);
+        let authority = &self.authority;
         let others: Vec<(PublicKey, IpNet)> = members
             .iter()
             .filter(|m| m.state.is_live())
             .flat_map(|m| {
-                m.record
-                    .prefixes
-                    .iter()
-                    .map(move |p| (m.record.public_key, *p))
+                split_prefixes(&m.record.prefixes)
+                    .0
+                    .into_iter()
+                    .filter(|p| authority.check(p, &underlays).is_ok())
+                    .map(move |p| (m.record.public_key, p))
             })
             .collect();
         match self
@@ -593,8 +619,15 @@ impl Node {
     /// Queues the changes that make the data plane's peers and the host's addresses
     /// and routes what the node wants.
     fn reconcile(&mut self, members: &[Member]) {
-        let deleted = &self.deleted_nodes;
-        let wanted = peers::wanted(&self.public_key, &self.static_peers, members, deleted);
+        let underlays = self.underlays(members);
+        let wanted = peers::wanted(
+            &self.public_key,
+            &self.static_peers,
+            members,
+            &self.deleted_nodes,
+            &mut self.authority,
+            &underlays,
+        );
         let prefixes: Vec<IpNet> = wanted
             .iter()
             .flat_map(|p| p.peer.allowed_ips.clone())
@@ -632,6 +665,7 @@ impl Node {
             claiming: self.blocks.claiming(),
             addresses,
             errors: self.errors.clone(),
+            refused_prefixes: self.authority.refused(),
             local_groups: self.groups.groups(),
         };
         if next != self.status {

@@ -2,6 +2,7 @@
 //! not a deleted Kubernetes Node, each with the prefixes and multicast groups its
 //! record announces and the rule for who makes first contact.
 
+use super::authority::Authority;
 use crate::gossip::Member;
 use crate::keys::PublicKey;
 use ipnet::IpNet;
@@ -47,14 +48,27 @@ pub struct PeerSpec {
     pub first_contact: bool,
 }
 
-/// Splits a record's prefixes into unicast prefixes (routes, allowed IPs) and the
-/// multicast groups the node has members of (full-length multicast addresses). A
-/// prefix that touches multicast space otherwise is neither, and is ignored.
+/// Splits a record's prefixes into unicast prefixes (routes, allowed IPs, still to be
+/// checked by the authority) and the multicast groups the node has members of
+/// (full-length multicast addresses). A prefix that overlaps multicast space otherwise
+/// (`224.0.0.0/4`, `ff00::/8`, or anything covering them, such as `0.0.0.0/0`) is
+/// neither, and is ignored.
 pub fn split_prefixes(prefixes: &[IpNet]) -> (Vec<IpNet>, Vec<IpAddr>) {
     let mut unicast = Vec::new();
     let mut groups = Vec::new();
     for p in prefixes {
-        let multicast_space = p.network().is_multicast() || p.broadcast().is_multicast();
+        let space: IpNet = if p.addr().is_ipv4() {
+            IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(224, 0, 0, 0), 4)
+                    .expect("4 is a valid IPv4 prefix length"),
+            )
+        } else {
+            IpNet::V6(
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8)
+                    .expect("8 is a valid IPv6 prefix length"),
+            )
+        };
+        let multicast_space = space.contains(&p.network()) || p.contains(&space.network());
         if !multicast_space {
             unicast.push(*p);
         } else if p.prefix_len() == p.max_prefix_len() {
@@ -65,13 +79,16 @@ pub fn split_prefixes(prefixes: &[IpNet]) -> (Vec<IpNet>, Vec<IpAddr>) {
 }
 
 /// The wanted peer set: the static peers, then each live member (by key, once) that
-/// is not a deleted Kubernetes Node. Of a gossiped pair, the lower key makes first
-/// contact and the other answers.
+/// is not a deleted Kubernetes Node, with the prefixes the `authority` admits (checked
+/// against every known underlay address). Of a gossiped pair, the lower key makes
+/// first contact and the other answers.
 pub(super) fn wanted(
     me: &PublicKey,
     statics: &[PeerSpec],
     members: &[Member],
     deleted_nodes: &BTreeSet<String>,
+    authority: &mut Authority,
+    underlays: &[IpAddr],
 ) -> Vec<PeerSpec> {
     let mut seen: HashSet<PublicKey> = statics.iter().map(|p| p.peer.public_key).collect();
     let mut specs = statics.to_vec();
@@ -80,7 +97,8 @@ pub(super) fn wanted(
         .filter(|m| m.state.is_live() && !deleted_nodes.contains(&m.record.name));
     for m in live {
         if m.record.public_key != *me && seen.insert(m.record.public_key) {
-            let (allowed_ips, groups) = split_prefixes(&m.record.prefixes);
+            let (unicast, groups) = split_prefixes(&m.record.prefixes);
+            let allowed_ips = authority.admit(m, unicast, underlays);
             specs.push(PeerSpec {
                 peer: Peer {
                     public_key: m.record.public_key,
@@ -113,6 +131,9 @@ mod tests {
             "ff05::1:3/128",
             "224.0.0.0/4",
             "fd47::1/128",
+            "0.0.0.0/0",
+            "128.0.0.0/1",
+            "::/0",
         ]
         .iter()
         .map(|s| n(s))
@@ -158,7 +179,8 @@ mod tests {
             member(10, "gone", MemberState::Alive),
         ];
         let deleted: BTreeSet<String> = ["gone".to_string()].into();
-        let peers = wanted(&me, &statics, &members, &deleted);
+        let mut authority = Authority::new(None, &[], vec![n("10.9.0.0/16")]);
+        let peers = wanted(&me, &statics, &members, &deleted, &mut authority, &[]);
         let keys: Vec<u8> = peers
             .iter()
             .map(|p| p.peer.public_key.as_bytes()[0])

@@ -27,6 +27,9 @@ pub struct Status {
     pub addresses: Vec<IpNet>,
     /// Dropped gossip datagrams by reason.
     pub errors: BTreeMap<&'static str, u64>,
+    /// Prefixes members announced that the authority refused (each member and prefix
+    /// counted once).
+    pub refused_prefixes: u64,
     /// Multicast groups with a member on this node.
     pub local_groups: Vec<IpAddr>,
 }

@@ -211,6 +211,22 @@ impl Net {
         self.now = end;
     }
 
+    /// Three nodes "a", "b", "c", the last two joined through the first, converged.
+    fn three_joined() -> (Self, [usize; 3]) {
+        let mut net = Net::new();
+        let a = net.add(Spec::named("a"));
+        let b = net.add(Spec {
+            seeds: vec![a],
+            ..Spec::named("b")
+        });
+        let c = net.add(Spec {
+            seeds: vec![a],
+            ..Spec::named("c")
+        });
+        net.run(Duration::from_secs(8));
+        (net, [a, b, c])
+    }
+
     fn block(&self, i: usize) -> Option<IpNet> {
         self.hosts[i].node.status().block
     }
@@ -422,17 +438,7 @@ fn seeds_from_kubernetes_nodes_join_only_new_addresses() {
 
 #[test]
 fn a_deleted_node_is_no_peer_and_is_forgotten_once_down() {
-    let mut net = Net::new();
-    let a = net.add(Spec::named("a"));
-    let b = net.add(Spec {
-        seeds: vec![a],
-        ..Spec::named("b")
-    });
-    let c = net.add(Spec {
-        seeds: vec![a],
-        ..Spec::named("c")
-    });
-    net.run(Duration::from_secs(8));
+    let (mut net, [a, b, c]) = Net::three_joined();
     assert_eq!(net.hosts[a].peers.len(), 2);
     let now = net.now;
     net.hosts[a].node.handle_node_deleted("c", now);
@@ -456,17 +462,7 @@ fn a_deleted_node_is_no_peer_and_is_forgotten_once_down() {
 
 #[test]
 fn forget_takes_only_dead_or_departed_members() {
-    let mut net = Net::new();
-    let a = net.add(Spec::named("a"));
-    let b = net.add(Spec {
-        seeds: vec![a],
-        ..Spec::named("b")
-    });
-    let c = net.add(Spec {
-        seeds: vec![a],
-        ..Spec::named("c")
-    });
-    net.run(Duration::from_secs(8));
+    let (mut net, [a, b, c]) = Net::three_joined();
     let now = net.now;
     let live = net.hosts[a].node.forget("c", now);
     assert_eq!(
@@ -577,4 +573,47 @@ fn without_gossip_only_the_given_state_is_installed() {
     assert!(node.forget("x", now).is_err());
     node.leave(now);
     assert!(node.is_done());
+}
+
+#[test]
+fn a_member_cannot_capture_routes_outside_what_it_may_claim() {
+    let mut net = Net::new();
+    let a = net.add(Spec::named("a"));
+    let b = net.add(Spec {
+        seeds: vec![a],
+        ..Spec::named("b")
+    });
+    // The rogue holds the secret and announces a half-default route as its block.
+    let rogue = net.add(Spec {
+        blocks: vec!["0.0.0.0/1"],
+        seeds: vec![a],
+        ..Spec::named("rogue")
+    });
+    net.run(Duration::from_secs(10));
+    assert!(
+        net.block(b).is_some(),
+        "the rogue's prefix does not block claims"
+    );
+    for i in [a, b] {
+        let h = &net.hosts[i];
+        let to_rogue = h
+            .peers
+            .iter()
+            .find(|p| p.peer.public_key == key_of(rogue))
+            .expect("the rogue is still a member");
+        assert!(to_rogue.peer.allowed_ips.is_empty(), "{:?}", to_rogue.peer);
+        assert!(h.routes.keys().all(|r| !r.contains(&n("8.8.8.8/32"))));
+        assert_eq!(h.node.status().refused_prefixes, 1);
+    }
+    // A prefix holding another member's underlay address, and one larger than a block.
+    let now = net.now;
+    let g = net.hosts[rogue].node.gossip.as_mut().expect("gossip");
+    let forged = vec![n("192.0.2.1/32"), n("10.47.0.0/16")];
+    g.update_record(|r| r.prefixes = forged, now)
+        .expect("record");
+    net.drain(rogue);
+    net.run(Duration::from_secs(5));
+    let h = &net.hosts[a];
+    assert_eq!(h.node.status().refused_prefixes, 3);
+    assert!(h.routes.is_empty(), "{:?}", h.routes);
 }

@@ -1,0 +1,225 @@
+//! What a member may claim: the check every prefix a member announces passes before it
+//! becomes a route or an allowed IP on this node. Whatever anyone announces, these are
+//! never routed: prefixes broader than any private range (so no default or half-default
+//! route), loopback, link-local, multicast and unspecified space, any member's underlay
+//! endpoint, this node's own underlay address, and anything overlapping a static peer's
+//! allowed IPs (gossip never overrides a static peer). With `--range`, a member's
+//! prefixes of the range's family must also lie inside the range (or inside one of this
+//! node's own overlay networks, for given addresses) and be no larger than a block.
+//! Each refusal is counted and logged once per member and prefix.
+
+use crate::gossip::Member;
+use crate::keys::PublicKey;
+use ipnet::IpNet;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// Why a prefix is not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Broader than any private range, loopback, link-local, multicast or unspecified.
+    Reserved,
+    /// It holds a member's (or this node's) underlay address.
+    Underlay,
+    /// It overlaps a static peer's allowed IPs.
+    StaticPeer,
+    /// Outside `--range` and this node's own overlay networks.
+    OutsideRange,
+    /// Inside the range, but larger than a block.
+    LargerThanBlock,
+}
+
+impl Refusal {
+    /// A short reason for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved or default-covering space",
+            Self::Underlay => "holds an underlay address",
+            Self::StaticPeer => "overlaps a static peer's allowed IPs",
+            Self::OutsideRange => "outside --range",
+            Self::LargerThanBlock => "larger than a block of --range",
+        }
+    }
+}
+
+/// Space that is never routed into the overlay, and the shortest prefix length that
+/// is (anything broader covers more than any private range does).
+const RESERVED_V4: [&str; 5] = [
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/3",
+    "255.255.255.255/32",
+];
+const RESERVED_V6: [&str; 4] = ["::/128", "::1/128", "fe80::/10", "ff00::/8"];
+const BROADEST_V4: u8 = 8;
+const BROADEST_V6: u8 = 16;
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The checks, with what this node knows.
+#[derive(Debug, Clone, Default)]
+pub struct Authority {
+    /// `--range` with its block length.
+    range: Option<(IpNet, u8)>,
+    /// This node's own overlay networks (its given addresses, truncated).
+    own_networks: Vec<IpNet>,
+    /// The static peers' allowed IPs.
+    statics: Vec<IpNet>,
+    reserved: Vec<IpNet>,
+    /// Refusals already logged.
+    logged: BTreeSet<(PublicKey, IpNet)>,
+    refused: u64,
+}
+
+impl Authority {
+    /// The checks for a node with this range, these given addresses and static peers'
+    /// allowed IPs.
+    pub fn new(range: Option<(IpNet, u8)>, addresses: &[IpNet], statics: Vec<IpNet>) -> Self {
+        let reserved = RESERVED_V4
+            .iter()
+            .chain(RESERVED_V6.iter())
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        Self {
+            range,
+            own_networks: addresses.iter().map(IpNet::trunc).collect(),
+            statics,
+            reserved,
+            logged: BTreeSet::new(),
+            refused: 0,
+        }
+    }
+
+    /// Whether `prefix` may be routed, given every underlay address known (members'
+    /// endpoints and this node's).
+    pub fn check(&self, prefix: &IpNet, underlays: &[IpAddr]) -> Result<(), Refusal> {
+        let broadest = if prefix.addr().is_ipv4() {
+            BROADEST_V4
+        } else {
+            BROADEST_V6
+        };
+        if prefix.prefix_len() < broadest || self.reserved.iter().any(|r| overlaps(r, prefix)) {
+            return Err(Refusal::Reserved);
+        }
+        if underlays.iter().any(|ip| prefix.contains(ip)) {
+            return Err(Refusal::Underlay);
+        }
+        if self.statics.iter().any(|s| overlaps(s, prefix)) {
+            return Err(Refusal::StaticPeer);
+        }
+        if let Some((range, block_len)) = self.range {
+            if range.addr().is_ipv4() == prefix.addr().is_ipv4() {
+                let own = self.own_networks.iter().any(|n| n.contains(prefix));
+                if !range.contains(prefix) && !own {
+                    return Err(Refusal::OutsideRange);
+                }
+                if range.contains(prefix) && prefix.prefix_len() < block_len {
+                    return Err(Refusal::LargerThanBlock);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The unicast prefixes of `member` that may be routed; each refusal is counted,
+    /// and logged once per member and prefix.
+    pub fn admit(
+        &mut self,
+        member: &Member,
+        unicast: Vec<IpNet>,
+        underlays: &[IpAddr],
+    ) -> Vec<IpNet> {
+        let mut out = Vec::with_capacity(unicast.len());
+        for prefix in unicast {
+            match self.check(&prefix, underlays) {
+                Ok(()) => out.push(prefix),
+                Err(why) => {
+                    if self.logged.insert((member.record.public_key, prefix)) {
+                        self.refused += 1;
+                        tracing::warn!(
+                            node = %member.record.name,
+                            key = %member.record.public_key,
+                            %prefix,
+                            reason = why.as_str(),
+                            "refused a prefix a member announced; it is not routed"
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// How many distinct (member, prefix) pairs were refused.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn forged_default_metadata_and_underlay_routes_are_refused() {
+        let a = Authority::new(None, &[], vec![n("10.9.0.0/16")]);
+        let underlays = [ip("192.0.2.7"), ip("2001:db8::7")];
+        let cases = [
+            ("0.0.0.0/0", Err(Refusal::Reserved)),
+            ("0.0.0.0/1", Err(Refusal::Reserved)),
+            ("128.0.0.0/1", Err(Refusal::Reserved)),
+            ("::/0", Err(Refusal::Reserved)),
+            ("169.254.169.254/32", Err(Refusal::Reserved)),
+            ("127.0.0.1/32", Err(Refusal::Reserved)),
+            ("224.0.0.0/4", Err(Refusal::Reserved)),
+            ("239.1.2.3/32", Err(Refusal::Reserved)),
+            ("fe80::1/128", Err(Refusal::Reserved)),
+            ("ff02::1/128", Err(Refusal::Reserved)),
+            ("192.0.2.7/32", Err(Refusal::Underlay)),
+            ("192.0.2.0/24", Err(Refusal::Underlay)),
+            ("2001:db8::/64", Err(Refusal::Underlay)),
+            ("10.9.1.0/24", Err(Refusal::StaticPeer)),
+            ("10.0.0.0/8", Err(Refusal::StaticPeer)),
+            ("10.47.3.0/24", Ok(())),
+            ("fd47::/64", Ok(())),
+        ];
+        for (prefix, want) in cases {
+            assert_eq!(a.check(&n(prefix), &underlays), want, "{prefix}");
+        }
+    }
+
+    #[test]
+    fn with_a_range_prefixes_stay_inside_it_and_no_larger_than_a_block() {
+        let a = Authority::new(Some((n("10.47.0.0/16"), 24)), &[n("10.48.0.1/24")], vec![]);
+        assert_eq!(a.check(&n("10.47.3.0/24"), &[]), Ok(()));
+        assert_eq!(a.check(&n("10.47.3.0/25"), &[]), Ok(()));
+        assert_eq!(a.check(&n("10.47.0.9/32"), &[]), Ok(()));
+        assert_eq!(a.check(&n("10.48.0.2/32"), &[]), Ok(()), "own network");
+        assert_eq!(
+            a.check(&n("10.47.0.0/16"), &[]),
+            Err(Refusal::LargerThanBlock)
+        );
+        assert_eq!(
+            a.check(&n("10.47.0.0/23"), &[]),
+            Err(Refusal::LargerThanBlock)
+        );
+        assert_eq!(a.check(&n("10.99.0.0/24"), &[]), Err(Refusal::OutsideRange));
+        assert_eq!(
+            a.check(&n("172.16.0.0/12"), &[]),
+            Err(Refusal::OutsideRange)
+        );
+        // The other family is not the range's to confine.
+        assert_eq!(a.check(&n("fd44:0:0:1::/64"), &[]), Ok(()));
+    }
+}
