@@ -1,17 +1,17 @@
 //! `weftnet up`, as wiring: validates the settings, acquires the node's resources in
-//! an order that fails early (key, secrets, control socket, UDP port, TUN interface,
-//! bridge, masquerade chain), hands each to the [`Teardown`] the moment it exists,
-//! builds the node reconciler (`weftnet_proto::node::Node`) and runs its shell, the
-//! data plane, the control socket, the health endpoint and the Kubernetes tasks until
-//! SIGINT, SIGTERM, SIGHUP, `weftnet leave` or a data-plane failure; then leaves the
-//! mesh gracefully and removes what it created. Decisions live in the reconciler;
-//! nothing here decides.
+//! an order that fails early (key, secrets, control socket, HTTP listeners, UDP port,
+//! TUN interface, bridge, masquerade chain), hands each to the [`Teardown`] the moment
+//! it exists, builds the node reconciler (`weftnet_proto::node::Node`) and runs its
+//! shell, the data plane, the control socket, the HTTP endpoints (probes, metrics) and
+//! the Kubernetes tasks until SIGINT, SIGTERM, SIGHUP, `weftnet leave` or a data-plane
+//! failure; then leaves the mesh gracefully and removes what it created. Decisions
+//! live in the reconciler; nothing here decides.
 
 pub(crate) mod teardown;
 
 use crate::cli::UpArgs;
 use crate::cluster::{self, Command, Links, Shell};
-use crate::config::{Config, WIREGUARD_OVERHEAD};
+use crate::config::{Config, LogFormat, WIREGUARD_OVERHEAD};
 use crate::control;
 use crate::dataplane::Dataplane;
 use crate::keyfile;
@@ -24,7 +24,7 @@ use crate::udp::Udp;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use teardown::{failpoint, Created, Teardown};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
@@ -38,21 +38,28 @@ const CONTROL_QUEUE: usize = 4096;
 /// Longest wait for the graceful leave at shutdown.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn init_logging(filter: &str) -> Result<()> {
+/// Logs to stderr, filtered by `--log`, as text or one JSON object per line.
+fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         anyhow::anyhow!("invalid --log filter {filter:?} ({e}): use a level such as info or debug")
     })?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields (message included) at the top level of each object.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
     Ok(())
 }
 
 pub(crate) fn run(args: UpArgs) -> Result<()> {
+    let started = SystemTime::now();
     let config = Config::load(&args)?;
-    init_logging(&config.log)?;
+    init_logging(&config.log, config.log_format)?;
     if !system::has_net_admin() {
         bail!("weftnet up needs CAP_NET_ADMIN to create {}: run it as root, or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)", config.interface);
     }
@@ -62,12 +69,12 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(up(config))
+    runtime.block_on(up(config, started))
 }
 
 /// The node's key, secrets and (in Kubernetes mode) Node facts, then everything else
 /// under one [`Teardown`] that runs on every way out.
-async fn up(mut config: Config) -> Result<()> {
+async fn up(mut config: Config, started: SystemTime) -> Result<()> {
     let secrets = match &config.cluster {
         Some(c) => cluster::read_secrets(&c.secret_files)?,
         None => Vec::new(),
@@ -96,7 +103,7 @@ async fn up(mut config: Config) -> Result<()> {
     }
     let netlink = Arc::new(Netlink::connect()?);
     let mut teardown = Teardown::new(Arc::clone(&netlink));
-    let result = match start(config, key, secrets, kube, &netlink, &mut teardown).await {
+    let result = match start(config, key, secrets, kube, started, &netlink, &mut teardown).await {
         Ok(running) => {
             teardown.started();
             running.run().await
@@ -175,17 +182,27 @@ async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<O
 }
 
 /// Creates everything in order, each thing owned by `teardown` as soon as it exists.
+/// `started` is when the process started (for the metrics).
 async fn start(
     config: Config,
     key: PrivateKey,
     secrets: Vec<[u8; 32]>,
     kube: Option<kube::Started>,
+    started: SystemTime,
     netlink: &Arc<Netlink>,
     teardown: &mut Teardown,
 ) -> Result<Running> {
     let socket = control::socket_path(&config.state_dir);
     control::claim_socket(&socket)?;
-    let health = config.health_listen.map(crate::health::bind).transpose()?;
+    // The HTTP listeners (probes, metrics; one when both have the same address).
+    let wanted: Vec<(&'static str, SocketAddr)> = [
+        (crate::health::FLAG, config.health_listen),
+        (crate::metrics::FLAG, config.metrics),
+    ]
+    .into_iter()
+    .filter_map(|(flag, addr)| Some((flag, addr?)))
+    .collect();
+    let listeners = crate::http::bind(&wanted)?;
     if system::interface_exists(&config.interface) {
         bail!(
             "interface {} already exists: choose another --interface, or remove it with `ip link del {}` if nothing uses it",
@@ -348,9 +365,26 @@ async fn start(
         others.extend(tasks);
         kube_view = Some(view);
     }
-    if let Some(listener) = health {
-        let checks = health_checks(&dp, kube_view.clone(), status.clone());
-        others.push(crate::health::serve(listener, checks)?);
+    for listener in listeners {
+        let mut routes = Vec::new();
+        if listener.serves.contains(&crate::health::FLAG) {
+            let checks = health_checks(&dp, kube_view.clone(), status.clone());
+            routes.extend(crate::health::routes(checks));
+        }
+        if listener.serves.contains(&crate::metrics::FLAG) {
+            routes.push(crate::metrics::route(crate::metrics::Sources {
+                dp: Arc::clone(&dp),
+                status: status.clone(),
+                kube: kube_view.clone(),
+                started,
+            }));
+        }
+        tracing::info!(
+            address = %listener.addr().map_or("?".to_string(), |a| a.to_string()),
+            serves = %listener.serves.join(", "),
+            "serving HTTP"
+        );
+        others.push(crate::http::serve(listener, routes)?);
     }
     let node_info = NodeInfo {
         listen_port: config.listen_port,
