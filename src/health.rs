@@ -1,14 +1,14 @@
 //! The health endpoint for probes (`--health-listen`): `GET /healthz` answers 200
 //! while the daemon's threads run, `GET /readyz` answers 200 once the node can carry
 //! pod traffic (its block is known and, in Kubernetes mode, the CNI config is
-//! written), 503 with the reason otherwise. HTTP parsing is hyper's.
+//! written), 503 with the reason otherwise. Served by [`crate::http`].
 
-use anyhow::{Context, Result};
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Method, Request, Response, StatusCode};
-use std::net::SocketAddr;
+use crate::http::{Reply, Route};
+use hyper::StatusCode;
 use std::sync::Arc;
+
+/// The setting that asks for the probes, as error messages name it.
+pub(crate) const FLAG: &str = "--health-listen";
 
 /// Answers for the two probes: `Ok(())` or the reason it is not healthy/ready.
 pub(crate) struct Checks {
@@ -16,126 +16,63 @@ pub(crate) struct Checks {
     pub(crate) ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 }
 
-fn answer(checks: &Checks, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let result = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz" | "/livez") => (checks.live)(),
-        (&Method::GET | &Method::HEAD, "/readyz") => (checks.ready)(),
-        (&Method::GET | &Method::HEAD, _) => {
-            return reply(
-                StatusCode::NOT_FOUND,
-                "not found: use /healthz or /readyz\n".into(),
-            )
-        }
-        _ => return reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into()),
-    };
+fn reply(result: Result<(), String>) -> Reply {
     match result {
-        Ok(()) => reply(StatusCode::OK, "ok\n".into()),
-        Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Ok(()) => Reply::text(StatusCode::OK, "ok\n".into()),
+        Err(why) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
-fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// Binds the listener; called early in start-up, so a port in use fails before
-/// anything is created.
-pub(crate) fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr).with_context(|| {
-        format!("cannot listen on --health-listen {addr}: choose a free port or another address")
-    })?;
-    listener
-        .set_nonblocking(true)
-        .context("cannot make the health listener non-blocking")?;
-    Ok(listener)
-}
-
-/// Serves the probes on `listener` in the background.
-pub(crate) fn serve(
-    listener: std::net::TcpListener,
-    checks: Checks,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .context("cannot register the health listener")?;
+/// The probes' paths: `/healthz` (and its alias `/livez`) and `/readyz`.
+pub(crate) fn routes(checks: Checks) -> Vec<Route> {
     let checks = Arc::new(checks);
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let checks = Arc::clone(&checks);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let r = answer(&checks, &req);
-                    async move { Ok::<_, std::convert::Infallible>(r) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(5))
-                    .serve_connection(io, service);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
-            });
-        }
-    }))
+    let live = Arc::clone(&checks);
+    let live_alias = Arc::clone(&checks);
+    vec![
+        Route {
+            path: "/healthz",
+            answer: Box::new(move || reply((live.live)())),
+        },
+        Route {
+            path: "/livez",
+            answer: Box::new(move || reply((live_alias.live)())),
+        },
+        Route {
+            path: "/readyz",
+            answer: Box::new(move || reply((checks.ready)())),
+        },
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-
-    fn get(addr: SocketAddr, path: &str) -> String {
-        let mut s = std::net::TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    }
+    use crate::http::tests::{free_addr, get, runtime};
+    use std::io::Write;
 
     #[test]
     fn probes_answer_with_status_and_reason() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let r = Arc::clone(&ready);
-        let addr = rt.block_on(async {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = probe.local_addr().expect("addr");
-            drop(probe);
-            serve(
-                bind(addr).expect("bind"),
-                Checks {
-                    live: Box::new(|| Ok(())),
-                    ready: Box::new(move || {
-                        if r.load(std::sync::atomic::Ordering::Relaxed) {
-                            Ok(())
-                        } else {
-                            Err("no block yet".into())
-                        }
-                    }),
-                },
-            )
-            .expect("serve");
-            addr
+        let addr = free_addr();
+        rt.block_on(async {
+            let mut ls = crate::http::bind(&[("--health-listen", addr)]).expect("bind");
+            let checks = Checks {
+                live: Box::new(|| Ok(())),
+                ready: Box::new(move || {
+                    if r.load(std::sync::atomic::Ordering::Relaxed) {
+                        Ok(())
+                    } else {
+                        Err("no block yet".into())
+                    }
+                }),
+            };
+            crate::http::serve(ls.remove(0), routes(checks)).expect("serve");
         });
         let live = get(addr, "/healthz");
         assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+        assert!(get(addr, "/livez").starts_with("HTTP/1.1 200"));
         let not_ready = get(addr, "/readyz");
         assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
         assert!(not_ready.contains("no block yet"), "{not_ready}");

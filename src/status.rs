@@ -150,25 +150,34 @@ pub(crate) struct NodeInfo {
     pub(crate) mtu: u32,
 }
 
+/// Dropped packets and rejected datagrams by reason (`drops` in the report, and the
+/// `weftnet_drops_total` metric): the data plane's counters, then, with gossip, every
+/// gossip error (zero when it never happened) and the prefixes the authority refused.
+pub(crate) fn drop_counts(
+    dataplane: Vec<(&'static str, u64)>,
+    status: &Status,
+) -> BTreeMap<String, u64> {
+    let mut drops: BTreeMap<String, u64> = dataplane
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    if status.clustered {
+        for e in weftnet_proto::gossip::GossipError::ALL {
+            drops.insert(e.as_str().to_string(), 0);
+        }
+        for (k, v) in &status.errors {
+            drops.insert((*k).to_string(), *v);
+        }
+        drops.insert("prefix_refused".to_string(), status.refused_prefixes);
+    }
+    drops
+}
+
 impl StatusReport {
     pub(crate) fn build(node: &NodeInfo, dp: &Dataplane, status: &Status) -> Self {
         let cluster = status.clustered.then_some(status);
         let peers = dp.peers();
-        let mut drops: BTreeMap<String, u64> = dp
-            .counters
-            .snapshot()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        if let Some(c) = cluster {
-            for e in weftnet_proto::gossip::GossipError::ALL {
-                drops.insert(e.as_str().to_string(), 0);
-            }
-            for (k, v) in &c.errors {
-                drops.insert((*k).to_string(), *v);
-            }
-            drops.insert("prefix_refused".to_string(), c.refused_prefixes);
-        }
+        let drops = drop_counts(dp.counters.snapshot(), status);
         let local_groups: Vec<String> = status.local_groups.iter().map(|g| g.to_string()).collect();
         let cluster = cluster.map(|c| ClusterStatus {
             name: c.name.clone(),

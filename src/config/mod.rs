@@ -60,6 +60,21 @@ pub(crate) struct MulticastConfig {
     pub(crate) broadcast: bool,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Example port of `--health-listen` in error messages.
+const HEALTH_PORT: u16 = 9478;
+/// Example port of `--metrics` in error messages.
+const METRICS_PORT: u16 = 9479;
+
 /// A static peer of the config file.
 pub(crate) use weftnet_proto::node::Peer as PeerConfig;
 
@@ -75,6 +90,7 @@ pub(crate) struct Config {
     /// Whether the key file is the default one, which is created when missing.
     pub(crate) private_key_is_default: bool,
     pub(crate) log: String,
+    pub(crate) log_format: LogFormat,
     pub(crate) peers: Vec<PeerConfig>,
     /// Gossip settings; `None` runs with static peers only.
     pub(crate) cluster: Option<ClusterConfig>,
@@ -84,6 +100,8 @@ pub(crate) struct Config {
     /// The pods' bridge, with an L2 port for multicast.
     pub(crate) bridge: Option<String>,
     pub(crate) health_listen: Option<SocketAddr>,
+    /// Where Prometheus metrics are served (may equal `health_listen`).
+    pub(crate) metrics: Option<SocketAddr>,
     pub(crate) kube: Option<KubeConfig>,
     /// Masquerade egress from the range to outside it.
     pub(crate) masquerade: bool,
@@ -246,8 +264,19 @@ impl Config {
         let health_listen = s
             .health_listen
             .as_deref()
-            .map(parse_health_listen)
+            .map(|t| parse_listen("--health-listen", HEALTH_PORT, t))
             .transpose()?;
+        let metrics = s
+            .metrics
+            .as_deref()
+            .map(|t| parse_listen("--metrics", METRICS_PORT, t))
+            .transpose()?;
+        let log_format = s
+            .log_format
+            .as_deref()
+            .map(parse_log_format)
+            .transpose()?
+            .unwrap_or_default();
         let masquerade = s.masquerade.unwrap_or(kube.is_some() && range.is_some());
         if masquerade && range.is_none() {
             bail!("--masquerade needs --range (the cluster's pod range), so that traffic between pods keeps its source: give --range or --masquerade=false");
@@ -299,12 +328,14 @@ impl Config {
             private_key_file,
             private_key_is_default,
             log: s.log.unwrap_or_else(|| "info".to_string()),
+            log_format,
             peers,
             cluster,
             multicast,
             blocks,
             bridge,
             health_listen,
+            metrics,
             kube,
             masquerade,
         };

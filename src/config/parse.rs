@@ -2,7 +2,7 @@
 //! one line that names the setting, the bad value and the fix.
 
 use super::settings::PeerSettings;
-use super::{Advertise, PeerConfig, MAX_NAME};
+use super::{Advertise, LogFormat, PeerConfig, MAX_NAME};
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -122,12 +122,24 @@ pub(super) fn check_join(seed: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn parse_health_listen(text: &str) -> Result<SocketAddr> {
-    text.parse::<SocketAddr>().map_err(|_| {
-        anyhow!(
-            "invalid --health-listen {text:?}: give ADDR:PORT, e.g. 0.0.0.0:9478 or 127.0.0.1:9478"
-        )
-    })
+/// A TCP address to serve HTTP on, for the setting `flag` (example port `port`).
+pub(super) fn parse_listen(flag: &str, port: u16, text: &str) -> Result<SocketAddr> {
+    let addr = text.parse::<SocketAddr>().map_err(|_| {
+        anyhow!("invalid {flag} {text:?}: give ADDR:PORT, e.g. 0.0.0.0:{port} or 127.0.0.1:{port}")
+    })?;
+    if addr.port() == 0 {
+        let example = SocketAddr::new(addr.ip(), port);
+        bail!("invalid {flag} {text:?}: port 0 would pick a random port; give a fixed one, e.g. {example}");
+    }
+    Ok(addr)
+}
+
+pub(super) fn parse_log_format(text: &str) -> Result<LogFormat> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => bail!("invalid --log-format {text:?}: use text or json"),
+    }
 }
 
 fn parse_prefix(peer: usize, text: &str) -> Result<IpNet> {

@@ -92,6 +92,9 @@ settings_group! {
         /// Log filter, e.g. info, debug, weftnet=trace [default: info].
         #[arg(long, env = "WEFTNET_LOG", value_name = "FILTER")]
         pub(crate) log: Option<String>,
+        /// Log line format: text or json (one JSON object per line) [default: text].
+        #[arg(long, env = "WEFTNET_LOG_FORMAT", value_name = "FORMAT")]
+        pub(crate) log_format: Option<String>,
         /// This node's own address block (e.g. a pod CIDR), announced by gossip instead of
         /// claiming one from --range; at most one per address family.
         #[arg(long, env = "WEFTNET_BLOCK", value_name = "CIDR", value_delimiter = ',')]
@@ -115,6 +118,10 @@ settings_group! {
         /// Serve GET /healthz and /readyz on this address, e.g. 0.0.0.0:9478.
         #[arg(long, env = "WEFTNET_HEALTH_LISTEN", value_name = "ADDR:PORT")]
         pub(crate) health_listen: Option<String>,
+        /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 0.0.0.0:9479; it
+        /// may be the --health-listen address.
+        #[arg(long, env = "WEFTNET_METRICS", value_name = "ADDR:PORT")]
+        pub(crate) metrics: Option<String>,
         // `[kubernetes]`
         #[command(flatten)]
         #[serde(default)]

@@ -438,7 +438,7 @@ fn a_named_node_keeps_its_name_in_kubernetes_mode() {
 #[test]
 fn every_documented_file_key_is_accepted() {
     let file = format!(
-        "interface = \"w0\"\naddress = [\"fd47::1/64\"]\nlisten_port = 51821\nmtu = 1400\nstate_dir = \"/tmp/s\"\nprivate_key_file = \"/tmp/k\"\nlog = \"debug\"\nblock = \"10.244.1.0/24\"\nbridge = \"br0\"\nhealth_listen = \"127.0.0.1:9478\"\nmasquerade = true\n\
+        "interface = \"w0\"\naddress = [\"fd47::1/64\"]\nlisten_port = 51821\nmtu = 1400\nstate_dir = \"/tmp/s\"\nprivate_key_file = \"/tmp/k\"\nlog = \"debug\"\nlog_format = \"json\"\nblock = \"10.244.1.0/24\"\nbridge = \"br0\"\nhealth_listen = \"127.0.0.1:9478\"\nmetrics = \"127.0.0.1:9479\"\nmasquerade = true\n\
          [cluster]\nsecret_file = \"/x\"\njoin = \"192.0.2.1:51820\"\nadvertise_address = \"192.0.2.7\"\nrange = \"10.244.0.0/16\"\nblock_prefix_len = 24\nname = \"a\"\n\
          [multicast]\nallow = [\"239.0.0.0/8\"]\ndeny = [\"239.1.0.0/16\"]\nlink_local = true\nrate_limit = 5\nbroadcast = true\n\
          [kubernetes]\nenabled = true\nnode_name = \"n1\"\nkubeconfig = \"/k\"\ncni_bin_dir = \"/b\"\ncni_conf_dir = \"/c\"\ncni_data_dir = \"/d\"\n\
@@ -448,6 +448,8 @@ fn every_documented_file_key_is_accepted() {
     let c = Config::load(&a).expect("valid");
     assert_eq!(c.interface, "w0");
     assert_eq!(c.log, "debug");
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.metrics, Some("127.0.0.1:9479".parse().expect("addr")));
     assert!(!c.private_key_is_default);
     assert_eq!(c.bridge.as_deref(), Some("br0"));
     assert_eq!(c.multicast.rate_limit, Some(5));
@@ -498,10 +500,12 @@ fn every_up_flag_has_its_environment_variable() {
             "broadcast",
             "multicast-rate-limit",
             "log",
+            "log-format",
             "block",
             "bridge",
             "masquerade",
             "health-listen",
+            "metrics",
             "kubernetes",
             "node-name",
             "kubeconfig",
@@ -510,4 +514,77 @@ fn every_up_flag_has_its_environment_variable() {
             "cni-data-dir",
         ]
     );
+}
+
+#[test]
+fn metrics_and_log_format_from_each_layer() {
+    let base = ["--address", "10.47.0.1/16"];
+    // Defaults: no metrics, text logs.
+    let (a, _f) = args(&base, "");
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(c.metrics, None);
+    assert_eq!(c.log_format, LogFormat::Text);
+    // The file, then the environment over it, then a flag over both.
+    let file = "metrics = \"127.0.0.1:9479\"\nlog_format = \"json\"\n";
+    let (a, _f) = args(&base, file);
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(c.metrics, Some("127.0.0.1:9479".parse().expect("addr")));
+    assert_eq!(c.log_format, LogFormat::Json);
+    let (a, _f) = args_env(
+        &[
+            ("WEFTNET_METRICS", "[::1]:9100"),
+            ("WEFTNET_LOG_FORMAT", "text"),
+        ],
+        &base,
+        file,
+    );
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(c.metrics, Some("[::1]:9100".parse().expect("addr")));
+    assert_eq!(c.log_format, LogFormat::Text);
+    let (a, _f) = args_env(
+        &[("WEFTNET_METRICS", "[::1]:9100")],
+        &[
+            &base[..],
+            &["--metrics", "0.0.0.0:9478", "--log-format", "JSON"],
+        ]
+        .concat(),
+        file,
+    );
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(c.metrics, Some("0.0.0.0:9478".parse().expect("addr")));
+    assert_eq!(c.log_format, LogFormat::Json);
+    // The metrics may share the probes' address.
+    let (a, _f) = args(
+        &[
+            &base[..],
+            &[
+                "--metrics",
+                "0.0.0.0:9478",
+                "--health-listen",
+                "0.0.0.0:9478",
+            ],
+        ]
+        .concat(),
+        "",
+    );
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(c.metrics, c.health_listen);
+}
+
+#[test]
+fn bad_metrics_and_log_format_name_the_fix() {
+    let base = ["--address", "10.47.0.1/16"];
+    let e = error(&[&base[..], &["--metrics", "9479"]].concat(), "");
+    assert_eq!(
+        e,
+        "invalid --metrics \"9479\": give ADDR:PORT, e.g. 0.0.0.0:9479 or 127.0.0.1:9479"
+    );
+    let e = error(&[&base[..], &["--metrics", "0.0.0.0:0"]].concat(), "");
+    assert!(e.contains("port 0") && e.contains("0.0.0.0:9479"), "{e}");
+    let e = error(&base, "metrics = \"localhost\"\n");
+    assert!(e.starts_with("invalid --metrics"), "{e}");
+    let e = error(&[&base[..], &["--log-format", "xml"]].concat(), "");
+    assert_eq!(e, "invalid --log-format \"xml\": use text or json");
+    let e = error(&base, "log_format = \"logfmt\"\n");
+    assert_eq!(e, "invalid --log-format \"logfmt\": use text or json");
 }

@@ -1,6 +1,7 @@
 //! `weftnet up`, as wiring: validates the settings, reads the key and secrets (and in
 //! Kubernetes mode this Node), then starts the node ([`start`]) under one
-//! [`Teardown`] that owns everything created, and runs it until SIGINT, SIGTERM,
+//! [`Teardown`] that owns everything created (the HTTP endpoints for probes and
+//! metrics included), and runs it until SIGINT, SIGTERM,
 //! SIGHUP, `weftnet leave` or a failure (a data-plane thread, the control socket, the
 //! control plane task); then leaves the mesh gracefully and removes what it created.
 //! Decisions live in the node reconciler (`weftnet_proto::node`); nothing here decides.
@@ -10,14 +11,14 @@ pub(crate) mod teardown;
 
 use crate::cli::UpArgs;
 use crate::cluster::{self, Command};
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::keyfile;
 use crate::kube;
 use crate::netlink::Netlink;
 use crate::system;
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use teardown::Teardown;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
@@ -26,21 +27,28 @@ use tokio::task::JoinHandle;
 /// Longest wait for the graceful leave at shutdown.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn init_logging(filter: &str) -> Result<()> {
+/// Logs to stderr, filtered by `--log`, as text or one JSON object per line.
+fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         anyhow::anyhow!("invalid --log filter {filter:?} ({e}): use a level such as info or debug")
     })?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields (message included) at the top level of each object.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
     Ok(())
 }
 
 pub(crate) fn run(args: UpArgs) -> Result<()> {
+    let started = SystemTime::now();
     let config = Config::load(&args)?;
-    init_logging(&config.log)?;
+    init_logging(&config.log, config.log_format)?;
     if !system::has_net_admin() {
         bail!("weftnet up needs CAP_NET_ADMIN to create {}: run it as root, or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)", config.interface);
     }
@@ -50,12 +58,12 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(up(config))
+    runtime.block_on(up(config, started))
 }
 
 /// The node's key, secrets and (in Kubernetes mode) Node facts, then everything else
 /// under one [`Teardown`] that runs on every way out.
-async fn up(mut config: Config) -> Result<()> {
+async fn up(mut config: Config, started: SystemTime) -> Result<()> {
     let secrets = match &config.cluster {
         Some(c) => cluster::read_secrets(&c.secret_files)?,
         None => Vec::new(),
@@ -84,13 +92,14 @@ async fn up(mut config: Config) -> Result<()> {
     }
     let netlink = Arc::new(Netlink::connect()?);
     let mut teardown = Teardown::new(Arc::clone(&netlink));
-    let result = match start::start(config, key, secrets, kube, &netlink, &mut teardown).await {
-        Ok(running) => {
-            teardown.started();
-            running.run().await
-        }
-        Err(e) => Err(e),
-    };
+    let result =
+        match start::start(config, key, secrets, kube, started, &netlink, &mut teardown).await {
+            Ok(running) => {
+                teardown.started();
+                running.run().await
+            }
+            Err(e) => Err(e),
+        };
     teardown.remove().await;
     if result.is_ok() {
         tracing::info!("weftnet stopped");

@@ -1,5 +1,5 @@
 //! Start-up, step by step, in an order that fails early: the host side (control socket
-//! claim, health port, UDP port, overlay interface, advertised endpoint, bridge,
+//! claim, HTTP ports for probes and metrics, UDP port, overlay interface, advertised endpoint, bridge,
 //! masquerade chain), then the node reconciler and the data plane with its first peers,
 //! addresses and routes, then the tasks. Each thing created is handed to the
 //! [`Teardown`] the moment it exists; after each step a test hook (`failpoint`) can
@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use weftnet_proto::gossip::GossipConfig;
 use weftnet_proto::keys::PrivateKey;
@@ -33,7 +33,8 @@ const CONTROL_QUEUE: usize = 4096;
 /// What the host side of start-up made.
 struct HostSide {
     socket: PathBuf,
-    health: Option<std::net::TcpListener>,
+    /// The HTTP listeners (probes, metrics; one when both have the same address).
+    listeners: Vec<crate::http::Listener>,
     udp: Udp,
     tun: Tun,
     overlay: u32,
@@ -44,11 +45,13 @@ struct HostSide {
 }
 
 /// Creates everything in order, each thing owned by `teardown` as soon as it exists.
+/// `started` is when the process started (for the metrics).
 pub(super) async fn start(
     config: Config,
     key: PrivateKey,
     secrets: Vec<[u8; 32]>,
     kube: Option<kube::Started>,
+    started: SystemTime,
     netlink: &Arc<Netlink>,
     teardown: &mut Teardown,
 ) -> Result<Running> {
@@ -139,9 +142,26 @@ pub(super) async fn start(
         others.extend(tasks);
         kube_view = Some(view);
     }
-    if let Some(listener) = host.health {
-        let checks = health_checks(&dp, kube_view.clone(), status.clone());
-        others.push(crate::health::serve(listener, checks)?);
+    for listener in host.listeners {
+        let mut routes = Vec::new();
+        if listener.serves.contains(&crate::health::FLAG) {
+            let checks = health_checks(&dp, kube_view.clone(), status.clone());
+            routes.extend(crate::health::routes(checks));
+        }
+        if listener.serves.contains(&crate::metrics::FLAG) {
+            routes.push(crate::metrics::route(crate::metrics::Sources {
+                dp: Arc::clone(&dp),
+                status: status.clone(),
+                kube: kube_view.clone(),
+                started,
+            }));
+        }
+        tracing::info!(
+            address = %listener.addr().map_or("?".to_string(), |a| a.to_string()),
+            serves = %listener.serves.join(", "),
+            "serving HTTP"
+        );
+        others.push(crate::http::serve(listener, routes)?);
     }
     let node_info = NodeInfo {
         listen_port: config.listen_port,
@@ -187,7 +207,14 @@ async fn host_side(
 ) -> Result<HostSide> {
     let socket = control::socket_path(&config.state_dir);
     control::claim_socket(&socket)?;
-    let health = config.health_listen.map(crate::health::bind).transpose()?;
+    let wanted: Vec<(&'static str, SocketAddr)> = [
+        (crate::health::FLAG, config.health_listen),
+        (crate::metrics::FLAG, config.metrics),
+    ]
+    .into_iter()
+    .filter_map(|(flag, addr)| Some((flag, addr?)))
+    .collect();
+    let listeners = crate::http::bind(&wanted)?;
     if system::interface_exists(&config.interface) {
         bail!(
             "interface {} already exists: choose another --interface, or remove it with `ip link del {}` if nothing uses it",
@@ -243,7 +270,7 @@ async fn host_side(
     failpoint("masquerade")?;
     Ok(HostSide {
         socket,
-        health,
+        listeners,
         udp,
         tun,
         overlay,

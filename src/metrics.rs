@@ -1,0 +1,579 @@
+//! Prometheus metrics (`--metrics ADDR`): `GET /metrics` in the Prometheus text
+//! exposition format (version 0.0.4), encoded by `prometheus-client`. Nothing is
+//! counted here: a custom [`Collector`] reads, at each scrape, what `weftnet status`
+//! reads (the reconciler's status snapshot, the data plane's peers, drop and
+//! multicast counters, the Kubernetes view), so the two always agree. The encoding is
+//! a function of plain data ([`Snapshot`]), tested without a running node.
+//!
+//! Every metric is named `weftnet_*` with its unit in the name; the README lists
+//! them. A number that cannot be known is left out, never faked: no member gauges
+//! without gossip, no handshake age before the first handshake, no API server gauge
+//! outside Kubernetes mode.
+
+use crate::dataplane::{Dataplane, GroupCounters, PeerReport};
+use crate::http::{Reply, Route};
+use crate::kube::KubeView;
+use hyper::StatusCode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+use weftnet_proto::gossip::MemberState;
+use weftnet_proto::node::{state_name, Status};
+
+/// The setting that asks for metrics, as error messages name it.
+pub(crate) const FLAG: &str = "--metrics";
+
+/// Every member state, in the order the `weftnet_members` series are written.
+const STATES: [MemberState; 4] = [
+    MemberState::Alive,
+    MemberState::Suspect,
+    MemberState::Dead,
+    MemberState::Left,
+];
+
+/// Everything one scrape reports, read at once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshot {
+    /// The reconciler's status (members, blocks, claiming, local groups).
+    pub(crate) status: Status,
+    /// The data plane's peers with their traffic.
+    pub(crate) peers: Vec<PeerReport>,
+    /// Drops by reason, as `weftnet status` shows them.
+    pub(crate) drops: BTreeMap<String, u64>,
+    /// Per-group multicast traffic.
+    pub(crate) groups: Vec<(IpAddr, GroupCounters)>,
+    pub(crate) dataplane_running: bool,
+    /// When the process started, in seconds since the Unix epoch.
+    pub(crate) start_time_seconds: f64,
+    /// Kubernetes mode only: whether the API server answers.
+    pub(crate) kube_api_reachable: Option<bool>,
+}
+
+/// Where a scrape reads from: the running daemon's shared state.
+pub(crate) struct Sources {
+    pub(crate) dp: Arc<Dataplane>,
+    pub(crate) status: watch::Receiver<Status>,
+    pub(crate) kube: Option<watch::Receiver<KubeView>>,
+    pub(crate) started: SystemTime,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
+    }
+}
+
+impl Sources {
+    fn snapshot(&self) -> Snapshot {
+        let status = self.status.borrow().clone();
+        Snapshot {
+            peers: self.dp.peers(),
+            drops: crate::status::drop_counts(self.dp.counters.snapshot(), &status),
+            groups: self.dp.group_counters(),
+            dataplane_running: self.dp.running(),
+            start_time_seconds: self
+                .started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            kube_api_reachable: self.kube.as_ref().map(|k| k.borrow().api_reachable),
+            status,
+        }
+    }
+}
+
+/// Reads the sources at each scrape.
+#[derive(Debug)]
+struct Live(Sources);
+
+impl Collector for Live {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode(&self.0.snapshot(), encoder)
+    }
+}
+
+/// A labelled sample: label pairs and a value.
+type Sample<V> = (Vec<(&'static str, String)>, V);
+
+/// One family of counters; nothing is written when it has no samples.
+fn counters(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: Vec<Sample<u64>>,
+) -> std::fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in samples {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One family of gauges (counts as integers, seconds as floats); nothing is written
+/// when it has no samples.
+fn gauges<V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: Vec<Sample<V>>,
+) -> std::fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in samples {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One unlabelled gauge.
+fn gauge<V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: V,
+) -> std::fmt::Result {
+    gauges(enc, name, help, vec![(Vec::new(), v)])
+}
+
+/// A yes/no gauge: 1 or 0.
+fn flag(b: bool) -> u64 {
+    u64::from(b)
+}
+
+/// A count as a gauge value.
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Writes every metric of `s`. Counter names get `_total` from the encoder.
+pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Result {
+    let enc = &mut enc;
+    let st = &s.status;
+    if st.clustered {
+        let members = STATES
+            .iter()
+            .map(|state| {
+                let n = st.members.iter().filter(|m| m.state == *state).count();
+                (vec![("state", state_name(*state).to_string())], count(n))
+            })
+            .collect();
+        gauges(
+            enc,
+            "weftnet_members",
+            "Other nodes of the mesh by state, as this node sees them.",
+            members,
+        )?;
+    }
+
+    // Per peer, labelled by public key and, for a gossip member, its name.
+    let labels: Vec<Vec<(&'static str, String)>> = s
+        .peers
+        .iter()
+        .map(|p| {
+            let mut l = vec![("public_key", p.peer.public_key.to_base64())];
+            if let Some(m) = st
+                .members
+                .iter()
+                .find(|m| m.record.public_key == p.peer.public_key)
+            {
+                l.push(("name", m.record.name.clone()));
+            }
+            l
+        })
+        .collect();
+    let per_peer = |f: fn(&PeerReport) -> u64| -> Vec<Sample<u64>> {
+        s.peers
+            .iter()
+            .zip(&labels)
+            .map(|(p, l)| (l.clone(), f(p)))
+            .collect()
+    };
+    counters(
+        enc,
+        "weftnet_peer_rx_bytes",
+        "Plaintext bytes received from the peer.",
+        per_peer(|p| p.stats.rx_bytes),
+    )?;
+    counters(
+        enc,
+        "weftnet_peer_tx_bytes",
+        "Plaintext bytes sent to the peer.",
+        per_peer(|p| p.stats.tx_bytes),
+    )?;
+    counters(
+        enc,
+        "weftnet_peer_rx_packets",
+        "Packets received from the peer.",
+        per_peer(|p| p.stats.rx_packets),
+    )?;
+    counters(
+        enc,
+        "weftnet_peer_tx_packets",
+        "Packets sent to the peer.",
+        per_peer(|p| p.stats.tx_packets),
+    )?;
+    gauges(
+        enc,
+        "weftnet_peer_handshake_age_seconds",
+        "Seconds since the last completed handshake with the peer (absent before the first).",
+        s.peers
+            .iter()
+            .zip(&labels)
+            .filter_map(|(p, l)| {
+                p.stats
+                    .since_handshake
+                    .map(|d| (l.clone(), d.as_secs_f64()))
+            })
+            .collect(),
+    )?;
+
+    counters(
+        enc,
+        "weftnet_drops",
+        "Dropped packets and rejected datagrams by reason (the drops of weftnet status).",
+        s.drops
+            .iter()
+            .map(|(k, v)| (vec![("reason", k.clone())], *v))
+            .collect(),
+    )?;
+
+    let per_group = |f: fn(&GroupCounters) -> u64| -> Vec<Sample<u64>> {
+        s.groups
+            .iter()
+            .map(|(g, c)| (vec![("group", g.to_string())], f(c)))
+            .collect()
+    };
+    counters(
+        enc,
+        "weftnet_multicast_tx_packets",
+        "Multicast packets of the group sent into the mesh (one per packet, not per copy).",
+        per_group(|c| c.tx_packets),
+    )?;
+    counters(
+        enc,
+        "weftnet_multicast_tx_bytes",
+        "Multicast bytes of the group sent into the mesh.",
+        per_group(|c| c.tx_bytes),
+    )?;
+    counters(
+        enc,
+        "weftnet_multicast_tx_copies",
+        "Encrypted copies of the group's packets sent (one per subscribed node).",
+        per_group(|c| c.tx_copies),
+    )?;
+    counters(
+        enc,
+        "weftnet_multicast_rx_packets",
+        "Multicast packets of the group received from the mesh.",
+        per_group(|c| c.rx_packets),
+    )?;
+    counters(
+        enc,
+        "weftnet_multicast_rx_bytes",
+        "Multicast bytes of the group received from the mesh.",
+        per_group(|c| c.rx_bytes),
+    )?;
+    counters(
+        enc,
+        "weftnet_multicast_drops",
+        "Multicast packets of the group dropped (filtered or rate limited).",
+        per_group(|c| c.drops),
+    )?;
+    gauge(
+        enc,
+        "weftnet_multicast_local_groups",
+        "Multicast groups with a member on this node.",
+        count(st.local_groups.len()),
+    )?;
+
+    gauge(
+        enc,
+        "weftnet_blocks",
+        "Address blocks this node holds.",
+        count(st.blocks.len()),
+    )?;
+    gauge(
+        enc,
+        "weftnet_claiming",
+        "1 while the node is still choosing its block from --range, else 0.",
+        flag(st.claiming),
+    )?;
+    gauge(
+        enc,
+        "weftnet_dataplane_running",
+        "1 while the data plane threads run, 0 once one has died or they were stopped.",
+        flag(s.dataplane_running),
+    )?;
+    gauge(
+        enc,
+        "weftnet_start_time_seconds",
+        "When the daemon started, in seconds since the Unix epoch.",
+        s.start_time_seconds,
+    )?;
+    if let Some(up) = s.kube_api_reachable {
+        gauge(
+            enc,
+            "weftnet_kubernetes_api_reachable",
+            "1 while the Kubernetes API server answers, else 0.",
+            flag(up),
+        )?;
+    }
+    Ok(())
+}
+
+/// A registry whose one collector is `collector`.
+fn registry(collector: impl Collector) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(collector));
+    r
+}
+
+/// The registry in the Prometheus text format.
+fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+/// `GET /metrics`, read from `sources` at each scrape.
+pub(crate) fn route(sources: Sources) -> Route {
+    let registry = registry(Live(sources));
+    Route {
+        path: "/metrics",
+        answer: Box::new(move || match render(&registry) {
+            Ok(body) => Reply {
+                status: StatusCode::OK,
+                content_type: prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                body,
+            },
+            Err(_) => Reply::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the metrics\n".into(),
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::PeerStats;
+    use std::time::Duration;
+    use weftnet_proto::gossip::{Member, NodeRecord};
+    use weftnet_proto::keys::{PrivateKey, PublicKey};
+    use weftnet_proto::node::Peer;
+
+    /// A fixed snapshot, for the encoding alone.
+    #[derive(Debug)]
+    struct Fixed(Snapshot);
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode(&self.0, encoder)
+        }
+    }
+
+    fn text(s: Snapshot) -> String {
+        render(&registry(Fixed(s))).expect("encodes")
+    }
+
+    fn member(key: PublicKey, name: &str, state: MemberState) -> Member {
+        Member {
+            record: NodeRecord {
+                public_key: key,
+                name: name.into(),
+                endpoint: "192.0.2.1:51820".parse().expect("addr"),
+                prefixes: Vec::new(),
+                version: 1,
+            },
+            state,
+            epoch: 1,
+            incarnation: 0,
+        }
+    }
+
+    fn peer(key: PublicKey, rx_bytes: u64, handshake: Option<Duration>) -> PeerReport {
+        PeerReport {
+            peer: Peer {
+                public_key: key,
+                endpoint: None,
+                allowed_ips: Vec::new(),
+                persistent_keepalive: None,
+            },
+            stats: PeerStats {
+                since_handshake: handshake,
+                rx_bytes,
+                tx_bytes: 2,
+                rx_packets: 3,
+                tx_packets: 4,
+            },
+        }
+    }
+
+    /// The value of the one sample line that starts with `series` (name and labels).
+    fn value(text: &str, series: &str) -> Option<String> {
+        let found: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .collect();
+        assert!(found.len() <= 1, "{series} twice in:\n{text}");
+        found.first().map(|v| v.to_string())
+    }
+
+    #[test]
+    fn a_gossip_node_reports_members_peers_drops_and_groups() {
+        let a = PrivateKey::generate().public_key();
+        let b = PrivateKey::generate().public_key();
+        let stat = PrivateKey::generate().public_key();
+        let mut status = Status {
+            clustered: true,
+            name: "me".into(),
+            members: vec![
+                member(a, "n1", MemberState::Alive),
+                member(b, "n\"2\\", MemberState::Suspect),
+                member(
+                    PrivateKey::generate().public_key(),
+                    "n3",
+                    MemberState::Alive,
+                ),
+            ],
+            blocks: vec!["10.47.1.0/24".parse().expect("net")],
+            local_groups: vec!["239.1.2.3".parse().expect("ip")],
+            ..Status::default()
+        };
+        status.errors.insert("gossip_unknown_key", 7);
+        let drops = crate::status::drop_counts(vec![("no_route", 5)], &status);
+        let s = Snapshot {
+            status,
+            peers: vec![
+                peer(a, 1000, Some(Duration::from_millis(2500))),
+                peer(b, 0, None),
+                peer(stat, 9, None),
+            ],
+            drops,
+            groups: vec![(
+                "239.1.2.3".parse().expect("ip"),
+                GroupCounters {
+                    tx_packets: 1,
+                    tx_bytes: 100,
+                    tx_copies: 2,
+                    rx_packets: 3,
+                    rx_bytes: 300,
+                    drops: 4,
+                },
+            )],
+            dataplane_running: true,
+            start_time_seconds: 1_700_000_000.5,
+            kube_api_reachable: None,
+        };
+        let t = text(s);
+        let v = |series: &str| value(&t, series).unwrap_or_else(|| panic!("{series} in:\n{t}"));
+        assert_eq!(v("weftnet_members{state=\"alive\"}"), "2");
+        assert_eq!(v("weftnet_members{state=\"suspect\"}"), "1");
+        assert_eq!(v("weftnet_members{state=\"dead\"}"), "0");
+        assert_eq!(v("weftnet_members{state=\"left\"}"), "0");
+        let ka = a.to_base64();
+        assert_eq!(
+            v(&format!(
+                "weftnet_peer_rx_bytes_total{{public_key=\"{ka}\",name=\"n1\"}}"
+            )),
+            "1000"
+        );
+        // Label values are escaped; a static peer has no name.
+        assert_eq!(
+            v(&format!(
+                "weftnet_peer_tx_packets_total{{public_key=\"{}\",name=\"n\\\"2\\\\\"}}",
+                b.to_base64()
+            )),
+            "4"
+        );
+        assert_eq!(
+            v(&format!(
+                "weftnet_peer_rx_bytes_total{{public_key=\"{}\"}}",
+                stat.to_base64()
+            )),
+            "9"
+        );
+        assert_eq!(
+            v(&format!(
+                "weftnet_peer_handshake_age_seconds{{public_key=\"{ka}\",name=\"n1\"}}"
+            )),
+            "2.5"
+        );
+        assert_eq!(
+            t.matches("weftnet_peer_handshake_age_seconds{").count(),
+            1,
+            "no age before the first handshake:\n{t}"
+        );
+        assert_eq!(v("weftnet_drops_total{reason=\"no_route\"}"), "5");
+        assert_eq!(v("weftnet_drops_total{reason=\"gossip_unknown_key\"}"), "7");
+        // Every gossip error is listed, as in `weftnet status`.
+        for e in weftnet_proto::gossip::GossipError::ALL {
+            assert!(
+                t.contains(&format!("weftnet_drops_total{{reason=\"{}\"}}", e.as_str())),
+                "{t}"
+            );
+        }
+        let g = "{group=\"239.1.2.3\"}";
+        assert_eq!(v(&format!("weftnet_multicast_tx_packets_total{g}")), "1");
+        assert_eq!(v(&format!("weftnet_multicast_tx_bytes_total{g}")), "100");
+        assert_eq!(v(&format!("weftnet_multicast_tx_copies_total{g}")), "2");
+        assert_eq!(v(&format!("weftnet_multicast_rx_packets_total{g}")), "3");
+        assert_eq!(v(&format!("weftnet_multicast_rx_bytes_total{g}")), "300");
+        assert_eq!(v(&format!("weftnet_multicast_drops_total{g}")), "4");
+        assert_eq!(v("weftnet_multicast_local_groups"), "1");
+        assert_eq!(v("weftnet_blocks"), "1");
+        assert_eq!(v("weftnet_claiming"), "0");
+        assert_eq!(v("weftnet_dataplane_running"), "1");
+        assert_eq!(v("weftnet_start_time_seconds"), "1700000000.5");
+        assert!(!t.contains("weftnet_kubernetes"), "{t}");
+        assert!(
+            t.contains("# TYPE weftnet_peer_rx_bytes_total counter\n"),
+            "{t}"
+        );
+        assert!(t.contains("# TYPE weftnet_members gauge\n"), "{t}");
+        // Every line is a comment or `name{labels} value`, every name weftnet_*.
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("weftnet_"), "{line}");
+            let value = line.rsplit(' ').next().expect("value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_static_node_has_no_member_gauges_and_kubernetes_adds_the_api_server() {
+        let s = Snapshot {
+            drops: crate::status::drop_counts(vec![("no_route", 0)], &Status::default()),
+            kube_api_reachable: Some(false),
+            ..Snapshot::default()
+        };
+        let t = text(s);
+        assert!(!t.contains("weftnet_members"), "{t}");
+        assert!(!t.contains("weftnet_peer_"), "{t}");
+        assert!(
+            !t.contains("gossip_"),
+            "no gossip errors without gossip:\n{t}"
+        );
+        assert_eq!(
+            value(&t, "weftnet_drops_total{reason=\"no_route\"}").as_deref(),
+            Some("0")
+        );
+        assert_eq!(value(&t, "weftnet_dataplane_running").as_deref(), Some("0"));
+        assert_eq!(
+            value(&t, "weftnet_kubernetes_api_reachable").as_deref(),
+            Some("0")
+        );
+    }
+}
