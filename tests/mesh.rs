@@ -787,3 +787,25 @@ fn a_member_cannot_capture_routes() {
     );
     assert_pings(&[(&nodes[0], &nodes[1], b)], Duration::from_secs(20));
 }
+
+/// The first node (started without `--join`) stopped with SIGTERM and started again
+/// with the same command rejoins through the members it saved, keeps its block, and is
+/// reachable again.
+#[test]
+fn the_first_node_rejoins_after_a_graceful_restart() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("rejoin");
+    let mut nodes = common::mesh::start_mesh(u.hosts(), dir.path(), |_| {
+        vec!["--range".into(), RANGE.into()]
+    });
+    let block = nodes[0].block().expect("n1 has a block");
+    nodes[0].d.restart();
+    let took = wait_converged(&refs(&nodes), true, CONVERGE);
+    eprintln!("n1 rejoined in {took:?}");
+    assert_eq!(
+        nodes[0].block().as_deref(),
+        Some(block.as_str()),
+        "same block"
+    );
+    assert_pings(&[(&nodes[1], &nodes[0], first_host(&block))], PING_MESH);
+}

@@ -1,6 +1,6 @@
 //! What a node needs before gossip starts: the cluster secrets, a boot epoch that grows
 //! across restarts, the seeds' addresses, the underlay address to advertise, and the
-//! address block claimed in an earlier run.
+//! address block and members' endpoints saved by an earlier run.
 
 use anyhow::{anyhow, Context, Result};
 use ipnet::IpNet;
@@ -19,6 +19,14 @@ pub(crate) fn saved_block(state_file: &std::path::Path) -> Option<IpNet> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Reads the members' endpoints saved by an earlier run (lines that do not parse are
+/// skipped).
+pub(crate) fn saved_members(file: &std::path::Path) -> Vec<SocketAddr> {
+    std::fs::read_to_string(file)
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Resolves seeds written as HOST:PORT, each within `LOOKUP_TIMEOUT`; unresolvable
@@ -111,6 +119,19 @@ mod tests {
         let b = next_epoch(&f).expect("epoch");
         assert_eq!(a, u64::MAX / 2 + 1);
         assert_eq!(b, a + 1);
+    }
+
+    #[test]
+    fn saved_members_are_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("members");
+        assert!(saved_members(&f).is_empty());
+        std::fs::write(&f, "192.0.2.1:51820\ngarbage\n[2001:db8::1]:51820\n").expect("write");
+        let want: Vec<SocketAddr> = vec![
+            "192.0.2.1:51820".parse().expect("addr"),
+            "[2001:db8::1]:51820".parse().expect("addr"),
+        ];
+        assert_eq!(saved_members(&f), want);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 
 mod bootstrap;
 
-pub(crate) use bootstrap::{detect_underlay_ip, next_epoch, read_secrets, resolve, saved_block};
+pub(crate) use bootstrap::{
+    detect_underlay_ip, next_epoch, read_secrets, resolve, saved_block, saved_members,
+};
 
 use crate::dataplane::{ControlDatagram, Dataplane};
 use crate::netlink::Netlink;
@@ -21,6 +23,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 use weftnet_proto::node::{Effect, Link, Node, Status};
+
+/// The claimed block, in the state directory.
+pub(crate) const BLOCK_FILE: &str = "block";
+/// The live members' endpoints, one per line, in the state directory.
+pub(crate) const MEMBERS_FILE: &str = "members";
 
 /// Requests from the control socket and the Kubernetes watch.
 pub(crate) enum Command {
@@ -60,8 +67,8 @@ pub(crate) struct Shell {
     node: Node,
     netlink: Arc<Netlink>,
     links: Links,
-    /// Where a claimed block is saved.
-    block_file: PathBuf,
+    /// The state directory, where the claimed block and the members are saved.
+    state_dir: PathBuf,
     status: watch::Sender<Status>,
     lookups_tx: mpsc::Sender<(Vec<SocketAddr>, bool)>,
     lookups: mpsc::Receiver<(Vec<SocketAddr>, bool)>,
@@ -76,7 +83,7 @@ impl Shell {
         node: Node,
         netlink: Arc<Netlink>,
         links: Links,
-        block_file: PathBuf,
+        state_dir: PathBuf,
     ) -> (Self, watch::Receiver<Status>) {
         let (status, status_rx) = watch::channel(node.status().clone());
         let (lookups_tx, lookups) = mpsc::channel(4);
@@ -84,7 +91,7 @@ impl Shell {
             node,
             netlink,
             links,
-            block_file,
+            state_dir,
             status,
             lookups_tx,
             lookups,
@@ -109,7 +116,13 @@ impl Shell {
                 Effect::Transmit { to, bytes } => dp.send_control(bytes, *to),
                 Effect::Inject(packet) => dp.inject(packet),
                 Effect::SetPeers(peers) => dp.set_peers(peers.clone()),
-                Effect::PersistBlock(block) => self.persist(*block),
+                Effect::PersistBlock(block) => {
+                    self.persist(BLOCK_FILE, format!("{block}\n"), "the claimed block")
+                }
+                Effect::PersistMembers(members) => {
+                    let text: String = members.iter().map(|m| format!("{m}\n")).collect();
+                    self.persist(MEMBERS_FILE, text, "the known members")
+                }
                 Effect::Resolve(names) => spawn_lookup(names.clone(), self.lookups_tx.clone()),
                 Effect::DelRoute { prefix } => {
                     if let Err(e) = self.netlink.del_route(self.links.overlay, *prefix).await {
@@ -168,12 +181,15 @@ impl Shell {
         Ok(())
     }
 
-    /// Saves a claimed block off the runtime's thread.
-    fn persist(&self, block: ipnet::IpNet) {
-        let path = self.block_file.clone();
+    /// Saves `text` as `file` in the state directory, off the runtime's thread
+    /// (written to a temporary file and renamed, so a crash leaves the old one).
+    fn persist(&self, file: &'static str, text: String, what: &'static str) {
+        let path = self.state_dir.join(file);
+        let tmp = self.state_dir.join(format!(".{file}.tmp"));
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::write(&path, format!("{block}\n")) {
-                tracing::warn!(error = %e, path = %path.display(), "cannot persist the claimed block");
+            let saved = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save {what}");
             }
         });
     }

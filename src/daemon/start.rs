@@ -62,12 +62,8 @@ pub(super) async fn start(
         overlay: host.overlay,
         bridge: host.bridge,
     };
-    let (mut shell, status) = Shell::new(
-        node,
-        Arc::clone(netlink),
-        links,
-        config.state_dir.join("block"),
-    );
+    let (mut shell, status) =
+        Shell::new(node, Arc::clone(netlink), links, config.state_dir.clone());
 
     // The data plane, with its peers, addresses and routes in place before it runs.
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -325,6 +321,7 @@ fn reconciler(
             epoch: cluster::next_epoch(&config.state_dir.join("epoch"))?,
             rng_seed: rand::random(),
             seeds: c.join.clone(),
+            known: cluster::saved_members(&config.state_dir.join(cluster::MEMBERS_FILE)),
         }),
         _ => None,
     };
@@ -345,7 +342,8 @@ fn reconciler(
             static_peers,
             blocks: config.blocks.clone(),
             range,
-            saved_block: range.and_then(|_| cluster::saved_block(&config.state_dir.join("block"))),
+            saved_block: range
+                .and_then(|_| cluster::saved_block(&config.state_dir.join(cluster::BLOCK_FILE))),
             bridge: host.bridge.is_some(),
             group_filter: config.multicast.filter.clone(),
             gossip,

@@ -51,6 +51,8 @@ pub const CLAIM_MAX_WAIT: Duration = Duration::from_secs(5);
 pub const LEAVE_DRAIN: Duration = Duration::from_secs(2);
 /// How often unresolved seeds are looked up again.
 pub const SEED_RETRY: Duration = Duration::from_secs(5);
+/// Most member endpoints saved for a restart (and joined at start).
+pub const MAX_KNOWN: usize = 64;
 /// When a refused change, or a claim in a full range, is tried again.
 pub const RETRY: Duration = Duration::from_secs(5);
 /// How often the member list is looked at for status when no event says it changed
@@ -103,6 +105,9 @@ pub enum Effect {
     PersistBlock(IpNet),
     /// Look these seeds (`HOST:PORT`) up and answer with [`Node::handle_resolved`].
     Resolve(Vec<String>),
+    /// Save the live members' endpoints, so that a restart rejoins through them
+    /// ([`GossipSetup::known`]) even without `--join`.
+    PersistMembers(Vec<SocketAddr>),
 }
 
 /// Gossip settings: present when the node has a cluster secret.
@@ -122,6 +127,9 @@ pub struct GossipSetup {
     pub rng_seed: u64,
     /// Seeds as written (`HOST:PORT`), looked up through [`Effect::Resolve`].
     pub seeds: Vec<String>,
+    /// Members' endpoints saved by an earlier run ([`Effect::PersistMembers`]): joined
+    /// at start beside the seeds, so a node rejoins after a restart without `--join`.
+    pub known: Vec<SocketAddr>,
 }
 
 /// What the node is configured with.
@@ -160,6 +168,10 @@ pub struct Node {
     /// The peer set last handed to the data plane.
     peers: Option<Vec<PeerSpec>>,
     seeds: Vec<String>,
+    /// Members' endpoints from an earlier run, joined beside the seeds.
+    known: Vec<SocketAddr>,
+    /// The member endpoints last saved.
+    persisted: Vec<SocketAddr>,
     next_seed_retry: Option<Instant>,
     first_member_at: Option<Instant>,
     /// Names of deleted Kubernetes Nodes: their members are no peers, and are
@@ -198,9 +210,12 @@ impl Node {
             .collect();
         let checks = Authority::new(config.range, &config.addresses, static_prefixes);
         let mut seeds = Vec::new();
+        let mut known = Vec::new();
         let gossip = match config.gossip {
             Some(g) => {
                 seeds = g.seeds;
+                known = g.known;
+                known.truncate(MAX_KNOWN);
                 let me = NodeRecord {
                     public_key: config.public_key,
                     name: g.name,
@@ -222,6 +237,8 @@ impl Node {
             installed: Installed::default(),
             peers: None,
             seeds,
+            persisted: known.clone(),
+            known,
             next_seed_retry: None,
             first_member_at: None,
             deleted_nodes: BTreeSet::new(),
@@ -239,13 +256,20 @@ impl Node {
             next_status: None,
             gossip,
         };
-        if node.gossip.is_some() {
-            let wait = if node.seeds.is_empty() {
+        if let Some(g) = &mut node.gossip {
+            let wait = if node.seeds.is_empty() && node.known.is_empty() {
                 Duration::ZERO
             } else {
                 CLAIM_MAX_WAIT
             };
             node.blocks.schedule_claim(now + wait);
+            if !node.known.is_empty() {
+                tracing::info!(
+                    members = node.known.len(),
+                    "rejoining through the members known before the restart"
+                );
+                g.join(&node.known, now);
+            }
             if !node.seeds.is_empty() {
                 node.effects.push_back(Effect::Resolve(node.seeds.clone()));
             }
@@ -279,8 +303,11 @@ impl Node {
     /// whether some did not resolve (they are looked up again later).
     pub fn handle_resolved(&mut self, seeds: &[SocketAddr], unresolved: bool, now: Instant) {
         if let Some(g) = &mut self.gossip {
-            if !seeds.is_empty() {
-                g.join(seeds, now);
+            // The known members stay seeds beside the resolved ones.
+            let mut all = seeds.to_vec();
+            all.extend(self.known.iter().filter(|k| !seeds.contains(k)));
+            if !all.is_empty() {
+                g.join(&all, now);
             }
         }
         self.next_seed_retry = unresolved.then(|| now + SEED_RETRY);
@@ -476,6 +503,7 @@ impl Node {
             let claimed = self.claim_if_needed(now, &members);
             if changed || claimed {
                 self.reconcile(&members);
+                self.persist_members(&members);
             }
             self.refresh_status(members, now);
         }
@@ -488,6 +516,26 @@ impl Node {
             if now >= at || drained {
                 self.done = true;
             }
+        }
+    }
+
+    /// Saves the live members' endpoints when they changed. An empty set is never
+    /// saved: a node whose peers are all down keeps the last ones it knew.
+    fn persist_members(&mut self, members: &[Member]) {
+        if self.leave_deadline.is_some() {
+            return;
+        }
+        let mut live: Vec<SocketAddr> = members
+            .iter()
+            .filter(|m| m.state.is_live())
+            .map(|m| m.record.endpoint)
+            .collect();
+        live.sort();
+        live.dedup();
+        live.truncate(MAX_KNOWN);
+        if !live.is_empty() && live != self.persisted {
+            self.persisted = live.clone();
+            self.effects.push_back(Effect::PersistMembers(live));
         }
     }
 

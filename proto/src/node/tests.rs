@@ -22,6 +22,7 @@ struct Host {
     routes: BTreeMap<IpNet, Option<IpAddr>>,
     peers: Vec<PeerSpec>,
     saved: Option<IpNet>,
+    members_saved: Vec<SocketAddr>,
     injected: usize,
     /// Route additions the host refuses (to test retries).
     refuse_routes: BTreeSet<IpNet>,
@@ -41,6 +42,7 @@ struct Spec {
     saved: Option<&'static str>,
     bridge: bool,
     seeds: Vec<usize>,
+    known: Vec<SocketAddr>,
 }
 
 impl Spec {
@@ -52,6 +54,7 @@ impl Spec {
             saved: None,
             bridge: false,
             seeds: vec![],
+            known: vec![],
         }
     }
 }
@@ -93,6 +96,7 @@ impl Net {
                 epoch: (self.now - self.base).as_millis() as u64,
                 rng_seed: i as u64,
                 seeds: spec.seeds.iter().map(|s| addr_of(*s).to_string()).collect(),
+                known: spec.known.clone(),
             }),
         }
     }
@@ -108,6 +112,7 @@ impl Net {
             routes: BTreeMap::new(),
             peers: Vec::new(),
             saved: None,
+            members_saved: Vec::new(),
             injected: 0,
             refuse_routes: BTreeSet::new(),
         });
@@ -158,6 +163,7 @@ impl Net {
                     )
                 }
                 Effect::PersistBlock(b) => h.saved = Some(*b),
+                Effect::PersistMembers(m) => h.members_saved = m.clone(),
                 Effect::Resolve(names) => {
                     let seeds: Vec<SocketAddr> =
                         names.iter().filter_map(|s| s.parse().ok()).collect();
@@ -616,4 +622,44 @@ fn a_member_cannot_capture_routes_outside_what_it_may_claim() {
     let h = &net.hosts[a];
     assert_eq!(h.node.status().refused_prefixes, 3);
     assert!(h.routes.is_empty(), "{:?}", h.routes);
+}
+
+#[test]
+fn a_restarted_first_node_rejoins_through_the_members_it_knew() {
+    let (mut net, [a, b, c]) = Net::three_joined();
+    let known = net.hosts[a].members_saved.clone();
+    assert_eq!(known, vec![addr_of(b), addr_of(c)], "a saved its members");
+    assert_eq!(net.hosts[b].members_saved, vec![addr_of(a), addr_of(c)]);
+    // a leaves gracefully and comes back with the same command: no --join.
+    let now = net.now;
+    net.hosts[a].node.leave(now);
+    net.drain(a);
+    net.run(LEAVE_DRAIN);
+    assert_eq!(net.member_state(b, a), Some(MemberState::Left));
+    assert_eq!(net.hosts[a].members_saved, known, "a leave saves nothing");
+    net.now += Duration::from_secs(1);
+    let block = net.block(a);
+    let restarted = Node::new(
+        NodeConfig {
+            saved_block: block,
+            gossip: net
+                .config(a, &Spec::named("a"))
+                .gossip
+                .map(|g| GossipSetup { known, ..g }),
+            ..net.config(a, &Spec::named("a"))
+        },
+        net.now,
+    )
+    .expect("node");
+    // The overlay interface went away with the old process.
+    net.hosts[a].addresses.clear();
+    net.hosts[a].routes.clear();
+    net.hosts[a].node = restarted;
+    net.drain(a);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.member_state(a, b), Some(MemberState::Alive));
+    assert_eq!(net.member_state(a, c), Some(MemberState::Alive));
+    assert_eq!(net.member_state(b, a), Some(MemberState::Alive));
+    assert_eq!(net.member_state(c, a), Some(MemberState::Alive));
+    assert_eq!(net.block(a), block, "it kept its block");
 }
