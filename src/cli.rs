@@ -1,7 +1,8 @@
 //! Command-line syntax (clap derive). The settings of `up` are declared once, in
 //! [`crate::config::settings`], for flags, the environment (`WEFTNET_<KEY>`) and the TOML
 //! config file alike; [`crate::config`] stacks them (flags win over the environment,
-//! which wins over the file).
+//! which wins over the file). `uninstall` takes the same settings as `up`; `status`,
+//! `leave` and `forget` take the config file for its `state_dir`.
 
 use crate::config::settings::Settings;
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +32,10 @@ pub(crate) enum Command {
     Leave(StateDirArgs),
     /// Remove a dead or departed node's record from the whole mesh.
     Forget(ForgetArgs),
+    /// Remove everything weftnet put on this node (interfaces, bridge, guard route, nat
+    /// chain, CNI files, state); give the settings `up` ran with. The daemon must be
+    /// stopped.
+    Uninstall(Box<UninstallArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -48,9 +53,15 @@ pub(crate) struct OutputArgs {
     pub(crate) output: Option<PathBuf>,
 }
 
+/// Where the running daemon's control socket is: its state directory, given or read
+/// from its config file.
 #[derive(Debug, Args)]
 pub(crate) struct StateDirArgs {
-    /// Directory holding the daemon's key and control socket.
+    /// The daemon's TOML config file, for its `state_dir`.
+    #[arg(long, short, env = "WEFTNET_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Directory holding the daemon's key and control socket [default: the config
+    /// file's `state_dir`, else /var/lib/weftnet].
     #[arg(long, env = "WEFTNET_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
 }
@@ -72,4 +83,14 @@ pub(crate) struct UpArgs {
     pub(crate) config: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) settings: Settings,
+}
+
+/// `weftnet uninstall`: the settings `up` ran with, and whether the key goes too.
+#[derive(Debug, Args)]
+pub(crate) struct UninstallArgs {
+    #[command(flatten)]
+    pub(crate) up: UpArgs,
+    /// Also remove the node's private key (a reinstall then joins as a new node).
+    #[arg(long)]
+    pub(crate) purge_key: bool,
 }

@@ -1,5 +1,6 @@
-//! Key and secret files: written with mode 0600, refused when other users can read
-//! them, created on first start when the default location is used.
+//! Key and secret files: written with mode 0600 (their directory created with mode
+//! 0700 when missing), never overwritten, refused when other users can read them,
+//! created on first start when the default location is used.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::{self, OpenOptions};
@@ -8,15 +9,39 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use weftnet_proto::keys::PrivateKey;
 
-/// Writes `text` to a new 0600 file, or prints it when no path is given.
+/// Writes `text` to a new 0600 file (creating its directory, mode 0700, if missing),
+/// or prints it when no path is given.
 pub(crate) fn emit_secret(text: &str, path: Option<&Path>) -> Result<()> {
     match path {
         None => {
             println!("{text}");
             Ok(())
         }
-        Some(p) => write_new_secret(p, text),
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                ensure_private_dir(dir).with_context(|| {
+                    format!(
+                        "cannot create directory {} for {}: create it (mode 0700) or choose another --output",
+                        dir.display(),
+                        p.display()
+                    )
+                })?;
+            }
+            write_new_secret(p, text)
+        }
     }
+}
+
+/// Creates `dir` and its missing parents with mode 0700; an existing one is left as it
+/// is.
+fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn write_new_secret(path: &Path, text: &str) -> Result<()> {
@@ -58,19 +83,12 @@ pub(crate) fn read_secret(path: &Path, what: &str) -> Result<String> {
 
 /// Creates the state directory (mode 0700) if needed.
 pub(crate) fn ensure_state_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| {
-            format!(
-                "cannot create state directory {}: create it or choose another with --state-dir",
-                dir.display()
-            )
-        })
+    ensure_private_dir(dir).with_context(|| {
+        format!(
+            "cannot create state directory {}: create it or choose another with --state-dir",
+            dir.display()
+        )
+    })
 }
 
 /// Loads the node's private key; when `create` is set and the file is missing, a new
@@ -127,5 +145,28 @@ mod tests {
             emit_secret("again", Some(&bad)).is_err(),
             "never overwrites"
         );
+    }
+
+    #[test]
+    fn output_creates_the_missing_directory_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("etc/weftnet/private.key");
+        emit_secret("secret", Some(&path)).expect("written with its directory");
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("etc/weftnet")), 0o700);
+        assert_eq!(mode(&dir.path().join("etc")), 0o700);
+        let e = format!(
+            "{:#}",
+            emit_secret("again", Some(&path)).expect_err("exists")
+        );
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "secret\n");
+        // An existing directory keeps its mode.
+        let open = dir.path().join("open");
+        fs::create_dir(&open).expect("mkdir");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).expect("chmod");
+        emit_secret("s", Some(&open.join("secret"))).expect("written");
+        assert_eq!(mode(&open), 0o755);
     }
 }

@@ -21,6 +21,7 @@ mod status;
 mod system;
 mod tun;
 mod udp;
+mod uninstall;
 
 use clap::Parser;
 use std::io::Read;
@@ -70,13 +71,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Up(args) => daemon::run(*args),
         cli::Command::Status(args) => status::run(args),
-        cli::Command::Leave(state) => {
-            control::leave(&config::state_dir_or_default(state.state_dir))
+        cli::Command::Leave(state) => control::leave(&config::state_dir_of(&state)?),
+        cli::Command::Forget(args) => {
+            control::forget(&config::state_dir_of(&args.state)?, &args.node)
         }
-        cli::Command::Forget(args) => control::forget(
-            &config::state_dir_or_default(args.state.state_dir),
-            &args.node,
-        ),
+        cli::Command::Uninstall(args) => uninstall::run(&args),
         cli::Command::Genkey(out) => {
             let key = weftnet_proto::keys::PrivateKey::generate();
             keyfile::emit_secret(&key.to_base64(), out.output.as_deref())

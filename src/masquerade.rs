@@ -3,7 +3,8 @@
 //! address, as kube-proxy and other pod networks expect, while pod-to-pod traffic
 //! (inside the range) keeps its pod source and goes through the mesh. The rules live
 //! in a chain of weftnet's own (`WEFTNET-POSTROUTING` in the nat table), installed with
-//! the host's `iptables`/`ip6tables` (legacy or nft backend) and removed at shutdown.
+//! the host's `iptables`/`ip6tables` (legacy or nft backend) and removed at shutdown,
+//! or by `weftnet uninstall` when a daemon could not remove them.
 
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
@@ -114,23 +115,62 @@ impl Masquerade {
     /// Removes the jump and the chain (errors are logged: shutdown goes on).
     pub(crate) fn remove(&self) {
         for range in &self.ranges {
-            let t = tool(range);
-            let steps: [&[&str]; 3] = [
-                &["-D", "POSTROUTING", "-j", CHAIN],
-                &["-F", CHAIN],
-                &["-X", CHAIN],
-            ];
-            for args in steps {
-                match run(t, args) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::debug!(tool = t, ?args, "masquerade cleanup step did nothing")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot remove the masquerade rules"),
-                }
-            }
+            remove_chain(tool(range));
         }
     }
+}
+
+/// The steps that remove the jump to the chain and the chain itself.
+const REMOVAL: [&[&str]; 3] = [
+    &["-D", "POSTROUTING", "-j", CHAIN],
+    &["-F", CHAIN],
+    &["-X", CHAIN],
+];
+
+/// Removes the jump and the chain with `tool` (errors are logged).
+fn remove_chain(tool: &str) {
+    for args in REMOVAL {
+        match run(tool, args) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(tool, ?args, "masquerade cleanup step did nothing")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remove the masquerade rules"),
+        }
+    }
+}
+
+/// `weftnet uninstall`: removes the chain and the jumps to it that a daemon left
+/// behind (killed, or from an older version), with `iptables` and `ip6tables` where
+/// installed. Returns the tools whose chain was there.
+pub(crate) fn remove_leftover() -> Result<Vec<&'static str>> {
+    let mut removed = Vec::new();
+    for t in ["iptables", "ip6tables"] {
+        // Not installed: nothing of ours can be in its tables.
+        let exists = match Command::new(t)
+            .args(["-w", "5", "-t", "nat", "-S", CHAIN])
+            .output()
+        {
+            Ok(out) => out.status.success(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => bail!("cannot run {t}: {e}: check the iptables installation"),
+        };
+        if !exists {
+            continue;
+        }
+        // Every jump, in case an older daemon added one twice.
+        while run(t, REMOVAL[0])? {}
+        for args in &REMOVAL[1..] {
+            if !run(t, args)? {
+                bail!(
+                    "{t} -t nat {} failed: remove the chain by hand (`{t} -t nat -S` shows what refers to it)",
+                    args.join(" ")
+                );
+            }
+        }
+        removed.push(t);
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! rendering as text or JSON.
 
 use crate::cli::StatusArgs;
-use crate::config::state_dir_or_default;
+use crate::config::state_dir_of;
 use crate::control::{request, Request};
 use crate::dataplane::{Dataplane, GroupCounters, PeerReport};
 use anyhow::Result;
@@ -352,7 +352,7 @@ impl StatusReport {
 
 /// `weftnet status`.
 pub(crate) fn run(args: StatusArgs) -> Result<()> {
-    let dir = state_dir_or_default(args.state.state_dir);
+    let dir = state_dir_of(&args.state)?;
     let value = request(&dir, &Request::Status)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);

@@ -8,7 +8,9 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `_IOW('T', 202, int)`; the request argument is `c_ulong` on glibc and `c_int` on
+/// musl (`libc::Ioctl`), and the value fits both.
+const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;

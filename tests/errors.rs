@@ -403,7 +403,9 @@ fn pubkey_with_garbage_on_stdin() {
 fn genkey_output_file_is_private_and_never_overwritten() {
     let dir = temp_dir("genkey");
     for sub in ["genkey", "gensecret"] {
-        let path = dir.path().join(sub);
+        // A fresh host has no /etc/weftnet: the directory is created, private.
+        let parent = dir.path().join(format!("{sub}.d/weftnet"));
+        let path = parent.join(sub);
         let mut cmd = Command::new(Daemon::bin());
         cmd.args([OsStr::new(sub), OsStr::new("-o"), path.as_os_str()]);
         hermetic_env(&mut cmd);
@@ -413,12 +415,21 @@ fn genkey_output_file_is_private_and_never_overwritten() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{sub} -o: mode {mode:o}");
+        let dir_mode = std::fs::metadata(&parent)
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(
+            dir_mode & 0o777,
+            0o700,
+            "{sub} -o: directory mode {dir_mode:o}"
+        );
         let first = std::fs::read_to_string(&path).expect("read");
         let out = run_bounded(&mut cmd, None, FAIL_TIMEOUT);
         assert_error(&out, &["already exists"]);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
     }
-    let key = std::fs::read_to_string(dir.path().join("genkey")).expect("key");
+    let key = std::fs::read_to_string(dir.path().join("genkey.d/weftnet/genkey")).expect("key");
     pubkey(&key); // wg accepts it
 }
 

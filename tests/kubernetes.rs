@@ -33,6 +33,12 @@ impl KubeNode {
     /// its CNI directories under `dir/name`.
     fn start(host: &Host, name: &str, kubeconfig: &Path, secret: &Path, dir: &Path) -> Self {
         let cni = dir.join(name);
+        // A node that had another CNI, and an older weftnet's config.
+        let conf = cni.join("net.d");
+        std::fs::create_dir_all(&conf).expect("net.d");
+        for other in ["10-calico.conflist", "10-weftnet.conflist"] {
+            std::fs::write(conf.join(other), "{}").expect("other conflist");
+        }
         let args = kube_args(name, kubeconfig, secret, &cni, Some(CLUSTER_RANGE));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let d = Daemon::start(host, &args, "");
@@ -52,7 +58,7 @@ impl KubeNode {
         self.cni.join("bin").join("weftnet")
     }
     fn conflist(&self) -> PathBuf {
-        self.cni.join("net.d").join("10-weftnet.conflist")
+        self.cni.join("net.d").join("00-weftnet.conflist")
     }
     /// The plugin's network config as a runtime passes it: the conflist's plugin entry
     /// with `name` and `cniVersion` copied in.
@@ -256,6 +262,22 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
         assert_eq!(n.health("/readyz"), 200, "{}: /readyz", n.name);
     }
     assert!(nodes[2].net_config()["ranges"][0] == block3.as_str());
+    // The runtime reads the first file of net.d: weftnet's, not the other CNI's; the
+    // older weftnet's config is gone.
+    for n in &nodes {
+        let mut names: Vec<String> = std::fs::read_dir(n.cni.join("net.d"))
+            .expect("net.d")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["00-weftnet.conflist", "10-calico.conflist"],
+            "{}",
+            n.name
+        );
+    }
 
     // Two pods per node, wired by the plugin as a runtime would.
     let mut pods = Vec::new();

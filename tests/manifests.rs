@@ -2,7 +2,8 @@
 //! of the Kubernetes manifest is a well-formed Kubernetes object (no unknown or misspelled
 //! fields), the RBAC is least privilege, the DaemonSet runs on every node with only the
 //! capabilities it needs, every flag it passes exists in `weftnet up`, every path it names is
-//! mounted, and the Dockerfile copies files that exist and installs the binary the manifest runs.
+//! mounted, and the Dockerfile copies files that exist and installs the static binary the
+//! manifest runs.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ServiceAccount};
@@ -429,7 +430,11 @@ fn dockerfile_builds_the_binary_the_manifest_runs() {
             ".dockerignore lacks {path}"
         );
     }
-    assert!(text.contains("cargo build --release --locked"));
+    // The static build (runs on any x86_64 host, whatever its glibc).
+    assert!(text.contains("scripts/build-static"));
+    let script = read("scripts/build-static");
+    assert!(script.contains("cargo build --release --locked --target \"$target\""));
+    assert!(script.contains("target=x86_64-unknown-linux-musl"));
 
     let command = container(&daemonset()).command.expect("command")[0].clone();
     let (_, sources, dest) = copies
@@ -443,7 +448,7 @@ fn dockerfile_builds_the_binary_the_manifest_runs() {
     assert!(
         sources
             .iter()
-            .all(|s| s.ends_with("/target/release/weftnet")),
+            .all(|s| s.ends_with("/target/x86_64-unknown-linux-musl/release/weftnet")),
         "{sources:?}"
     );
     assert!(text.contains(&format!("ENTRYPOINT [\"{command}\"]")));

@@ -34,7 +34,7 @@ impl NetConf {
     }
 }
 
-/// The conflist the daemon writes to /etc/cni/net.d/10-weftnet.conflist.
+/// The conflist the daemon writes to /etc/cni/net.d/00-weftnet.conflist.
 pub(crate) fn conflist(bridge: &str, ranges: &[IpNet], mtu: u32, data_dir: &Path) -> String {
     let ranges: Vec<String> = ranges.iter().map(|r| r.trunc().to_string()).collect();
     let doc = json!({

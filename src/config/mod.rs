@@ -6,9 +6,9 @@
 mod parse;
 pub(crate) mod settings;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
-use crate::cli::UpArgs;
+use crate::cli::{StateDirArgs, UpArgs};
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
 use parse::*;
@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub(crate) use parse::parse_interface_name;
+pub(crate) use parse::{parse_interface_name, parse_range};
 
 pub(crate) const DEFAULT_INTERFACE: &str = "weft0";
 pub(crate) const DEFAULT_PORT: u16 = 51820;
@@ -35,6 +35,26 @@ pub(crate) const MAX_NAME: usize = 64;
 /// The state directory given, or the default.
 pub(crate) fn state_dir_or_default(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// The state directory of `status`, `leave` and `forget`: `--state-dir` (or
+/// `WEFTNET_STATE_DIR`), else the config file's `state_dir`, else the default.
+pub(crate) fn state_dir_of(args: &StateDirArgs) -> Result<PathBuf> {
+    let file = match &args.config {
+        Some(path) => settings::read_file(path)?.state_dir,
+        None => None,
+    };
+    Ok(state_dir_or_default(args.state_dir.clone().over(file)))
+}
+
+/// The settings of `args`: its flags and environment over its config file, not yet
+/// validated.
+pub(crate) fn stacked(args: &UpArgs) -> Result<Settings> {
+    let file = match &args.config {
+        Some(path) => settings::read_file(path)?,
+        None => Settings::default(),
+    };
+    Ok(args.settings.clone().over(file))
 }
 
 /// Settings of Kubernetes mode.
@@ -216,11 +236,7 @@ impl Config {
     /// Reads the config file (`--config`), puts the flags and environment over it and
     /// validates the result.
     pub(crate) fn load(args: &UpArgs) -> Result<Self> {
-        let file = match &args.config {
-            Some(path) => settings::read_file(path)?,
-            None => Settings::default(),
-        };
-        Self::resolve(args.settings.clone().over(file))
+        Self::resolve(stacked(args)?)
     }
 
     /// Applies the defaults to stacked settings and validates them.

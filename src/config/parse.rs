@@ -74,7 +74,7 @@ pub(super) fn parse_advertise(text: &str) -> Result<Advertise> {
 }
 
 /// A range and the prefix length of the blocks claimed from it.
-pub(super) fn parse_range(text: &str, block: Option<u8>) -> Result<(IpNet, u8)> {
+pub(crate) fn parse_range(text: &str, block: Option<u8>) -> Result<(IpNet, u8)> {
     let range = text
         .trim()
         .parse::<IpNet>()

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 /// that sets some.
 static ENV: Mutex<()> = Mutex::new(());
 
-fn env_lock() -> MutexGuard<'static, ()> {
+pub(crate) fn env_lock() -> MutexGuard<'static, ()> {
     ENV.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -587,4 +587,34 @@ fn bad_metrics_and_log_format_name_the_fix() {
     assert_eq!(e, "invalid --log-format \"xml\": use text or json");
     let e = error(&base, "log_format = \"logfmt\"\n");
     assert_eq!(e, "invalid --log-format \"logfmt\": use text or json");
+}
+
+#[test]
+fn control_commands_read_the_state_dir_from_the_config_file() {
+    use crate::cli::StateDirArgs;
+    use std::path::{Path, PathBuf};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("weftnet.toml");
+    std::fs::write(&file, "state_dir = \"/srv/weftnet\"\n").expect("write");
+    let args = |config: Option<&Path>, state_dir: Option<&str>| StateDirArgs {
+        config: config.map(Path::to_path_buf),
+        state_dir: state_dir.map(PathBuf::from),
+    };
+    let dir_of = |a: StateDirArgs| super::state_dir_of(&a).expect("resolves");
+    assert_eq!(dir_of(args(None, None)), PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(
+        dir_of(args(Some(&file), None)),
+        PathBuf::from("/srv/weftnet")
+    );
+    assert_eq!(
+        dir_of(args(Some(&file), Some("/run/w"))),
+        PathBuf::from("/run/w")
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "state_dri = \"/x\"\n").expect("write");
+    let e = format!(
+        "{:#}",
+        super::state_dir_of(&args(Some(&bad), None)).expect_err("typo")
+    );
+    assert!(e.contains("unknown field") && e.contains("line 1"), "{e}");
 }

@@ -15,7 +15,7 @@
 
 mod client;
 mod nodes;
-mod publish;
+pub(crate) mod publish;
 mod start;
 mod watch;
 

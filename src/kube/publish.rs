@@ -22,8 +22,12 @@ use weftnet_proto::node::Status;
 pub(crate) const ANNOTATION_PUBLIC_KEY: &str = "weftnet.io/public-key";
 pub(crate) const ANNOTATION_POD_CIDRS: &str = "weftnet.io/pod-cidrs";
 pub(crate) const ANNOTATION_ENDPOINT: &str = "weftnet.io/endpoint";
-/// The network config file the kubelet's runtime reads.
-pub(crate) const CONFLIST: &str = "10-weftnet.conflist";
+/// The network config file the kubelet's runtime reads. The runtime uses the first
+/// file of the directory in lexical order, so the name sorts before every other
+/// CNI's (`10-aws.conflist`, `10-calico.conflist`, `10-flannel.conflist`).
+pub(crate) const CONFLIST: &str = "00-weftnet.conflist";
+/// The name older versions wrote, removed when [`CONFLIST`] is written.
+pub(crate) const OLD_CONFLIST: &str = "10-weftnet.conflist";
 /// Name of the installed plugin binary (the `type` in the config).
 pub(crate) const PLUGIN: &str = "weftnet";
 /// How soon a failed write is retried.
@@ -67,7 +71,8 @@ pub(crate) fn install_plugin(dir: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
-/// Writes the network config (atomically) for `blocks`.
+/// Writes the network config (atomically) for `blocks`, and removes the one an older
+/// version wrote under another name.
 pub(crate) fn write_conflist(
     cfg: &KubeConfig,
     bridge: &str,
@@ -84,6 +89,21 @@ pub(crate) fn write_conflist(
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .with_context(|| format!("cannot write {}: check --cni-conf-dir", path.display()))?;
+    let old = dir.join(OLD_CONFLIST);
+    match std::fs::remove_file(&old) {
+        Ok(()) => {
+            tracing::info!(path = %old.display(), "removed the network config of an older weftnet")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot remove {}, written by an older weftnet: remove it by hand",
+                    old.display()
+                )
+            })
+        }
+    }
     Ok(path)
 }
 
@@ -220,5 +240,51 @@ impl Publish {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_conflist_sorts_first_and_replaces_the_old_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("net.d");
+        std::fs::create_dir(&conf).expect("mkdir");
+        let others = [
+            "05-cilium.conflist",
+            "10-aws.conflist",
+            "10-calico.conflist",
+            "10-flannel.conflist",
+        ];
+        for name in others {
+            std::fs::write(conf.join(name), "{}").expect("other CNI");
+        }
+        std::fs::write(conf.join(OLD_CONFLIST), "{}").expect("old weftnet");
+        let cfg = KubeConfig {
+            node_name: "node1".into(),
+            kubeconfig: None,
+            cni_bin_dir: dir.path().join("bin"),
+            cni_conf_dir: conf.clone(),
+            cni_data_dir: dir.path().join("data"),
+        };
+        let blocks = ["10.244.1.0/24".parse().expect("net")];
+        let path = write_conflist(&cfg, "weftbr0", &blocks, 1420).expect("written");
+        assert_eq!(path, conf.join(CONFLIST));
+        let mut names: Vec<String> = std::fs::read_dir(&conf)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names.first().map(String::as_str),
+            Some(CONFLIST),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n == OLD_CONFLIST), "{names:?}");
+        assert_eq!(names.len(), others.len() + 1, "{names:?}");
+        // Again, with nothing old to remove.
+        write_conflist(&cfg, "weftbr0", &blocks, 1420).expect("rewritten");
     }
 }

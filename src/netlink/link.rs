@@ -1,12 +1,13 @@
 //! Interfaces themselves: the overlay interface's MTU and state, the bridge of bridge
 //! mode and its ports (the daemon's L2 port, the pods' veths), the CNI plugin's veth
-//! pairs, and deleting interfaces (one already gone is fine).
+//! pairs, a bridge's ports, and deleting interfaces (one already gone is fine).
 
 use super::{failed, removed, Netlink};
 use anyhow::{anyhow, Result};
+use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth};
 use std::fmt::Display;
 use std::fs::File;
@@ -128,6 +129,31 @@ impl Netlink {
             .execute()
             .await
             .map_err(failed(format!("cannot create veth pair {host}/{peer}")))
+    }
+
+    /// The names of the interfaces attached to bridge `bridge` (its ports).
+    pub(crate) async fn ports_of(&self, bridge: u32) -> Result<Vec<String>> {
+        let mut links = self.handle.link().get().execute();
+        let mut ports = Vec::new();
+        while let Some(msg) = links
+            .try_next()
+            .await
+            .map_err(failed("cannot list interfaces"))?
+        {
+            let mut name = None;
+            let mut controller = None;
+            for attr in &msg.attributes {
+                match attr {
+                    LinkAttribute::IfName(n) => name = Some(n.clone()),
+                    LinkAttribute::Controller(c) => controller = Some(*c),
+                    _ => {}
+                }
+            }
+            if controller == Some(bridge) {
+                ports.push(name.unwrap_or_else(|| format!("#{}", msg.header.index)));
+            }
+        }
+        Ok(ports)
     }
 
     /// Deletes the interface (and with it its addresses and routes, and a veth's

@@ -1,11 +1,15 @@
 //! Routes: the overlay's routes into the TUN (with a preferred source in bridge
-//! mode), bridge mode's `unreachable` guard for the range, and a pod's default route.
+//! mode), bridge mode's `unreachable` guard for the range (and finding those left
+//! behind), and a pod's default route.
 //! Which routes the overlay needs is the node reconciler's decision.
 
 use super::{created, failed, removed, Netlink};
 use anyhow::Result;
+use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+};
 use rtnetlink::RouteMessageBuilder;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -51,12 +55,34 @@ impl Netlink {
     }
 
     /// Removes the `unreachable` route for `prefix` with this metric; one already gone
-    /// is fine.
-    pub(crate) async fn del_unreachable(&self, prefix: IpNet, metric: u32) -> Result<()> {
+    /// is fine. Returns whether it was there.
+    pub(crate) async fn del_unreachable(&self, prefix: IpNet, metric: u32) -> Result<bool> {
         let message = unreachable(prefix, metric);
         removed(self.handle.route().del(message).execute().await)
-            .map_err(failed(format!("cannot remove unreachable route {prefix}")))?;
-        Ok(())
+            .map_err(failed(format!("cannot remove unreachable route {prefix}")))
+    }
+
+    /// The prefixes of the `unreachable` routes with this metric in the main table, of
+    /// both address families.
+    pub(crate) async fn unreachable_routes(&self, metric: u32) -> Result<Vec<IpNet>> {
+        let mut found = Vec::new();
+        let dumps = [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ];
+        for dump in dumps {
+            let mut routes = self.handle.route().get(dump).execute();
+            while let Some(route) = routes
+                .try_next()
+                .await
+                .map_err(failed("cannot list routes"))?
+            {
+                if let Some(prefix) = unreachable_prefix(&route, metric) {
+                    found.push(prefix);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Adds the default route of `gateway`'s family via `gateway` out of the
@@ -103,10 +129,37 @@ fn unreachable(prefix: IpNet, metric: u32) -> RouteMessage {
     message
 }
 
+/// The destination of `route` if it is an `unreachable` route of the main table with
+/// this metric.
+fn unreachable_prefix(route: &RouteMessage, metric: u32) -> Option<IpNet> {
+    if route.header.kind != RouteType::Unreachable {
+        return None;
+    }
+    let mut table = u32::from(route.header.table);
+    let mut priority = None;
+    let mut destination = None;
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Priority(p) => priority = Some(*p),
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                destination = Some(IpAddr::V4(*ip))
+            }
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+                destination = Some(IpAddr::V6(*ip))
+            }
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || priority != Some(metric) {
+        return None;
+    }
+    IpNet::new(destination?, route.header.destination_prefix_length).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtnetlink::packet_route::route::RouteAddress;
 
     #[test]
     fn route_destinations_are_the_network() {
@@ -124,5 +177,21 @@ mod tests {
             .contains(&RouteAttribute::Destination(RouteAddress::Inet6(
                 "fd00::".parse().expect("ip")
             ))));
+    }
+
+    #[test]
+    fn guard_routes_are_recognised_by_type_table_and_metric() {
+        let prefix: IpNet = "10.47.0.0/16".parse().expect("net");
+        let guard = unreachable(prefix, 7);
+        assert_eq!(unreachable_prefix(&guard, 7), Some(prefix));
+        assert_eq!(unreachable_prefix(&guard, 8), None);
+        let v6: IpNet = "fd00:47::/48".parse().expect("net");
+        assert_eq!(unreachable_prefix(&unreachable(v6, 7), 7), Some(v6));
+        let mut other_table = unreachable(prefix, 7);
+        other_table.attributes.push(RouteAttribute::Table(100));
+        assert_eq!(unreachable_prefix(&other_table, 7), None);
+        let mut plain = to(prefix);
+        plain.attributes.push(RouteAttribute::Priority(7));
+        assert_eq!(unreachable_prefix(&plain, 7), None);
     }
 }
