@@ -737,3 +737,69 @@ fn operator_errors_name_the_fix() {
     args.retain(|a| !a.starts_with("--health"));
     expect_failure(h, &args, &["kubeconfig", "--kubeconfig"]);
 }
+
+/// A host holding the cluster secret but with no Node (here: using node2's name from
+/// another address, and announcing node2's pod CIDR) joins the gossip but is never
+/// admitted: no node takes it as a peer, and its prefix stays node2's.
+#[test]
+fn a_host_with_the_secret_but_no_node_is_not_admitted() {
+    let u = Underlay::bridge(4);
+    let dir = temp_dir("kube-rogue");
+    let (_api, nodes) = start_cluster(&u, dir.path());
+    let secret = dir.path().join("secret");
+    let seed = format!("{}:{PORT}", u.host(0).underlay_v4());
+    let rogue = Daemon::start(
+        u.host(3),
+        &[
+            "--name",
+            "node2",
+            "--secret-file",
+            secret.to_str().expect("path"),
+            "--join",
+            &seed,
+            "--block",
+            "10.244.2.0/24",
+        ],
+        "",
+    );
+    let rogue_key = rogue.public_key();
+    wait_for("the rogue is a gossip member", CONVERGE, || {
+        let listed = nodes[0].status()["cluster"]["members"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| m["public_key"] == rogue_key.as_str()));
+        listed.then_some(()).ok_or("not listed yet".to_string())
+    });
+    // Give the reconcilers a moment past the gossip update, then check every node.
+    std::thread::sleep(Duration::from_secs(2));
+    for n in &nodes {
+        let st = n.status();
+        let peer = st["peers"].as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| p["public_key"] == rogue_key.as_str())
+                .cloned()
+        });
+        assert!(peer.is_none(), "{}: the rogue is a peer: {peer:?}", n.name);
+        assert!(
+            st["drops"]["prefix_refused"].as_u64().unwrap_or(0) >= 1,
+            "{}: {st}",
+            n.name
+        );
+    }
+    // node2's pods stay node2's: its peer entry on node1 keeps the pod CIDR.
+    let node2_key = nodes[1].d.public_key();
+    let st = nodes[0].status();
+    let to_node2 = st["peers"]
+        .as_array()
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p["public_key"] == node2_key.as_str())
+                .cloned()
+        })
+        .expect("node2 is a peer");
+    assert!(
+        to_node2["allowed_ips"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "10.244.2.0/24")),
+        "{to_node2}"
+    );
+}

@@ -42,6 +42,8 @@ pub(crate) enum Command {
     NodeDeleted(String),
     /// Kubernetes: a Node (re)appeared; a member of that name is welcome again.
     NodeAdded(String),
+    /// Kubernetes: every Node's facts, after a full list and on every change.
+    Nodes(Vec<weftnet_proto::node::NodeFacts>),
 }
 
 /// The interfaces the reconciler's [`Link`]s name.
@@ -244,6 +246,7 @@ impl Shell {
                         Some(Command::Join(seeds)) => self.node.handle_node_seeds(&seeds, now),
                         Some(Command::NodeDeleted(name)) => self.node.handle_node_deleted(&name, now),
                         Some(Command::NodeAdded(name)) => self.node.handle_node_added(&name, now),
+                        Some(Command::Nodes(nodes)) => self.node.handle_nodes(nodes, now),
                         None => return,
                     }
                 }

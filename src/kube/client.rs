@@ -2,7 +2,7 @@
 //! (with a cached copy in the state directory for when the API server is down), and
 //! turning API errors into lines a cluster operator can act on.
 
-use super::nodes::NodeFacts;
+use super::nodes::facts_of;
 use crate::config::KubeConfig;
 use anyhow::{anyhow, Result};
 use ipnet::IpNet;
@@ -121,12 +121,12 @@ fn write_cache(state_dir: &Path, facts: &StartFacts) {
 async fn read_once(client: &Client, node: &str) -> std::result::Result<StartFacts, kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     let me = api.get(node).await?;
-    let mine = NodeFacts::from_node(&me);
+    let mine = facts_of(&me);
     let list = api.list(&Default::default()).await?;
     let mut seeds: Vec<IpAddr> = list
         .items
         .iter()
-        .map(NodeFacts::from_node)
+        .map(facts_of)
         .filter(|f| f.name != node)
         .flat_map(|f| f.internal_ips)
         .collect();

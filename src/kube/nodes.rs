@@ -8,59 +8,53 @@ use k8s_openapi::api::core::v1::Node;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// What weftnet reads from one Node object.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct NodeFacts {
-    pub(crate) name: String,
-    /// `spec.podCIDRs` (or the older `spec.podCIDR`), valid prefixes only.
-    pub(crate) pod_cidrs: Vec<IpNet>,
-    /// `status.addresses` of type InternalIP.
-    pub(crate) internal_ips: Vec<IpAddr>,
-}
+/// What weftnet reads from one Node object: its name, `spec.podCIDRs` (or the older
+/// `spec.podCIDR`; valid prefixes only, one per family) and InternalIP addresses. The
+/// type is the reconciler's, which admits members as their Node allows.
+pub(crate) use weftnet_proto::node::NodeFacts;
 
-impl NodeFacts {
-    pub(crate) fn from_node(node: &Node) -> Self {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let spec = node.spec.as_ref();
-        let mut texts: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
-        if texts.is_empty() {
-            texts.extend(spec.and_then(|s| s.pod_cidr.clone()));
-        }
-        let mut pod_cidrs: Vec<IpNet> = Vec::new();
-        for t in &texts {
-            match t.parse::<IpNet>() {
-                Ok(n) => {
-                    let n = n.trunc();
-                    // At most one per family, as Kubernetes allocates them.
-                    if !pod_cidrs
-                        .iter()
-                        .any(|p| p.addr().is_ipv4() == n.addr().is_ipv4())
-                    {
-                        pod_cidrs.push(n);
-                    }
-                }
-                Err(_) => {
-                    tracing::warn!(node = %name, cidr = %t, "ignoring a pod CIDR that is not a prefix")
+/// Reads a Node object's facts.
+pub(crate) fn facts_of(node: &Node) -> NodeFacts {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let spec = node.spec.as_ref();
+    let mut texts: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+    if texts.is_empty() {
+        texts.extend(spec.and_then(|s| s.pod_cidr.clone()));
+    }
+    let mut pod_cidrs: Vec<IpNet> = Vec::new();
+    for t in &texts {
+        match t.parse::<IpNet>() {
+            Ok(n) => {
+                let n = n.trunc();
+                // At most one per family, as Kubernetes allocates them.
+                if !pod_cidrs
+                    .iter()
+                    .any(|p| p.addr().is_ipv4() == n.addr().is_ipv4())
+                {
+                    pod_cidrs.push(n);
                 }
             }
+            Err(_) => {
+                tracing::warn!(node = %name, cidr = %t, "ignoring a pod CIDR that is not a prefix")
+            }
         }
-        let internal_ips = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .map(|addrs| {
-                addrs
-                    .iter()
-                    .filter(|a| a.type_ == "InternalIP")
-                    .filter_map(|a| a.address.parse::<IpAddr>().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self {
-            name,
-            pod_cidrs,
-            internal_ips,
-        }
+    }
+    let internal_ips = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .map(|addrs| {
+            addrs
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse::<IpAddr>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    NodeFacts {
+        name,
+        pod_cidrs,
+        internal_ips,
     }
 }
 
@@ -73,6 +67,8 @@ pub(crate) struct Changes {
     pub(crate) added: Vec<String>,
     /// Whether any other Node's addresses changed (the seed list is new).
     pub(crate) seeds_changed: bool,
+    /// Whether any Node's facts changed (added, deleted, new pod CIDRs or addresses).
+    pub(crate) facts_changed: bool,
 }
 
 /// The Nodes known from the watch, by name.
@@ -96,6 +92,11 @@ impl NodeSet {
         self.nodes.len()
     }
 
+    /// Every Node's facts.
+    pub(crate) fn all(&self) -> Vec<NodeFacts> {
+        self.nodes.values().cloned().collect()
+    }
+
     /// The other Nodes' InternalIP addresses, sorted.
     pub(crate) fn seed_ips(&self) -> Vec<IpAddr> {
         let ips: BTreeSet<IpAddr> = self
@@ -114,6 +115,7 @@ impl NodeSet {
             seen.insert(facts.name.clone());
         }
         let old = self.nodes.insert(facts.name.clone(), facts.clone());
+        changes.facts_changed = old.as_ref() != Some(&facts);
         if old.is_none() {
             changes.added.push(facts.name.clone());
         }
@@ -132,6 +134,7 @@ impl NodeSet {
         }
         if self.nodes.remove(name).is_some() {
             changes.seeds_changed = name != self.me;
+            changes.facts_changed = true;
         }
         // Deleted even if never seen: the others may still know it by gossip.
         changes.deleted.push(name.to_string());
@@ -159,6 +162,7 @@ impl NodeSet {
         for name in gone {
             self.nodes.remove(&name);
             changes.seeds_changed |= name != self.me;
+            changes.facts_changed = true;
             changes.deleted.push(name);
         }
         changes
@@ -193,7 +197,7 @@ mod tests {
                 {"type": "InternalIP", "address": "not-an-ip"}
             ]}
         }));
-        let f = NodeFacts::from_node(&n);
+        let f = facts_of(&n);
         assert_eq!(f.name, "n1");
         let want: Vec<IpNet> = vec![
             "10.244.1.0/24".parse().expect("net"),
@@ -208,7 +212,7 @@ mod tests {
 
     #[test]
     fn old_single_pod_cidr_and_missing_fields() {
-        let f = NodeFacts::from_node(&node(serde_json::json!({
+        let f = facts_of(&node(serde_json::json!({
             "metadata": {"name": "n2"}, "spec": {"podCIDR": "10.244.2.7/24"}
         })));
         assert_eq!(
@@ -216,7 +220,7 @@ mod tests {
             vec!["10.244.2.0/24".parse::<IpNet>().expect("net")]
         );
         assert!(f.internal_ips.is_empty());
-        let empty = NodeFacts::from_node(&node(serde_json::json!({"metadata": {"name": "n3"}})));
+        let empty = facts_of(&node(serde_json::json!({"metadata": {"name": "n3"}})));
         assert!(empty.pod_cidrs.is_empty());
     }
 
@@ -255,7 +259,7 @@ mod tests {
                 "spec": {"podCIDRs": cidrs},
                 "status": {"addresses": addresses}
             }));
-            let f = NodeFacts::from_node(&n);
+            let f = facts_of(&n);
             proptest::prop_assert!(f.pod_cidrs.len() <= 2);
             proptest::prop_assert!(f.internal_ips.len() <= addrs.len());
         }

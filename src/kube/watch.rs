@@ -1,11 +1,12 @@
 //! The Node watch: keeps the [`NodeSet`] current from the API server's watch stream
 //! and tells the gossip shell what changed (new seeds to join, deleted Nodes to
-//! forget). If this node's own Node is deleted, the daemon leaves the mesh and stops.
-//! While the API server is unreachable the watch retries with backoff, the mesh keeps
+//! forget, and, once fully listed, every Node's facts, which make the API server the
+//! authority for what each member may claim). If this node's own Node is deleted, the
+//! daemon leaves the mesh and stops. While the API server is unreachable the watch retries with backoff, the mesh keeps
 //! running on what it knows, and the status says so.
 
 use super::client::describe;
-use super::nodes::{Changes, NodeFacts, NodeSet};
+use super::nodes::{facts_of, Changes, NodeSet};
 use super::KubeView;
 use crate::cluster::Command;
 use futures::StreamExt;
@@ -35,6 +36,9 @@ impl Watch {
         let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let mut set = NodeSet::new(&self.node);
+        // Whether a full list arrived: until then, a partial set of Nodes is not
+        // handed to the reconciler (it would refuse members not listed yet).
+        let mut listed = false;
         while let Some(item) = stream.next().await {
             let event = match item {
                 Ok(event) => event,
@@ -64,29 +68,34 @@ impl Watch {
                     set.begin_relist();
                     Changes::default()
                 }
-                Event::InitApply(node) | Event::Apply(node) => {
-                    set.apply(NodeFacts::from_node(&node))
-                }
+                Event::InitApply(node) | Event::Apply(node) => set.apply(facts_of(&node)),
                 Event::Delete(node) => {
                     set.delete(node.metadata.name.as_deref().unwrap_or_default())
                 }
                 Event::InitDone => {
-                    let changes = set.end_relist();
+                    let mut changes = set.end_relist();
                     self.view.send_modify(|v| v.synced = true);
+                    // The first full list makes the API server the authority.
+                    changes.facts_changed |= !listed;
+                    listed = true;
                     changes
                 }
             };
             let nodes = set.len();
             self.view
                 .send_if_modified(|v| std::mem::replace(&mut v.nodes, nodes) != nodes);
-            if !self.handle(&set, changes).await {
+            if !self.handle(&set, changes, listed).await {
                 return;
             }
         }
     }
 
-    /// Passes changes on; false once this node's own Node is gone.
-    async fn handle(&self, set: &NodeSet, changes: Changes) -> bool {
+    /// Passes changes on (the Nodes' facts only once fully `listed`); false once this
+    /// node's own Node is gone.
+    async fn handle(&self, set: &NodeSet, changes: Changes, listed: bool) -> bool {
+        if listed && changes.facts_changed {
+            let _ = self.commands.send(Command::Nodes(set.all())).await;
+        }
         for name in changes.added {
             if name != self.node {
                 let _ = self.commands.send(Command::NodeAdded(name)).await;

@@ -6,12 +6,16 @@
 //! allowed IPs (gossip never overrides a static peer). With `--range`, a member's
 //! prefixes of the range's family must also lie inside the range (or inside one of this
 //! node's own overlay networks, for given addresses) and be no larger than a block.
-//! Each refusal is counted and logged once per member and prefix.
+//! In Kubernetes mode, once the Nodes are known, the API server is the authority: a
+//! member is admitted only if a Node of its name exists whose InternalIP is the
+//! member's endpoint, and its prefixes must lie in that Node's pod CIDRs (or be a
+//! block claimed inside `--range`). Each refusal is counted and logged once per member
+//! and prefix.
 
 use crate::gossip::Member;
 use crate::keys::PublicKey;
 use ipnet::IpNet;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Why a prefix is not routed.
@@ -27,6 +31,21 @@ pub enum Refusal {
     OutsideRange,
     /// Inside the range, but larger than a block.
     LargerThanBlock,
+    /// Kubernetes: no Node of the member's name with its endpoint as InternalIP.
+    NoNode,
+    /// Kubernetes: outside the member's Node's pod CIDRs (and not a block of the range).
+    OutsideNodePodCidrs,
+}
+
+/// A Kubernetes Node as the authority reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The Node's name (a member's name must match it).
+    pub name: String,
+    /// `spec.podCIDRs`: the prefixes the member on that Node may announce.
+    pub pod_cidrs: Vec<IpNet>,
+    /// `status.addresses` of type InternalIP: where the member's endpoint must be.
+    pub internal_ips: Vec<IpAddr>,
 }
 
 impl Refusal {
@@ -38,6 +57,8 @@ impl Refusal {
             Self::StaticPeer => "overlaps a static peer's allowed IPs",
             Self::OutsideRange => "outside --range",
             Self::LargerThanBlock => "larger than a block of --range",
+            Self::NoNode => "no Kubernetes Node of that name at that address",
+            Self::OutsideNodePodCidrs => "outside its Node's pod CIDRs",
         }
     }
 }
@@ -69,6 +90,8 @@ pub struct Authority {
     /// The static peers' allowed IPs.
     statics: Vec<IpNet>,
     reserved: Vec<IpNet>,
+    /// Kubernetes mode, once the Nodes are listed: the Nodes by name.
+    nodes: Option<BTreeMap<String, NodeFacts>>,
     /// Refusals already logged.
     logged: BTreeSet<(PublicKey, IpNet)>,
     refused: u64,
@@ -88,6 +111,7 @@ impl Authority {
             own_networks: addresses.iter().map(IpNet::trunc).collect(),
             statics,
             reserved,
+            nodes: None,
             logged: BTreeSet::new(),
             refused: 0,
         }
@@ -124,6 +148,59 @@ impl Authority {
         Ok(())
     }
 
+    /// Kubernetes mode: the Nodes, as listed by the API server. From the first call
+    /// on, members are admitted only as their Node allows.
+    pub fn set_nodes(&mut self, nodes: Vec<NodeFacts>) {
+        self.nodes = Some(nodes.into_iter().map(|n| (n.name.clone(), n)).collect());
+    }
+
+    /// Whether the Kubernetes API server is the authority (the Nodes are known).
+    pub fn knows_nodes(&self) -> bool {
+        self.nodes.is_some()
+    }
+
+    /// Whether `member` may be a peer at all: always, but in Kubernetes mode (once the
+    /// Nodes are known) only with a Node of its name at its endpoint's address.
+    pub fn admits(&self, member: &Member) -> bool {
+        self.nodes.as_ref().is_none_or(|nodes| {
+            nodes
+                .get(&member.record.name)
+                .is_some_and(|n| n.internal_ips.contains(&member.record.endpoint.ip()))
+        })
+    }
+
+    /// [`Authority::check`], and in Kubernetes mode the member's Node.
+    pub fn check_member(
+        &self,
+        member: &Member,
+        prefix: &IpNet,
+        underlays: &[IpAddr],
+    ) -> Result<(), Refusal> {
+        self.check(prefix, underlays)?;
+        let Some(nodes) = &self.nodes else {
+            return Ok(());
+        };
+        let node = nodes
+            .get(&member.record.name)
+            .filter(|n| n.internal_ips.contains(&member.record.endpoint.ip()))
+            .ok_or(Refusal::NoNode)?;
+        let in_pod_cidrs = node.pod_cidrs.iter().any(|c| c.contains(prefix));
+        // A Node without a pod CIDR of the family claims a block from the range.
+        let has_family = node
+            .pod_cidrs
+            .iter()
+            .any(|c| c.addr().is_ipv4() == prefix.addr().is_ipv4());
+        let claimed_block = !has_family
+            && self
+                .range
+                .is_some_and(|(r, len)| r.contains(prefix) && prefix.prefix_len() >= len);
+        if in_pod_cidrs || claimed_block {
+            Ok(())
+        } else {
+            Err(Refusal::OutsideNodePodCidrs)
+        }
+    }
+
     /// The unicast prefixes of `member` that may be routed; each refusal is counted,
     /// and logged once per member and prefix.
     pub fn admit(
@@ -134,7 +211,7 @@ impl Authority {
     ) -> Vec<IpNet> {
         let mut out = Vec::with_capacity(unicast.len());
         for prefix in unicast {
-            match self.check(&prefix, underlays) {
+            match self.check_member(member, &prefix, underlays) {
                 Ok(()) => out.push(prefix),
                 Err(why) => {
                     if self.logged.insert((member.record.public_key, prefix)) {
@@ -197,6 +274,68 @@ mod tests {
         for (prefix, want) in cases {
             assert_eq!(a.check(&n(prefix), &underlays), want, "{prefix}");
         }
+    }
+
+    fn member(name: &str, endpoint: &str, prefixes: &[&str]) -> Member {
+        Member {
+            record: crate::gossip::NodeRecord {
+                public_key: PublicKey::from_bytes([name.len() as u8; 32]),
+                name: name.into(),
+                endpoint: endpoint.parse().expect("endpoint"),
+                prefixes: prefixes.iter().map(|p| n(p)).collect(),
+                version: 1,
+            },
+            state: crate::gossip::MemberState::Alive,
+            epoch: 1,
+            incarnation: 0,
+        }
+    }
+
+    #[test]
+    fn in_kubernetes_mode_a_member_needs_its_node() {
+        let mut a = Authority::new(Some((n("10.244.0.0/16"), 24)), &[], vec![]);
+        let m = member("node-2", "192.0.2.2:51820", &[]);
+        let p = n("10.244.2.0/24");
+        assert_eq!(
+            a.check_member(&m, &p, &[]),
+            Ok(()),
+            "before the Nodes are known"
+        );
+        a.set_nodes(vec![
+            NodeFacts {
+                name: "node-2".into(),
+                pod_cidrs: vec![n("10.244.2.0/24"), n("fd44:0:0:2::/64")],
+                internal_ips: vec![ip("192.0.2.2")],
+            },
+            NodeFacts {
+                name: "node-3".into(),
+                pod_cidrs: vec![],
+                internal_ips: vec![ip("192.0.2.3")],
+            },
+        ]);
+        assert!(a.knows_nodes());
+        assert_eq!(a.check_member(&m, &p, &[]), Ok(()));
+        assert_eq!(a.check_member(&m, &n("fd44:0:0:2::/64"), &[]), Ok(()));
+        assert_eq!(
+            a.check_member(&m, &n("10.244.9.0/24"), &[]),
+            Err(Refusal::OutsideNodePodCidrs),
+            "a Node with a pod CIDR claims no block"
+        );
+        let claims = member("node-3", "192.0.2.3:51820", &[]);
+        assert_eq!(
+            a.check_member(&claims, &n("10.244.9.0/24"), &[]),
+            Ok(()),
+            "a claimed block"
+        );
+        assert_eq!(
+            a.check_member(&m, &n("fd44:0:0:3::/64"), &[]),
+            Err(Refusal::OutsideNodePodCidrs)
+        );
+        let elsewhere = member("node-2", "192.0.2.99:51820", &[]);
+        assert_eq!(a.check_member(&elsewhere, &p, &[]), Err(Refusal::NoNode));
+        assert!(a.admits(&m) && !a.admits(&elsewhere));
+        let stranger = member("rogue", "192.0.2.3:51820", &[]);
+        assert_eq!(a.check_member(&stranger, &p, &[]), Err(Refusal::NoNode));
     }
 
     #[test]

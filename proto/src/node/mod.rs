@@ -27,7 +27,7 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
-pub use authority::{Authority, Refusal};
+pub use authority::{Authority, NodeFacts, Refusal};
 pub use blocks::{gateway, routes_needed, Blocks, Link};
 pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
 pub use status::{state_name, Status};
@@ -343,6 +343,20 @@ impl Node {
     pub fn handle_node_deleted(&mut self, name: &str, now: Instant) {
         self.deleted_nodes.insert(name.to_string());
         self.forget_deleted(now);
+        self.process(now, true);
+    }
+
+    /// Kubernetes: the Nodes as the API server lists them (after the first full list,
+    /// and whenever a Node's pod CIDRs or addresses change). From then on a member is
+    /// admitted only as its Node allows ([`authority`]).
+    pub fn handle_nodes(&mut self, nodes: Vec<NodeFacts>, now: Instant) {
+        if !self.authority.knows_nodes() {
+            tracing::info!(
+                nodes = nodes.len(),
+                "the Kubernetes Nodes are known: members are admitted as their Node allows"
+            );
+        }
+        self.authority.set_nodes(nodes);
         self.process(now, true);
     }
 

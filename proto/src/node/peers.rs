@@ -79,7 +79,8 @@ pub fn split_prefixes(prefixes: &[IpNet]) -> (Vec<IpNet>, Vec<IpAddr>) {
 }
 
 /// The wanted peer set: the static peers, then each live member (by key, once) that
-/// is not a deleted Kubernetes Node, with the prefixes the `authority` admits (checked
+/// is not a deleted Kubernetes Node and that the `authority` admits, with the prefixes
+/// it allows (checked
 /// against every known underlay address). Of a gossiped pair, the lower key makes
 /// first contact and the other answers.
 pub(super) fn wanted(
@@ -96,6 +97,11 @@ pub(super) fn wanted(
         .iter()
         .filter(|m| m.state.is_live() && !deleted_nodes.contains(&m.record.name));
     for m in live {
+        if !authority.admits(m) {
+            // Counted and logged (once per prefix) like any refusal.
+            authority.admit(m, split_prefixes(&m.record.prefixes).0, underlays);
+            continue;
+        }
         if m.record.public_key != *me && seen.insert(m.record.public_key) {
             let (unicast, groups) = split_prefixes(&m.record.prefixes);
             let allowed_ips = authority.admit(m, unicast, underlays);
