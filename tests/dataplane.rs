@@ -642,6 +642,12 @@ fn sigint_removes_interface_and_socket() {
 }
 
 #[test]
+fn sighup_and_sigquit_remove_interface_and_socket() {
+    assert_clean_exit_on(libc::SIGHUP);
+    assert_clean_exit_on(libc::SIGQUIT);
+}
+
+#[test]
 fn restart_reuses_default_private_key() {
     // Node 2 runs with the default key (STATE_DIR/private.key, created on first start); node 1
     // is configured with the public key node 2 reports, and still reaches it after node 2

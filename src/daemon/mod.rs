@@ -2,7 +2,7 @@
 //! Kubernetes mode this Node), then starts the node ([`start`]) under one
 //! [`Teardown`] that owns everything created (the HTTP endpoints for probes and
 //! metrics included), and runs it until SIGINT, SIGTERM,
-//! SIGHUP, `weftnet leave` or a failure (a data-plane thread, the control socket, the
+//! SIGHUP, SIGQUIT, `weftnet leave` or a failure (a data-plane thread, the control socket, the
 //! control plane task); then leaves the mesh gracefully and removes what it created.
 //! Decisions live in the node reconciler (`weftnet_proto::node`); nothing here decides.
 
@@ -142,10 +142,12 @@ impl Running {
         let mut int =
             signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let mut quit = signal(SignalKind::quit()).context("cannot install the SIGQUIT handler")?;
         let outcome = tokio::select! {
             _ = term.recv() => Ok("SIGTERM"),
             _ = int.recv() => Ok("SIGINT"),
             _ = hup.recv() => Ok("SIGHUP"),
+            _ = quit.recv() => Ok("SIGQUIT"),
             _ = self.shutdown.notified() => Ok("weftnet leave"),
             r = &mut self.server => match r {
                 Ok(Err(e)) => Err(e.context("the control socket failed")),
