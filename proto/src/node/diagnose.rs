@@ -30,7 +30,7 @@ pub const MAX_STRANGERS: usize = 256;
 /// are counted and summed into the next warning.
 pub const STRANGER_WARNINGS_PER_PERIOD: u32 = 8;
 /// Most keys one shared-name warning lists.
-const MAX_KEYS_LISTED: usize = 8;
+pub const MAX_KEYS_LISTED: usize = 8;
 
 /// A warning for the operator.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +77,7 @@ impl fmt::Display for Notice {
             Notice::SeedsSilent { seeds, since } => {
                 let list: Vec<String> = seeds
                     .iter()
-                    .map(|s| format!("{} ({})", s.seed, s.state.as_str()))
+                    .map(|s| format!("{} ({})", s.seed, s.state.as_str().replace('_', " ")))
                     .collect();
                 write!(
                     f,

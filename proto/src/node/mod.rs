@@ -10,8 +10,9 @@
 //! [`Node::leave`]), refused changes ([`Node::handle_failed`]) and timeouts
 //! ([`Node::handle_timeout`]). Outputs are pulled: [`Node::poll_effect`] (datagrams to
 //! send, packets to inject, the wanted peer set, address and route changes, blocks to
-//! persist, names to resolve), [`Node::poll_timeout`] (when to call back, and why),
-//! and [`Node::poll_status`] (a new status snapshot, when it changed).
+//! persist, names to resolve, warnings for the operator), [`Node::poll_timeout`] (when
+//! to call back, and why), and [`Node::poll_status`] (a new status snapshot, when it
+//! changed).
 //!
 //! - [`authority`]: what a member may claim before its prefixes become routes.
 //! - [`diagnose`]: warnings for the operator (silent or unresolved seeds, strangers

@@ -906,3 +906,33 @@ fn two_live_nodes_sharing_a_name_are_reported_once_and_forget_needs_the_key() {
     assert_eq!(net.member_state(c, b), None);
     assert_eq!(net.notices(c, shared).len(), 1, "still once");
 }
+
+#[test]
+fn kubernetes_nodes_are_seeds_in_status_until_they_are_gone() {
+    let mut net = Net::new();
+    let a = net.add(Spec::named("a"));
+    let b = net.add(Spec::named("b"));
+    let now = net.now;
+    // Node 2's address belongs to no running weftnet.
+    net.hosts[a]
+        .node
+        .handle_node_seeds(&[addr_of(a), addr_of(b), addr_of(2)], now);
+    net.drain(a);
+    net.run(Duration::from_secs(30));
+    let seeds = &net.hosts[a].node.status().seeds;
+    assert!(seeds.iter().all(|s| s.source == SeedSource::Kubernetes));
+    assert_eq!(
+        net.seed_states(a),
+        vec![
+            (addr_of(b).to_string(), SeedState::Answering),
+            (addr_of(2).to_string(), SeedState::NotAnswering),
+        ],
+        "this node's own Node is no seed"
+    );
+    assert_eq!(net.notices(a, silent), vec![], "a is not alone");
+    let now = net.now;
+    net.hosts[a].node.handle_node_seeds(&[], now);
+    net.drain(a);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.seed_states(a), vec![]);
+}
