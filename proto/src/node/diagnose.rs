@@ -260,7 +260,7 @@ impl Diagnostics {
         out: &mut Vec<Notice>,
     ) {
         for (name, addr) in lookups {
-            if let Some(entry) = self.join.iter_mut().find(|(n, _)| n == name) {
+            for entry in self.join.iter_mut().filter(|(n, _)| n == name) {
                 // A name that resolved once keeps its address if a later lookup fails.
                 entry.1 = addr.or(entry.1);
             }
