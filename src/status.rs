@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use weftnet_proto::node::Peer;
-use weftnet_proto::node::{split_prefixes, state_name, Status};
+use weftnet_proto::node::{split_prefixes, state_name, SeedStatus, Status};
 
 /// This node and its peers, as served on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +69,58 @@ pub(crate) struct ClusterStatus {
     /// True while the node is still choosing its block.
     pub(crate) claiming: bool,
     pub(crate) members: Vec<MemberStatus>,
+    /// The seeds joined through and whether each answers.
+    #[serde(default)]
+    pub(crate) seeds: Vec<SeedReport>,
+}
+
+/// One seed (`cluster.seeds` in the JSON form).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SeedReport {
+    /// As written with --join, else its address.
+    pub(crate) seed: String,
+    /// join, kubernetes or known (a member saved by an earlier run).
+    pub(crate) source: String,
+    /// Its address, once resolved.
+    pub(crate) address: Option<String>,
+    /// answering, not_answering, unresolved or this_node.
+    pub(crate) state: String,
+}
+
+impl From<&SeedStatus> for SeedReport {
+    fn from(s: &SeedStatus) -> Self {
+        Self {
+            seed: s.seed.clone(),
+            source: s.source.as_str().to_string(),
+            address: s.address.map(|a| a.to_string()),
+            state: s.state.as_str().to_string(),
+        }
+    }
+}
+
+/// Most seeds the text form lists one by one.
+const SEEDS_LISTED: usize = 8;
+
+/// The text form's seeds line: every seed with its state, or, when there are many,
+/// how many answer and the first of the others.
+fn render_seeds(seeds: &[SeedReport]) -> String {
+    let shown = |s: &SeedReport| format!("{} {}", s.seed, s.state.replace('_', " "));
+    if seeds.len() <= SEEDS_LISTED {
+        let list: Vec<String> = seeds.iter().map(shown).collect();
+        return format!("  seeds: {}\n", list.join(", "));
+    }
+    let answering = seeds.iter().filter(|s| s.state == "answering").count();
+    let others: Vec<&SeedReport> = seeds.iter().filter(|s| s.state != "answering").collect();
+    let mut list: Vec<String> = others.iter().take(SEEDS_LISTED).map(|s| shown(s)).collect();
+    if others.len() > SEEDS_LISTED {
+        list.push(format!("{} more", others.len() - SEEDS_LISTED));
+    }
+    let mut line = format!("  seeds: {} of {} answering", answering, seeds.len());
+    if !list.is_empty() {
+        line.push_str(&format!("; {}", list.join(", ")));
+    }
+    line.push('\n');
+    line
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -210,6 +262,7 @@ impl StatusReport {
                     }
                 })
                 .collect(),
+            seeds: c.seeds.iter().map(SeedReport::from).collect(),
         });
         let multicast = MulticastStatus {
             local_groups,
@@ -258,6 +311,9 @@ impl StatusReport {
                 s.push_str(&format!("  block: {b}\n"));
             } else if c.claiming {
                 s.push_str("  block: (claiming)\n");
+            }
+            if !c.seeds.is_empty() {
+                s.push_str(&render_seeds(&c.seeds));
             }
             s.push_str(&format!("\nmembers: {}\n", c.members.len()));
             for m in &c.members {
@@ -369,6 +425,7 @@ mod tests {
     use crate::dataplane::PeerStats;
     use std::time::Duration;
     use weftnet_proto::keys::PrivateKey;
+    use weftnet_proto::node::{SeedSource, SeedState};
 
     #[test]
     fn peer_json_is_flat_and_reads_back() {
@@ -406,5 +463,61 @@ mod tests {
         let back: PeerStatus = serde_json::from_value(json).expect("reads back");
         assert_eq!(back.peer, report.peer);
         assert!(back.render().contains("allowed ips: 10.0.2.0/24"));
+    }
+
+    fn seed(seed: &str, state: SeedState) -> SeedReport {
+        SeedReport::from(&SeedStatus {
+            seed: seed.into(),
+            source: SeedSource::Join,
+            address: seed.parse().ok(),
+            state,
+        })
+    }
+
+    #[test]
+    fn seeds_are_shown_with_their_state() {
+        let json = serde_json::to_value(seed("192.0.2.1:51820", SeedState::NotAnswering))
+            .expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "seed": "192.0.2.1:51820",
+                "source": "join",
+                "address": "192.0.2.1:51820",
+                "state": "not_answering",
+            })
+        );
+        let seeds = vec![
+            seed("192.0.2.1:51820", SeedState::Answering),
+            seed("seed.example:51820", SeedState::Unresolved),
+        ];
+        assert_eq!(
+            render_seeds(&seeds),
+            "  seeds: 192.0.2.1:51820 answering, seed.example:51820 unresolved\n"
+        );
+        let many: Vec<SeedReport> = (0..20)
+            .map(|i| {
+                let state = if i < 17 {
+                    SeedState::Answering
+                } else {
+                    SeedState::NotAnswering
+                };
+                seed(&format!("192.0.2.{i}:51820"), state)
+            })
+            .collect();
+        assert_eq!(
+            render_seeds(&many),
+            "  seeds: 17 of 20 answering; 192.0.2.17:51820 not answering, \
+             192.0.2.18:51820 not answering, 192.0.2.19:51820 not answering\n"
+        );
+    }
+
+    #[test]
+    fn a_report_without_seeds_reads_back() {
+        let cluster: ClusterStatus = serde_json::from_value(serde_json::json!({
+            "name": "n1", "endpoint": null, "block": null, "claiming": false, "members": []
+        }))
+        .expect("reads back");
+        assert!(cluster.seeds.is_empty());
     }
 }

@@ -32,12 +32,24 @@ pub(crate) fn saved_members(file: &std::path::Path) -> Vec<SocketAddr> {
 /// Resolves seeds written as HOST:PORT, each within `LOOKUP_TIMEOUT`; unresolvable
 /// ones are skipped (the reconciler has them looked up again).
 pub(crate) async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
+    resolve_each(seeds)
+        .await
+        .into_iter()
+        .filter_map(|(_, a)| a)
+        .collect()
+}
+
+/// Resolves seeds written as HOST:PORT, each within `LOOKUP_TIMEOUT`: each seed with
+/// its first address, or `None` if it did not resolve.
+pub(crate) async fn resolve_each(seeds: &[String]) -> Vec<(String, Option<SocketAddr>)> {
     let mut out = Vec::new();
     for s in seeds {
         let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(s.as_str())).await;
-        if let Ok(Ok(mut addrs)) = found {
-            out.extend(addrs.next());
-        }
+        let addr = match found {
+            Ok(Ok(mut addrs)) => addrs.next(),
+            _ => None,
+        };
+        out.push((s.clone(), addr));
     }
     out
 }

@@ -11,7 +11,7 @@
 mod bootstrap;
 
 pub(crate) use bootstrap::{
-    detect_underlay_ip, next_epoch, read_secrets, resolve, saved_block, saved_members,
+    detect_underlay_ip, next_epoch, read_secrets, resolve, resolve_each, saved_block, saved_members,
 };
 
 use crate::dataplane::{ControlDatagram, Dataplane};
@@ -46,6 +46,9 @@ pub(crate) enum Command {
     Nodes(Vec<weftnet_proto::node::NodeFacts>),
 }
 
+/// Seeds as written, each with its address if it resolved.
+type Lookups = Vec<(String, Option<SocketAddr>)>;
+
 /// The interfaces the reconciler's [`Link`]s name.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Links {
@@ -72,8 +75,8 @@ pub(crate) struct Shell {
     /// The state directory, where the claimed block and the members are saved.
     state_dir: PathBuf,
     status: watch::Sender<Status>,
-    lookups_tx: mpsc::Sender<(Vec<SocketAddr>, bool)>,
-    lookups: mpsc::Receiver<(Vec<SocketAddr>, bool)>,
+    lookups_tx: mpsc::Sender<Lookups>,
+    lookups: mpsc::Receiver<Lookups>,
     /// During start-up: addresses added to links other than the overlay (they outlive
     /// the overlay interface, so a failed start must remove them).
     added: Vec<(u32, ipnet::IpNet)>,
@@ -126,6 +129,7 @@ impl Shell {
                     self.persist(MEMBERS_FILE, text, "the known members")
                 }
                 Effect::Resolve(names) => spawn_lookup(names.clone(), self.lookups_tx.clone()),
+                Effect::Notice(notice) => tracing::warn!("{notice}"),
                 Effect::DelRoute { prefix } => {
                     if let Err(e) = self.netlink.del_route(self.links.overlay, *prefix).await {
                         tracing::warn!(error = %e, %prefix, "cannot remove a route");
@@ -228,8 +232,8 @@ impl Shell {
                     None => snooped_open = false,
                 },
                 found = self.lookups.recv() => {
-                    if let Some((seeds, unresolved)) = found {
-                        self.node.handle_resolved(&seeds, unresolved, Instant::now());
+                    if let Some(lookups) = found {
+                        self.node.handle_resolved(&lookups, Instant::now());
                     }
                 }
                 cmd = commands.recv() => {
@@ -266,15 +270,19 @@ impl Shell {
     }
 }
 
-/// Looks the seeds up in the background and reports what resolved (and whether some
-/// did not).
-fn spawn_lookup(names: Vec<String>, to: mpsc::Sender<(Vec<SocketAddr>, bool)>) {
+/// Looks the seeds up in the background and reports each with its address, if it
+/// resolved (the reconciler warns about those that do not).
+fn spawn_lookup(names: Vec<String>, to: mpsc::Sender<Lookups>) {
     tokio::spawn(async move {
-        let found = resolve(&names).await;
-        let unresolved = found.len() < names.len();
-        if unresolved {
-            tracing::debug!(seeds = ?names, resolved = found.len(), "some seeds do not resolve yet; looking again later");
+        let found = resolve_each(&names).await;
+        let unresolved: Vec<&str> = found
+            .iter()
+            .filter(|(_, a)| a.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !unresolved.is_empty() {
+            tracing::debug!(seeds = ?unresolved, "some seeds do not resolve yet; looking again later");
         }
-        let _ = to.send((found, unresolved)).await;
+        let _ = to.send(found).await;
     });
 }

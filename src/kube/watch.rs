@@ -116,9 +116,8 @@ impl Watch {
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, self.port))
                 .collect();
-            if !seeds.is_empty() {
-                let _ = self.commands.send(Command::Join(seeds)).await;
-            }
+            // Sent even when empty: status then stops listing the Nodes that are gone.
+            let _ = self.commands.send(Command::Join(seeds)).await;
         }
         true
     }

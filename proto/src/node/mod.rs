@@ -10,10 +10,13 @@
 //! [`Node::leave`]), refused changes ([`Node::handle_failed`]) and timeouts
 //! ([`Node::handle_timeout`]). Outputs are pulled: [`Node::poll_effect`] (datagrams to
 //! send, packets to inject, the wanted peer set, address and route changes, blocks to
-//! persist, names to resolve), [`Node::poll_timeout`] (when to call back, and why),
-//! and [`Node::poll_status`] (a new status snapshot, when it changed).
+//! persist, names to resolve, warnings for the operator), [`Node::poll_timeout`] (when
+//! to call back, and why), and [`Node::poll_status`] (a new status snapshot, when it
+//! changed).
 //!
 //! - [`authority`]: what a member may claim before its prefixes become routes.
+//! - [`diagnose`]: warnings for the operator (silent or unresolved seeds, strangers
+//!   failing authentication, shared names) and the seeds' state for status.
 //! - [`blocks`]: this node's blocks, their addresses and the routes into the overlay.
 //! - [`peers`]: the wanted peer set from static peers and live members.
 //! - `reconcile`: the minimal, ordered diff between wanted and installed state.
@@ -21,6 +24,7 @@
 
 pub mod authority;
 pub mod blocks;
+pub mod diagnose;
 pub mod peers;
 mod reconcile;
 pub mod status;
@@ -29,6 +33,7 @@ mod tests;
 
 pub use authority::{Authority, NodeFacts, Refusal};
 pub use blocks::{gateway, routes_needed, Blocks, Link};
+pub use diagnose::{Notice, SeedSource, SeedState, SeedStatus};
 pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
 pub use status::{state_name, Status};
 
@@ -36,6 +41,7 @@ use crate::gossip::{ConfigError, Event, Gossip, GossipConfig, Member, NodeRecord
 use crate::keys::PublicKey;
 use crate::multicast::{parse_control, GroupConfig, GroupFilter, GroupTable, Querier};
 use blocks::ClaimOutcome;
+use diagnose::Diagnostics;
 use ipnet::IpNet;
 use reconcile::Installed;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -108,6 +114,8 @@ pub enum Effect {
     /// Save the live members' endpoints, so that a restart rejoins through them
     /// ([`GossipSetup::known`]) even without `--join`.
     PersistMembers(Vec<SocketAddr>),
+    /// Tell the operator (log a warning); already rate-limited.
+    Notice(Notice),
 }
 
 /// Gossip settings: present when the node has a cluster secret.
@@ -179,6 +187,8 @@ pub struct Node {
     deleted_nodes: BTreeSet<String>,
     /// Overlaps of a fixed block with another node's prefix, already logged.
     conflicts_seen: HashSet<(PublicKey, IpNet)>,
+    /// The seeds' state and the rate limits of the operator's warnings.
+    diagnostics: Diagnostics,
     /// What members may claim.
     authority: Authority,
     groups: GroupTable,
@@ -229,6 +239,7 @@ impl Node {
             }
             None => None,
         };
+        let diagnostics = Diagnostics::new(&seeds, &known);
         let mut node = Self {
             public_key: config.public_key,
             addresses: config.addresses,
@@ -243,6 +254,7 @@ impl Node {
             first_member_at: None,
             deleted_nodes: BTreeSet::new(),
             conflicts_seen: HashSet::new(),
+            diagnostics,
             authority: checks,
             groups: GroupTable::new(GroupConfig::default(), config.group_filter),
             querier: Querier::new(GroupConfig::default(), now),
@@ -283,9 +295,15 @@ impl Node {
         let Some(g) = &mut self.gossip else {
             return;
         };
-        if let Err(e) = g.handle_datagram(from, bytes, now) {
-            *self.errors.entry(e.as_str()).or_default() += 1;
-            tracing::trace!(%from, error = e.as_str(), "dropped gossip datagram");
+        match g.handle_datagram(from, bytes, now) {
+            Ok(()) => self.diagnostics.authenticated(from, now),
+            Err(e) => {
+                *self.errors.entry(e.as_str()).or_default() += 1;
+                tracing::trace!(%from, error = e.as_str(), "dropped gossip datagram");
+                let mut notices = Vec::new();
+                self.diagnostics.failed(from, e, now, &mut notices);
+                self.notify(notices);
+            }
         }
         self.process(now, false);
     }
@@ -299,9 +317,14 @@ impl Node {
         self.process(now, false);
     }
 
-    /// The seeds asked for by [`Effect::Resolve`], looked up; `unresolved` says
-    /// whether some did not resolve (they are looked up again later).
-    pub fn handle_resolved(&mut self, seeds: &[SocketAddr], unresolved: bool, now: Instant) {
+    /// The seeds asked for by [`Effect::Resolve`], looked up: each as asked with its
+    /// address, or `None` if it did not resolve (it is looked up again later).
+    pub fn handle_resolved(&mut self, lookups: &[(String, Option<SocketAddr>)], now: Instant) {
+        let seeds: Vec<SocketAddr> = lookups.iter().filter_map(|(_, a)| *a).collect();
+        let unresolved = lookups.iter().any(|(_, a)| a.is_none());
+        let mut notices = Vec::new();
+        self.diagnostics.resolved(lookups, &mut notices);
+        self.notify(notices);
         if let Some(g) = &mut self.gossip {
             // The known members stay seeds beside the resolved ones.
             let mut all = seeds.to_vec();
@@ -325,6 +348,7 @@ impl Node {
                 .map(|m| m.record.endpoint.ip())
                 .collect();
             let me = g.me().endpoint;
+            self.diagnostics.kubernetes(seeds, me);
             let new: Vec<SocketAddr> = seeds
                 .iter()
                 .filter(|s| !known.contains(&s.ip()) && **s != me)
@@ -367,7 +391,8 @@ impl Node {
     }
 
     /// `weftnet forget NODE` (a name or a base64 key): removes a dead or departed
-    /// member mesh-wide; returns its key, or why not.
+    /// member mesh-wide; returns its key, or why not. A name that several members
+    /// share is refused: the key says which one.
     pub fn forget(&mut self, node: &str, now: Instant) -> Result<PublicKey, String> {
         let Some(g) = &mut self.gossip else {
             return Err(
@@ -376,10 +401,31 @@ impl Node {
             );
         };
         let members = g.members();
-        let member = members
+        let by_key = members
             .iter()
-            .find(|m| m.record.name == node || m.record.public_key.to_base64() == node)
-            .ok_or_else(|| format!("no member named {node}: see `weftnet status` for names"))?;
+            .find(|m| m.record.public_key.to_base64() == node);
+        let named: Vec<&Member> = members.iter().filter(|m| m.record.name == node).collect();
+        let member = match (by_key, named.as_slice()) {
+            (Some(m), _) => m,
+            (None, [m]) => *m,
+            (None, []) => {
+                return Err(format!(
+                    "no member named {node}: see `weftnet status` for names"
+                ))
+            }
+            (None, several) => {
+                let keys: Vec<String> = several
+                    .iter()
+                    .map(|m| format!("{} ({})", m.record.public_key, state_name(m.state)))
+                    .collect();
+                return Err(format!(
+                    "the name {node} is ambiguous: {} members have it ({}); forget one by its key: \
+                     `weftnet forget KEY`",
+                    several.len(),
+                    keys.join(", ")
+                ));
+            }
+        };
         if member.state.is_live() {
             return Err(format!(
                 "{node} is {}: only dead or departed nodes can be forgotten",
@@ -462,6 +508,7 @@ impl Node {
             (gossip.and(self.groups.poll_timeout()), "group expiry"),
             (gossip.and(self.querier.poll_timeout()), "querier"),
             (self.next_seed_retry, "seed lookup"),
+            (gossip.and(self.diagnostics.poll_timeout()), "seed check"),
             (self.leave_deadline, "leave"),
             (self.retry_at, "retry"),
             (self.next_status, "status"),
@@ -503,7 +550,8 @@ impl Node {
             self.announce(now);
         }
         let claim_pending = self.blocks.claiming() && self.blocks.claim_due().is_some();
-        let status_due = self.next_status.is_some_and(|at| now >= at);
+        let status_due = self.next_status.is_some_and(|at| now >= at)
+            || self.diagnostics.poll_timeout().is_some_and(|at| now >= at);
         if changed || claim_pending || status_due || groups_changed || self.next_status.is_none() {
             let members = self.members();
             if self.first_member_at.is_none() && members.iter().any(|m| m.state.is_live()) {
@@ -513,6 +561,7 @@ impl Node {
             if changed {
                 self.forget_deleted(now);
                 self.report_conflicts(&members);
+                self.check_names(&members);
             }
             let claimed = self.claim_if_needed(now, &members);
             if changed || claimed {
@@ -531,6 +580,40 @@ impl Node {
                 self.done = true;
             }
         }
+    }
+
+    /// Queues warnings for the operator.
+    fn notify(&mut self, notices: Vec<Notice>) {
+        self.effects.extend(notices.into_iter().map(Effect::Notice));
+    }
+
+    /// Warns about names that live members (and this node) share.
+    fn check_names(&mut self, members: &[Member]) {
+        let Some(g) = &self.gossip else {
+            return;
+        };
+        let mut notices = Vec::new();
+        self.diagnostics.check_names(g.me(), members, &mut notices);
+        self.notify(notices);
+    }
+
+    /// The seeds and whether each answers; warns when none does and the node is alone.
+    fn check_seeds(&mut self, members: &[Member], now: Instant) -> Vec<SeedStatus> {
+        let Some(g) = &self.gossip else {
+            return Vec::new();
+        };
+        let seeds = self.diagnostics.seeds(members, g.me().endpoint, now);
+        // A leaving node is alone on purpose: no check (and no timer) for it.
+        let checked: &[SeedStatus] = if self.leave_deadline.is_none() {
+            &seeds
+        } else {
+            &[]
+        };
+        let mut notices = Vec::new();
+        self.diagnostics
+            .check_seeds(checked, members, now, &mut notices);
+        self.notify(notices);
+        seeds
     }
 
     /// Saves the live members' endpoints when they changed. An empty set is never
@@ -705,6 +788,7 @@ impl Node {
     }
 
     fn refresh_status(&mut self, members: Vec<Member>, now: Instant) {
+        let seeds = self.check_seeds(&members, now);
         let held = self.blocks.held();
         let mut addresses = self.addresses.clone();
         for b in &held {
@@ -722,6 +806,7 @@ impl Node {
                 .unwrap_or_default(),
             endpoint: self.gossip.as_ref().map(|g| g.me().endpoint),
             members,
+            seeds,
             blocks: held,
             block: self.blocks.shown(),
             claiming: self.blocks.claiming(),

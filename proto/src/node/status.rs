@@ -1,6 +1,7 @@
 //! The node's state as `weftnet status`, the health probes and Kubernetes publishing
 //! see it: a snapshot the reconciler builds, which the daemon publishes on change.
 
+use super::diagnose::SeedStatus;
 use crate::gossip::{Member, MemberState};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -17,6 +18,9 @@ pub struct Status {
     pub endpoint: Option<SocketAddr>,
     /// Everyone known except this node (tombstones excluded).
     pub members: Vec<Member>,
+    /// The seeds joined through (`--join`, Kubernetes Nodes, members known from an
+    /// earlier run) and whether each answers.
+    pub seeds: Vec<SeedStatus>,
     /// Every block this node holds (given, from the Node, or claimed).
     pub blocks: Vec<IpNet>,
     /// The block shown in status: the claimed one, else the first given one.
