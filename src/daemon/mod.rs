@@ -66,7 +66,7 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
 async fn up(mut config: Config, started: SystemTime) -> Result<()> {
     let secrets = match &config.cluster {
         Some(c) => cluster::read_secrets(&c.secret_files)?,
-        None => Vec::new(),
+        None => Default::default(),
     };
     let key_existed = config.private_key_file.exists();
     let key = keyfile::load_private_key(&config.private_key_file, config.private_key_is_default)?;

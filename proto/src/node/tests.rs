@@ -90,7 +90,7 @@ impl Net {
             group_filter: GroupFilter::default(),
             gossip: Some(GossipSetup {
                 config: GossipConfig::default(),
-                secrets: vec![[7; 32]],
+                secrets: vec![[7; 32]].into(),
                 name: spec.name.into(),
                 endpoint: addr_of(i),
                 epoch: (self.now - self.base).as_millis() as u64,
