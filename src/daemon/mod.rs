@@ -1,9 +1,10 @@
 //! `weftnet up`, as wiring: validates the settings, reads the key and secrets (and in
 //! Kubernetes mode this Node), then starts the node ([`start`]) under one
 //! [`Teardown`] that owns everything created (the HTTP endpoints for probes and
-//! metrics included), and runs it until SIGINT, SIGTERM,
-//! SIGHUP, `weftnet leave` or a failure (a data-plane thread, the control socket, the
-//! control plane task); then leaves the mesh gracefully and removes what it created.
+//! metrics included), and runs it until SIGINT, SIGTERM, SIGHUP, `weftnet leave` or a
+//! failure (a data-plane thread, the control plane task; the control socket retries
+//! accept errors and ends only by a panic); then leaves the mesh gracefully and
+//! removes what it created.
 //! Decisions live in the node reconciler (`weftnet_proto::node`); nothing here decides.
 
 mod start;
@@ -127,7 +128,8 @@ async fn stop_signal() {
 struct Running {
     commands: mpsc::Sender<Command>,
     shell: JoinHandle<()>,
-    server: JoinHandle<Result<()>>,
+    /// The control socket; it never ends by itself (accept errors are retried).
+    server: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
     shutdown: Arc<Notify>,
     /// Turns `Some` when a data-plane thread dies.
@@ -147,10 +149,7 @@ impl Running {
             _ = int.recv() => Ok("SIGINT"),
             _ = hup.recv() => Ok("SIGHUP"),
             _ = self.shutdown.notified() => Ok("weftnet leave"),
-            r = &mut self.server => match r {
-                Ok(Err(e)) => Err(e.context("the control socket failed")),
-                _ => Err(anyhow::anyhow!("the control socket task ended")),
-            },
+            _ = &mut self.server => Err(anyhow::anyhow!("the control socket task ended")),
             _ = &mut self.shell => Err(anyhow::anyhow!("the control plane task ended")),
             failed = self.failure.wait_for(Option::is_some) => {
                 let why = failed.ok().and_then(|f| f.clone()).unwrap_or_default();
