@@ -136,9 +136,10 @@ pub(crate) fn read_secret(path: &Path, what: &str) -> Result<Zeroizing<String>> 
     Ok(text)
 }
 
-/// Creates the state directory (mode 0700) if needed; an existing one that group or
-/// others may enter is set to 0700 (logged once, here).
-pub(crate) fn ensure_state_dir(dir: &Path) -> Result<()> {
+/// Creates the state directory (mode 0700) if needed; an existing one with another
+/// mode is set to 0700, and its old mode returned (the caller logs it once the node is
+/// up, so that a failed start still prints exactly one line).
+pub(crate) fn ensure_state_dir(dir: &Path) -> Result<Option<u32>> {
     ensure_private_dir(dir).with_context(|| {
         format!(
             "cannot create state directory {}: create it or choose another with --state-dir",
@@ -158,13 +159,9 @@ pub(crate) fn ensure_state_dir(dir: &Path) -> Result<()> {
                 dir.display()
             )
         })?;
-        tracing::info!(
-            path = %dir.display(),
-            was = format!("{mode:04o}"),
-            "state directory set to mode 0700"
-        );
+        return Ok(Some(mode));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Loads the node's private key; when `create` is set and the file is missing, a new
@@ -335,14 +332,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         let fresh = dir.path().join("new/state");
-        ensure_state_dir(&fresh).expect("created");
+        assert_eq!(ensure_state_dir(&fresh).expect("created"), None);
         assert_eq!(mode(&fresh), 0o700);
         let open = dir.path().join("open");
         fs::create_dir(&open).expect("mkdir");
         fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).expect("chmod");
-        ensure_state_dir(&open).expect("fixed");
+        assert_eq!(ensure_state_dir(&open).expect("fixed"), Some(0o755));
         assert_eq!(mode(&open), 0o700);
-        ensure_state_dir(&open).expect("again");
+        assert_eq!(ensure_state_dir(&open).expect("again"), None);
         assert_eq!(mode(&open), 0o700);
     }
 }

@@ -143,6 +143,12 @@ fn a_connection_flood_leaves_the_daemon_serving() {
         mode, 0o700,
         "the state dir (created 0755 by the harness) is 0700"
     );
+    assert_eq!(
+        d.logs().matches("state directory set to mode 0700").count(),
+        1,
+        "logged once\n{}",
+        d.logs()
+    );
 
     // Within the file limit: the caps close what is beyond 64 connections each.
     flood(&mut d, 200, 3.0);

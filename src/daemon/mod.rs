@@ -53,18 +53,20 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
     if !system::has_net_admin() {
         bail!("weftnet up needs CAP_NET_ADMIN to create {}: run it as root, or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)", config.interface);
     }
-    keyfile::ensure_state_dir(&config.state_dir)?;
+    let state_dir_was = keyfile::ensure_state_dir(&config.state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(up(config, started))
+    runtime.block_on(up(config, started, state_dir_was))
 }
 
 /// The node's key, secrets and (in Kubernetes mode) Node facts, then everything else
 /// under one [`Teardown`] that runs on every way out.
-async fn up(mut config: Config, started: SystemTime) -> Result<()> {
+/// `state_dir_was`: the state directory's mode before it was set to 0700, if it was
+/// another (logged once the node is up).
+async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>) -> Result<()> {
     let secrets = match &config.cluster {
         Some(c) => cluster::read_secrets(&c.secret_files)?,
         None => Default::default(),
@@ -91,12 +93,20 @@ async fn up(mut config: Config, started: SystemTime) -> Result<()> {
     if !key_existed {
         tracing::info!(path = %config.private_key_file.display(), "created a new private key");
     }
+    let state_dir = config.state_dir.clone();
     let netlink = Arc::new(Netlink::connect()?);
     let mut teardown = Teardown::new(Arc::clone(&netlink));
     let result =
         match start::start(config, key, secrets, kube, started, &netlink, &mut teardown).await {
             Ok(running) => {
                 teardown.started();
+                if let Some(mode) = state_dir_was {
+                    tracing::info!(
+                        path = %state_dir.display(),
+                        was = format!("{mode:04o}"),
+                        "state directory set to mode 0700"
+                    );
+                }
                 running.run().await
             }
             Err(e) => Err(e),
