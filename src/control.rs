@@ -93,34 +93,41 @@ pub(crate) fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves requests until the task is dropped.
-pub(crate) async fn serve(listener: tokio::net::UnixListener, handler: Handler) -> Result<()> {
+/// Serves requests until the task is dropped: at most
+/// [`crate::accept::MAX_CONNECTIONS`] at once; an accept error is logged and retried
+/// with backoff ([`crate::accept::serve`]), never the end of the daemon.
+pub(crate) async fn serve(listener: tokio::net::UnixListener, handler: Handler) {
     let handler = std::sync::Arc::new(handler);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-            let answer =
-                match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
-                    .await
-                {
-                    Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
-                        Ok(req) => serde_json::to_string(&handler.handle(req).await),
-                        Err(e) => serde_json::to_string(
-                            &serde_json::json!({ "error": format!("bad request: {e}") }),
-                        ),
-                    },
-                    _ => return,
-                };
-            if let Ok(mut text) = answer {
-                text.push('\n');
-                let _ = write.write_all(text.as_bytes()).await;
+    crate::accept::serve(
+        listener,
+        "the control socket".to_owned(),
+        crate::accept::MAX_CONNECTIONS,
+        move |stream: tokio::net::UnixStream| {
+            let handler = handler.clone();
+            async move {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+                let answer =
+                    match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+                        .await
+                    {
+                        Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
+                            Ok(req) => serde_json::to_string(&handler.handle(req).await),
+                            Err(e) => serde_json::to_string(
+                                &serde_json::json!({ "error": format!("bad request: {e}") }),
+                            ),
+                        },
+                        _ => return,
+                    };
+                if let Ok(mut text) = answer {
+                    text.push('\n');
+                    let _ = write.write_all(text.as_bytes()).await;
+                }
             }
-        });
-    }
+        },
+    )
+    .await
 }
 
 /// Sends one request to the daemon and returns its JSON answer.

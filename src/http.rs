@@ -2,8 +2,9 @@
 //! (`--health-listen`, [`crate::health`]) and the Prometheus metrics
 //! (`--metrics`, [`crate::metrics`]): listeners bound early in start-up, one per
 //! distinct address (the two flags may name the same one), each answering `GET` and
-//! `HEAD` on a fixed set of paths. Every answer is computed when asked; nothing here
-//! keeps state.
+//! `HEAD` on a fixed set of paths, at most [`crate::accept::MAX_CONNECTIONS`]
+//! connections at once. Every answer is computed when asked; nothing here keeps
+//! state.
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
@@ -102,21 +103,21 @@ fn answer(routes: &[Route], req: &Request<hyper::body::Incoming>) -> Response<Fu
     r
 }
 
-/// Serves `routes` on `listener` in the background (on the current tokio runtime).
+/// Serves `routes` on `listener` in the background (on the current tokio runtime), at
+/// most [`crate::accept::MAX_CONNECTIONS`] connections at once, with backoff on
+/// accept errors ([`crate::accept::serve`]).
 pub(crate) fn serve(listener: Listener, routes: Vec<Route>) -> Result<tokio::task::JoinHandle<()>> {
     let what = listener.serves.join(" and ");
     let listener = tokio::net::TcpListener::from_std(listener.listener)
         .with_context(|| format!("cannot register the {what} listener"))?;
     let routes = Arc::new(routes);
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                // Out of file descriptors, most likely: do not spin.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
+    Ok(tokio::spawn(crate::accept::serve(
+        listener,
+        what,
+        crate::accept::MAX_CONNECTIONS,
+        move |stream| {
             let routes = Arc::clone(&routes);
-            tokio::spawn(async move {
+            async move {
                 let service = hyper::service::service_fn(move |req| {
                     let r = answer(&routes, &req);
                     async move { Ok::<_, std::convert::Infallible>(r) }
@@ -127,9 +128,9 @@ pub(crate) fn serve(listener: Listener, routes: Vec<Route>) -> Result<tokio::tas
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(io, service);
                 let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-            });
-        }
-    }))
+            }
+        },
+    )))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! module; this file only parses arguments and turns errors into one line and a
 //! non-zero exit.
 
+mod accept;
 mod bridge;
 mod cli;
 mod cluster;

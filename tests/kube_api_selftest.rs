@@ -155,6 +155,30 @@ async fn list_get_and_patch() {
         .expect("patch");
     assert_eq!(condition_types(&same), ["Ready"]);
     assert_eq!(fake.resource_version(), rv, "a no-op patch is not a change");
+    // Metadata through /status is applied, spec is not (a real API server's node status
+    // strategy resets only spec): weftnet writes its annotations this way, so its
+    // ClusterRole needs no patch on nodes.
+    let via_status = json!({
+        "metadata": {"annotations": {"weftnet.io/pod-cidrs": "10.244.1.0/24"}},
+        "spec": {"podCIDR": "10.99.0.0/24"},
+    });
+    let patched = bounded(
+        "annotate via status",
+        api.patch_status("node-a", &pp, &Patch::Merge(&via_status)),
+    )
+    .await
+    .expect("metadata patch through status");
+    let ann = patched.metadata.annotations.expect("annotations");
+    assert_eq!(ann["weftnet.io/pod-cidrs"], "10.244.1.0/24");
+    assert_eq!(
+        ann["weftnet.io/public-key"], "abc=",
+        "other annotations kept"
+    );
+    let stored = fake.node("node-a").expect("node-a");
+    assert_ne!(
+        stored["spec"]["podCIDR"], "10.99.0.0/24",
+        "spec is not changed through /status"
+    );
     // Optimistic concurrency: a stale resourceVersion in the patch is a conflict.
     let stale = json!({"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}});
     let conflict = bounded("conflict", api.patch("node-a", &pp, &Patch::Merge(&stale)))

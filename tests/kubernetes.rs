@@ -258,6 +258,17 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
             }
             Ok(())
         });
+        // The ClusterRole grants `patch` on `nodes/status` only: every write goes there.
+        let patches: Vec<String> = api
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .map(|r| r.path().to_owned())
+            .collect();
+        assert!(
+            !patches.is_empty() && patches.iter().all(|p| p.ends_with("/status")),
+            "weftnet patches Nodes only through nodes/status: {patches:?}"
+        );
         assert_eq!(n.health("/healthz"), 200, "{}: /healthz", n.name);
         assert_eq!(n.health("/readyz"), 200, "{}: /readyz", n.name);
     }

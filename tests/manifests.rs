@@ -158,7 +158,8 @@ fn cluster_role_is_least_privilege_and_bound_to_the_daemonset() {
         "/nodes:get",
         "/nodes:list",
         "/nodes:watch",
-        "/nodes:patch",
+        // Annotations and conditions both go through the status subresource: no
+        // `patch` on `nodes`, which would let a pod taint or relabel any Node.
         "/nodes/status:patch",
     ]
     .map(String::from)
@@ -252,10 +253,16 @@ fn probes_use_the_health_endpoint() {
     let c = container(&daemonset());
     let args = args(&c);
     let listen = flag_value(&args, "--health-listen").expect("--health-listen in args");
-    let port: i32 = listen
+    let (host, port) = listen
         .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
         .expect("--health-listen is ADDR:PORT");
+    // Host network: any address but loopback would let every pod reach the endpoint.
+    assert_eq!(host, "127.0.0.1", "--health-listen on loopback only");
+    let port: i32 = port.parse().expect("--health-listen port");
+    assert!(
+        c.ports.is_none(),
+        "no container port for a loopback endpoint"
+    );
     for (probe, path) in [
         (&c.readiness_probe, "/readyz"),
         (&c.liveness_probe, "/healthz"),
@@ -265,6 +272,7 @@ fn probes_use_the_health_endpoint() {
             .and_then(|p| p.http_get.clone())
             .expect("httpGet probe");
         assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.host.as_deref(), Some(host), "{path} probe host");
         assert_eq!(
             get.port,
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port),
@@ -341,9 +349,13 @@ fn every_path_flag_is_mounted() {
         0,
         "secret volume defaultMode {mode:o} is readable by others"
     );
-    let file = secret_file
-        .strip_prefix(&format!("{}/", m.mount_path))
-        .expect("file in mount");
+    // Mounted with subPath, so the daemon sees the file itself: a Secret volume shows
+    // each key as a symbolic link, which weftnet refuses.
+    assert_eq!(
+        m.mount_path, secret_file,
+        "the secret file is a subPath mount"
+    );
+    let file = m.sub_path.clone().expect("subPath");
     let items = secret.items.expect("secret items");
     assert!(
         items.iter().any(|i| i.path == file && i.key == "secret"),

@@ -6,6 +6,7 @@ use base64::Engine as _;
 use boringtun::x25519;
 use rand_core::{OsRng, RngCore};
 use std::fmt;
+use zeroize::Zeroizing;
 
 /// Length in bytes of a key and of a cluster secret.
 pub const KEY_LEN: usize = 32;
@@ -21,8 +22,10 @@ pub enum KeyError {
     Length(usize),
 }
 
+/// The 32 bytes of a base64 key; the decoded buffer is zeroized when dropped (it may
+/// hold a private key).
 fn decode32(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
-    let bytes = STANDARD.decode(text.trim()).map_err(|_| KeyError::Base64)?;
+    let bytes = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| KeyError::Base64)?);
     <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length(bytes.len()))
 }
 
@@ -33,9 +36,9 @@ pub struct PrivateKey(x25519::StaticSecret);
 impl PrivateKey {
     /// A new random key from the operating system's RNG.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; KEY_LEN];
-        OsRng.fill_bytes(&mut bytes);
-        Self::from_bytes(bytes)
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        OsRng.fill_bytes(&mut bytes[..]);
+        Self::from_bytes(*bytes)
     }
 
     /// A key from its 32 raw bytes (clamped as X25519 requires).
@@ -44,13 +47,15 @@ impl PrivateKey {
     }
 
     /// Parses the base64 form written by `wg genkey` or `weftnet genkey`.
+    /// The key (`StaticSecret`) and the decoded bytes are zeroized when dropped.
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        decode32(text).map(Self::from_bytes)
+        let bytes = Zeroizing::new(decode32(text)?);
+        Ok(Self::from_bytes(*bytes))
     }
 
     /// The base64 text form.
     pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0.to_bytes())
+        STANDARD.encode(Zeroizing::new(self.0.to_bytes()))
     }
 
     /// The matching public key.

@@ -120,20 +120,33 @@ pub struct SessionStats {
 }
 
 /// The handshake rate limiter and cookie state shared by all sessions of one node.
-pub struct Limiter(Arc<RateLimiter>);
+///
+/// Each handshake message passes the count once: initiations in
+/// [`identify_initiator`], responses in [`Session::decapsulate`]. The `Tunn` of every
+/// session gets `mac1_only`, a limiter that is never under load, so a message handed
+/// on to a session after the count (an identified initiation) is not counted again:
+/// it only has its MAC1 checked a second time.
+#[derive(Clone)]
+pub struct Limiter {
+    /// Counts handshake messages and asks for cookies beyond the rate.
+    counted: Arc<RateLimiter>,
+    /// Checks MAC1 only (its limit is never reached).
+    mac1_only: Arc<RateLimiter>,
+}
 
 impl Limiter {
     /// A limiter for the node with public key `local`.
     pub fn new(local: &PublicKey) -> Self {
-        Self(Arc::new(RateLimiter::new(
-            &local.to_x25519(),
-            HANDSHAKES_PER_SECOND,
-        )))
+        Self {
+            counted: Arc::new(RateLimiter::new(&local.to_x25519(), HANDSHAKES_PER_SECOND)),
+            mac1_only: Arc::new(RateLimiter::new(&local.to_x25519(), u64::MAX)),
+        }
     }
 
     /// Starts a new one-second rate window; call once per second.
     pub fn reset_count(&self) {
-        self.0.reset_count();
+        self.counted.reset_count();
+        self.mac1_only.reset_count();
     }
 }
 
@@ -155,7 +168,10 @@ pub fn identify_initiator<'a>(
     datagram: &[u8],
     cookie_out: &'a mut [u8],
 ) -> Result<Initiator<'a>, SessionError> {
-    let packet = match limiter.0.verify_packet(Some(src), datagram, cookie_out) {
+    let packet = match limiter
+        .counted
+        .verify_packet(Some(src), datagram, cookie_out)
+    {
         Ok(p) => p,
         Err(TunnResult::WriteToNetwork(cookie)) => return Ok(Initiator::CookieReply(cookie)),
         Err(TunnResult::Err(e)) => return Err(e.into()),
@@ -175,6 +191,8 @@ pub fn identify_initiator<'a>(
 /// One WireGuard session with one peer.
 pub struct Session {
     tunn: Tunn,
+    /// The node's counting limiter, for handshake responses.
+    counted: Arc<RateLimiter>,
 }
 
 impl Session {
@@ -195,8 +213,9 @@ impl Session {
                 preshared_key,
                 persistent_keepalive,
                 slot & 0x00ff_ffff,
-                Some(limiter.0.clone()),
+                Some(Arc::clone(&limiter.mac1_only)),
             ),
+            counted: Arc::clone(&limiter.counted),
         }
     }
 
@@ -209,7 +228,9 @@ impl Session {
         convert(self.tunn.encapsulate(packet, out))
     }
 
-    /// Handles one datagram from this peer. After an [`Output::Network`] the caller
+    /// Handles one datagram from this peer. A handshake initiation must have passed
+    /// [`identify_initiator`] first (which counts it against the rate limit); a
+    /// handshake response is counted here. After an [`Output::Network`] the caller
     /// must call [`Session::flush_queued`] until it returns [`Output::Done`].
     pub fn decapsulate<'a>(
         &mut self,
@@ -219,6 +240,22 @@ impl Session {
     ) -> Output<'a> {
         if datagram.is_empty() || out.len() < datagram.len().max(crate::wire::HANDSHAKE_INIT_LEN) {
             return Output::Error(SessionError::Malformed);
+        }
+        if matches!(
+            crate::wire::classify(datagram),
+            Ok(crate::wire::Datagram::HandshakeResponse { .. })
+        ) {
+            let mut cookie = [0u8; crate::wire::COOKIE_REPLY_LEN];
+            match self.counted.verify_packet(src, datagram, &mut cookie) {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    let n = reply.len();
+                    out[..n].copy_from_slice(reply);
+                    return Output::CookieReply(&out[..n]);
+                }
+                Err(TunnResult::Err(e)) => return Output::Error(e.into()),
+                Err(_) => return Output::Error(SessionError::Malformed),
+            }
         }
         match convert(self.tunn.decapsulate(src, datagram, out)) {
             Output::Network(b) if b.first() == Some(&crate::wire::TYPE_COOKIE_REPLY) => {
@@ -358,5 +395,95 @@ mod tests {
             identify_initiator(&b_key, &b_lim, src, &init, &mut cookie),
             Err(SessionError::Authentication)
         ));
+    }
+
+    /// Each initiation passes the limiter once on its way in (identified, then handed
+    /// to the peer's session, as the data plane does): exactly
+    /// `HANDSHAKES_PER_SECOND` of them are answered within a second before the node
+    /// asks for cookies.
+    #[test]
+    fn each_initiation_counts_once_against_the_rate_limit() {
+        let b_key = PrivateKey::generate();
+        let b_lim = Limiter::new(&b_key.public_key());
+        let src: IpAddr = "192.0.2.1".parse().expect("addr");
+        let mut buf = vec![0u8; 2048];
+        let mut cookie = [0u8; 64];
+        let mut answered = 0u64;
+        for i in 0..=HANDSHAKES_PER_SECOND {
+            let a_key = PrivateKey::generate();
+            let a_lim = Limiter::new(&a_key.public_key());
+            let mut a = Session::new(&a_key, &b_key.public_key(), None, None, 1, &a_lim);
+            let init = match a.start_handshake(&mut buf) {
+                Output::Network(b) => b.to_vec(),
+                other => panic!("{other:?}"),
+            };
+            match identify_initiator(&b_key, &b_lim, src, &init, &mut cookie) {
+                Ok(Initiator::Peer(k)) => assert_eq!(k, a_key.public_key()),
+                Ok(Initiator::CookieReply(c)) => {
+                    assert_eq!(
+                        i, HANDSHAKES_PER_SECOND,
+                        "cookie after {answered} initiations"
+                    );
+                    assert!(matches!(classify(c), Ok(Datagram::CookieReply { .. })));
+                    continue;
+                }
+                Err(e) => panic!("initiation {i}: {e:?}"),
+            }
+            let slot = u32::try_from(i).expect("small") + 2;
+            let mut b = Session::new(&b_key, &a_key.public_key(), None, None, slot, &b_lim);
+            match b.decapsulate(Some(src), &init, &mut buf) {
+                Output::Network(r) => {
+                    assert!(matches!(
+                        classify(r),
+                        Ok(Datagram::HandshakeResponse { .. })
+                    ));
+                    answered += 1;
+                }
+                other => panic!("initiation {i} not answered: {other:?}"),
+            }
+        }
+        assert_eq!(answered, HANDSHAKES_PER_SECOND);
+    }
+
+    /// Handshake responses are counted too: beyond the rate, one without a cookie gets
+    /// a cookie reply instead of completing the handshake.
+    #[test]
+    fn responses_beyond_the_rate_get_a_cookie_reply() {
+        let a_key = PrivateKey::generate();
+        let b_key = PrivateKey::generate();
+        let a_lim = Limiter::new(&a_key.public_key());
+        let b_lim = Limiter::new(&b_key.public_key());
+        let src: IpAddr = "192.0.2.1".parse().expect("addr");
+        let mut buf = vec![0u8; 2048];
+        let mut cookie = [0u8; 64];
+        // Fill A's window with initiations from strangers (they count, then fail).
+        let stranger = PrivateKey::generate();
+        let s_lim = Limiter::new(&stranger.public_key());
+        for _ in 0..HANDSHAKES_PER_SECOND {
+            let mut s = Session::new(&stranger, &a_key.public_key(), None, None, 9, &s_lim);
+            let init = match s.start_handshake(&mut buf) {
+                Output::Network(b) => b.to_vec(),
+                other => panic!("{other:?}"),
+            };
+            let _ = identify_initiator(&a_key, &a_lim, src, &init, &mut cookie);
+        }
+        let mut a = Session::new(&a_key, &b_key.public_key(), None, None, 1, &a_lim);
+        let mut b = Session::new(&b_key, &a_key.public_key(), None, None, 7, &b_lim);
+        let init = match a.start_handshake(&mut buf) {
+            Output::Network(b) => b.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            identify_initiator(&b_key, &b_lim, src, &init, &mut cookie),
+            Ok(Initiator::Peer(_))
+        ));
+        let resp = match b.decapsulate(Some(src), &init, &mut buf) {
+            Output::Network(r) => r.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        match a.decapsulate(Some(src), &resp, &mut buf) {
+            Output::CookieReply(c) => assert_eq!(c.len(), 64),
+            other => panic!("expected a cookie reply, got {other:?}"),
+        }
     }
 }

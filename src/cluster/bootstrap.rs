@@ -2,11 +2,12 @@
 //! across restarts, the seeds' addresses, the underlay address to advertise, and the
 //! address block and members' endpoints saved by an earlier run.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Longest time one seed lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,26 +80,29 @@ pub(crate) fn detect_underlay_ip(seeds: &[SocketAddr]) -> Option<IpAddr> {
     })
 }
 
-/// Reads the cluster secrets (first one sends, all are accepted).
-pub(crate) fn read_secrets(files: &[PathBuf]) -> Result<Vec<[u8; 32]>> {
+/// Reads the cluster secrets (first one sends, all are accepted), zeroized when
+/// dropped, as is every copy made on the way.
+pub(crate) fn read_secrets(files: &[PathBuf]) -> Result<Zeroizing<Vec<[u8; 32]>>> {
     use base64::Engine as _;
-    files
-        .iter()
-        .map(|f| {
-            let text = crate::keyfile::read_secret(f, "cluster secret")?;
+    // Sized up front: a Vec that grows leaves its old buffer behind unzeroized.
+    let mut secrets = Zeroizing::new(Vec::with_capacity(files.len()));
+    for f in files {
+        let text = crate::keyfile::read_secret(f, "cluster secret")?;
+        let bytes = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(text.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "cluster secret file {} is not a valid secret: create one with `weftnet gensecret --output {}`",
-                        f.display(),
-                        f.display()
-                    )
-                })
-        })
-        .collect()
+                .unwrap_or_default(),
+        );
+        let Ok(secret) = <&[u8; 32]>::try_from(bytes.as_slice()) else {
+            bail!(
+                "cluster secret file {} is not a valid secret: create one with `weftnet gensecret --output {}`",
+                f.display(),
+                f.display()
+            );
+        };
+        secrets.push(*secret);
+    }
+    Ok(secrets)
 }
 
 /// A boot epoch that grows across restarts even if the clock steps back: the larger

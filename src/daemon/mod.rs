@@ -1,9 +1,10 @@
 //! `weftnet up`, as wiring: validates the settings, reads the key and secrets (and in
 //! Kubernetes mode this Node), then starts the node ([`start`]) under one
 //! [`Teardown`] that owns everything created (the HTTP endpoints for probes and
-//! metrics included), and runs it until SIGINT, SIGTERM,
-//! SIGHUP, SIGQUIT, `weftnet leave` or a failure (a data-plane thread, the control socket, the
-//! control plane task); then leaves the mesh gracefully and removes what it created.
+//! metrics included), and runs it until SIGINT, SIGTERM, SIGHUP, SIGQUIT, `weftnet
+//! leave` or a failure (a data-plane thread, the control plane task; the control
+//! socket retries accept errors and ends only by a panic); then leaves the mesh
+//! gracefully and removes what it created.
 //! Decisions live in the node reconciler (`weftnet_proto::node`); nothing here decides.
 
 mod start;
@@ -52,21 +53,23 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
     if !system::has_net_admin() {
         bail!("weftnet up needs CAP_NET_ADMIN to create {}: run it as root, or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)", config.interface);
     }
-    keyfile::ensure_state_dir(&config.state_dir)?;
+    let state_dir_was = keyfile::ensure_state_dir(&config.state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(up(config, started))
+    runtime.block_on(up(config, started, state_dir_was))
 }
 
 /// The node's key, secrets and (in Kubernetes mode) Node facts, then everything else
 /// under one [`Teardown`] that runs on every way out.
-async fn up(mut config: Config, started: SystemTime) -> Result<()> {
+/// `state_dir_was`: the state directory's mode before it was set to 0700, if it was
+/// another (logged once the node is up).
+async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>) -> Result<()> {
     let secrets = match &config.cluster {
         Some(c) => cluster::read_secrets(&c.secret_files)?,
-        None => Vec::new(),
+        None => Default::default(),
     };
     let key_existed = config.private_key_file.exists();
     let key = keyfile::load_private_key(&config.private_key_file, config.private_key_is_default)?;
@@ -90,12 +93,20 @@ async fn up(mut config: Config, started: SystemTime) -> Result<()> {
     if !key_existed {
         tracing::info!(path = %config.private_key_file.display(), "created a new private key");
     }
+    let state_dir = config.state_dir.clone();
     let netlink = Arc::new(Netlink::connect()?);
     let mut teardown = Teardown::new(Arc::clone(&netlink));
     let result =
         match start::start(config, key, secrets, kube, started, &netlink, &mut teardown).await {
             Ok(running) => {
                 teardown.started();
+                if let Some(mode) = state_dir_was {
+                    tracing::info!(
+                        path = %state_dir.display(),
+                        was = format!("{mode:04o}"),
+                        "state directory set to mode 0700"
+                    );
+                }
                 running.run().await
             }
             Err(e) => Err(e),
@@ -127,7 +138,8 @@ async fn stop_signal() {
 struct Running {
     commands: mpsc::Sender<Command>,
     shell: JoinHandle<()>,
-    server: JoinHandle<Result<()>>,
+    /// The control socket; it never ends by itself (accept errors are retried).
+    server: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
     shutdown: Arc<Notify>,
     /// Turns `Some` when a data-plane thread dies.
@@ -149,10 +161,7 @@ impl Running {
             _ = hup.recv() => Ok("SIGHUP"),
             _ = quit.recv() => Ok("SIGQUIT"),
             _ = self.shutdown.notified() => Ok("weftnet leave"),
-            r = &mut self.server => match r {
-                Ok(Err(e)) => Err(e.context("the control socket failed")),
-                _ => Err(anyhow::anyhow!("the control socket task ended")),
-            },
+            _ = &mut self.server => Err(anyhow::anyhow!("the control socket task ended")),
             _ = &mut self.shell => Err(anyhow::anyhow!("the control plane task ended")),
             failed = self.failure.wait_for(Option::is_some) => {
                 let why = failed.ok().and_then(|f| f.clone()).unwrap_or_default();

@@ -49,7 +49,7 @@ struct HostSide {
 pub(super) async fn start(
     config: Config,
     key: PrivateKey,
-    secrets: Vec<[u8; 32]>,
+    secrets: zeroize::Zeroizing<Vec<[u8; 32]>>,
     kube: Option<kube::Started>,
     started: SystemTime,
     netlink: &Arc<Netlink>,
@@ -309,7 +309,7 @@ async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<O
 fn reconciler(
     config: &Config,
     key: &PrivateKey,
-    secrets: Vec<[u8; 32]>,
+    secrets: zeroize::Zeroizing<Vec<[u8; 32]>>,
     host: &HostSide,
 ) -> Result<Node> {
     let gossip = match (&config.cluster, host.endpoint) {

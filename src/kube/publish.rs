@@ -202,6 +202,7 @@ impl Publish {
         });
     }
 
+    /// Sets this Node's weftnet annotations (a merge patch of `metadata.annotations`).
     async fn annotate(&self, api: &Api<Node>, blocks: &[IpNet]) -> Result<(), kube::Error> {
         let cidrs: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
         let mut annotations = serde_json::Map::new();
@@ -211,7 +212,9 @@ impl Publish {
             annotations.insert(ANNOTATION_ENDPOINT.into(), e.to_string().into());
         }
         let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-        api.patch(
+        // Through the status subresource, which applies metadata too: the ClusterRole
+        // then needs `patch` on `nodes/status` only, not on every Node.
+        api.patch_status(
             &self.config.node_name,
             &PatchParams::default(),
             &Patch::Merge(&patch),

@@ -12,8 +12,9 @@ use super::error::GossipError;
 use blake2::digest::{Digest as _, Mac as _};
 use blake2::{Blake2s256, Blake2sMac256};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use std::fmt;
+use zeroize::Zeroizing;
 
 /// First byte of every gossip datagram (PROTOCOL.md §1.1).
 pub const GOSSIP_TYPE: u8 = 0x40;
@@ -55,7 +56,9 @@ pub(crate) fn key_id(key: &[u8; 32]) -> [u8; 4] {
     [digest[0], digest[1], digest[2], digest[3]]
 }
 
-/// The AEAD key derived from one cluster secret. `Debug` never shows key material.
+/// The AEAD key derived from one cluster secret. `Debug` never shows key material;
+/// the cipher zeroizes its key when dropped (chacha20poly1305 does), and the derived
+/// key is zeroized as soon as the cipher holds it.
 #[derive(Clone)]
 pub(crate) struct ClusterKey {
     id: [u8; 4],
@@ -71,8 +74,9 @@ impl fmt::Debug for ClusterKey {
 impl ClusterKey {
     /// The key and key id of `secret` (see [`derive_key`], [`key_id`]).
     pub(crate) fn derive(secret: &[u8; 32]) -> Self {
-        let key = derive_key(secret);
-        let cipher = XChaCha20Poly1305::new(&key.into());
+        let key = Zeroizing::new(derive_key(secret));
+        // `from_slice` borrows: the only copy is the cipher's own.
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(&key[..]));
         Self {
             id: key_id(&key),
             cipher,

@@ -49,6 +49,7 @@ use reconcile::Installed;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// How long a new node listens to the mesh before it claims a block, so that it
 /// knows the blocks already taken.
@@ -120,13 +121,15 @@ pub enum Effect {
     Notice(Notice),
 }
 
-/// Gossip settings: present when the node has a cluster secret.
-#[derive(Debug, Clone)]
+/// Gossip settings: present when the node has a cluster secret. `Debug` never shows
+/// the secrets.
+#[derive(Clone)]
 pub struct GossipSetup {
     /// Protocol timers and limits.
     pub config: GossipConfig,
-    /// Cluster secrets: the first seals, all are accepted.
-    pub secrets: Vec<[u8; 32]>,
+    /// Cluster secrets: the first seals, all are accepted. Zeroized when dropped (the
+    /// node keeps only the derived keys).
+    pub secrets: Zeroizing<Vec<[u8; 32]>>,
     /// This node's name in the mesh.
     pub name: String,
     /// Where other nodes reach this one.
@@ -140,6 +143,24 @@ pub struct GossipSetup {
     /// Members' endpoints saved by an earlier run ([`Effect::PersistMembers`]): joined
     /// at start beside the seeds, so a node rejoins after a restart without `--join`.
     pub known: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for GossipSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipSetup")
+            .field("config", &self.config)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("epoch", &self.epoch)
+            .field("rng_seed", &self.rng_seed)
+            .field("seeds", &self.seeds)
+            .field("known", &self.known)
+            .finish()
+    }
 }
 
 /// What the node is configured with.

@@ -99,7 +99,7 @@ impl Net {
             group_filter: GroupFilter::default(),
             gossip: Some(GossipSetup {
                 config: GossipConfig::default(),
-                secrets: vec![[spec.secret; 32]],
+                secrets: vec![[spec.secret; 32]].into(),
                 name: spec.name.into(),
                 endpoint: addr_of(i),
                 epoch: (self.now - self.base).as_millis() as u64,
