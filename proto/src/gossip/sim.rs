@@ -62,7 +62,7 @@ pub struct SimNode {
     /// Events with the virtual time they were polled (if recorded).
     pub events: Vec<(Duration, Event)>,
     /// Dropped datagrams per [`GossipError::index`].
-    pub errors: [u64; 7],
+    pub errors: [u64; GossipError::COUNT],
     /// Datagrams sent.
     pub sent_datagrams: u64,
     /// Bytes (UDP payload) sent.
@@ -180,7 +180,7 @@ impl Sim {
             secret,
             record,
             events: Vec::new(),
-            errors: [0; 7],
+            errors: [0; GossipError::COUNT],
             sent_datagrams: 0,
             sent_bytes: 0,
             boots: 0,
@@ -416,8 +416,8 @@ impl Sim {
     }
 
     /// Datagram errors of every host, summed per kind.
-    pub fn errors(&self) -> [u64; 7] {
-        let mut sum = [0; 7];
+    pub fn errors(&self) -> [u64; GossipError::COUNT] {
+        let mut sum = [0; GossipError::COUNT];
         for n in &self.nodes {
             for (s, e) in sum.iter_mut().zip(n.errors) {
                 *s += e;

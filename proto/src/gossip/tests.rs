@@ -2,7 +2,7 @@
 //! public API's behaviour one feature at a time.
 
 use super::codec::{Message, PLAIN_HEADER_LEN};
-use super::seal::{ClusterKey, HEADER_LEN};
+use super::seal::{ClusterKey, Receiver, HEADER_LEN};
 use super::sim::{Sim, SimConfig};
 use super::*;
 use crate::keys::PublicKey;
@@ -55,7 +55,7 @@ fn two_nodes_learn_each_other() {
     assert_eq!(ga.members().len(), 1);
     assert!(ga.member(&a.key).is_none(), "not a member of itself");
     assert!(matches!(&a.events[..], [(_, Event::Up(r))] if r.public_key == b.key));
-    assert_eq!(sim.errors(), [0; 7]);
+    assert_eq!(sim.errors(), [0; GossipError::COUNT]);
 }
 
 #[test]
@@ -221,12 +221,24 @@ fn replay_tamper_own_key_and_strangers_are_rejected() {
     sim.inject(0, from, stranger);
     sim.inject(0, from, vec![0x40; 1201]);
     sim.inject(0, from, vec![0x40, 9, 0, 0]);
-    // node 0's own datagram looped back to it
+    // node 0's own datagram to node 1, looped back to it: sealed for node 1
     sim.tap = Some(0);
     sim.tapped.clear();
     sim.run_until(sim.elapsed() + Duration::from_secs(1));
     let (_, own) = sim.tapped.first().cloned().expect("node 0 sent something");
     sim.inject(0, from, own);
+    // a datagram for node 0 claiming to come from node 0's key
+    let key0 = sim.node(0).key;
+    let mut p = Vec::new();
+    super::codec::Header {
+        sender: key0,
+        epoch: 1,
+        seq: 1,
+    }
+    .encode(&mut p);
+    Message::Ping { probe: 1 }.encode(&mut p);
+    let looped = ClusterKey::derive(&SECRET).seal(Receiver::Key(&key0), &[3; 24], &p);
+    sim.inject(0, from, looped);
     sim.run_until(sim.elapsed() + Duration::from_millis(10));
     let after = sim.node(0).errors;
     let delta = |e: GossipError| after[e.index()] - before[e.index()];
@@ -236,6 +248,7 @@ fn replay_tamper_own_key_and_strangers_are_rejected() {
     assert_eq!(delta(GossipError::Oversized), 1);
     assert_eq!(delta(GossipError::Version(0)), 1);
     assert_eq!(delta(GossipError::OwnKey), 1);
+    assert_eq!(delta(GossipError::Misdirected), 1);
 }
 
 #[test]
@@ -311,7 +324,8 @@ fn sealed(body: &[u8], seq: u64) -> Vec<u8> {
     }
     .encode(&mut p);
     p.extend_from_slice(body);
-    ClusterKey::derive(&SECRET).seal(&[seq as u8; 24], &p)
+    let to = PublicKey::from_bytes([1; 32]);
+    ClusterKey::derive(&SECRET).seal(Receiver::Key(&to), &[seq as u8; 24], &p)
 }
 
 #[test]
@@ -371,7 +385,7 @@ proptest! {
                     endpoint: SocketAddr::from(([10, 0, 0, b], 1)),
                 }
                 .encode(&mut body),
-                4 => Message::Join.encode(&mut body),
+                4 => Message::Join { cookie: (a & 1 == 1).then_some([b; 16]) }.encode(&mut body),
                 6 => Message::Digest(vec![super::codec::Pair {
                     level: [0, 5, 10][usize::from(b % 3)],
                     pull: a & 1 == 1,
