@@ -231,6 +231,22 @@ impl Sim {
         self.boot(i);
     }
 
+    /// Moves host `i` to the underlay address `addr` (a roaming host): its datagrams
+    /// come from there and it announces the new endpoint in its record.
+    pub fn move_node(&mut self, i: usize, addr: SocketAddr) {
+        let old = self.nodes[i].addr;
+        self.by_addr.remove(&old);
+        self.by_addr.insert(addr, i);
+        self.nodes[i].addr = addr;
+        self.nodes[i].record.endpoint = addr;
+        let now = self.now;
+        if let Some(g) = self.nodes[i].gossip.as_mut() {
+            // Only the endpoint changes, which is always a valid record.
+            let _ = g.update_record(|r| r.endpoint = addr, now);
+        }
+        self.after(i);
+    }
+
     /// Splits the network: hosts in different groups cannot reach each other.
     /// `None` heals it.
     pub fn partition(&mut self, groups: Option<Vec<u32>>) {
