@@ -688,10 +688,7 @@ fn members_are_answered_at_their_recorded_endpoint() {
     sim.run_until(sim.elapsed() + Duration::from_millis(1));
     assert!(sim.tapped.iter().all(|(to, _)| *to != spoofed));
     let acked = sim.tapped.iter().any(|(to, d)| {
-        *to == sim.node(1).addr
-            && open_for(&key1, d)
-                .iter()
-                .any(|m| *m == Message::Ack { probe: 77 })
+        *to == sim.node(1).addr && open_for(&key1, d).contains(&Message::Ack { probe: 77 })
     });
     assert!(acked, "the ack went to the recorded endpoint");
 }
