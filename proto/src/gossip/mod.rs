@@ -7,8 +7,13 @@
 //! specified in `PROTOCOL.md` §6:
 //!
 //! - **Envelope** (`seal`, `replay`): XChaCha20-Poly1305 under a key derived from the
-//!   cluster secret, key ids for rotation, per-sender boot epochs and sequence
-//!   windows against replay. Without the secret a host can neither read nor inject.
+//!   cluster secret, key ids for rotation, each datagram bound to its receiver's key,
+//!   per-sender boot epochs (bounded by the clock) and sequence windows against
+//!   replay. Without the secret a host can neither read nor inject, and a captured
+//!   datagram is accepted at most once, by the node it was sealed for.
+//! - **Reflection** (`handle`, `sync`): answers go to members' recorded endpoints; an
+//!   unproven source address gets no more bytes than it sent, and a joiner gets the
+//!   state only after a cookie round trip (Join, Challenge, Join with cookie).
 //! - **Membership** (`member`, `merge`, `table`): one entry per node (record, epoch,
 //!   incarnation, state) merged by a total order, so all views converge.
 //! - **Failure detection** (`probe`): SWIM with indirect probes, suspicion and

@@ -1,8 +1,10 @@
 //! Anti-entropy (PROTOCOL.md §6.8-6.9): periodic digest exchange with a random
 //! member, descending the bucket tree only where views differ and exchanging the
 //! entries of small differing buckets; reconnection to dead members so healed
-//! partitions merge; join replies. Everything a peer can make this node send here is
-//! bounded by a token bucket.
+//! partitions merge; joins (a Challenge with an address cookie first, the state once
+//! the cookie comes back from the same address, PROTOCOL.md §6.9). Everything a peer
+//! can make this node send here is bounded by a token bucket, and by the bytes it sent
+//! while its address is unproven.
 
 use super::codec::{
     key8, put_endpoint, Cookie, Message, Pair, Summary, COOKIE_LEN, MAX_PAIRS_PER_DIGEST,
