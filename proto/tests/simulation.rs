@@ -88,7 +88,7 @@ fn fifty_nodes_converge_from_one_seed() {
             assert_eq!(m.record.name, format!("node-{j}"));
         }
     }
-    assert_eq!(s.errors(), [0; 7]);
+    assert_eq!(s.errors(), [0; GossipError::COUNT]);
     println!("50 nodes converged after {:?}", t);
 }
 
@@ -384,7 +384,11 @@ fn wrong_secret_never_enters_and_replays_are_rejected() {
     }
     let g = s.node(intruder).gossip.as_ref().expect("running");
     assert!(g.members().is_empty(), "the intruder learned members");
-    assert_eq!(s.node(intruder).errors, [0; 7], "nobody ever answered it");
+    assert_eq!(
+        s.node(intruder).errors,
+        [0; GossipError::COUNT],
+        "nobody ever answered it"
+    );
     let rejected =
         s.error_count(GossipError::UnknownKey) + s.error_count(GossipError::Authentication);
     assert!(

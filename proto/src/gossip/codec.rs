@@ -18,6 +18,7 @@ pub(crate) const MAX_MESSAGES_PER_DATAGRAM: usize = 128;
 /// Most bucket pairs one digest message may carry.
 pub(crate) const MAX_PAIRS_PER_DIGEST: usize = 80;
 
+pub(crate) const MSG_PADDING: u8 = 0x00;
 pub(crate) const MSG_PING: u8 = 0x01;
 pub(crate) const MSG_ACK: u8 = 0x02;
 pub(crate) const MSG_PING_REQ: u8 = 0x03;
@@ -26,6 +27,11 @@ pub(crate) const MSG_ENTRY: u8 = 0x05;
 pub(crate) const MSG_DIGEST: u8 = 0x06;
 pub(crate) const MSG_STATE: u8 = 0x07;
 pub(crate) const MSG_SUMMARY: u8 = 0x08;
+pub(crate) const MSG_CHALLENGE: u8 = 0x09;
+/// Length of an address cookie (PROTOCOL.md §6.9).
+pub(crate) const COOKIE_LEN: usize = 16;
+/// An address cookie.
+pub(crate) type Cookie = [u8; COOKIE_LEN];
 /// Most items one summary may carry.
 pub(crate) const MAX_SUMMARY_ITEMS: usize = 64;
 
@@ -77,7 +83,19 @@ pub(crate) enum Message {
         target: PublicKey,
         endpoint: SocketAddr,
     },
-    Join,
+    /// A join request; `cookie` echoes a [`Message::Challenge`] to prove the source
+    /// address.
+    Join {
+        cookie: Option<Cookie>,
+    },
+    /// The answer to a Join without a valid cookie: repeat it with this cookie.
+    Challenge {
+        cookie: Cookie,
+    },
+    /// `len` zero bytes (type byte included) up to the end of the plaintext.
+    Padding {
+        len: usize,
+    },
     /// An entry; `rumor` entries (type 0x05) are passed on when they were news,
     /// state transfers (type 0x07: anti-entropy, join replies) are not.
     Entry {
@@ -389,7 +407,21 @@ impl Message {
                 out.extend_from_slice(target.as_bytes());
                 put_endpoint(out, *endpoint);
             }
-            Self::Join => out.push(MSG_JOIN),
+            Self::Join { cookie } => {
+                out.push(MSG_JOIN);
+                match cookie {
+                    Some(c) => {
+                        out.push(COOKIE_LEN as u8);
+                        out.extend_from_slice(c);
+                    }
+                    None => out.push(0),
+                }
+            }
+            Self::Challenge { cookie } => {
+                out.push(MSG_CHALLENGE);
+                out.extend_from_slice(cookie);
+            }
+            Self::Padding { len } => out.resize(out.len() + len, MSG_PADDING),
             Self::Entry { entry, rumor } => {
                 out.push(if *rumor { MSG_ENTRY } else { MSG_STATE });
                 entry.encode(out);
@@ -439,7 +471,22 @@ pub(crate) fn decode_plaintext(buf: &[u8]) -> Result<(Header, Vec<Message>), Mal
                 target: r.key()?,
                 endpoint: r.endpoint()?,
             },
-            MSG_JOIN => Message::Join,
+            MSG_JOIN => Message::Join {
+                cookie: match usize::from(r.u8()?) {
+                    0 => None,
+                    COOKIE_LEN => Some(r.array()?),
+                    _ => return Err(Malformed),
+                },
+            },
+            MSG_CHALLENGE => Message::Challenge { cookie: r.array()? },
+            MSG_PADDING => {
+                // The rest of the plaintext, all zero.
+                let len = r.buf.len() + 1;
+                if r.take(len - 1)?.iter().any(|&b| b != 0) {
+                    return Err(Malformed);
+                }
+                Message::Padding { len }
+            }
             t @ (MSG_ENTRY | MSG_STATE) => {
                 entries += 1;
                 if entries > MAX_ENTRIES_PER_DATAGRAM {
@@ -539,7 +586,13 @@ mod tests {
                 target: PublicKey::from_bytes([4; 32]),
                 endpoint: "192.0.2.4:51820".parse().expect("addr"),
             },
-            Message::Join,
+            Message::Join { cookie: None },
+            Message::Join {
+                cookie: Some([0xc0; COOKIE_LEN]),
+            },
+            Message::Challenge {
+                cookie: [0x5e; COOKIE_LEN],
+            },
             Message::Entry {
                 entry: entry(Rank::Suspect),
                 rumor: true,
@@ -570,6 +623,7 @@ mod tests {
                     hash: 0,
                 },
             ]),
+            Message::Padding { len: 20 },
         ];
         let bytes = plaintext(&messages);
         let (h, got) = decode_plaintext(&bytes).expect("decodes");
@@ -631,6 +685,21 @@ mod tests {
             })
             .collect();
         assert_eq!(decode_plaintext(&plaintext(&many)), Err(Malformed));
+        // a join cookie is absent or 16 bytes; padding is zero to the end
+        let mut join = plaintext(&[Message::Join { cookie: None }]);
+        join[PLAIN_HEADER_LEN + 1] = 15;
+        join.extend_from_slice(&[0; 15]);
+        assert_eq!(decode_plaintext(&join), Err(Malformed));
+        let mut pad = plaintext(&[Message::Ping { probe: 1 }, Message::Padding { len: 9 }]);
+        assert!(decode_plaintext(&pad).is_ok());
+        let last = pad.len() - 1;
+        pad[last] = 1;
+        assert_eq!(decode_plaintext(&pad), Err(Malformed));
+        let challenge = plaintext(&[Message::Challenge { cookie: [1; 16] }]);
+        assert_eq!(
+            decode_plaintext(&challenge[..challenge.len() - 1]),
+            Err(Malformed)
+        );
     }
 
     proptest! {

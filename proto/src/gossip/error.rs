@@ -28,11 +28,19 @@ pub enum GossipError {
     /// second node configured with the same private key.
     #[error("gossip datagram from our own public key")]
     OwnKey,
+    /// Sealed for another receiver (a copy replayed to this node), or for an unknown
+    /// receiver but not a lone Join.
+    #[error("gossip datagram sealed for another receiver")]
+    Misdirected,
+    /// The sender's boot epoch is more than the allowance ahead of this node's clock:
+    /// it would poison the sender's replay window.
+    #[error("gossip datagram from a boot epoch in the future")]
+    FutureEpoch,
 }
 
 impl GossipError {
     /// Every error, for counters.
-    pub const ALL: [GossipError; 7] = [
+    pub const ALL: [GossipError; Self::COUNT] = [
         Self::Malformed,
         Self::Oversized,
         Self::Version(0),
@@ -40,7 +48,12 @@ impl GossipError {
         Self::Authentication,
         Self::Replay,
         Self::OwnKey,
+        Self::Misdirected,
+        Self::FutureEpoch,
     ];
+
+    /// Number of errors (the length of [`GossipError::ALL`]).
+    pub const COUNT: usize = 9;
 
     /// Stable snake_case counter name.
     pub fn as_str(self) -> &'static str {
@@ -52,6 +65,8 @@ impl GossipError {
             Self::Authentication => "gossip_authentication",
             Self::Replay => "gossip_replay",
             Self::OwnKey => "gossip_own_key",
+            Self::Misdirected => "gossip_misdirected",
+            Self::FutureEpoch => "gossip_future_epoch",
         }
     }
 
@@ -65,6 +80,8 @@ impl GossipError {
             Self::Authentication => 4,
             Self::Replay => 5,
             Self::OwnKey => 6,
+            Self::Misdirected => 7,
+            Self::FutureEpoch => 8,
         }
     }
 

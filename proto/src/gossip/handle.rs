@@ -1,9 +1,12 @@
-//! Receiving one datagram (PROTOCOL.md §6.2-6.4): envelope checks and decryption,
-//! plaintext decoding, replay protection per sender, then the messages, entries first.
+//! Receiving one datagram (PROTOCOL.md §6.2-6.4, §6.9): envelope checks and
+//! decryption for this receiver, plaintext decoding, the epoch bound and replay
+//! protection per sender, then the messages, entries first. Answers go to a member's
+//! recorded endpoint; a stranger's source address gets no more bytes than it sent
+//! until a cookie round trip proves it.
 
 use super::codec::{decode_plaintext, Header, Message};
 use super::error::GossipError;
-use super::node::Gossip;
+use super::node::{Gossip, MAX_EPOCH_AHEAD_MS};
 use super::replay::ReplayWindow;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -23,14 +26,36 @@ impl Gossip {
     ) -> Result<(), GossipError> {
         self.advance(now);
         let mut plaintext = std::mem::take(&mut self.scratch);
+        let me = self.me.public_key;
         let result = self
             .keys
-            .open(datagram, &mut plaintext)
-            .and_then(|()| decode_plaintext(&plaintext).map_err(|_| GossipError::Malformed));
+            .open(datagram, &me, &mut plaintext)
+            .and_then(|unknown| {
+                decode_plaintext(&plaintext)
+                    .map(|decoded| (unknown, decoded))
+                    .map_err(|_| GossipError::Malformed)
+            });
         self.scratch = plaintext;
-        let (header, messages) = result?;
-        if header.sender == self.me.public_key {
+        let (unknown_receiver, (header, messages)) = result?;
+        if header.sender == me {
             return Err(GossipError::OwnKey);
+        }
+        if unknown_receiver && !is_first_join(&messages) {
+            return Err(GossipError::Misdirected);
+        }
+        let limit = self.current_epoch().saturating_add(MAX_EPOCH_AHEAD_MS);
+        if header.epoch > limit {
+            return Err(GossipError::FutureEpoch);
+        }
+        if unknown_receiver {
+            // Stateless: no replay state, nothing applied; a Challenge no larger than
+            // the Join goes to the (unproven) source.
+            if !self.left {
+                self.limit = Some((from, datagram.len()));
+                self.on_join(from, &header.sender, None);
+                self.limit = None;
+            }
+            return Ok(());
         }
         self.check_replay(&header)?;
         if self.left {
@@ -52,21 +77,34 @@ impl Gossip {
             self.next_sync = self.next_sync.min(soon);
         }
         self.adopt_stranger(&header);
+        // Members are answered at their recorded endpoint (after this datagram's
+        // entries, so a member announcing a new endpoint is answered there; forgotten
+        // members at their last one, so that they can refute); others at
+        // the source address, which gets no more bytes than this datagram unless it is
+        // a seed this node contacted.
+        let sender = header.sender;
+        let recorded = self.reply_endpoint(&sender);
+        let to = recorded.unwrap_or(from);
+        if recorded != Some(from) && !self.seeds.contains(&from) {
+            self.limit = Some((from, datagram.len()));
+        }
         for m in rest {
             match m {
-                Message::Ping { probe } => self.on_ping(from, probe),
-                Message::Ack { probe } => self.on_ack(&header.sender, probe),
+                Message::Ping { probe } => self.on_ping(to, &sender, probe),
+                Message::Ack { probe } => self.on_ack(&sender, probe),
                 Message::PingReq {
                     probe,
                     target,
                     endpoint,
-                } => self.on_ping_req(from, probe, target, endpoint),
-                Message::Join => self.on_join(from),
-                Message::Digest(pairs) => self.on_digest(from, pairs),
-                Message::Summary(summary) => self.on_summary(from, summary),
-                Message::Entry { .. } => {}
+                } => self.on_ping_req((to, &sender), recorded.is_some(), probe, target, endpoint),
+                Message::Join { cookie } => self.on_join(from, &sender, cookie),
+                Message::Challenge { cookie } => self.on_challenge(from, &sender, cookie),
+                Message::Digest(pairs) => self.on_digest(to, &sender, pairs),
+                Message::Summary(summary) => self.on_summary(to, &sender, summary),
+                Message::Entry { .. } | Message::Padding { .. } => {}
             }
         }
+        self.limit = None;
         Ok(())
     }
 
@@ -134,4 +172,14 @@ impl Gossip {
             }
         }
     }
+}
+
+/// Whether `messages` are what a datagram to an unknown receiver may carry: one Join
+/// without cookie, optionally followed by padding.
+fn is_first_join(messages: &[Message]) -> bool {
+    matches!(
+        messages,
+        [Message::Join { cookie: None }]
+            | [Message::Join { cookie: None }, Message::Padding { .. }]
+    )
 }

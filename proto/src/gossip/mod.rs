@@ -7,8 +7,13 @@
 //! specified in `PROTOCOL.md` §6:
 //!
 //! - **Envelope** (`seal`, `replay`): XChaCha20-Poly1305 under a key derived from the
-//!   cluster secret, key ids for rotation, per-sender boot epochs and sequence
-//!   windows against replay. Without the secret a host can neither read nor inject.
+//!   cluster secret, key ids for rotation, each datagram bound to its receiver's key,
+//!   per-sender boot epochs (bounded by the clock) and sequence windows against
+//!   replay. Without the secret a host can neither read nor inject, and a captured
+//!   datagram is accepted at most once, by the node it was sealed for.
+//! - **Reflection** (`handle`, `sync`): answers go to members' recorded endpoints; an
+//!   unproven source address gets no more bytes than it sent, and a joiner gets the
+//!   state only after a cookie round trip (Join, Challenge, Join with cookie).
 //! - **Membership** (`member`, `merge`, `table`): one entry per node (record, epoch,
 //!   incarnation, state) merged by a total order, so all views converge.
 //! - **Failure detection** (`probe`): SWIM with indirect probes, suspicion and
@@ -64,7 +69,9 @@ pub use record::{NodeRecord, RecordError, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFI
 pub use seal::{GOSSIP_TYPE, MAX_DATAGRAM};
 
 /// Feeds arbitrary bytes to a node as its plaintext, sealed with the node's own
-/// cluster key, so that fuzzers reach the decoders behind the AEAD. Must never panic.
+/// cluster key (once for the node, once for an unknown receiver), so that fuzzers
+/// reach the decoders and handlers behind the AEAD. The node's epoch is the largest,
+/// so that no sender epoch is refused as being in the future. Must never panic.
 #[doc(hidden)]
 pub fn fuzz_plaintext(data: &[u8]) {
     let secret = [7u8; 32];
@@ -77,12 +84,15 @@ pub fn fuzz_plaintext(data: &[u8]) {
         version: 0,
     };
     let now = std::time::Instant::now();
-    let Ok(mut g) = Gossip::new(GossipConfig::default(), &[secret], me, 1, 1, now) else {
+    let Ok(mut g) = Gossip::new(GossipConfig::default(), &[secret], me, u64::MAX, 1, now) else {
         return;
     };
-    let datagram = seal::ClusterKey::derive(&secret).seal(&[0; 24], data);
+    let cluster = seal::ClusterKey::derive(&secret);
     let from = std::net::SocketAddr::from(([192, 0, 2, 2], 51820));
-    let _ = g.handle_datagram(from, &datagram, now);
+    let bound = cluster.seal(seal::Receiver::Key(&key), &[0; 24], data);
+    let _ = g.handle_datagram(from, &bound, now);
+    let unknown = cluster.seal(seal::Receiver::Unknown, &[1; 24], data);
+    let _ = g.handle_datagram(from, &unknown, now);
     g.handle_timeout(now + std::time::Duration::from_secs(5));
     while g.poll_transmit().is_some() {}
     while g.poll_event().is_some() {}

@@ -24,6 +24,11 @@ use std::time::{Duration, Instant};
 
 /// Most seed addresses remembered.
 const MAX_SEEDS: usize = 64;
+/// How far (in milliseconds) a sender's boot epoch may be ahead of this node's
+/// wall-clock epoch (PROTOCOL.md §6.3): one hour of clock skew.
+pub(crate) const MAX_EPOCH_AHEAD_MS: u64 = 3_600_000;
+/// Lifetime of one cookie key period; a cookie is accepted in its period and the next.
+pub(crate) const COOKIE_PERIOD: Duration = Duration::from_secs(120);
 
 /// A summary of a node's whole view (every entry's key, epoch, incarnation, state and
 /// record version): two nodes with equal digests hold the same view.
@@ -48,6 +53,13 @@ pub struct Gossip {
     pub(super) me: NodeRecord,
     pub(super) my_claim: Claim,
     pub(super) boot_epoch: u64,
+    /// When this node was created: `boot_epoch` in wall-clock terms.
+    pub(super) created: Instant,
+    /// Local secret under which address cookies are MACed (never sent).
+    pub(super) cookie_secret: CookieSecret,
+    /// While a datagram from an unproven address is handled: that address and the
+    /// bytes that may still be sent to it.
+    pub(super) limit: Option<(SocketAddr, usize)>,
     pub(super) seq: u64,
     pub(super) nonce_prefix: [u8; 16],
     pub(super) rng: Rng,
@@ -73,6 +85,16 @@ pub struct Gossip {
     pub(super) next_maintenance: Instant,
     pub(super) next_join: Option<Instant>,
     pub(super) join_backoff: Duration,
+}
+
+/// The local cookie secret; `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct CookieSecret(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for CookieSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieSecret(<redacted>)")
+    }
 }
 
 /// `now + d`, saturating instead of panicking far in the future.
@@ -110,6 +132,13 @@ impl Gossip {
         h.update(rng_seed.to_le_bytes());
         let mut nonce_prefix = [0u8; 16];
         nonce_prefix.copy_from_slice(&h.finalize()[..16]);
+        let mut h = Blake2s256::new();
+        h.update(b"weftnet gossip v2 cookie secret");
+        h.update(me.public_key.as_bytes());
+        h.update(boot_epoch.to_le_bytes());
+        h.update(rng_seed.to_le_bytes());
+        h.update(secrets[0]);
+        let cookie_secret = CookieSecret(h.finalize().into());
         let my_claim = Claim {
             epoch: boot_epoch,
             incarnation: 0,
@@ -138,6 +167,9 @@ impl Gossip {
             me,
             my_claim,
             boot_epoch,
+            created: now,
+            cookie_secret,
+            limit: None,
             seq: 0,
             nonce_prefix,
             rng,
@@ -378,6 +410,13 @@ impl Gossip {
         }
     }
 
+    /// This node's wall-clock epoch now: the boot epoch plus the time since creation.
+    pub(super) fn current_epoch(&self) -> u64 {
+        let ms = self.now.saturating_duration_since(self.created).as_millis();
+        self.boot_epoch
+            .saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
     /// Records the caller's clock; a `now` older than one seen before is ignored.
     pub(super) fn advance(&mut self, now: Instant) -> Instant {
         if now > self.now {
@@ -452,5 +491,15 @@ impl Gossip {
             .record
             .as_ref()
             .map(RecordBody::endpoint)
+    }
+
+    /// Where datagrams of `key` are answered: its recorded endpoint, or for a
+    /// tombstone the endpoint of the record it replaced. `None` for strangers.
+    pub(super) fn reply_endpoint(&self, key: &PublicKey) -> Option<SocketAddr> {
+        let slot = self.table.get(key)?;
+        slot.record
+            .as_ref()
+            .map(RecordBody::endpoint)
+            .or(slot.last_endpoint)
     }
 }

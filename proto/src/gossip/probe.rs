@@ -29,6 +29,7 @@ pub(crate) struct Relay {
     pub(crate) id: u32,
     pub(crate) target: PublicKey,
     pub(crate) requester: SocketAddr,
+    pub(crate) requester_key: PublicKey,
     pub(crate) requester_probe: u32,
     pub(crate) expires: Instant,
 }
@@ -91,7 +92,7 @@ impl Gossip {
         {
             self.push_entry(&mut b, &target, true);
         }
-        self.send(to, b);
+        self.send(to, &target, b);
         self.probe = Some(Probe {
             target,
             id,
@@ -118,7 +119,7 @@ impl Gossip {
                     target,
                     endpoint,
                 });
-                self.send(to, b);
+                self.send(to, &helper, b);
             }
         }
     }
@@ -150,10 +151,12 @@ impl Gossip {
         self.send_rumors_to(&p.target);
     }
 
-    pub(super) fn on_ping(&mut self, from: SocketAddr, probe: u32) {
+    /// Answers a Ping of `sender` at `to` (its recorded endpoint, or the source of an
+    /// unknown sender).
+    pub(super) fn on_ping(&mut self, to: SocketAddr, sender: &PublicKey, probe: u32) {
         let mut b = self.builder();
         b.push(&Message::Ack { probe });
-        self.send(from, b);
+        self.send(to, sender, b);
     }
 
     pub(super) fn on_ack(&mut self, sender: &PublicKey, probe: u32) {
@@ -175,19 +178,26 @@ impl Gossip {
             b.push(&Message::Ack {
                 probe: r.requester_probe,
             });
-            self.send(r.requester, b);
+            self.send(r.requester, &r.requester_key, b);
         }
     }
 
+    /// A PingReq of `requester`, answered at `to`. Only members (whose record gives the
+    /// address to answer) get indirect probes: a stranger's would make this node send
+    /// to an address nobody proved.
     pub(super) fn on_ping_req(
         &mut self,
-        from: SocketAddr,
+        (to, requester): (SocketAddr, &PublicKey),
+        member: bool,
         probe: u32,
         target: PublicKey,
         endpoint: SocketAddr,
     ) {
         if target == self.me.public_key {
-            self.on_ping(from, probe);
+            self.on_ping(to, requester, probe);
+            return;
+        }
+        if !member {
             return;
         }
         if self.relays.len() >= MAX_RELAYS {
@@ -197,12 +207,13 @@ impl Gossip {
         self.relays.push_back(Relay {
             id,
             target,
-            requester: from,
+            requester: to,
+            requester_key: *requester,
             requester_probe: probe,
             expires: later(self.now, self.config.probe_interval),
         });
         let mut b = self.builder();
         b.push(&Message::Ping { probe: id });
-        self.send(endpoint, b);
+        self.send(endpoint, &target, b);
     }
 }

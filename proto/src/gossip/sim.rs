@@ -62,7 +62,7 @@ pub struct SimNode {
     /// Events with the virtual time they were polled (if recorded).
     pub events: Vec<(Duration, Event)>,
     /// Dropped datagrams per [`GossipError::index`].
-    pub errors: [u64; 7],
+    pub errors: [u64; GossipError::COUNT],
     /// Datagrams sent.
     pub sent_datagrams: u64,
     /// Bytes (UDP payload) sent.
@@ -180,7 +180,7 @@ impl Sim {
             secret,
             record,
             events: Vec::new(),
-            errors: [0; 7],
+            errors: [0; GossipError::COUNT],
             sent_datagrams: 0,
             sent_bytes: 0,
             boots: 0,
@@ -229,6 +229,22 @@ impl Sim {
     /// Restarts host `i` with a new boot epoch and the same key and record.
     pub fn restart(&mut self, i: usize) {
         self.boot(i);
+    }
+
+    /// Moves host `i` to the underlay address `addr` (a roaming host): its datagrams
+    /// come from there and it announces the new endpoint in its record.
+    pub fn move_node(&mut self, i: usize, addr: SocketAddr) {
+        let old = self.nodes[i].addr;
+        self.by_addr.remove(&old);
+        self.by_addr.insert(addr, i);
+        self.nodes[i].addr = addr;
+        self.nodes[i].record.endpoint = addr;
+        let now = self.now;
+        if let Some(g) = self.nodes[i].gossip.as_mut() {
+            // Only the endpoint changes, which is always a valid record.
+            let _ = g.update_record(|r| r.endpoint = addr, now);
+        }
+        self.after(i);
     }
 
     /// Splits the network: hosts in different groups cannot reach each other.
@@ -416,8 +432,8 @@ impl Sim {
     }
 
     /// Datagram errors of every host, summed per kind.
-    pub fn errors(&self) -> [u64; 7] {
-        let mut sum = [0; 7];
+    pub fn errors(&self) -> [u64; GossipError::COUNT] {
+        let mut sum = [0; GossipError::COUNT];
         for n in &self.nodes {
             for (s, e) in sum.iter_mut().zip(n.errors) {
                 *s += e;

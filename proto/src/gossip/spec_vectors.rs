@@ -4,9 +4,11 @@
 
 use super::codec::{decode_plaintext, Entry, Header, Message};
 use super::digest::entry_hash;
+use super::error::GossipError;
 use super::member::{Claim, Rank};
 use super::record::{NodeRecord, RecordBody};
-use super::seal::{derive_key, key_id, ClusterKey, Keyring};
+use super::seal::{derive_key, key_id, ClusterKey, Keyring, Receiver};
+use super::transmit::JOIN_PADDED_LEN;
 use crate::keys::PublicKey;
 
 const SPEC: &str = include_str!("../../PROTOCOL.md");
@@ -95,32 +97,75 @@ fn sealed_datagram() {
         epoch: field(&lines, "epoch").parse().expect("epoch"),
         seq: field(&lines, "seq").parse().expect("seq"),
     };
+    let receiver = PublicKey::from_bytes(arr32(&hex_field(&lines, "receiver")));
     let probe =
         u32::from_str_radix(field(&lines, "ping").trim_start_matches("0x"), 16).expect("probe");
     let mut plaintext = Vec::new();
     header.encode(&mut plaintext);
     Message::Ping { probe }.encode(&mut plaintext);
-    Message::Join.encode(&mut plaintext);
     assert_eq!(
         hex::encode(&plaintext),
         hex::encode(long_hex(h, "plaintext"))
     );
     let nonce: [u8; 24] = hex_field(&lines, "nonce").try_into().expect("24 bytes");
-    let datagram = ClusterKey::derive(&secret).seal(&nonce, &plaintext);
+    let datagram = ClusterKey::derive(&secret).seal(Receiver::Key(&receiver), &nonce, &plaintext);
     assert_eq!(hex::encode(&datagram), hex::encode(long_hex(h, "datagram")));
+    let ring = Keyring::new(&[[9; 32], secret]).expect("keys");
     let mut opened = Vec::new();
-    Keyring::new(&[[9; 32], secret])
-        .expect("keys")
-        .open(&datagram, &mut opened)
-        .expect("opens");
+    assert_eq!(ring.open(&datagram, &receiver, &mut opened), Ok(false));
     let (got, messages) = decode_plaintext(&opened).expect("decodes");
     assert_eq!(got, header);
-    assert_eq!(messages, vec![Message::Ping { probe }, Message::Join]);
+    assert_eq!(messages, vec![Message::Ping { probe }]);
+    // Any other receiver drops it.
+    let other = PublicKey::from_bytes([0x33; 32]);
+    assert_eq!(
+        ring.open(&datagram, &other, &mut opened),
+        Err(GossipError::Misdirected)
+    );
+}
+
+#[test]
+fn join_to_an_unknown_receiver() {
+    let keys = block("#### 6.12.1");
+    let secret = arr32(&hex_field(&keys, "secret"));
+    let h = "#### 6.12.3";
+    let lines = block(h);
+    let header = Header {
+        sender: PublicKey::from_bytes(arr32(&hex_field(&lines, "sender"))),
+        epoch: field(&lines, "epoch").parse().expect("epoch"),
+        seq: field(&lines, "seq").parse().expect("seq"),
+    };
+    let padding: usize = field(&lines, "padding").parse().expect("padding");
+    let mut plaintext = Vec::new();
+    header.encode(&mut plaintext);
+    let messages = vec![
+        Message::Join { cookie: None },
+        Message::Padding { len: padding },
+    ];
+    for m in &messages {
+        m.encode(&mut plaintext);
+    }
+    assert_eq!(
+        hex::encode(&plaintext),
+        hex::encode(long_hex(h, "plaintext"))
+    );
+    let nonce: [u8; 24] = hex_field(&lines, "nonce").try_into().expect("24 bytes");
+    let datagram = ClusterKey::derive(&secret).seal(Receiver::Unknown, &nonce, &plaintext);
+    assert_eq!(datagram.len(), JOIN_PADDED_LEN);
+    assert_eq!(hex::encode(&datagram), hex::encode(long_hex(h, "datagram")));
+    let mut opened = Vec::new();
+    let anyone = PublicKey::from_bytes([0x44; 32]);
+    let ring = Keyring::new(&[secret]).expect("key");
+    assert_eq!(ring.open(&datagram, &anyone, &mut opened), Ok(true));
+    assert_eq!(
+        decode_plaintext(&opened).expect("decodes"),
+        (header, messages)
+    );
 }
 
 #[test]
 fn entry_encoding_and_hash() {
-    let h = "#### 6.12.3";
+    let h = "#### 6.12.4";
     let lines = block(h);
     let key = PublicKey::from_bytes(arr32(&hex_field(&lines, "key")));
     let num = |n: &str| -> u64 { field(&lines, n).parse().expect("number") };

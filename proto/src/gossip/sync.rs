@@ -1,15 +1,22 @@
 //! Anti-entropy (PROTOCOL.md §6.8-6.9): periodic digest exchange with a random
 //! member, descending the bucket tree only where views differ and exchanging the
 //! entries of small differing buckets; reconnection to dead members so healed
-//! partitions merge; join replies. Everything a peer can make this node send here is
-//! bounded by a token bucket.
+//! partitions merge; joins (a Challenge with an address cookie first, the state once
+//! the cookie comes back from the same address, PROTOCOL.md §6.9). Everything a peer
+//! can make this node send here is bounded by a token bucket, and by the bytes it sent
+//! while its address is unproven.
 
-use super::codec::{key8, Message, Pair, Summary, MAX_PAIRS_PER_DIGEST, MAX_SUMMARY_ITEMS};
+use super::codec::{
+    key8, put_endpoint, Cookie, Message, Pair, Summary, COOKIE_LEN, MAX_PAIRS_PER_DIGEST,
+    MAX_SUMMARY_ITEMS,
+};
 use super::digest::{children, LEAF_LEVEL, SMALL_BUCKET, STEP};
 use super::member::Rank;
-use super::node::Gossip;
+use super::node::{Gossip, COOKIE_PERIOD};
 use super::transmit::Builder;
 use crate::keys::PublicKey;
+use blake2::digest::{KeyInit, Mac as _};
+use blake2::Blake2sMac256;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -67,10 +74,10 @@ impl Gossip {
         }
     }
 
-    fn send_root_digest(&mut self, to: SocketAddr) {
+    fn send_root_digest(&mut self, to: SocketAddr, key: &PublicKey) {
         let mut b = self.builder();
         b.push(&Message::Digest(vec![self.root_pair()]));
-        self.send(to, b);
+        self.send(to, key, b);
     }
 
     /// Compares views with one random live member.
@@ -79,7 +86,7 @@ impl Gossip {
             return;
         };
         if let Some(to) = self.endpoint_of(&peer) {
-            self.send_root_digest(to);
+            self.send_root_digest(to, &peer);
         }
     }
 
@@ -97,13 +104,26 @@ impl Gossip {
         }
         let key = dead[self.rng.below(dead.len())];
         if let Some(to) = self.endpoint_of(&key) {
-            self.send_root_digest(to);
+            self.send_root_digest(to, &key);
         }
     }
 
-    /// Answers a join: this node's entry and a random sample of live members, in one
-    /// datagram (no amplification in datagram count, so no rate limit).
-    pub(super) fn on_join(&mut self, from: SocketAddr) {
+    /// Answers a join from `joiner` at `from`: without a valid cookie a Challenge
+    /// (within the byte budget of an unproven address); with one, `from` is proven and
+    /// gets this node's entry and a random sample of live members, in one datagram (no
+    /// amplification in datagram count, so no rate limit).
+    pub(super) fn on_join(&mut self, from: SocketAddr, joiner: &PublicKey, cookie: Option<Cookie>) {
+        let valid = cookie.is_some_and(|c| self.cookie_valid(&c, from, joiner));
+        if !valid {
+            let cookie = self.cookie(self.cookie_period(), from, joiner);
+            let mut b = self.builder();
+            b.push(&Message::Challenge { cookie });
+            self.send_exact(from, joiner, b);
+            return;
+        }
+        if self.limit.is_some_and(|(addr, _)| addr == from) {
+            self.limit = None;
+        }
         let mut b = self.builder();
         let me = self.me.public_key;
         self.push_entry(&mut b, &me, false);
@@ -112,12 +132,63 @@ impl Gossip {
                 break;
             }
         }
-        self.send_exact(from, b);
+        self.send_exact(from, joiner, b);
+    }
+
+    /// The index of the current cookie period.
+    fn cookie_period(&self) -> u64 {
+        let elapsed = self.now.saturating_duration_since(self.created);
+        elapsed.as_secs() / COOKIE_PERIOD.as_secs()
+    }
+
+    /// The cookie of (`from`, `joiner`) in cookie period `period`: the first 16 bytes
+    /// of BLAKE2s-MAC(local secret, period || joiner key || endpoint(from)).
+    fn cookie(&self, period: u64, from: SocketAddr, joiner: &PublicKey) -> Cookie {
+        let mut msg = Vec::with_capacity(8 + 32 + 19);
+        msg.extend_from_slice(&period.to_le_bytes());
+        msg.extend_from_slice(joiner.as_bytes());
+        put_endpoint(&mut msg, from);
+        let mac = match <Blake2sMac256 as KeyInit>::new_from_slice(&self.cookie_secret.0) {
+            Ok(mut mac) => {
+                mac.update(&msg);
+                mac.finalize().into_bytes()
+            }
+            // Not reached: BLAKE2s accepts keys of up to 32 bytes.
+            Err(_) => Default::default(),
+        };
+        let mut c = [0u8; COOKIE_LEN];
+        c.copy_from_slice(&mac[..COOKIE_LEN]);
+        c
+    }
+
+    /// Whether `cookie` was issued to (`from`, `joiner`) in this cookie period or the
+    /// one before (compared in constant time).
+    fn cookie_valid(&self, cookie: &Cookie, from: SocketAddr, joiner: &PublicKey) -> bool {
+        let now = self.cookie_period();
+        [Some(now), now.checked_sub(1)]
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                let want = self.cookie(p, from, joiner);
+                want.iter()
+                    .zip(cookie)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            })
+    }
+
+    /// A seed answered a Join with a Challenge: repeat the Join with the cookie and
+    /// this node's entry, sealed for the seed's key. Challenges from addresses that
+    /// are not seeds are ignored.
+    pub(super) fn on_challenge(&mut self, from: SocketAddr, seed: &PublicKey, cookie: Cookie) {
+        if self.seeds.contains(&from) {
+            self.send_join_with_cookie(from, seed, cookie);
+        }
     }
 
     /// Answers a digest: descend into differing buckets, summarize small ones,
     /// push or pull buckets that one side does not have at all.
-    pub(super) fn on_digest(&mut self, from: SocketAddr, mut pairs: Vec<Pair>) {
+    pub(super) fn on_digest(&mut self, to: SocketAddr, peer: &PublicKey, mut pairs: Vec<Pair>) {
         let budget = self.sync_budget();
         if budget == 0 {
             return;
@@ -174,12 +245,12 @@ impl Gossip {
                 }
             }
         }
-        self.send_answer(from, out, budget);
+        self.send_answer(to, peer, out, budget);
     }
 
     /// Answers a summary: push the entries the sender lacks or holds differently,
     /// and (if asked) summarize ours so the sender can do the same.
-    pub(super) fn on_summary(&mut self, from: SocketAddr, s: Summary) {
+    pub(super) fn on_summary(&mut self, to: SocketAddr, peer: &PublicKey, s: Summary) {
         let budget = self.sync_budget();
         if budget == 0 {
             return;
@@ -202,7 +273,7 @@ impl Gossip {
         if s.reply && they_have_more && own.len() <= MAX_SUMMARY_ITEMS {
             out.summaries.push(self.summary(s.level, s.index, false));
         }
-        self.send_answer(from, out, budget);
+        self.send_answer(to, peer, out, budget);
     }
 
     fn sync_budget(&mut self) -> usize {
@@ -227,7 +298,13 @@ impl Gossip {
 
     /// Sends an answer in at most `budget` datagrams: digests and summaries first,
     /// then entries.
-    fn send_answer(&mut self, to: SocketAddr, mut out: SyncAnswer, mut budget: usize) {
+    fn send_answer(
+        &mut self,
+        to: SocketAddr,
+        peer: &PublicKey,
+        mut out: SyncAnswer,
+        mut budget: usize,
+    ) {
         // Larger than the budget: a random part each time, not always the first.
         self.rng.shuffle(&mut out.push);
         let mut messages: Vec<Message> = out
@@ -237,20 +314,21 @@ impl Gossip {
             .collect();
         messages.extend(out.summaries);
         let mut sent = 0;
-        let mut b = self.builder();
+        let mut b = self.builder_to(to);
+        let dest = (to, *peer);
         for m in &messages {
-            if !self.push_or_flush(to, &mut b, &mut budget, &mut sent, |_, b| b.push(m)) {
+            if !self.push_or_flush(dest, &mut b, &mut budget, &mut sent, |_, b| b.push(m)) {
                 break;
             }
         }
         for key in &out.push {
             let push = |me: &Self, b: &mut Builder| me.push_entry(b, key, false);
-            if !self.push_or_flush(to, &mut b, &mut budget, &mut sent, push) {
+            if !self.push_or_flush(dest, &mut b, &mut budget, &mut sent, push) {
                 break;
             }
         }
         if !b.is_empty() && budget > 0 {
-            self.send_exact(to, b);
+            self.send_exact(to, peer, b);
             sent += 1;
         }
         self.sync_tokens.take(sent);
@@ -263,7 +341,7 @@ impl Gossip {
     /// false when the budget is spent (the item is then not sent).
     fn push_or_flush(
         &mut self,
-        to: SocketAddr,
+        (to, peer): (SocketAddr, PublicKey),
         b: &mut Builder,
         budget: &mut usize,
         sent: &mut usize,
@@ -276,7 +354,8 @@ impl Gossip {
             return false;
         }
         let full = std::mem::replace(b, self.builder());
-        self.send_exact(to, full);
+        self.send_exact(to, &peer, full);
+        *b = self.builder_to(to);
         *sent += 1;
         *budget -= 1;
         push(self, b);

@@ -9,6 +9,7 @@ use super::record::RecordBody;
 use super::replay::ReplayWindow;
 use crate::keys::PublicKey;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::ops::Bound;
 use std::time::Instant;
 
@@ -25,6 +26,9 @@ pub(crate) struct Slot {
     pub(crate) deadline: Option<Instant>,
     /// Replay state of datagrams sent by this key.
     pub(crate) replay: Option<ReplayWindow>,
+    /// In a tombstone: the endpoint of the record it replaced, where datagrams of
+    /// the forgotten node are still answered (so it learns of it and refutes).
+    pub(crate) last_endpoint: Option<SocketAddr>,
     hash: u64,
     live_index: u32,
 }
@@ -124,6 +128,7 @@ impl Table {
                 record: None,
                 deadline: None,
                 replay: None,
+                last_endpoint: None,
                 hash,
                 live_index: NOT_LIVE,
             }),
@@ -132,9 +137,12 @@ impl Table {
         slot.version = version;
         slot.hash = hash;
         if claim.rank == Rank::Forgotten {
-            slot.record = None;
+            if let Some(r) = slot.record.take() {
+                slot.last_endpoint = Some(r.endpoint());
+            }
         } else if record.is_some() {
             slot.record = record;
+            slot.last_endpoint = None;
         }
         if slot.deadline != deadline {
             if let Some(old) = slot.deadline {

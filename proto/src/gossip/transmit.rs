@@ -4,12 +4,15 @@
 
 use super::codec::{self, Header, Message, PLAIN_HEADER_LEN};
 use super::node::Gossip;
-use super::seal::{NONCE_LEN, OVERHEAD};
+use super::seal::{Receiver, NONCE_LEN, OVERHEAD};
 use crate::keys::PublicKey;
 use std::net::SocketAddr;
 
 /// Smallest possible encoded entry message; below this much room, stop trying.
 const MIN_ENTRY_MESSAGE: usize = 62;
+/// A Join to a seed whose key is unknown is padded to this many bytes, so that the
+/// Challenge answering it is never larger (PROTOCOL.md §6.9).
+pub(crate) const JOIN_PADDED_LEN: usize = 128;
 
 /// The messages of one datagram being built.
 #[derive(Debug)]
@@ -49,6 +52,24 @@ impl Gossip {
         Builder {
             body: Vec::with_capacity(self.config.max_datagram),
             limit: self.config.max_datagram - OVERHEAD - PLAIN_HEADER_LEN,
+        }
+    }
+
+    /// A builder for a datagram to `to`: smaller while `to` is an unproven address
+    /// with little byte budget left.
+    pub(super) fn builder_to(&self, to: SocketAddr) -> Builder {
+        let mut b = self.builder();
+        self.clamp(to, &mut b);
+        b
+    }
+
+    /// Lowers the room of `b` to what may still be sent to `to`.
+    fn clamp(&self, to: SocketAddr, b: &mut Builder) {
+        if let Some((addr, left)) = self.limit {
+            if addr == to {
+                let room = left.saturating_sub(OVERHEAD + PLAIN_HEADER_LEN);
+                b.limit = b.limit.min(room);
+            }
         }
     }
 
@@ -94,14 +115,31 @@ impl Gossip {
         }
     }
 
-    /// Seals `b` (rumors added if there is room) and queues it for `to`.
-    pub(super) fn send(&mut self, to: SocketAddr, mut b: Builder) {
+    /// Seals `b` (rumors added if there is room) for the node `key` and queues it for
+    /// `to`.
+    pub(super) fn send(&mut self, to: SocketAddr, key: &PublicKey, mut b: Builder) {
+        self.clamp(to, &mut b);
         self.fill_news(&mut b);
-        self.send_exact(to, b);
+        self.send_exact(to, key, b);
     }
 
-    /// Seals `b` as is.
-    pub(super) fn send_exact(&mut self, to: SocketAddr, b: Builder) {
+    /// Seals `b` as is for the node `key`.
+    pub(super) fn send_exact(&mut self, to: SocketAddr, key: &PublicKey, b: Builder) {
+        self.seal_and_queue(to, Receiver::Key(key), b);
+    }
+
+    /// Seals `b` for `receiver` and queues it, unless `to` is an unproven address
+    /// whose byte budget it exceeds (then it is dropped).
+    fn seal_and_queue(&mut self, to: SocketAddr, receiver: Receiver<'_>, b: Builder) {
+        if let Some((addr, left)) = &mut self.limit {
+            if *addr == to {
+                let len = OVERHEAD + PLAIN_HEADER_LEN + b.body.len();
+                if len > *left {
+                    return;
+                }
+                *left -= len;
+            }
+        }
         self.seq += 1;
         let mut plaintext = Vec::with_capacity(PLAIN_HEADER_LEN + b.body.len());
         Header {
@@ -114,7 +152,7 @@ impl Gossip {
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..16].copy_from_slice(&self.nonce_prefix);
         nonce[16..].copy_from_slice(&self.seq.to_le_bytes());
-        let datagram = self.keys.sealing().seal(&nonce, &plaintext);
+        let datagram = self.keys.sealing().seal(receiver, &nonce, &plaintext);
         self.transmits.push_back((to, datagram));
     }
 
@@ -126,7 +164,7 @@ impl Gossip {
         let mut b = self.builder();
         self.fill_news(&mut b);
         if !b.is_empty() {
-            self.send_exact(to, b);
+            self.send_exact(to, key, b);
         }
     }
 
@@ -141,14 +179,35 @@ impl Gossip {
         }
     }
 
-    /// A join request to every seed: `Join` and this node's entry.
+    /// A join request to every seed, whose keys are unknown: a `Join` without cookie,
+    /// padded to [`JOIN_PADDED_LEN`] bytes. Seeds answer with a Challenge.
     pub(super) fn send_join(&mut self) {
-        let me = self.me.public_key;
+        let fixed = OVERHEAD + PLAIN_HEADER_LEN;
         for seed in self.seeds.clone() {
             let mut b = self.builder();
-            b.push(&Message::Join);
-            self.push_entry(&mut b, &me, true);
-            self.send_exact(seed, b);
+            b.push(&Message::Join { cookie: None });
+            let len = JOIN_PADDED_LEN.saturating_sub(fixed + b.body.len());
+            if len > 0 {
+                b.push(&Message::Padding { len });
+            }
+            self.seal_and_queue(seed, Receiver::Unknown, b);
         }
+    }
+
+    /// The second step of a join: `Join` with the seed's cookie and this node's entry,
+    /// sealed for the seed's key learned from its Challenge.
+    pub(super) fn send_join_with_cookie(
+        &mut self,
+        to: SocketAddr,
+        seed: &PublicKey,
+        cookie: codec::Cookie,
+    ) {
+        let me = self.me.public_key;
+        let mut b = self.builder();
+        b.push(&Message::Join {
+            cookie: Some(cookie),
+        });
+        self.push_entry(&mut b, &me, true);
+        self.send_exact(to, seed, b);
     }
 }
