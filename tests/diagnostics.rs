@@ -17,28 +17,9 @@ use std::time::Duration;
 /// join) plus a generous margin for start-up and a slow machine.
 const SEED_WARNING: Duration = Duration::from_secs(25);
 
-/// Start node `name` on `host` with `secret`, joining through `seed` if given.
+/// Start node `name` on `host` with `secret` and `--range`, joining through `seed`.
 fn start(host: &Host, name: &str, secret: &Path, seed: Option<&Host>) -> Node {
-    let mut args: Vec<String> = vec![
-        "--name".into(),
-        name.into(),
-        "--secret-file".into(),
-        secret.display().to_string(),
-        "--range".into(),
-        RANGE.into(),
-    ];
-    if let Some(seed) = seed {
-        args.push("--join".into());
-        args.push(format!("{}:{PORT}", seed.underlay_v4()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(host, &args, "");
-    let key = d.public_key();
-    Node {
-        d,
-        name: name.to_owned(),
-        key,
-    }
+    start_node(host, name, &[secret], seed, &["--range", RANGE])
 }
 
 /// `cluster.seeds` of `n`'s status.

@@ -26,29 +26,6 @@ const DEAD_BOUND: Duration = Duration::from_secs(20);
 /// How long a graceful leave may take to be seen everywhere.
 const LEFT_BOUND: Duration = Duration::from_secs(5);
 
-/// Start node `name` on `host` with `secrets` (the first one sends), joining through
-/// `seed` if given, plus `extra` flags (e.g. `--range`).
-fn start(host: &Host, name: &str, secrets: &[&Path], seed: Option<&Host>, extra: &[&str]) -> Node {
-    let mut args: Vec<String> = vec!["--name".into(), name.into()];
-    for s in secrets {
-        args.push("--secret-file".into());
-        args.push(s.display().to_string());
-    }
-    if let Some(seed) = seed {
-        args.push("--join".into());
-        args.push(format!("{}:{PORT}", seed.underlay_v4()));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(host, &args, "");
-    let key = d.public_key();
-    Node {
-        d,
-        name: name.to_owned(),
-        key,
-    }
-}
-
 /// `n` range-mode nodes `n1..`, node 1 on `hosts[0]` as the seed, the others joining it.
 fn start_range_mesh(hosts: &[Host], secret: &Path) -> Vec<Node> {
     hosts
@@ -56,7 +33,7 @@ fn start_range_mesh(hosts: &[Host], secret: &Path) -> Vec<Node> {
         .enumerate()
         .map(|(i, h)| {
             let seed = (i > 0).then(|| &hosts[0]);
-            start(
+            start_node(
                 h,
                 &format!("n{}", i + 1),
                 &[secret],
@@ -556,8 +533,8 @@ fn wrong_secret_cannot_join() {
     let good = gensecret(dir.path(), "good");
     let bad = gensecret(dir.path(), "bad");
     let range = ["--range", RANGE];
-    let n1 = start(u.host(0), "n1", &[&good], None, &range);
-    let n2 = start(u.host(1), "n2", &[&good], Some(u.host(0)), &range);
+    let n1 = start_node(u.host(0), "n1", &[&good], None, &range);
+    let n2 = start_node(u.host(1), "n2", &[&good], Some(u.host(0)), &range);
     wait_converged(&[&n1, &n2], true, CONVERGE);
     let before = [auth_drops(&n1.status()), auth_drops(&n2.status())];
     assert_eq!(
@@ -566,7 +543,7 @@ fn wrong_secret_cannot_join() {
         "authentication drops before the stranger came"
     );
 
-    let stranger = start(u.host(2), "n3", &[&bad], Some(u.host(0)), &range);
+    let stranger = start_node(u.host(2), "n3", &[&bad], Some(u.host(0)), &range);
     // Long enough for several join attempts (1 s, then doubling) and for the stranger to
     // give up waiting for members and claim a block (5 s).
     wait_for(
@@ -663,9 +640,9 @@ fn secret_rotation() {
     let old = gensecret(dir.path(), "old");
     let new = gensecret(dir.path(), "new");
     let range = ["--range", RANGE];
-    let n1 = start(u.host(0), "n1", &[&old, &new], None, &range);
-    let n2 = start(u.host(1), "n2", &[&new, &old], Some(u.host(0)), &range);
-    let n3 = start(u.host(2), "n3", &[&new, &old], Some(u.host(1)), &range);
+    let n1 = start_node(u.host(0), "n1", &[&old, &new], None, &range);
+    let n2 = start_node(u.host(1), "n2", &[&new, &old], Some(u.host(0)), &range);
+    let n3 = start_node(u.host(2), "n3", &[&new, &old], Some(u.host(1)), &range);
     let all = [&n1, &n2, &n3];
     let converged = wait_converged(&all, true, CONVERGE);
     eprintln!("rotation: [old,new] + 2 x [new,old] converged in {converged:?}");
@@ -708,14 +685,14 @@ fn static_address_mode_with_gossip() {
     let u = Underlay::bridge(2);
     let dir = temp_dir("mesh");
     let secret = gensecret(dir.path(), "secret");
-    let n1 = start(
+    let n1 = start_node(
         u.host(0),
         "n1",
         &[&secret],
         None,
         &["--address", "10.48.0.1/24"],
     );
-    let n2 = start(
+    let n2 = start_node(
         u.host(1),
         "n2",
         &[&secret],

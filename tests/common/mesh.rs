@@ -34,6 +34,35 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Start node `name` on `host` with `secrets` (the first one sends), joining through
+/// `seed` if given, plus `extra` flags (e.g. `--range`).
+pub fn start_node(
+    host: &Host,
+    name: &str,
+    secrets: &[&Path],
+    seed: Option<&Host>,
+    extra: &[&str],
+) -> Node {
+    let mut args: Vec<String> = vec!["--name".into(), name.into()];
+    for s in secrets {
+        args.push("--secret-file".into());
+        args.push(s.display().to_string());
+    }
+    if let Some(seed) = seed {
+        args.push("--join".into());
+        args.push(format!("{}:{PORT}", seed.underlay_v4()));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(host, &args, "");
+    let key = d.public_key();
+    Node {
+        d,
+        name: name.to_owned(),
+        key,
+    }
+}
+
 /// Poll `check` every 100 ms until it returns `Ok` (returns the time that took) or
 /// `timeout` passes (panics with `what` and the last error).
 pub fn wait_for(

@@ -235,17 +235,23 @@ impl Net {
     /// Three nodes "a", "b", "c", the last two joined through the first, converged.
     fn three_joined() -> (Self, [usize; 3]) {
         let mut net = Net::new();
-        let a = net.add(Spec::named("a"));
-        let b = net.add(Spec {
-            seeds: vec![a],
-            ..Spec::named("b")
-        });
-        let c = net.add(Spec {
-            seeds: vec![a],
-            ..Spec::named("c")
-        });
+        let nodes = net.add_three(["a", "b", "c"]);
         net.run(Duration::from_secs(8));
-        (net, [a, b, c])
+        (net, nodes)
+    }
+
+    /// Three nodes with these names, the last two joining through the first.
+    fn add_three(&mut self, names: [&'static str; 3]) -> [usize; 3] {
+        let a = self.add(Spec::named(names[0]));
+        let b = self.add(Spec {
+            seeds: vec![a],
+            ..Spec::named(names[1])
+        });
+        let c = self.add(Spec {
+            seeds: vec![a],
+            ..Spec::named(names[2])
+        });
+        [a, b, c]
     }
 
     fn block(&self, i: usize) -> Option<IpNet> {
@@ -852,15 +858,7 @@ fn an_unresolved_seed_is_warned_about_once() {
 #[test]
 fn two_live_nodes_sharing_a_name_are_reported_once_and_forget_needs_the_key() {
     let mut net = Net::new();
-    let a = net.add(Spec::named("twin"));
-    let b = net.add(Spec {
-        seeds: vec![a],
-        ..Spec::named("twin")
-    });
-    let c = net.add(Spec {
-        seeds: vec![a],
-        ..Spec::named("c")
-    });
+    let [a, b, c] = net.add_three(["twin", "twin", "c"]);
     net.run(Duration::from_secs(60));
     for (i, this_node) in [(a, true), (b, true), (c, false)] {
         let warned = net.notices(i, shared);
