@@ -1,0 +1,202 @@
+//! Membership as the reconciler acts on it: Kubernetes seeds and Node deletion,
+//! forget, multicast announcements, what a member may claim, and rejoining after a
+//! restart.
+
+use super::*;
+
+#[test]
+fn seeds_from_kubernetes_nodes_join_only_new_addresses() {
+    let mut net = Net::new();
+    let a = net.add(Spec::named("a"));
+    let b = net.add(Spec::named("b"));
+    net.run(Duration::from_secs(1));
+    assert!(net.hosts[a].node.status().members.is_empty());
+    let now = net.now;
+    net.hosts[a]
+        .node
+        .handle_node_seeds(&[addr_of(a), addr_of(b)], now);
+    net.drain(a);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.member_state(a, b), Some(MemberState::Alive));
+    assert_eq!(net.member_state(b, a), Some(MemberState::Alive));
+    // Known live members are not joined again.
+    let now = net.now;
+    let node = &mut net.hosts[a].node;
+    node.handle_node_seeds(&[addr_of(a), addr_of(b)], now);
+    assert!(
+        std::iter::from_fn(|| node.poll_effect()).all(|e| !matches!(e, Effect::Transmit { .. })),
+        "no join to a live member"
+    );
+}
+
+#[test]
+fn a_deleted_node_is_no_peer_and_is_forgotten_once_down() {
+    let (mut net, [a, b, c]) = Net::three_joined();
+    assert_eq!(net.hosts[a].peers.len(), 2);
+    let now = net.now;
+    net.hosts[a].node.handle_node_deleted("c", now);
+    net.drain(a);
+    assert_eq!(net.hosts[a].peers.len(), 1, "dropped at once");
+    assert_eq!(
+        net.member_state(a, c),
+        Some(MemberState::Alive),
+        "not forgotten while live"
+    );
+    net.hosts[c].up = false;
+    net.run(Duration::from_secs(30));
+    assert_eq!(net.member_state(a, c), None, "forgotten once down");
+    assert_eq!(net.member_state(b, c), None, "mesh-wide");
+    // A Node that comes back is welcome again.
+    let now = net.now;
+    net.hosts[a].node.handle_node_added("c", now);
+    net.drain(a);
+    assert_eq!(net.hosts[a].peers.len(), 1);
+}
+
+#[test]
+fn forget_takes_only_dead_or_departed_members() {
+    let (mut net, [a, b, c]) = Net::three_joined();
+    let now = net.now;
+    let live = net.hosts[a].node.forget("c", now);
+    assert_eq!(
+        live,
+        Err("c is alive: only dead or departed nodes can be forgotten".into())
+    );
+    let unknown = net.hosts[a].node.forget("zz", now);
+    assert_eq!(
+        unknown,
+        Err("no member named zz: see `weftnet status` for names".into())
+    );
+    // c leaves gracefully.
+    net.hosts[c].node.leave(now);
+    net.drain(c);
+    net.run(LEAVE_DRAIN);
+    assert!(net.hosts[c].node.is_done());
+    net.hosts[c].up = false;
+    assert_eq!(net.member_state(a, c), Some(MemberState::Left));
+    assert!(net.hosts[a]
+        .peers
+        .iter()
+        .all(|p| p.peer.public_key != key_of(c)));
+    let now = net.now;
+    assert_eq!(
+        net.hosts[a].node.forget(&key_of(c).to_base64(), now),
+        Ok(key_of(c))
+    );
+    net.drain(a);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.member_state(a, c), None);
+    assert_eq!(net.member_state(b, c), None, "forgotten mesh-wide");
+}
+
+#[test]
+fn a_snooped_join_is_announced_and_becomes_the_peers_group() {
+    // IGMPv3 report from 10.47.0.1: CHANGE_TO_EXCLUDE({}) for 239.1.2.3 (a join).
+    let join = hex::decode(
+        "46c00028000040000102f9c90a2f0001e0000016940400002200e8f90000000104000000ef010203",
+    )
+    .expect("hex");
+    let mut net = Net::new();
+    let a = net.add(Spec::named("a"));
+    let b = net.add(Spec {
+        seeds: vec![a],
+        ..Spec::named("b")
+    });
+    net.run(Duration::from_secs(5));
+    let now = net.now;
+    net.hosts[a].node.handle_snooped(&join, now);
+    net.drain(a);
+    let group: IpAddr = "239.1.2.3".parse().expect("ip");
+    assert_eq!(net.hosts[a].node.status().local_groups, vec![group]);
+    net.run(Duration::from_secs(3));
+    let to_a = net.hosts[b]
+        .peers
+        .iter()
+        .find(|p| p.peer.public_key == key_of(a))
+        .expect("peer");
+    assert_eq!(to_a.groups, vec![group]);
+    assert!(net.hosts[a].injected > 0, "the querier asked for reports");
+}
+
+#[test]
+fn a_member_cannot_capture_routes_outside_what_it_may_claim() {
+    let mut net = Net::new();
+    let a = net.add(Spec::named("a"));
+    let b = net.add(Spec {
+        seeds: vec![a],
+        ..Spec::named("b")
+    });
+    // The rogue holds the secret and announces a half-default route as its block.
+    let rogue = net.add(Spec {
+        blocks: vec!["0.0.0.0/1"],
+        seeds: vec![a],
+        ..Spec::named("rogue")
+    });
+    net.run(Duration::from_secs(10));
+    assert!(
+        net.block(b).is_some(),
+        "the rogue's prefix does not block claims"
+    );
+    for i in [a, b] {
+        let h = &net.hosts[i];
+        let to_rogue = h
+            .peers
+            .iter()
+            .find(|p| p.peer.public_key == key_of(rogue))
+            .expect("the rogue is still a member");
+        assert!(to_rogue.peer.allowed_ips.is_empty(), "{:?}", to_rogue.peer);
+        assert!(h.routes.keys().all(|r| !r.contains(&n("8.8.8.8/32"))));
+        assert_eq!(h.node.status().refused_prefixes, 1);
+    }
+    // A prefix holding another member's underlay address, and one larger than a block.
+    let now = net.now;
+    let g = net.hosts[rogue].node.gossip.as_mut().expect("gossip");
+    let forged = vec![n("192.0.2.1/32"), n("10.47.0.0/16")];
+    g.update_record(|r| r.prefixes = forged, now)
+        .expect("record");
+    net.drain(rogue);
+    net.run(Duration::from_secs(5));
+    let h = &net.hosts[a];
+    assert_eq!(h.node.status().refused_prefixes, 3);
+    assert!(h.routes.is_empty(), "{:?}", h.routes);
+}
+
+#[test]
+fn a_restarted_first_node_rejoins_through_the_members_it_knew() {
+    let (mut net, [a, b, c]) = Net::three_joined();
+    let known = net.hosts[a].members_saved.clone();
+    assert_eq!(known, vec![addr_of(b), addr_of(c)], "a saved its members");
+    assert_eq!(net.hosts[b].members_saved, vec![addr_of(a), addr_of(c)]);
+    // a leaves gracefully and comes back with the same command: no --join.
+    let now = net.now;
+    net.hosts[a].node.leave(now);
+    net.drain(a);
+    net.run(LEAVE_DRAIN);
+    assert_eq!(net.member_state(b, a), Some(MemberState::Left));
+    assert_eq!(net.hosts[a].members_saved, known, "a leave saves nothing");
+    net.now += Duration::from_secs(1);
+    let block = net.block(a);
+    let restarted = Node::new(
+        NodeConfig {
+            saved_block: block,
+            gossip: net
+                .config(a, &Spec::named("a"))
+                .gossip
+                .map(|g| GossipSetup { known, ..g }),
+            ..net.config(a, &Spec::named("a"))
+        },
+        net.now,
+    )
+    .expect("node");
+    // The overlay interface went away with the old process.
+    net.hosts[a].addresses.clear();
+    net.hosts[a].routes.clear();
+    net.hosts[a].node = restarted;
+    net.drain(a);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.member_state(a, b), Some(MemberState::Alive));
+    assert_eq!(net.member_state(a, c), Some(MemberState::Alive));
+    assert_eq!(net.member_state(b, a), Some(MemberState::Alive));
+    assert_eq!(net.member_state(c, a), Some(MemberState::Alive));
+    assert_eq!(net.block(a), block, "it kept its block");
+}
