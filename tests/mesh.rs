@@ -103,16 +103,6 @@ fn peer_keys(st: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `10.47.3.0/24` -> `10.47.3.1`.
-fn first_host(block: &str) -> Ipv4Addr {
-    let net: Ipv4Addr = block
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("bad block {block:?}"));
-    Ipv4Addr::from(u32::from(net) + 1)
-}
-
 /// `Ok` if `node` lists exactly the keys of `others`, all alive, each with a prefix.
 fn sees_all_alive(node: &Node, others: &[&Node]) -> Result<(), String> {
     let members = node.members();

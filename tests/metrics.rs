@@ -9,7 +9,6 @@ mod common;
 use common::mesh::*;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Where the metrics (and, on node 1, the probes) are served in each namespace.
@@ -60,17 +59,6 @@ fn scrape(ns: &Netns) -> BTreeMap<String, f64> {
 fn sample(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     *m.get(series)
         .unwrap_or_else(|| panic!("no {series} in the scrape: {m:#?}"))
-}
-
-/// `10.47.3.0/24` -> `10.47.3.1`.
-fn first_host(block: &str) -> Ipv4Addr {
-    let net: Ipv4Addr = block
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("bad block {block:?}"));
-    let o = net.octets();
-    Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1)
 }
 
 #[test]

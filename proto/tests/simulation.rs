@@ -36,11 +36,7 @@ fn cold_start(s: &mut Sim, n: usize) {
 }
 
 fn state_at(s: &Sim, observer: usize, key: &PublicKey) -> Option<MemberState> {
-    s.node(observer)
-        .gossip
-        .as_ref()
-        .and_then(|g| g.member(key))
-        .map(|m| m.state)
+    s.member(observer, key).map(|m| m.state)
 }
 
 /// Every running node other than `except` sees `key` in `state`.
@@ -180,13 +176,9 @@ fn failure_restart_leave_and_forget() {
     s.poke(1);
     let t3 = s.elapsed();
     let gone = s.run_until_true(STEP, t3 + Duration::from_secs(5), |s| {
-        (0..n).filter(|&i| s.node(i).gossip.is_some()).all(|i| {
-            s.node(i)
-                .gossip
-                .as_ref()
-                .and_then(|g| g.member(&lkey))
-                .is_none()
-        })
+        (0..n)
+            .filter(|&i| s.node(i).gossip.is_some())
+            .all(|i| s.member(i, &lkey).is_none())
     });
     assert!(gone.is_some(), "forget did not reach everyone");
     // Tombstones keep it gone through anti-entropy.

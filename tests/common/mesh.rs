@@ -34,6 +34,16 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// `10.47.3.0/24` -> `10.47.3.1`: a block's first host, its overlay address.
+pub fn first_host(block: &str) -> std::net::Ipv4Addr {
+    let net: std::net::Ipv4Addr = block
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("bad block {block:?}"));
+    std::net::Ipv4Addr::from(u32::from(net) + 1)
+}
+
 /// Start node `name` on `host` with `secrets` (the first one sends), joining through
 /// `seed` if given, plus `extra` flags (e.g. `--range`).
 pub fn start_node(

@@ -150,6 +150,15 @@ impl Sim {
         &self.nodes[i]
     }
 
+    /// What host `observer` knows about the node with `key` (`None` while the
+    /// observer is down or does not know it).
+    pub fn member(&self, observer: usize, key: &PublicKey) -> Option<super::Member> {
+        self.nodes[observer]
+            .gossip
+            .as_ref()
+            .and_then(|g| g.member(key))
+    }
+
     /// A running host's state machine. Call [`Sim::poke`] after changing it.
     pub fn gossip_mut(&mut self, i: usize) -> Option<&mut Gossip> {
         self.nodes[i].gossip.as_mut()

@@ -248,13 +248,7 @@ fn members_are_answered_at_their_recorded_endpoint() {
     let mut sim = mesh(2);
     let key0 = sim.node(0).key;
     let key1 = sim.node(1).key;
-    let epoch = sim
-        .node(0)
-        .gossip
-        .as_ref()
-        .and_then(|g| g.member(&key1))
-        .map(|m| m.epoch)
-        .expect("member");
+    let epoch = sim.member(0, &key1).map(|m| m.epoch).expect("member");
     let spoofed = SocketAddr::from(([203, 0, 113, 9], 51820));
     sim.tap = Some(0);
     sim.tapped.clear();
@@ -290,12 +284,7 @@ fn a_future_epoch_does_not_poison_the_replay_window() {
     }
     let before = sim.node(0).errors;
     sim.run_until(sim.elapsed() + Duration::from_secs(30));
-    let m = sim
-        .node(0)
-        .gossip
-        .as_ref()
-        .and_then(|g| g.member(&key3))
-        .expect("known");
+    let m = sim.member(0, &key3).expect("known");
     assert_eq!(m.state, MemberState::Alive);
     assert_eq!(m.incarnation, 0, "never even suspected");
     let after = sim.node(0).errors;
@@ -314,12 +303,7 @@ fn a_member_that_moves_is_answered_at_its_new_endpoint() {
     sim.move_node(2, new);
     sim.run_until(sim.elapsed() + Duration::from_secs(20));
     for i in 0..2 {
-        let m = sim
-            .node(i)
-            .gossip
-            .as_ref()
-            .and_then(|g| g.member(&key))
-            .expect("known");
+        let m = sim.member(i, &key).expect("known");
         assert_eq!(m.state, MemberState::Alive, "node {i}");
         assert_eq!(m.record.endpoint, new, "node {i}");
     }

@@ -84,7 +84,7 @@ fn record_updates_spread_and_bump_versions() {
     let t0 = sim.elapsed();
     sim.run_until(t0 + Duration::from_secs(2));
     for i in [0, 2] {
-        let m = sim.node(i).gossip.as_ref().and_then(|g| g.member(&key));
+        let m = sim.member(i, &key);
         assert_eq!(m.map(|m| m.record.version), Some(1));
         assert!(sim
             .node(i)
@@ -137,10 +137,7 @@ fn suspicion_is_refuted() {
         Duration::from_millis(50),
         t0 + Duration::from_secs(6),
         |s| {
-            s.node(0)
-                .gossip
-                .as_ref()
-                .and_then(|g| g.member(&key))
+            s.member(0, &key)
                 .is_some_and(|m| m.state == MemberState::Suspect)
         },
     );
@@ -149,12 +146,7 @@ fn suspicion_is_refuted() {
     let t1 = sim.elapsed();
     sim.run_until(t1 + Duration::from_secs(3));
     for i in 0..2 {
-        let m = sim
-            .node(i)
-            .gossip
-            .as_ref()
-            .and_then(|g| g.member(&key))
-            .expect("known");
+        let m = sim.member(i, &key).expect("known");
         assert_eq!(m.state, MemberState::Alive, "node {i}");
         assert!(m.incarnation >= 1, "refuted with a higher incarnation");
     }
@@ -171,10 +163,7 @@ fn forget_removes_everywhere_and_live_nodes_come_back() {
         t0 + Duration::from_secs(20),
         |s| {
             (0..3).all(|i| {
-                s.node(i)
-                    .gossip
-                    .as_ref()
-                    .and_then(|g| g.member(&victim))
+                s.member(i, &victim)
                     .is_some_and(|m| m.state == MemberState::Dead)
             })
         },
@@ -200,7 +189,7 @@ fn forget_removes_everywhere_and_live_nodes_come_back() {
     let t2 = sim.elapsed();
     sim.run_until(t2 + Duration::from_secs(5));
     for i in 0..2 {
-        let m = sim.node(i).gossip.as_ref().and_then(|g| g.member(&live));
+        let m = sim.member(i, &live);
         assert_eq!(m.map(|m| m.state), Some(MemberState::Alive), "node {i}");
     }
 }
