@@ -433,3 +433,49 @@ fn runs_are_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+/// (4b) At the heal of a 3+3 partition, each side hears the other side's verdicts of
+/// death about its own members: those are rumors about members it reaches, so it
+/// asks them first (they refute) instead of believing them. No node declares anyone
+/// dead after the heal, and everyone ends alive in one view.
+#[test]
+fn partition_heal_causes_no_false_death() {
+    let n = 6;
+    for seed in [11, 12, 13] {
+        let mut s = sim(seed, 0.0);
+        cold_start(&mut s, n);
+        assert!(s
+            .run_until_true(STEP, Duration::from_secs(15), |s| s.converged(n as u32))
+            .is_some());
+        s.partition(Some(vec![0, 0, 0, 1, 1, 1]));
+        let t0 = s.elapsed();
+        s.run_until(t0 + Duration::from_secs(60));
+        assert_eq!(
+            state_at(&s, 0, &s.node(3).key),
+            Some(MemberState::Dead),
+            "sides split"
+        );
+        let before: Vec<usize> = (0..n).map(|i| downs(&s, i).len()).collect();
+        s.partition(None);
+        let t1 = s.elapsed();
+        let healed = s.run_until_true(STEP, t1 + Duration::from_secs(60), |s| {
+            s.converged(n as u32)
+                && (0..n).all(|i| {
+                    s.node(i)
+                        .gossip
+                        .as_ref()
+                        .is_some_and(|g| g.live_members() == n - 1)
+                })
+        });
+        assert!(healed.is_some(), "seed {seed}: partition did not heal");
+        s.run_until(s.elapsed() + Duration::from_secs(10));
+        for (i, b) in before.iter().enumerate() {
+            let after = &downs(&s, i)[*b..];
+            assert!(
+                after.is_empty(),
+                "seed {seed}: node {i} declared {} member(s) dead after the heal",
+                after.len()
+            );
+        }
+    }
+}
