@@ -212,6 +212,9 @@ impl Shell {
         // Without gossip nobody sends datagrams or snooped reports: those channels
         // close, and are not polled after that.
         let (mut datagrams_open, mut snooped_open) = (true, true);
+        let mut activity = Activity::default();
+        let mut activity_tick = tokio::time::interval(ACTIVITY_PERIOD);
+        activity_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let _ = self.carry_out(&dp, false).await;
             if self.node.is_done() {
@@ -231,6 +234,12 @@ impl Shell {
                     Some(packet) => self.node.handle_snooped(&packet, Instant::now()),
                     None => snooped_open = false,
                 },
+                _ = activity_tick.tick() => {
+                    let active = activity.update(&dp.peers());
+                    if !active.is_empty() {
+                        self.node.handle_peer_activity(&active, Instant::now());
+                    }
+                }
                 found = self.lookups.recv() => {
                     if let Some(lookups) = found {
                         self.node.handle_resolved(&lookups, Instant::now());
@@ -267,6 +276,38 @@ impl Shell {
                 }
             }
         }
+    }
+}
+
+/// How often the data plane's per-peer receive counters are read for evidence of
+/// life.
+const ACTIVITY_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The received-packet count of each peer at the last look, to tell which peers'
+/// tunnels carried authenticated traffic since.
+#[derive(Default)]
+struct Activity {
+    rx: std::collections::HashMap<weftnet_proto::keys::PublicKey, u64>,
+}
+
+impl Activity {
+    /// The peers whose received-packet count grew since the last call.
+    fn update(
+        &mut self,
+        reports: &[crate::dataplane::PeerReport],
+    ) -> Vec<weftnet_proto::keys::PublicKey> {
+        let mut next = std::collections::HashMap::with_capacity(reports.len());
+        let mut active = Vec::new();
+        for r in reports {
+            let key = r.peer.public_key;
+            let rx = r.stats.rx_packets;
+            if self.rx.get(&key).is_some_and(|before| rx > *before) {
+                active.push(key);
+            }
+            next.insert(key, rx);
+        }
+        self.rx = next;
+        active
     }
 }
 

@@ -86,6 +86,16 @@ impl Gossip {
         true
     }
 
+    /// Asks a member directly, with the entry this node holds about it (suspect or
+    /// dead), to refute: a live member answers with its refutation as a rumor. For the
+    /// daemon when the data plane shows a member declared dead is alive.
+    pub fn ask_member(&mut self, key: &PublicKey, now: Instant) {
+        self.advance(now);
+        if !self.left {
+            self.ask(key);
+        }
+    }
+
     /// Probes a member directly with its suspicion attached, so that a live member
     /// refutes at once (its answer carries the refutation as a rumor).
     pub(super) fn ask(&mut self, key: &PublicKey) {
