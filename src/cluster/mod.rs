@@ -11,7 +11,8 @@
 mod bootstrap;
 
 pub(crate) use bootstrap::{
-    detect_underlay_ip, next_epoch, read_secrets, resolve, resolve_each, saved_block, saved_members,
+    detect_underlay_ip, next_epoch, no_underlay_address, read_secrets, resolve, resolve_each,
+    saved_block, saved_members,
 };
 
 use crate::dataplane::{ControlDatagram, Dataplane};

@@ -41,6 +41,7 @@ impl Dataplane {
             let n = match self.udp.recv(&mut bufs, &mut meta) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.counters.add_udp_async_errors(self.udp.drain_errors());
                     wait_readable(self.udp.fd(), POLL_MS).context("polling the UDP socket")?;
                     continue;
                 }
@@ -49,8 +50,10 @@ impl Dataplane {
                     return Err(e).context("receiving from the UDP socket");
                 }
                 Err(e) => {
-                    // ICMP errors surface here (e.g. port unreachable); keep going.
+                    // The error of an earlier send (e.g. port unreachable) surfaces
+                    // here once; its details wait on the error queue.
                     tracing::debug!(error = %e, "UDP receive error");
+                    self.counters.add_udp_async_errors(self.udp.drain_errors());
                     continue;
                 }
             };
