@@ -11,6 +11,7 @@ use quinn_udp::RecvMeta;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use weftnet_proto::session::{identify_initiator, Initiator, Output};
 use weftnet_proto::wire::{self, Datagram};
 
@@ -69,7 +70,13 @@ impl Dataplane {
         Ok(())
     }
 
-    fn handle_datagram(&self, mesh: &Mesh, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+    pub(super) fn handle_datagram(
+        &self,
+        mesh: &Mesh,
+        datagram: &[u8],
+        from: SocketAddr,
+        out: &mut [u8],
+    ) {
         let kind = match wire::classify(datagram) {
             Ok(k) => k,
             Err(e) => {
@@ -95,8 +102,11 @@ impl Dataplane {
                 Ok(Initiator::Peer(key)) => match mesh.slot_of(&key) {
                     Some(id) => id,
                     None => {
+                        // Counted, and parked: gossip may make it a peer a moment
+                        // from now.
                         self.counters.bump_unknown_peer();
-                        tracing::debug!(%from, peer = %key, "handshake from a key that is not a peer");
+                        self.parked.lock().park(key, from, datagram, Instant::now());
+                        tracing::debug!(%from, peer = %key, "handshake from a key that is not a peer (yet): parked");
                         return;
                     }
                 },

@@ -296,8 +296,16 @@ mod tests {
         // our own suspicion ran out: believed
         assert!(!doubt(Some((c(1, 0, Rank::Suspect), past)), dead, now));
         // leaves, tombstones, unknown members and other epochs: believed
-        assert!(!doubt(Some((c(1, 0, Rank::Alive), None)), c(1, 0, Rank::Left), now));
-        assert!(!doubt(Some((c(1, 0, Rank::Alive), None)), c(1, 0, Rank::Forgotten), now));
+        assert!(!doubt(
+            Some((c(1, 0, Rank::Alive), None)),
+            c(1, 0, Rank::Left),
+            now
+        ));
+        assert!(!doubt(
+            Some((c(1, 0, Rank::Alive), None)),
+            c(1, 0, Rank::Forgotten),
+            now
+        ));
         assert!(!doubt(None, dead, now));
         assert!(!doubt(Some((c(0, 5, Rank::Alive), None)), dead, now));
     }

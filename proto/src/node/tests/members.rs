@@ -222,7 +222,10 @@ fn a_dead_verdict_keeps_the_tunnel_of_a_peer_whose_traffic_still_flows() {
     }
     assert_eq!(net.member_state(a, c), Some(MemberState::Dead));
     assert_eq!(net.member_state(b, c), Some(MemberState::Dead));
-    assert!(has_c(&net, a), "traffic is evidence of life: the tunnel stays");
+    assert!(
+        has_c(&net, a),
+        "traffic is evidence of life: the tunnel stays"
+    );
     assert!(!has_c(&net, b), "no traffic at b: the verdict holds");
     // The traffic stops: the verdict takes effect once the evidence runs out.
     net.run(LIFE_EVIDENCE - Duration::from_millis(600));
