@@ -92,7 +92,17 @@ impl Pinger {
         let proc = from.d.netns().spawn(
             "ping",
             &[
-                "-n", "-q", "-4", "-i", "0.1", "-W", "1", "-c", &count, "-w", &deadline,
+                "-n",
+                "-q",
+                "-4",
+                "-i",
+                "0.1",
+                "-W",
+                "1",
+                "-c",
+                &count,
+                "-w",
+                &deadline,
                 &to.to_string(),
             ],
         );
@@ -185,11 +195,19 @@ fn partition_3_3_heals_without_false_deaths() {
         let (sent, received) = p.finish();
         eprintln!("{what}: {received}/{sent}");
         assert!(sent >= 600, "{what}: only {sent} sent");
-        assert_eq!(sent, received, "{what}: pings lost between nodes never cut off");
+        assert_eq!(
+            sent, received,
+            "{what}: pings lost between nodes never cut off"
+        );
     }
     // Across the former split, traffic flows again.
     for (i, j) in [(0, 3), (4, 1), (2, 5)] {
-        assert!(ping(nodes[i].d.netns(), addrs[j], 3), "n{} -> n{}", i + 1, j + 1);
+        assert!(
+            ping(nodes[i].d.netns(), addrs[j], 3),
+            "n{} -> n{}",
+            i + 1,
+            j + 1
+        );
     }
 }
 
@@ -220,7 +238,9 @@ fn five_percent_loss_tcp_stream_completes_without_false_death() {
         "bash",
         &[
             "-c",
-            &format!("head -c 32000000 /dev/zero | socat -u STDIN TCP:{addr}:{port},connect-timeout=5"),
+            &format!(
+                "head -c 32000000 /dev/zero | socat -u STDIN TCP:{addr}:{port},connect-timeout=5"
+            ),
         ],
     );
     assert!(sent.status.success(), "sender failed: {}", describe(&sent));
@@ -275,11 +295,9 @@ fn a_node_restarted_twenty_times_rejoins_each_time() {
     let mut took = Vec::new();
     for round in 1..=20 {
         nodes[2].d.restart();
-        let t = wait_for(
-            &format!("rejoin after restart {round}"),
-            MEMBERSHIP,
-            || all_alive(&nodes),
-        );
+        let t = wait_for(&format!("rejoin after restart {round}"), MEMBERSHIP, || {
+            all_alive(&nodes)
+        });
         took.push(t);
         assert!(
             ping(nodes[0].d.netns(), addr, 2),
@@ -302,7 +320,13 @@ fn the_first_ping_to_a_just_joined_member_arrives() {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..4 {
         let seed = (i > 0).then(|| &hosts[0]);
-        nodes.push(start_node(&hosts[i], &format!("n{}", i + 1), &[&secret], seed, &range));
+        nodes.push(start_node(
+            &hosts[i],
+            &format!("n{}", i + 1),
+            &[&secret],
+            seed,
+            &range,
+        ));
     }
     wait_for("mesh", MEMBERSHIP, || all_alive(&nodes));
     for i in 4..7 {
@@ -311,7 +335,9 @@ fn the_first_ping_to_a_just_joined_member_arrives() {
         let mut block = String::new();
         wait_for("the new member's block", MEMBERSHIP, || {
             block = cluster(&new)["block"].as_str().unwrap_or("").to_owned();
-            (!block.is_empty()).then_some(()).ok_or_else(|| "no block".to_string())
+            (!block.is_empty())
+                .then_some(())
+                .ok_or_else(|| "no block".to_string())
         });
         let addr = first_host(&block);
         for old in &nodes {
@@ -326,10 +352,10 @@ fn the_first_ping_to_a_just_joined_member_arrives() {
                 });
                 ok.then_some(()).ok_or_else(|| format!("{c}"))
             });
-            let out = old.d.netns().exec(
-                "ping",
-                &["-n", "-c", "1", "-W", "4", &addr.to_string()],
-            );
+            let out = old
+                .d
+                .netns()
+                .exec("ping", &["-n", "-c", "1", "-W", "4", &addr.to_string()]);
             assert!(
                 out.status.success(),
                 "{} -> {name}: the first ping was lost\n{}",

@@ -480,13 +480,13 @@ fn partition_heal_causes_no_false_death() {
     }
 }
 
-/// (4c) Delay, duplication and reordering do not break membership: 16 nodes over
+/// (4c) Delay, duplication and reordering do not break membership: 12 nodes over
 /// links of 1-150 ms, each datagram delayed up to 300 ms more (so they overtake each
-/// other), 10 % delivered twice and 2 % lost, converge and run five minutes with no
+/// other), 10 % delivered twice and 2 % lost, converge and run two minutes with no
 /// false death; the duplicates are refused as replays, never applied twice.
 #[test]
 fn delay_duplication_and_reordering_do_not_break_membership() {
-    let n = 16;
+    let n = 12;
     let mut s = Sim::new(SimConfig {
         seed: 21,
         loss: 0.02,
@@ -499,7 +499,7 @@ fn delay_duplication_and_reordering_do_not_break_membership() {
     cold_start(&mut s, n);
     let t = s.run_until_true(STEP, Duration::from_secs(30), |s| s.converged(n as u32));
     assert!(t.is_some(), "no convergence");
-    s.run_until(Duration::from_secs(300));
+    s.run_until(Duration::from_secs(120));
     for i in 0..n {
         assert_eq!(downs(&s, i), vec![], "node {i} declared a live node dead");
         let g = s.node(i).gossip.as_ref().expect("running");

@@ -25,10 +25,7 @@ pub struct Impairment {
 impl Impairment {
     fn install(underlay: &Underlay, family: &'static str, body: &str) -> Impairment {
         let switch = underlay.switch().clone();
-        let table = format!(
-            "impair{}",
-            TABLE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let table = format!("impair{}", TABLE_COUNTER.fetch_add(1, Ordering::Relaxed));
         let script = format!("table {family} {table} {{\n{body}\n}}\n");
         let dir = temp_dir("impair");
         let path = dir.path().join("rules.nft");
@@ -109,10 +106,9 @@ impl Impairment {
 
     /// Packets this impairment acted on (dropped or duplicated), summed over its rules.
     pub fn hits(&self) -> u64 {
-        let out = self.switch.exec(
-            "nft",
-            &["list", "table", self.family, self.table.as_str()],
-        );
+        let out = self
+            .switch
+            .exec("nft", &["list", "table", self.family, self.table.as_str()]);
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .collect::<Vec<_>>()
@@ -125,9 +121,10 @@ impl Impairment {
 
 impl Drop for Impairment {
     fn drop(&mut self) {
-        let out = self
-            .switch
-            .exec("nft", &["delete", "table", self.family, self.table.as_str()]);
+        let out = self.switch.exec(
+            "nft",
+            &["delete", "table", self.family, self.table.as_str()],
+        );
         if !out.status.success() && !std::thread::panicking() {
             eprintln!(
                 "[harness] could not remove nft table {} {}: {}",
