@@ -268,6 +268,8 @@ fn duplication_breaks_neither_membership_nor_traffic() {
     let dir = temp_dir("faults");
     let nodes = range_mesh(&u, dir.path());
     let addr = block_addr(&nodes[1]);
+    // The tunnel is up before the impairment (its first handshake is not the point).
+    assert!(ping(nodes[0].d.netns(), addr, 3));
     let before: Vec<usize> = nodes.iter().map(downs).collect();
     let dup = Impairment::duplicate(&u, 20);
     let p = Pinger::start(&nodes[0], addr, 20);
