@@ -1,8 +1,10 @@
 //! Impairments of the underlay, for fault tests: loss, duplication and blackholed
 //! pairs or partitions, as nftables rules in the topology's switch namespace (so the
 //! hosts and daemons under test see only a worse network). Delay and reordering have
-//! no nftables form (and there is no netem here); the gossip simulation covers them
-//! (`proto/tests/simulation.rs`).
+//! no nftables form; the userspace way (an nftables `queue` to an NFQUEUE handler) is
+//! refused by this kernel (`nft_queue` missing: "No such file or directory" for
+//! `queue` in both the bridge and inet families) and there is no netem, so the gossip
+//! simulation covers them (`proto/tests/simulation.rs`).
 //!
 //! Each [`Impairment`] is a guard owning one nftables table: dropping it removes the
 //! table (the impairment ends: a partition heals); the switch namespace's deletion
