@@ -328,3 +328,43 @@ fn spawn_lookup(names: Vec<String>, to: mpsc::Sender<Lookups>) {
         let _ = to.send(found).await;
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{PeerReport, PeerStats};
+    use weftnet_proto::keys::PublicKey;
+    use weftnet_proto::node::Peer;
+
+    fn report(key: u8, rx_packets: u64) -> PeerReport {
+        PeerReport {
+            peer: Peer {
+                public_key: PublicKey::from_bytes([key; 32]),
+                endpoint: None,
+                allowed_ips: Vec::new(),
+                persistent_keepalive: None,
+            },
+            stats: PeerStats {
+                rx_packets,
+                ..PeerStats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn activity_names_the_peers_whose_receive_count_grew() {
+        let mut a = Activity::default();
+        assert!(
+            a.update(&[report(1, 5), report(2, 0)]).is_empty(),
+            "first look"
+        );
+        let active = a.update(&[report(1, 9), report(2, 0), report(3, 4)]);
+        assert_eq!(active, vec![PublicKey::from_bytes([1; 32])]);
+        // A peer re-added (counters from zero) is not activity by itself.
+        assert!(a.update(&[report(1, 2)]).is_empty());
+        assert_eq!(
+            a.update(&[report(1, 3)]),
+            vec![PublicKey::from_bytes([1; 32])]
+        );
+    }
+}
