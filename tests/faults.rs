@@ -211,6 +211,59 @@ fn partition_3_3_heals_without_false_deaths() {
     }
 }
 
+/// A member whose gossip is cut off (its WireGuard traffic still flows) is declared
+/// dead, but a tunnel that carries traffic is evidence of life: it is not torn down, no
+/// ping through it is lost, and when gossip returns the member is alive again with
+/// the same session (its handshake was never redone).
+#[test]
+fn a_dead_verdict_keeps_a_tunnel_that_carries_traffic() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("faults");
+    let nodes = range_mesh(&u, dir.path());
+    let addr = block_addr(&nodes[2]);
+    assert!(ping(nodes[0].d.netns(), addr, 3));
+    let handshake_age = |n: &Node, key: &str| -> Option<u64> {
+        n.d.status_json()["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["public_key"] == key)?["latest_handshake_secs"]
+            .as_u64()
+    };
+    let age_before = handshake_age(&nodes[0], &nodes[2].key).expect("a session with n3");
+    let t0 = Instant::now();
+    let secs = 40;
+    let pinger = Pinger::start(&nodes[0], addr, secs);
+    let cut = Impairment::gossip_blackhole(&u, &[u.host(2)]);
+    let dead = wait_for("n3 declared dead by n1", MEMBERSHIP, || {
+        let s = states(&nodes[0]);
+        s.iter()
+            .any(|(name, st)| name == "n3" && st == "dead")
+            .then_some(())
+            .ok_or_else(|| format!("{s:?}"))
+    });
+    eprintln!("n3 dead at n1 after {dead:?}; tunnel kept by its traffic");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        handshake_age(&nodes[0], &nodes[2].key).is_some(),
+        "n3 is still n1's peer"
+    );
+    drop(cut);
+    wait_for("n3 alive again", MEMBERSHIP, || all_alive(&nodes));
+    let (sent, received) = pinger.finish();
+    eprintln!("n1 -> n3 through the verdict: {received}/{sent}");
+    assert_eq!(sent, received, "pings lost while n3 was declared dead");
+    let age_after = handshake_age(&nodes[0], &nodes[2].key).expect("a session with n3");
+    let elapsed = t0.elapsed().as_secs();
+    // The same session: its age kept growing (a new one would be seconds old). A
+    // rekey (every 2 minutes) cannot fall in this window unless the session was old.
+    if age_before + elapsed < 110 {
+        assert!(
+            age_after + 2 >= age_before + elapsed,
+            "the session was replaced: {age_before} s old before, {age_after} s after {elapsed} s"
+        );
+    }
+}
+
 /// With 5 % of the underlay's datagrams lost in both directions, a TCP stream across
 /// the mesh completes and no member is declared dead.
 #[test]

@@ -1,5 +1,5 @@
-//! Impairments of the underlay, for fault tests: loss, duplication and blackholed
-//! pairs or partitions, as nftables rules in the topology's switch namespace (so the
+//! Impairments of the underlay, for fault tests: loss, duplication, blackholed
+//! pairs or partitions, gossip alone cut off, as nftables rules in the topology's switch namespace (so the
 //! hosts and daemons under test see only a worse network). Delay and reordering have
 //! no nftables form; the userspace way (an nftables `queue` to an NFQUEUE handler) is
 //! refused by this kernel (`nft_queue` missing: "No such file or directory" for
@@ -78,6 +78,23 @@ impl Impairment {
              ip saddr {{ {b4} }} ip daddr {{ {a4} }} meta l4proto udp counter drop\n    \
              ip6 saddr {{ {a6} }} ip6 daddr {{ {b6} }} meta l4proto udp counter drop\n    \
              ip6 saddr {{ {b6} }} ip6 daddr {{ {a6} }} meta l4proto udp counter drop\n  }}"
+        );
+        Self::install(underlay, "bridge", &body)
+    }
+
+    /// Drops the gossip datagrams (UDP payload starting with 0x40) to and from the
+    /// hosts in `cut`; their WireGuard traffic flows. Gossip sees them fail while the
+    /// data plane keeps working.
+    pub fn gossip_blackhole(underlay: &Underlay, cut: &[&Host]) -> Impairment {
+        let set = cut
+            .iter()
+            .map(|h| h.underlay_v4().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let body = format!(
+            "  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    \
+             ip saddr {{ {set} }} meta l4proto udp @th,64,8 0x40 counter drop\n    \
+             ip daddr {{ {set} }} meta l4proto udp @th,64,8 0x40 counter drop\n  }}"
         );
         Self::install(underlay, "bridge", &body)
     }
