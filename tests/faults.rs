@@ -422,10 +422,10 @@ fn the_first_ping_to_a_just_joined_member_arrives() {
                     .any(|(n, s)| *n == new.name && s == "alive");
                 ok.then_some(()).ok_or_else(|| format!("{:?}", states(old)))
             });
-            let out = old
-                .d
-                .netns()
-                .exec("ping", &["-n", "-c", "1", "-W", "4", &overlay(i).to_string()]);
+            let out = old.d.netns().exec(
+                "ping",
+                &["-n", "-c", "1", "-W", "4", &overlay(i).to_string()],
+            );
             assert!(
                 out.status.success(),
                 "{} -> {}: the first ping was lost\n{}",
