@@ -87,18 +87,18 @@ pub(crate) fn no_underlay_address(join: &[String], resolved: &[SocketAddr]) -> S
     if !resolved.is_empty() {
         let list: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
         return format!(
-            "no route to the seed(s) {}: this host has no route toward them and no default              route; check the underlay interface and its routes (`ip route get {}`)",
+            "no route to the seed(s) {}: this host has no route toward them and no default route; check the underlay interface and its routes (`ip route get {}`)",
             list.join(", "),
             list[0]
         );
     }
     if !join.is_empty() {
         return format!(
-            "the seed(s) {} do not resolve and this host has no default route: check the              names (or give IP:PORT) and the underlay's routes, or give --advertise-address",
+            "the seed(s) {} do not resolve and this host has no default route: check the names (or give IP:PORT) and the underlay's routes, or give --advertise-address",
             join.join(", ")
         );
     }
-    "this host has no global address and no default route, so other nodes cannot reach it:      bring up the underlay interface, or give --advertise-address"
+    "this host has no global address and no default route, so other nodes cannot reach it: bring up the underlay interface, or give --advertise-address"
         .to_string()
 }
 
@@ -189,6 +189,7 @@ mod tests {
         let e = no_underlay_address(&["10.9.9.9:51820".into()], &[seed]);
         assert!(e.starts_with("no route to the seed(s) 10.9.9.9"), "{e}");
         assert!(e.contains("ip route get 10.9.9.9"), "{e}");
+        assert!(!e.contains("  "), "one line, single spaces: {e}");
         assert!(!e.contains("--advertise-address"), "not blamed: {e}");
         let e = no_underlay_address(&["seed.example:51820".into()], &[]);
         assert!(e.contains("do not resolve"), "{e}");
