@@ -15,6 +15,7 @@
 //! - [`router`]: crypto-key routing decisions (which peer gets a packet, which
 //!   decrypted packets are accepted).
 //! - [`session`]: one WireGuard session with one peer.
+//! - [`offload`]: TUN offloads: the virtio-net header, TSO split, receive coalescing.
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
 //! - [`node`]: the node reconciler: every control-plane decision of one node (gossip,
@@ -33,6 +34,7 @@ pub mod ipam;
 pub mod keys;
 pub mod multicast;
 pub mod node;
+pub mod offload;
 pub mod packet;
 pub mod prefix_table;
 pub mod router;
