@@ -178,6 +178,11 @@ impl Dataplane {
         self.tun.name()
     }
 
+    /// The TUN offload path in use: `tso`, `vnet-hdr` or `off`.
+    pub(crate) fn offload(&self) -> &'static str {
+        self.tun.offload().as_str()
+    }
+
     /// Sends a control-plane (gossip) datagram from the shared port.
     pub(crate) fn send_control(&self, bytes: &[u8], to: SocketAddr) {
         self.send(bytes, to);

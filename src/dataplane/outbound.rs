@@ -1,15 +1,18 @@
 //! TUN -> router -> session -> UDP. Packets are read until the device is empty (or a
 //! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
-//! UDP GSO send.
+//! UDP GSO send. With the TUN's offloads on, one read may be a TCP super-packet of up
+//! to 64 KiB: it is split into MTU-sized packets (`weftnet_proto::offload::split`)
+//! whose ciphertexts then leave together in one or two GSO sends.
 
 use super::mesh::{LivePeer, Mesh};
 use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
-use crate::tun::{wait_readable, Tun};
+use crate::tun::{wait_readable, Offload, Tun};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use weftnet_proto::multicast::{RateLimit, Replicator};
+use weftnet_proto::offload::split;
 use weftnet_proto::session::Output;
 
 /// Packets read from the TUN device before their ciphertexts are flushed.
@@ -58,11 +61,34 @@ impl Dataplane {
     ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; BUF];
         let mut scratch = vec![0u8; BUF];
+        let offloaded = device.offload() != Offload::Off;
+        // One segment of a super-packet at a time.
+        let mut segment = if offloaded {
+            vec![0u8; BUF]
+        } else {
+            Vec::new()
+        };
         let mut batch = TxBatch::new(self.udp.max_segments());
         let mut in_batch = 0;
         let mut mesh = self.mesh.load_full();
         while !self.stopping() {
             match device.read(&mut buf) {
+                Ok(n) if offloaded => {
+                    let read = &mut buf[..n];
+                    let split = split(read, &mut segment, |packet| {
+                        handle(&mesh, packet, &mut scratch, &mut batch)
+                    });
+                    if let Err(e) = split {
+                        self.counters.bump_tun_offload_malformed();
+                        tracing::debug!(error = %e, "dropped a malformed offload read");
+                    }
+                    in_batch += 1;
+                    if in_batch >= TX_BATCH {
+                        batch.flush(self);
+                        in_batch = 0;
+                        mesh = self.mesh.load_full();
+                    }
+                }
                 Ok(n) => {
                     handle(&mesh, &buf[..n], &mut scratch, &mut batch);
                     in_batch += 1;

@@ -20,8 +20,6 @@ pub use vnet::{GsoType, VnetHdr, VNET_HDR_LEN};
 
 /// IP protocol number of TCP.
 pub(crate) const PROTO_TCP: u8 = 6;
-/// IP protocol number of UDP.
-pub(crate) const PROTO_UDP: u8 = 17;
 
 #[cfg(test)]
 pub(crate) mod testpkt;
