@@ -40,7 +40,7 @@
 #   RUNS             iperf3 TCP runs per implementation and stream count (default 3)
 #   SECONDS_PER_RUN  duration of each iperf3 run (default 5)
 #   STREAMS_LIST     TCP stream counts to measure, iperf3 -P (default "1 4")
-#   UDP_RATE         offered rate of the fixed-rate UDP loss test (default 500M)
+#   UDP_RATE         offered rate of the fixed-rate UDP loss test (default 200M)
 #   PINGS            round trips per latency measurement (default 2000)
 #   EXTRAS=0         TCP only (no UDP and latency tests)
 #   WEFTNET_BIN      weftnet binary (default target/release/weftnet in the repo;
@@ -62,7 +62,7 @@ IMPLS=${IMPLS:-"raw boringtun wireguard-go weftnet weftnet-pods"}
 RUNS=${RUNS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 STREAMS_LIST=${STREAMS_LIST:-${STREAMS:-"1 4"}}
-UDP_RATE=${UDP_RATE:-500M}
+UDP_RATE=${UDP_RATE:-200M}
 PINGS=${PINGS:-2000}
 EXTRAS=${EXTRAS:-1}
 ECHO_PORT=5301

@@ -199,6 +199,8 @@ fn two_nodes_ping_v4_v6_and_stream_tcp() {
     }
     assert_eq!(st["interface"], "weft0");
     assert_eq!(st["listen_port"], PORT);
+    // This kernel has TUN offloads: the streams above went through TSO and coalescing.
+    assert_eq!(st["offload"], "tso", "{st:#}");
     assert_eq!(
         st["addresses"],
         serde_json::json!([format!("{}/24", ov4(1)), format!("{}/64", ov6(1))])
@@ -217,6 +219,7 @@ fn two_nodes_ping_v4_v6_and_stream_tcp() {
         "unknown_peer",
         "no_endpoint",
         "tun_write_errors",
+        "tun_offload_malformed",
         "udp_send_errors",
     ] {
         assert!(st["drops"][reason].is_u64(), "no drops.{reason}: {st:#}");
