@@ -43,6 +43,9 @@
 #   UDP_RATE         offered rate of the fixed-rate UDP loss test (default 200M)
 #   PINGS            round trips per latency measurement (default 2000)
 #   EXTRAS=0         TCP only (no UDP and latency tests)
+#   IDLE_PEERS       peer counts for the idle measurement of weftnet (default "100 1000";
+#                    empty: skip): CPU over IDLE_SECS (default 10) and RSS of a daemon
+#                    with that many static peers and no traffic
 #   WEFTNET_BIN      weftnet binary (default target/release/weftnet in the repo;
 #                    built with `cargo build --release` if that default is missing)
 #   BORINGTUN_THREADS  --threads for boringtun-cli (default: its own default, 4)
@@ -65,6 +68,8 @@ STREAMS_LIST=${STREAMS_LIST:-${STREAMS:-"1 4"}}
 UDP_RATE=${UDP_RATE:-200M}
 PINGS=${PINGS:-2000}
 EXTRAS=${EXTRAS:-1}
+IDLE_PEERS=${IDLE_PEERS-"100 1000"}
+IDLE_SECS=${IDLE_SECS:-10}
 ECHO_PORT=5301
 DEFAULT_WEFTNET_BIN="$REPO_ROOT/target/release/weftnet"
 WEFTNET_BIN=${WEFTNET_BIN:-$DEFAULT_WEFTNET_BIN}
@@ -492,6 +497,45 @@ bench_weftnet_pods() {
     measure weftnet-pods 10.203.2.10 "$POD_A" "$POD_B"
 }
 
+# Idle cost: a weftnet daemon in A with N static peers (random public keys, endpoints
+# in B where nothing answers, so no handshake starts without traffic) and no traffic.
+# Writes {"peers": N, "cpu_percent": ..., "rss_mib": ...} lines to $WORK/res/idle.runs
+bench_idle() {
+    local n ifname pid t0 t1 hz
+    hz=$(getconf CLK_TCK)
+    : >"$WORK/res/idle.runs"
+    genkeys weftnet-idle
+    for n in $IDLE_PEERS; do
+        ifname="wbid$n"
+        python3 - "$n" "$UNDER_B" >"$WORK/idle-$n.toml" <<'EOF'
+import base64, os, sys
+n, host = int(sys.argv[1]), sys.argv[2]
+for i in range(n):
+    print("[[peer]]")
+    print(f'public_key = "{base64.b64encode(os.urandom(32)).decode()}"')
+    print(f'endpoint = "{host}:{40000 + i}"')
+    print(f'allowed_ips = ["10.240.{i // 250}.{i % 250 + 1}/32"]')
+EOF
+        mkdir -p "$WORK/idle-state-$n"
+        track_if "$NS_A" "$ifname"
+        start_bg "$NS_A" "$WORK/idle-$n.log" "$WEFTNET_BIN" up --config "$WORK/idle-$n.toml" \
+            --interface "$ifname" --address 10.239.0.1/24 --listen-port 51825 \
+            --state-dir "$WORK/idle-state-$n" --private-key-file "$WORK/weftnet-idle.key"
+        pid=$LAST_PID
+        wait_until "weftnet status (idle, $n peers)" weftnet_ready "$pid" "$NS_A" "$WORK/idle-state-$n" || return 1
+        sleep 2
+        t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        sleep "$IDLE_SECS"
+        t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        python3 -c "
+import json
+rss = [l for l in open('/proc/$pid/status') if l.startswith('VmRSS:')][0].split()[1]
+print(json.dumps({'peers': $n, 'cpu_percent': ($t1 - $t0) / $hz / $IDLE_SECS * 100, 'rss_mib': int(rss) / 1024}))" >>"$WORK/res/idle.runs"
+        log "idle: $(tail -n1 "$WORK/res/idle.runs")"
+        stop_pid "$pid"
+    done
+}
+
 run_impl() { # runs in a subshell
     local impl=$1
     trap stop_tracked EXIT
@@ -502,6 +546,7 @@ run_impl() { # runs in a subshell
         wireguard-go) bench_wireguard_go ;;
         weftnet) bench_weftnet ;;
         weftnet-pods) bench_weftnet_pods ;;
+        idle) bench_idle ;;
     esac
 }
 
@@ -591,6 +636,7 @@ doc = {
     "versions": versions,
     "results": results,
     "ratios": ratios,
+    "idle": [json.loads(l) for l in (read("idle", "runs") or "").splitlines() if l.strip()],
 }
 with open(out, "w") as f:
     json.dump(doc, f, indent=2)
@@ -619,6 +665,14 @@ print()
 for k, v in ratios.items():
     if v is not None:
         print(f"{k:<30} {v:6.3f}")
+idle = doc["idle"]
+if idle:
+    print()
+    print("weftnet idle (static peers, no traffic): " + "; ".join(
+        f"{x['peers']} peers: {x['cpu_percent']:.2f} % of a core, {x['rss_mib']:.1f} MiB RSS" for x in idle))
+    if len(idle) >= 2 and idle[-1]["peers"] > idle[0]["peers"]:
+        per = (idle[-1]["rss_mib"] - idle[0]["rss_mib"]) * 1024 / (idle[-1]["peers"] - idle[0]["peers"])
+        print(f"memory per peer: {per:.1f} KiB")
 print()
 print(f"results written to {out}")
 EOF
@@ -672,6 +726,11 @@ main() {
         fi
         stop_tracked # belt and braces: nothing of this impl survives into the next
     done
+    if [[ -n $IDLE_PEERS ]] && { want weftnet || want weftnet-pods; }; then
+        log "=== idle ==="
+        (set -e; run_impl idle) || log "idle measurement FAILED"
+        stop_tracked
+    fi
     report
     return "$failed"
 }
