@@ -63,3 +63,13 @@ fn gossip_plaintext_corpus() {
 fn ethernet_corpus() {
     replay("ethernet", fuzzing::ethernet);
 }
+
+#[test]
+fn offload_split_corpus() {
+    replay("offload_split", fuzzing::offload_split);
+}
+
+#[test]
+fn offload_coalesce_corpus() {
+    replay("offload_coalesce", fuzzing::offload_coalesce);
+}
