@@ -17,6 +17,8 @@
 //! - [`session`]: one WireGuard session with one peer.
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
+//! - [`policy`]: NetworkPolicy semantics: policies, pods and namespaces to per-pod
+//!   allow lists.
 //! - [`node`]: the node reconciler: every control-plane decision of one node (gossip,
 //!   blocks, peers, addresses, routes, groups) as events in, effects out.
 //!
@@ -34,6 +36,7 @@ pub mod keys;
 pub mod multicast;
 pub mod node;
 pub mod packet;
+pub mod policy;
 pub mod prefix_table;
 pub mod router;
 pub mod session;
