@@ -55,6 +55,8 @@ pub(crate) struct Snapshot {
     pub(crate) start_time_seconds: f64,
     /// Kubernetes mode only: whether the API server answers.
     pub(crate) kube_api_reachable: Option<bool>,
+    /// NetworkPolicy enforcement, when on.
+    pub(crate) policy: Option<crate::policy::PolicyStatus>,
 }
 
 /// Where a scrape reads from: the running daemon's shared state.
@@ -62,6 +64,7 @@ pub(crate) struct Sources {
     pub(crate) dp: Arc<Dataplane>,
     pub(crate) status: watch::Receiver<Status>,
     pub(crate) kube: Option<watch::Receiver<KubeView>>,
+    pub(crate) policy: Option<watch::Receiver<crate::policy::PolicyView>>,
     pub(crate) started: SystemTime,
 }
 
@@ -84,6 +87,7 @@ impl Sources {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             kube_api_reachable: self.kube.as_ref().map(|k| k.borrow().api_reachable),
+            policy: self.policy.as_ref().map(|p| p.borrow().status()),
             status,
         }
     }
@@ -330,7 +334,55 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
             flag(up),
         )?;
     }
+    if let Some(p) = &s.policy {
+        policy_metrics(enc, p)?;
+    }
     Ok(())
+}
+
+/// NetworkPolicy gauges and the drops per local pod and direction.
+fn policy_metrics(
+    enc: &mut DescriptorEncoder,
+    p: &crate::policy::PolicyStatus,
+) -> std::fmt::Result {
+    gauge(
+        enc,
+        "weftnet_network_policies",
+        "NetworkPolicies known (cluster-wide).",
+        count(p.policies),
+    )?;
+    gauge(
+        enc,
+        "weftnet_network_policy_pods_selected",
+        "This node's pods selected by at least one NetworkPolicy.",
+        count(p.pods.iter().filter(|x| !x.policies.is_empty()).count()),
+    )?;
+    counters(
+        enc,
+        "weftnet_network_policy_rulesets_applied",
+        "NetworkPolicy rulesets applied to nftables since start.",
+        vec![(Vec::new(), p.applied)],
+    )?;
+    let mut drops = Vec::new();
+    for x in p.pods.iter().filter(|x| !x.policies.is_empty()) {
+        let (ns, name) = x.pod.split_once('/').unwrap_or(("", &x.pod));
+        for (dir, n) in [("ingress", x.ingress_drops), ("egress", x.egress_drops)] {
+            drops.push((
+                vec![
+                    ("namespace", ns.to_string()),
+                    ("pod", name.to_string()),
+                    ("direction", dir.to_string()),
+                ],
+                n,
+            ));
+        }
+    }
+    counters(
+        enc,
+        "weftnet_network_policy_drops",
+        "Packets dropped because no NetworkPolicy rule allowed them, per local pod and direction.",
+        drops,
+    )
 }
 
 /// A registry whose one collector is `collector`.
@@ -477,6 +529,7 @@ mod tests {
             dataplane_running: true,
             start_time_seconds: 1_700_000_000.5,
             kube_api_reachable: None,
+            policy: None,
         };
         let t = text(s);
         let v = |series: &str| value(&t, series).unwrap_or_else(|| panic!("{series} in:\n{t}"));
@@ -557,6 +610,7 @@ mod tests {
         let s = Snapshot {
             drops: crate::status::drop_counts(vec![("no_route", 0)], &Status::default()),
             kube_api_reachable: Some(false),
+            policy: None,
             ..Snapshot::default()
         };
         let t = text(s);

@@ -112,12 +112,29 @@ pub(super) async fn start(
     let listener = control::bind(&host.socket)?;
     teardown.push(Created::File(host.socket));
     failpoint("control socket")?;
+    let policy = match (&config.kube, config.network_policy) {
+        (Some(k), true) => Some(
+            crate::policy::start(
+                crate::policy::Local::Node(k.node_name.clone()),
+                host.bridge.is_some(),
+                teardown,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    failpoint("network policy")?;
 
     // From here on nothing fails: the tasks start.
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let shutdown = Arc::new(Notify::new());
     let shell = tokio::spawn(shell.run(Arc::clone(&dp), control_rx, snoop_rx, commands_rx));
     let mut others = Vec::new();
+    let policy_view = policy.as_ref().map(|p| p.view.clone());
+    let policy_cluster = policy.map(|p| {
+        others.push(p.task);
+        p.cluster
+    });
     let mut kube_view = None;
     if let (Some(started), Some(k)) = (kube, config.kube.clone()) {
         let (tasks, view) = kube::spawn(kube::Running {
@@ -134,6 +151,7 @@ pub(super) async fn start(
             commands: commands_tx.clone(),
             shutdown: Arc::clone(&shutdown),
             status: status.clone(),
+            policy: policy_cluster,
         });
         others.extend(tasks);
         kube_view = Some(view);
@@ -149,6 +167,7 @@ pub(super) async fn start(
                 dp: Arc::clone(&dp),
                 status: status.clone(),
                 kube: kube_view.clone(),
+                policy: policy_view.clone(),
                 started,
             }));
         }
@@ -169,6 +188,7 @@ pub(super) async fn start(
             let status = status.borrow().clone();
             let mut r = StatusReport::build(&node_info, &report_dp, &status);
             r.kubernetes = kube_view.as_ref().map(|k| k.borrow().status());
+            r.policy = policy_view.as_ref().map(|p| p.borrow().status());
             r
         }),
         commands: commands_tx.clone(),
