@@ -297,7 +297,10 @@ impl FakeApi {
     /// `resourceVersion`, `uid` and `creationTimestamp` and emits ADDED or MODIFIED.
     pub fn put(&self, resource: &str, mut object: Value) {
         let resource = resource_name(resource);
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("").to_owned();
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_else(|| panic!("a {resource} object without metadata.name"))
@@ -316,11 +319,18 @@ impl FakeApi {
             None => {
                 st.uids += 1;
                 let meta = &mut object["metadata"];
-                meta["uid"] = json!(format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), st.uids));
+                meta["uid"] = json!(format!(
+                    "{:08x}-0000-4000-8000-{:012x}",
+                    std::process::id(),
+                    st.uids
+                ));
                 meta["creationTimestamp"] = json!(rfc3339(SystemTime::now()));
             }
         }
-        st.objects.entry(resource).or_default().insert(key, object.clone());
+        st.objects
+            .entry(resource)
+            .or_default()
+            .insert(key, object.clone());
         let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
         st.push_event_of(resource, kind, object);
         self.shared.changed.notify_all();
@@ -354,7 +364,12 @@ impl FakeApi {
     pub fn object(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let resource = resource_name(resource);
         let key = format!("{namespace}/{name}");
-        self.shared.lock().objects.get(resource).and_then(|m| m.get(&key)).cloned()
+        self.shared
+            .lock()
+            .objects
+            .get(resource)
+            .and_then(|m| m.get(&key))
+            .cloned()
     }
 
     pub fn node(&self, name: &str) -> Option<Value> {

@@ -25,8 +25,10 @@
 
 mod daemon;
 pub mod kube_api;
+pub mod kube_node;
 pub mod mesh;
 mod netns;
+pub mod probe;
 mod tools;
 mod underlay;
 mod wg;

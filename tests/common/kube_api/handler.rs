@@ -131,7 +131,11 @@ pub(super) fn handle(shared: &Shared, req: Request) -> Reply {
 /// List or watch of a collection other than Nodes (cluster-wide, no selectors).
 fn collection(st: &State, req: &Request, resource: &'static str, kind: &'static str) -> Reply {
     if req.method != "GET" {
-        return status(405, "MethodNotAllowed", format!("the fake server only lists and watches {resource}"));
+        return status(
+            405,
+            "MethodNotAllowed",
+            format!("the fake server only lists and watches {resource}"),
+        );
     }
     if st.forbidden {
         return status(
@@ -140,7 +144,11 @@ fn collection(st: &State, req: &Request, resource: &'static str, kind: &'static 
             format!("{resource} is forbidden: User \"{FORBIDDEN_USER}\" cannot list resource \"{resource}\" at the cluster scope"),
         );
     }
-    let items: Vec<Value> = st.objects.get(resource).map(|m| m.values().cloned().collect()).unwrap_or_default();
+    let items: Vec<Value> = st
+        .objects
+        .get(resource)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
     if req.is_watch() {
         return watch_of(st, req, None, resource, kind, items);
     }
