@@ -127,6 +127,8 @@ pub(crate) struct Config {
     pub(crate) masquerade: bool,
     /// Enforce NetworkPolicies (Kubernetes mode).
     pub(crate) network_policy: bool,
+    /// Standalone policy (`[[policy]]`): rules per local prefix.
+    pub(crate) policies: Vec<crate::policy::nft::Target>,
 }
 
 /// Where other nodes reach this one, when set by hand.
@@ -300,6 +302,10 @@ impl Config {
             bail!("--masquerade needs --range (the cluster's pod range), so that traffic between pods keeps its source: give --range or --masquerade=false");
         }
         let network_policy = s.network_policy.unwrap_or(kube.is_some());
+        let policies = crate::policy::standalone::targets(s.policy.as_deref().unwrap_or_default())?;
+        if !policies.is_empty() && kube.is_some() {
+            bail!("[[policy]] is for standalone hosts; in Kubernetes mode use NetworkPolicies: remove the [[policy]] tables");
+        }
         if network_policy && kube.is_none() {
             bail!("--network-policy needs --kubernetes (NetworkPolicies come from the API server): add --kubernetes, or leave --network-policy out");
         }
@@ -361,6 +367,7 @@ impl Config {
             kube,
             masquerade,
             network_policy,
+            policies,
         };
         config.check_peers()?;
         Ok(config)

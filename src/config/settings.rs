@@ -139,6 +139,9 @@ settings_group! {
         // `[[peer]]`: static peers come from the file only.
         #[arg(skip)]
         pub(crate) peer: Option<Vec<PeerSettings>>,
+        // `[[policy]]`: standalone traffic policy, from the file only.
+        #[arg(skip)]
+        pub(crate) policy: Option<Vec<crate::policy::standalone::PolicySettings>>,
     }
 }
 

@@ -112,16 +112,16 @@ pub(super) async fn start(
     let listener = control::bind(&host.socket)?;
     teardown.push(Created::File(host.socket));
     failpoint("control socket")?;
-    let policy = match (&config.kube, config.network_policy) {
-        (Some(k), true) => Some(
-            crate::policy::start(
-                crate::policy::Local::Node(k.node_name.clone()),
-                host.bridge.is_some(),
-                teardown,
-            )
-            .await?,
-        ),
+    let local = match (&config.kube, config.network_policy) {
+        (Some(k), true) => Some(crate::policy::Local::Node(k.node_name.clone())),
+        _ if !config.policies.is_empty() => {
+            Some(crate::policy::Local::Fixed(config.policies.clone()))
+        }
         _ => None,
+    };
+    let policy = match local {
+        Some(local) => Some(crate::policy::start(local, host.bridge.is_some(), teardown).await?),
+        None => None,
     };
     failpoint("network policy")?;
 

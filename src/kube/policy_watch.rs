@@ -20,7 +20,7 @@ use weftnet_proto::policy::{Cluster, PodKey};
 
 enum Item {
     Policy(Result<Event<NetworkPolicy>, watcher::Error>),
-    Pod(Result<Event<Pod>, watcher::Error>),
+    Pod(Box<Result<Event<Pod>, watcher::Error>>),
     Namespace(Result<Event<Namespace>, watcher::Error>),
 }
 
@@ -90,7 +90,7 @@ pub(crate) async fn run(client: Client, out: watch::Sender<Arc<Cluster>>) {
         .boxed();
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), cfg())
         .default_backoff()
-        .map(Item::Pod)
+        .map(|e| Item::Pod(Box::new(e)))
         .boxed();
     let namespaces = watcher::watcher(Api::<Namespace>::all(client), cfg())
         .default_backoff()
@@ -109,13 +109,19 @@ pub(crate) async fn run(client: Client, out: watch::Sender<Arc<Cluster>>) {
                 }
                 (policy.key.clone(), Some(policy))
             }),
-            Item::Pod(Ok(e)) => q.event(e, |o: &Pod| (key_of(&o.metadata), pod_of(o))),
+            Item::Pod(b) => match *b {
+                Ok(e) => q.event(e, |o: &Pod| (key_of(&o.metadata), pod_of(o))),
+                Err(e) => {
+                    failed(&e);
+                    false
+                }
+            },
             Item::Namespace(Ok(e)) => n.event(e, |o: &Namespace| {
                 let ns = namespace_of(o);
                 (ns.name.clone(), Some(ns))
             }),
-            Item::Policy(Err(e)) | Item::Pod(Err(e)) | Item::Namespace(Err(e)) => {
-                tracing::debug!(error = %describe_watch(&e), "a NetworkPolicy watch failed; retrying (the rules in force stay)");
+            Item::Policy(Err(e)) | Item::Namespace(Err(e)) => {
+                failed(&e);
                 false
             }
         };
@@ -127,6 +133,10 @@ pub(crate) async fn run(client: Client, out: watch::Sender<Arc<Cluster>>) {
             }));
         }
     }
+}
+
+fn failed(e: &watcher::Error) {
+    tracing::debug!(error = %describe_watch(e), "a NetworkPolicy watch failed; retrying (the rules in force stay)");
 }
 
 fn describe_watch(e: &watcher::Error) -> String {

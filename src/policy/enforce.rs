@@ -5,8 +5,7 @@
 //! resets them), so the totals per pod and direction only grow, and publishes a
 //! [`PolicyView`] for `weftnet status` and the metrics.
 
-use super::nft::{self, Ruleset};
-use ipnet::IpNet;
+use super::nft::{self, Ruleset, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,20 +16,23 @@ use weftnet_proto::policy::{compile, Cluster, Direction, Pod, PodKey, PodRules};
 /// How often the drop counters are read.
 const COUNTER_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Which pods are this node's.
+/// What this node protects.
 #[derive(Debug, Clone)]
 pub(crate) enum Local {
-    /// Kubernetes: pods scheduled on this Node.
+    /// Kubernetes: the pods scheduled on this Node, by the cluster's policies.
     Node(String),
-    /// Standalone: addresses inside these prefixes.
-    Prefixes(Vec<IpNet>),
+    /// Standalone: fixed rules per local prefix (`[[policy]]`).
+    Fixed(Vec<Target>),
 }
 
 impl Local {
-    fn accepts(&self, pod: &Pod) -> bool {
+    fn targets(&self, cluster: &Cluster) -> Vec<Target> {
         match self {
-            Local::Node(n) => pod.node.as_deref() == Some(n.as_str()),
-            Local::Prefixes(p) => pod.ips.iter().any(|ip| p.iter().any(|n| n.contains(ip))),
+            Local::Node(n) => compile(cluster, |p: &Pod| p.node.as_deref() == Some(n.as_str()))
+                .into_iter()
+                .map(Target::pod)
+                .collect(),
+            Local::Fixed(t) => t.clone(),
         }
     }
 }
@@ -145,8 +147,8 @@ impl Enforcer {
     }
 
     async fn update(&mut self, cluster: &Cluster) {
-        let rules = compile(cluster, |p| self.local.accepts(p));
-        let ruleset = nft::render(&rules);
+        let targets = self.local.targets(cluster);
+        let ruleset = nft::render(&targets);
         let changed = ruleset.script != self.current.script;
         let mut error = None;
         if changed {
@@ -161,7 +163,7 @@ impl Enforcer {
                             *self.base.entry(key.clone()).or_default() += n;
                         }
                     }
-                    tracing::debug!(pods = rules.len(), took = ?started.elapsed(), "network policy ruleset applied");
+                    tracing::debug!(pods = targets.len(), took = ?started.elapsed(), "network policy ruleset applied");
                     self.current = ruleset;
                 }
                 Ok(Err(e)) => error = Some(format!("{e:#}")),
@@ -176,7 +178,7 @@ impl Enforcer {
         self.view.send_modify(|v| {
             v.policies = cluster.policies.len();
             v.pods_known = cluster.pods.len();
-            v.rules = rules;
+            v.rules = targets.into_iter().map(|t| t.rules).collect();
             if applied {
                 v.applied += 1;
                 v.applied_at = Some(Instant::now());
@@ -196,11 +198,14 @@ impl Enforcer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let first = cluster.borrow_and_update().clone();
         self.update(&first).await;
+        // Standalone rules never change: the sender may be gone from the start.
+        let mut following = true;
         loop {
             tokio::select! {
-                changed = cluster.changed() => {
+                changed = cluster.changed(), if following => {
                     if changed.is_err() {
-                        return;
+                        following = false;
+                        continue;
                     }
                     let c = cluster.borrow_and_update().clone();
                     self.update(&c).await;

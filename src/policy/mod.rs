@@ -9,6 +9,7 @@
 
 pub(crate) mod enforce;
 pub(crate) mod nft;
+pub(crate) mod standalone;
 
 pub(crate) use enforce::{spawn, Local, PolicyStatus, PolicyView};
 

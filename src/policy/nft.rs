@@ -20,6 +20,7 @@
 //! probes come from there, and upstream lets them through.
 
 use anyhow::{anyhow, Context, Result};
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -158,14 +159,30 @@ fn chain_rules(sets: &mut Sets, dir: Direction, allows: &[Allow], verdict: &str,
     }
 }
 
-/// The whole table for `pods`.
-pub(crate) fn render(pods: &[PodRules]) -> Ruleset {
+/// What one chain pair protects: a pod's addresses, or (standalone) local prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) rules: PodRules,
+    pub(crate) nets: Vec<IpNet>,
+}
+
+impl Target {
+    /// A pod: its addresses as host prefixes.
+    pub(crate) fn pod(rules: PodRules) -> Self {
+        let nets = rules.addrs.iter().map(|a| IpNet::from(*a)).collect();
+        Self { rules, nets }
+    }
+}
+
+/// The whole table for `targets` (whose prefixes do not overlap).
+pub(crate) fn render(targets: &[Target]) -> Ruleset {
     let mut sets = Sets::default();
     let mut chains = String::new();
     let mut counters = HashMap::new();
     // Map elements: (family 4/6, direction) -> "addr : jump chain".
     let mut maps: HashMap<(bool, Direction), Vec<String>> = HashMap::new();
-    for (i, pod) in pods.iter().enumerate() {
+    for (i, target) in targets.iter().enumerate() {
+        let pod = &target.rules;
         for dir in [Direction::Ingress, Direction::Egress] {
             let Some(allows) = pod.direction(dir) else {
                 continue;
@@ -190,8 +207,8 @@ pub(crate) fn render(pods: &[PodRules]) -> Ruleset {
             chain_rules(&mut sets, dir, allows, verdict, &mut chains);
             let _ = writeln!(chains, "    counter name \"{counter}\" drop\n  }}");
             counters.insert(counter, (pod.pod.clone(), dir));
-            for addr in &pod.addrs {
-                maps.entry((addr.is_ipv4(), dir))
+            for addr in &target.nets {
+                maps.entry((addr.addr().is_ipv4(), dir))
                     .or_default()
                     .push(format!("{addr} : jump {chain}"));
             }
@@ -209,7 +226,7 @@ pub(crate) fn render(pods: &[PodRules]) -> Ruleset {
         let ty = if v4 { "ipv4_addr" } else { "ipv6_addr" };
         let _ = write!(
             s,
-            "  map {}{} {{ type {ty} : verdict;",
+            "  map {}{} {{ type {ty} : verdict; flags interval;",
             dir.name(),
             if v4 { 4 } else { 6 }
         );
@@ -225,6 +242,13 @@ pub(crate) fn render(pods: &[PodRules]) -> Ruleset {
          \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n\
          \x20   ip daddr vmap @ingress4\n    ip6 daddr vmap @ingress6\n  }\n\
          \x20 chain input {\n    type filter hook input priority filter; policy accept;\n\
+         \x20   iif lo accept\n\
+         \x20   ct state established,related accept\n\
+         \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
+         \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n\
+         \x20   ip daddr vmap @ingress4\n    ip6 daddr vmap @ingress6\n  }\n\
+         \x20 chain output {\n    type filter hook output priority filter; policy accept;\n\
+         \x20   oif lo accept\n\
          \x20   ct state established,related accept\n\
          \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
          \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n  }\n}\n",
@@ -350,8 +374,13 @@ mod tests {
             ]),
         };
         let r = render(&[
-            pod("a", "10.0.0.1", Some(vec![allow.clone()]), Some(vec![])),
-            pod("b", "10.0.0.9", None, Some(vec![allow])),
+            Target::pod(pod(
+                "a",
+                "10.0.0.1",
+                Some(vec![allow.clone()]),
+                Some(vec![]),
+            )),
+            Target::pod(pod("b", "10.0.0.9", None, Some(vec![allow]))),
         ]);
         let s = &r.script;
         assert!(
@@ -373,9 +402,9 @@ mod tests {
             s.contains("ip daddr @peers4_0 meta l4proto tcp th dport { 80, 8000-8080 } return"),
             "{s}"
         );
-        assert!(s.contains("10.0.0.1 : jump in_0"), "{s}");
-        assert!(s.contains("10.0.0.1 : jump out_0"), "{s}");
-        assert!(s.contains("10.0.0.9 : jump out_1"), "{s}");
+        assert!(s.contains("10.0.0.1/32 : jump in_0"), "{s}");
+        assert!(s.contains("10.0.0.1/32 : jump out_0"), "{s}");
+        assert!(s.contains("10.0.0.9/32 : jump out_1"), "{s}");
         assert!(!s.contains("jump in_1"), "b's ingress is open: {s}");
         assert_eq!(r.counters.len(), 3);
         assert_eq!(
@@ -406,11 +435,16 @@ mod tests {
         };
         let mut six = pod("c", "fd00::5", Some(vec![any.clone()]), None);
         six.addrs.push("10.0.0.7".parse().expect("ip"));
+        let prefix = Target {
+            rules: pod("net", "10.1.0.1", Some(vec![]), None),
+            nets: vec!["10.1.0.0/24".parse().expect("net")],
+        };
         for pods in [
             vec![],
             vec![
-                pod("a", "10.0.0.1", Some(vec![allow, any]), Some(vec![])),
-                six,
+                Target::pod(pod("a", "10.0.0.1", Some(vec![allow, any]), Some(vec![]))),
+                Target::pod(six),
+                prefix,
             ],
         ] {
             let r = render(&pods);
