@@ -10,7 +10,10 @@
 //! ports and endPort, egress to a named port, and changes at runtime (a pod's label,
 //! a namespace's label, a policy replaced, policies deleted). Also: the host reaches
 //! its own pods whatever the policy (kubelet probes), status and metrics show the
-//! policies and drops, and the table is gone after the daemon stops.
+//! policies and drops, and the table is gone after the daemon stops. Multicast: a
+//! receiver whose ingress rules deny the sender gets nothing while an allowed one on
+//! the same node gets everything; a sender whose egress rules do not cover the group
+//! reaches nobody, on either node, until a rule allows the group.
 //! Run as root (`cargo test --test netpol`).
 
 mod common;
@@ -426,6 +429,8 @@ fn network_policies_are_enforced_for_every_pair_port_and_protocol() {
     c.api.delete("networkpolicies", "y", "egress-named");
     c.expect("every policy deleted", |_, _, _, _| true);
 
+    multicast_cases(&mut c);
+
     // The table goes with the daemon.
     let node = c.nodes.pop().expect("node2");
     let ns = node.ns().clone();
@@ -435,4 +440,163 @@ fn network_policies_are_enforced_for_every_pair_port_and_protocol() {
         !left.status.success(),
         "the policy table survived the daemon"
     );
+}
+
+/// Waits until `node`'s status shows pod `key` with `direction` isolated.
+fn wait_isolated(node: &KubeNode, key: &str, direction: &str) {
+    wait_for(&format!("{key} {direction} isolated"), CASE_BOUND, || {
+        let st = node.status();
+        let isolated = st["policy"]["pods"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["pod"] == key && p[direction] == "isolated")
+        });
+        if isolated {
+            Ok(())
+        } else {
+            Err(format!("{}", st["policy"]))
+        }
+    });
+}
+
+/// Sends `count` datagrams `TAG i` from `pod` to `group:port`.
+fn send_multicast(pod: &Pod, group: &str, port: u16, tag: &str, count: usize) {
+    for i in 0..count {
+        let dst = format!(
+            "UDP4-DATAGRAM:{group}:{port},ip-multicast-if={},ip-multicast-ttl=1",
+            pod.ip
+        );
+        let mut cmd = pod.netns.command("socat", &["-u", "STDIN", &dst]);
+        expect_success(
+            "multicast send",
+            run_bounded(
+                &mut cmd,
+                Some(format!("{tag} {i}\n").as_bytes()),
+                EXEC_TIMEOUT,
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn multicast_cases(c: &mut Cluster) {
+    const GROUP: &str = "239.9.9.9";
+    const PORT: u16 = 6000;
+    const N: usize = 10;
+    // y/a (node 1) admits no sender; x/c (node 1) and x/b, y/b (node 2) are open.
+    let deny_ya = (
+        "y",
+        "deny-ya",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"],
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "nobody"}}}]}]}),
+    );
+    c.set_policies(std::slice::from_ref(&deny_ya));
+    wait_isolated(&c.nodes[0], "y/a", "ingress");
+    let receivers = ["x/c", "y/a", "x/b", "y/b"];
+    let rx: Vec<(&str, Proc)> = receivers
+        .iter()
+        .map(|k| {
+            let pod = c.pods.iter().find(|p| p.is(k)).expect("pod");
+            let recv = format!("UDP4-RECV:{PORT},ip-add-membership={GROUP}:eth0");
+            (*k, pod.netns.spawn("socat", &["-u", &recv, "STDOUT"]))
+        })
+        .collect();
+    wait_for(
+        "the group is known on node 1",
+        Duration::from_secs(20),
+        || {
+            let st = c.nodes[0].status();
+            let remote = st["cluster"]["members"].as_array().is_some_and(|ms| {
+                ms.iter().any(|m| {
+                    m["groups"]
+                        .as_array()
+                        .is_some_and(|g| g.iter().any(|x| x == GROUP))
+                })
+            });
+            if remote {
+                Ok(())
+            } else {
+                Err(format!("members {}", st["cluster"]["members"]))
+            }
+        },
+    );
+    let lines = |p: &Proc, tag: &str| p.stdout().lines().filter(|l| l.starts_with(tag)).count();
+    let sender = c.pods.iter().position(|p| p.is("x/a")).expect("x/a");
+    send_multicast(&c.pods[sender], GROUP, PORT, "m1", N);
+    for (k, p) in rx.iter().filter(|(k, _)| *k != "y/a") {
+        let ok = wait_until(Duration::from_secs(5), || lines(p, "m1") >= N);
+        assert!(
+            ok,
+            "allowed receiver {k} got {} of {N}: {:?}",
+            lines(p, "m1"),
+            p.stdout()
+        );
+    }
+    let denied = &rx[1].1;
+    assert_eq!(
+        lines(denied, "m1"),
+        0,
+        "y/a's ingress rules deny x/a, yet it received {:?}",
+        denied.stdout()
+    );
+    let ya = c.nodes[0].status()["policy"]["pods"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["pod"] == "y/a").cloned())
+        .expect("y/a in node1's status");
+    eprintln!("multicast: y/a denied, the other receivers got {N} of {N}; y/a status {ya}");
+
+    // x/a may send only to 10.0.0.0/8: its datagrams to the group reach nobody.
+    c.set_policies(&[
+        deny_ya.clone(),
+        (
+            "x",
+            "xa-unicast-only",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}),
+        ),
+    ]);
+    wait_isolated(&c.nodes[0], "x/a", "egress");
+    send_multicast(&c.pods[sender], GROUP, PORT, "m2", N);
+    std::thread::sleep(Duration::from_secs(2));
+    for (k, p) in &rx {
+        assert_eq!(
+            lines(p, "m2"),
+            0,
+            "{k} received datagrams of a sender denied the group: {:?}",
+            p.stdout()
+        );
+    }
+    // A rule that covers the group lets them through again.
+    c.set_policies(&[
+        deny_ya,
+        (
+            "x",
+            "xa-group",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"ipBlock": {"cidr": "239.9.9.0/24"}}], "ports": [{"protocol": "UDP", "port": PORT}]}]}),
+        ),
+    ]);
+    wait_for("x/a's new egress rule in force", CASE_BOUND, || {
+        let st = c.nodes[0].status();
+        let ok = st["policy"]["pods"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["pod"] == "x/a" && p["policies"] == json!(["x/xa-group"]))
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{}", st["policy"]))
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    send_multicast(&c.pods[sender], GROUP, PORT, "m3", N);
+    for (k, p) in rx.iter().filter(|(k, _)| *k != "y/a") {
+        let ok = wait_until(Duration::from_secs(5), || lines(p, "m3") >= N);
+        assert!(
+            ok,
+            "receiver {k} got {} of {N} once the group was allowed",
+            lines(p, "m3")
+        );
+    }
+    assert_eq!(lines(&rx[1].1, "m3"), 0, "y/a still denies x/a");
+    c.set_policies(&[]);
 }

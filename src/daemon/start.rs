@@ -113,7 +113,10 @@ pub(super) async fn start(
     teardown.push(Created::File(host.socket));
     failpoint("control socket")?;
     let local = match (&config.kube, config.network_policy) {
-        (Some(k), true) => Some(crate::policy::Local::Node(k.node_name.clone())),
+        (Some(k), true) => Some(crate::policy::Local::Node {
+            name: k.node_name.clone(),
+            cni_data: k.cni_data_dir.clone(),
+        }),
         _ if !config.policies.is_empty() => {
             Some(crate::policy::Local::Fixed(config.policies.clone()))
         }

@@ -19,8 +19,12 @@ const COUNTER_INTERVAL: Duration = Duration::from_secs(2);
 /// What this node protects.
 #[derive(Debug, Clone)]
 pub(crate) enum Local {
-    /// Kubernetes: the pods scheduled on this Node, by the cluster's policies.
-    Node(String),
+    /// Kubernetes: the pods scheduled on this Node, by the cluster's policies; the CNI
+    /// plugin's data directory tells each pod's bridge port.
+    Node {
+        name: String,
+        cni_data: std::path::PathBuf,
+    },
     /// Standalone: fixed rules per local prefix (`[[policy]]`).
     Fixed(Vec<Target>),
 }
@@ -28,10 +32,21 @@ pub(crate) enum Local {
 impl Local {
     fn targets(&self, cluster: &Cluster) -> Vec<Target> {
         match self {
-            Local::Node(n) => compile(cluster, |p: &Pod| p.node.as_deref() == Some(n.as_str()))
-                .into_iter()
-                .map(Target::pod)
-                .collect(),
+            Local::Node { name, cni_data } => {
+                compile(cluster, |p: &Pod| p.node.as_deref() == Some(name.as_str()))
+                    .into_iter()
+                    .map(|rules| {
+                        let port = rules
+                            .addrs
+                            .iter()
+                            .find_map(|ip| crate::cni::pod_port(cni_data, *ip));
+                        Target {
+                            port,
+                            ..Target::pod(rules)
+                        }
+                    })
+                    .collect()
+            }
             Local::Fixed(t) => t.clone(),
         }
     }

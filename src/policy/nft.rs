@@ -164,14 +164,84 @@ fn chain_rules(sets: &mut Sets, dir: Direction, allows: &[Allow], verdict: &str,
 pub(crate) struct Target {
     pub(crate) rules: PodRules,
     pub(crate) nets: Vec<IpNet>,
+    /// The pod's port on the bridge (its veth's host end), for multicast delivery.
+    pub(crate) port: Option<String>,
 }
 
 impl Target {
     /// A pod: its addresses as host prefixes.
     pub(crate) fn pod(rules: PodRules) -> Self {
         let nets = rules.addrs.iter().map(|a| IpNet::from(*a)).collect();
-        Self { rules, nets }
+        Self {
+            rules,
+            nets,
+            port: None,
+        }
     }
+}
+
+/// The `bridge weftnet_policy` table: multicast delivered to a pod's bridge port passes
+/// only if the pod's egress rules allow the group (when its egress is isolated) and its
+/// ingress rules allow the sender (when its ingress is isolated). IGMP and MLD pass.
+fn render_bridge(
+    targets: &[Target],
+    counters: &mut HashMap<String, (PodKey, Direction)>,
+) -> String {
+    let mut sets = Sets::default();
+    let mut chains = String::new();
+    let mut elements = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let (Some(port), pod) = (&target.port, &target.rules) else {
+            continue;
+        };
+        if pod.ingress.is_none() && pod.egress.is_none() {
+            continue;
+        }
+        let counter = format!("mdrop_{i}");
+        let _ = writeln!(
+            chains,
+            "  counter {counter} {{ comment \"{} multicast\" }}",
+            pod.pod
+        );
+        counters.insert(counter.clone(), (pod.pod.clone(), Direction::Ingress));
+        let senders = format!("msrc_{i}");
+        if let Some(allows) = &pod.ingress {
+            let _ = writeln!(chains, "  chain {senders} {{");
+            chain_rules(&mut sets, Direction::Ingress, allows, "accept", &mut chains);
+            let _ = writeln!(chains, "    counter name \"{counter}\" drop\n  }}");
+        }
+        let entry = match &pod.egress {
+            Some(allows) => {
+                let chain = format!("mgrp_{i}");
+                let verdict = if pod.ingress.is_some() {
+                    format!("goto {senders}")
+                } else {
+                    "accept".to_string()
+                };
+                let _ = writeln!(chains, "  chain {chain} {{");
+                chain_rules(&mut sets, Direction::Egress, allows, &verdict, &mut chains);
+                let _ = writeln!(chains, "    counter name \"{counter}\" drop\n  }}");
+                chain
+            }
+            None => senders,
+        };
+        elements.push(format!("\"{port}\" : jump {entry}"));
+    }
+    let mut s =
+        format!("table bridge {TABLE}\ndelete table bridge {TABLE}\ntable bridge {TABLE} {{\n");
+    s.push_str(&sets.text);
+    s.push_str(&chains);
+    s.push_str("  map mcast { type ifname : verdict;");
+    if !elements.is_empty() {
+        let _ = write!(s, " elements = {{ {} }}", elements.join(", "));
+    }
+    s.push_str(
+        " }\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n\
+         \x20   ip protocol igmp accept\n\
+         \x20   icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } accept\n\
+         \x20   ip daddr 224.0.0.0/4 oifname vmap @mcast\n    ip6 daddr ff00::/8 oifname vmap @mcast\n  }\n}\n",
+    );
+    s
 }
 
 /// The whole table for `targets` (whose prefixes do not overlap).
@@ -238,12 +308,16 @@ pub(crate) fn render(targets: &[Target]) -> Ruleset {
     s.push_str(
         "  chain forward {\n    type filter hook forward priority filter; policy accept;\n\
          \x20   ct state established,related accept\n\
+         \x20   ip protocol igmp accept\n\
+         \x20   icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } accept\n\
          \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
          \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n\
          \x20   ip daddr vmap @ingress4\n    ip6 daddr vmap @ingress6\n  }\n\
          \x20 chain input {\n    type filter hook input priority filter; policy accept;\n\
          \x20   iif lo accept\n\
          \x20   ct state established,related accept\n\
+         \x20   ip protocol igmp accept\n\
+         \x20   icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } accept\n\
          \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
          \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n\
          \x20   ip daddr vmap @ingress4\n    ip6 daddr vmap @ingress6\n  }\n\
@@ -253,6 +327,7 @@ pub(crate) fn render(targets: &[Target]) -> Ruleset {
          \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
          \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n  }\n}\n",
     );
+    s.push_str(&render_bridge(targets, &mut counters));
     Ruleset {
         script: s,
         counters,
@@ -290,19 +365,23 @@ pub(crate) fn apply(ruleset: &Ruleset) -> Result<()> {
 
 /// Removes the table (nothing if it is not there).
 pub(crate) fn remove() -> Result<bool> {
-    let list = nft(&["list", "tables", "inet"], None)?;
-    if !list
-        .lines()
-        .any(|l| l.trim() == format!("table inet {TABLE}"))
-    {
-        return Ok(false);
+    let list = nft(&["list", "tables"], None)?;
+    let mut removed = false;
+    for family in ["inet", "bridge"] {
+        if list
+            .lines()
+            .any(|l| l.trim() == format!("table {family} {TABLE}"))
+        {
+            nft(&["delete", "table", family, TABLE], None)?;
+            removed = true;
+        }
     }
-    nft(&["delete", "table", "inet", TABLE], None).map(|_| true)
+    Ok(removed)
 }
 
 /// Packets each named counter of the table has counted.
 pub(crate) fn read_counters() -> Result<HashMap<String, u64>> {
-    let text = nft(&["-j", "list", "counters", "table", "inet", TABLE], None)?;
+    let text = nft(&["-j", "list", "counters"], None)?;
     Ok(parse_counters(&text))
 }
 
@@ -314,7 +393,7 @@ fn parse_counters(json: &str) -> HashMap<String, u64> {
             items
                 .iter()
                 .filter_map(|i| {
-                    let c = i.get("counter")?;
+                    let c = i.get("counter").filter(|c| c["table"] == TABLE)?;
                     Some((c["name"].as_str()?.to_string(), c["packets"].as_u64()?))
                 })
                 .collect()
@@ -438,13 +517,25 @@ mod tests {
         let prefix = Target {
             rules: pod("net", "10.1.0.1", Some(vec![]), None),
             nets: vec!["10.1.0.0/24".parse().expect("net")],
+            port: None,
         };
+        let mut both = Target::pod(pod(
+            "m",
+            "10.0.0.8",
+            Some(vec![any.clone()]),
+            Some(vec![any.clone()]),
+        ));
+        both.port = Some("wf0000beef".into());
+        let mut recv = Target::pod(pod("r", "10.0.0.9", Some(vec![any.clone()]), None));
+        recv.port = Some("wf0000cafe".into());
         for pods in [
             vec![],
             vec![
                 Target::pod(pod("a", "10.0.0.1", Some(vec![allow, any]), Some(vec![]))),
                 Target::pod(six),
                 prefix,
+                both,
+                recv,
             ],
         ] {
             let r = render(&pods);

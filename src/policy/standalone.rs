@@ -144,6 +144,7 @@ fn target(n: usize, p: &PolicySettings) -> Result<Target> {
             policies: vec![key],
         },
         nets: vec![net],
+        port: None,
     })
 }
 
