@@ -16,7 +16,6 @@
 //! Environment: ROUNDS (default 10), RUNS (default 3), SECONDS (default 5).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod common;
 
 use common::kube_api::FakeApi;
@@ -29,7 +28,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -47,16 +49,31 @@ fn main() {
     let kubeconfig = dir.path().join("kubeconfig");
     api.kubeconfig(&kubeconfig);
     for (i, cidr) in ["10.244.1.0/24", "10.244.2.0/24"].iter().enumerate() {
-        api.add_node(&format!("node{}", i + 1), u.host(i).underlay_v4(), Some(cidr));
+        api.add_node(
+            &format!("node{}", i + 1),
+            u.host(i).underlay_v4(),
+            Some(cidr),
+        );
     }
     put_namespace(&api, "x", &[("ns", "x")]);
     let secret = gensecret(dir.path(), "secret");
     let nodes: Vec<KubeNode> = (0..2)
-        .map(|i| KubeNode::start(u.host(i), &format!("node{}", i + 1), &kubeconfig, &secret, dir.path(), "10.244.0.0/16"))
+        .map(|i| {
+            KubeNode::start(
+                u.host(i),
+                &format!("node{}", i + 1),
+                &kubeconfig,
+                &secret,
+                dir.path(),
+                "10.244.0.0/16",
+            )
+        })
         .collect();
     wait_for("nodes ready", CONVERGE, || {
         for n in &nodes {
-            if n.status()["kubernetes"]["cni_config"].as_str().is_none() || n.status()["peers"].as_array().map_or(0, Vec::len) != 1 {
+            if n.status()["kubernetes"]["cni_config"].as_str().is_none()
+                || n.status()["peers"].as_array().map_or(0, Vec::len) != 1
+            {
                 return Err(format!("{} not ready", n.name));
             }
         }
@@ -66,12 +83,29 @@ fn main() {
     let server = Netns::new("server");
     let cip = nodes[0].add_pod(&format!("cc{}", unique_id()), &client);
     let sip = nodes[1].add_pod(&format!("cs{}", unique_id()), &server);
-    api.put("pods", pod_object("x", "client", "node1", &cip, &[("app", "client")], &[]));
-    api.put("pods", pod_object("x", "server", "node2", &sip, &[("app", "server"), ("tier", "t0")], &[("http", "TCP", 80)]));
+    api.put(
+        "pods",
+        pod_object("x", "client", "node1", &cip, &[("app", "client")], &[]),
+    );
+    api.put(
+        "pods",
+        pod_object(
+            "x",
+            "server",
+            "node2",
+            &sip,
+            &[("app", "server"), ("tier", "t0")],
+            &[("http", "TCP", 80)],
+        ),
+    );
     let sip: IpAddr = sip.parse().expect("ip");
     let _servers = Servers::start(&server, &[80]);
     wait_for("client reaches server", Duration::from_secs(20), || {
-        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) { Ok(()) } else { Err("no".into()) }
+        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
+            Ok(())
+        } else {
+            Err("no".into())
+        }
     });
 
     let mut open = Vec::new();
@@ -85,7 +119,17 @@ fn main() {
         let ip = format!("10.244.{}.{}", 10 + i / 200, 2 + i % 200);
         let tier = format!("t{}", i % 10);
         let app = format!("app{}", i % 50);
-        api.put("pods", pod_object("x", &format!("p{i}"), &format!("other{}", i % 20), &ip, &[("app", &app), ("tier", &tier)], &[]));
+        api.put(
+            "pods",
+            pod_object(
+                "x",
+                &format!("p{i}"),
+                &format!("other{}", i % 20),
+                &ip,
+                &[("app", &app), ("tier", &tier)],
+                &[],
+            ),
+        );
     }
     for i in 0..100 {
         let spec = json!({
@@ -94,21 +138,37 @@ fn main() {
                 {"podSelector": {"matchLabels": {"app": format!("app{}", i % 50)}}},
                 {"podSelector": {"matchLabels": {"app": "client"}}},
                 {"ipBlock": {"cidr": format!("192.168.{i}.0/24"), "except": [format!("192.168.{i}.128/25")]}}
-            ], "ports": [{"port": "http"}, {"port": 8000, "endPort": 8100}]}]
+            ], "ports": [{"port": "http"}, {"port": 8000, "endPort": 8100}, {"port": 20000, "endPort": 40000}]}]
         });
-        api.put("networkpolicies", json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"namespace": "x", "name": format!("np{i}")}, "spec": spec}));
+        api.put(
+            "networkpolicies",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"namespace": "x", "name": format!("np{i}")}, "spec": spec}),
+        );
     }
-    wait_for("1,000 pods and 100 policies known", Duration::from_secs(60), || {
-        let st = nodes[1].status();
-        let p = &st["policy"];
-        if p["pods_known"] == 1000 && p["policies"] == 100 && p["pods"][0]["ingress"] == "isolated" {
-            Ok(())
-        } else {
-            Err(format!("{} pods, {} policies", p["pods_known"], p["policies"]))
-        }
-    });
-    assert!(probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)), "the client is allowed by the 100 policies");
+    wait_for(
+        "1,000 pods and 100 policies known",
+        Duration::from_secs(60),
+        || {
+            let st = nodes[1].status();
+            let p = &st["policy"];
+            if p["pods_known"] == 1000
+                && p["policies"] == 100
+                && p["pods"][0]["ingress"] == "isolated"
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} pods, {} policies",
+                    p["pods_known"], p["policies"]
+                ))
+            }
+        },
+    );
+    assert!(
+        probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)),
+        "the client is allowed by the 100 policies"
+    );
     let mut loaded = Vec::new();
     for _ in 0..runs {
         loaded.push(iperf3(&client, &server, sip, seconds));
@@ -117,19 +177,36 @@ fn main() {
     // Change to enforcement: a policy that admits nobody to the server's port 80 other
     // than a label no one has... the server is already selected, so isolate it harder:
     // relabel the server out of the tiers and put a deny-all on it.
-    api.put("pods", pod_object("x", "server", "node2", &sip.to_string(), &[("app", "server"), ("tier", "none")], &[("http", "TCP", 80)]));
+    api.put(
+        "pods",
+        pod_object(
+            "x",
+            "server",
+            "node2",
+            &sip.to_string(),
+            &[("app", "server"), ("tier", "none")],
+            &[("http", "TCP", 80)],
+        ),
+    );
     let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"namespace": "x", "name": "deny-server"},
         "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"]}});
     let until = |want: bool| -> Duration {
         let start = Instant::now();
         while probe_in(&client, sip, Proto::Tcp, 80, Duration::from_millis(100)) != want {
-            assert!(start.elapsed() < Duration::from_secs(30), "no change within 30 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no change within 30 s"
+            );
         }
         start.elapsed()
     };
     wait_for("server open again", Duration::from_secs(20), || {
-        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) { Ok(()) } else { Err("no".into()) }
+        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
+            Ok(())
+        } else {
+            Err("no".into())
+        }
     });
     let (mut deny_t, mut allow_t) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -139,11 +216,21 @@ fn main() {
         allow_t.push(until(true).as_secs_f64() * 1000.0);
     }
     let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-    println!("netpol bench: {} cores, kernel {}", std::thread::available_parallelism().map_or(0, |n| n.get()), host_exec("uname", &["-r"]).stdout.escape_ascii());
+    println!(
+        "netpol bench: {} cores, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        String::from_utf8_lossy(&host_exec("uname", &["-r"]).stdout).trim()
+    );
     println!("policy put -> enforced (client refused): median {:.0} ms, max {:.0} ms over {rounds} rounds (probe timeout 100 ms included)", median(deny_t.clone()), max(&deny_t));
-    println!("policy deleted -> open again:          median {:.0} ms, max {:.0} ms", median(allow_t.clone()), max(&allow_t));
+    println!(
+        "policy deleted -> open again:          median {:.0} ms, max {:.0} ms",
+        median(allow_t.clone()),
+        max(&allow_t)
+    );
     let (a, b) = (median(open.clone()), median(loaded.clone()));
-    println!("iperf3 pod to pod across nodes, no policy:                 median {a:.3} Gbit/s {open:?}");
+    println!(
+        "iperf3 pod to pod across nodes, no policy:                 median {a:.3} Gbit/s {open:?}"
+    );
     println!("iperf3 with 1,000 pods and 100 policies (server selected): median {b:.3} Gbit/s {loaded:?}");
     println!("ratio loaded/none: {:.3}", b / a);
 }
