@@ -630,4 +630,48 @@ mod tests {
             Some("0")
         );
     }
+
+    #[test]
+    fn network_policy_gauges_and_drops_per_selected_pod() {
+        let pod =
+            |name: &str, policies: Vec<String>, ingress_drops| crate::policy::enforce::PodPolicy {
+                pod: format!("x/{name}"),
+                addresses: vec!["10.244.1.2".into()],
+                ingress: "isolated".into(),
+                egress: "open".into(),
+                policies,
+                ingress_drops,
+                egress_drops: 0,
+            };
+        let s = Snapshot {
+            policy: Some(crate::policy::PolicyStatus {
+                policies: 3,
+                pods_known: 10,
+                applied: 4,
+                applied_secs_ago: Some(1),
+                error: None,
+                pods: vec![pod("a", vec!["x/p".into()], 7), pod("open", vec![], 0)],
+            }),
+            ..Snapshot::default()
+        };
+        let t = text(s);
+        assert_eq!(value(&t, "weftnet_network_policies").as_deref(), Some("3"));
+        assert_eq!(
+            value(&t, "weftnet_network_policy_pods_selected").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&t, "weftnet_network_policy_rulesets_applied_total").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            value(&t, "weftnet_network_policy_drops_total{namespace=\"x\",pod=\"a\",direction=\"ingress\"}").as_deref(),
+            Some("7")
+        );
+        assert!(
+            !t.contains("pod=\"open\""),
+            "pods no policy selects have no drop series:\n{t}"
+        );
+        assert!(!text(Snapshot::default()).contains("network_policy"));
+    }
 }
