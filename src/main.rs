@@ -18,6 +18,7 @@ mod kube;
 mod masquerade;
 mod metrics;
 mod netlink;
+mod policy;
 mod status;
 mod system;
 mod tun;

@@ -57,6 +57,8 @@ pub(crate) struct Snapshot {
     pub(crate) start_time_seconds: f64,
     /// Kubernetes mode only: whether the API server answers.
     pub(crate) kube_api_reachable: Option<bool>,
+    /// NetworkPolicy enforcement, when on.
+    pub(crate) policy: Option<crate::policy::PolicyStatus>,
 }
 
 /// Where a scrape reads from: the running daemon's shared state.
@@ -64,6 +66,7 @@ pub(crate) struct Sources {
     pub(crate) dp: Arc<Dataplane>,
     pub(crate) status: watch::Receiver<Status>,
     pub(crate) kube: Option<watch::Receiver<KubeView>>,
+    pub(crate) policy: Option<watch::Receiver<crate::policy::PolicyView>>,
     pub(crate) started: SystemTime,
 }
 
@@ -87,6 +90,7 @@ impl Sources {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             kube_api_reachable: self.kube.as_ref().map(|k| k.borrow().api_reachable),
+            policy: self.policy.as_ref().map(|p| p.borrow().status()),
             status,
         }
     }
@@ -339,7 +343,55 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
             flag(up),
         )?;
     }
+    if let Some(p) = &s.policy {
+        policy_metrics(enc, p)?;
+    }
     Ok(())
+}
+
+/// NetworkPolicy gauges and the drops per local pod and direction.
+fn policy_metrics(
+    enc: &mut DescriptorEncoder,
+    p: &crate::policy::PolicyStatus,
+) -> std::fmt::Result {
+    gauge(
+        enc,
+        "weftnet_network_policies",
+        "NetworkPolicies known (cluster-wide).",
+        count(p.policies),
+    )?;
+    gauge(
+        enc,
+        "weftnet_network_policy_pods_selected",
+        "This node's pods selected by at least one NetworkPolicy.",
+        count(p.pods.iter().filter(|x| !x.policies.is_empty()).count()),
+    )?;
+    counters(
+        enc,
+        "weftnet_network_policy_rulesets_applied",
+        "NetworkPolicy rulesets applied to nftables since start.",
+        vec![(Vec::new(), p.applied)],
+    )?;
+    let mut drops = Vec::new();
+    for x in p.pods.iter().filter(|x| !x.policies.is_empty()) {
+        let (ns, name) = x.pod.split_once('/').unwrap_or(("", &x.pod));
+        for (dir, n) in [("ingress", x.ingress_drops), ("egress", x.egress_drops)] {
+            drops.push((
+                vec![
+                    ("namespace", ns.to_string()),
+                    ("pod", name.to_string()),
+                    ("direction", dir.to_string()),
+                ],
+                n,
+            ));
+        }
+    }
+    counters(
+        enc,
+        "weftnet_network_policy_drops",
+        "Packets dropped because no NetworkPolicy rule allowed them, per local pod and direction.",
+        drops,
+    )
 }
 
 /// A registry whose one collector is `collector`.
@@ -487,6 +539,7 @@ mod tests {
             offload: "tso",
             start_time_seconds: 1_700_000_000.5,
             kube_api_reachable: None,
+            policy: None,
         };
         let t = text(s);
         let v = |series: &str| value(&t, series).unwrap_or_else(|| panic!("{series} in:\n{t}"));
@@ -568,6 +621,7 @@ mod tests {
         let s = Snapshot {
             drops: crate::status::drop_counts(vec![("no_route", 0)], &Status::default()),
             kube_api_reachable: Some(false),
+            policy: None,
             ..Snapshot::default()
         };
         let t = text(s);
@@ -586,5 +640,49 @@ mod tests {
             value(&t, "weftnet_kubernetes_api_reachable").as_deref(),
             Some("0")
         );
+    }
+
+    #[test]
+    fn network_policy_gauges_and_drops_per_selected_pod() {
+        let pod =
+            |name: &str, policies: Vec<String>, ingress_drops| crate::policy::enforce::PodPolicy {
+                pod: format!("x/{name}"),
+                addresses: vec!["10.244.1.2".into()],
+                ingress: "isolated".into(),
+                egress: "open".into(),
+                policies,
+                ingress_drops,
+                egress_drops: 0,
+            };
+        let s = Snapshot {
+            policy: Some(crate::policy::PolicyStatus {
+                policies: 3,
+                pods_known: 10,
+                applied: 4,
+                applied_secs_ago: Some(1),
+                error: None,
+                pods: vec![pod("a", vec!["x/p".into()], 7), pod("open", vec![], 0)],
+            }),
+            ..Snapshot::default()
+        };
+        let t = text(s);
+        assert_eq!(value(&t, "weftnet_network_policies").as_deref(), Some("3"));
+        assert_eq!(
+            value(&t, "weftnet_network_policy_pods_selected").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&t, "weftnet_network_policy_rulesets_applied_total").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            value(&t, "weftnet_network_policy_drops_total{namespace=\"x\",pod=\"a\",direction=\"ingress\"}").as_deref(),
+            Some("7")
+        );
+        assert!(
+            !t.contains("pod=\"open\""),
+            "pods no policy selects have no drop series:\n{t}"
+        );
+        assert!(!text(Snapshot::default()).contains("network_policy"));
     }
 }

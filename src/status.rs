@@ -36,6 +36,9 @@ pub(crate) struct StatusReport {
     /// Kubernetes mode: the API server as this node sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) kubernetes: Option<crate::kube::KubeStatus>,
+    /// NetworkPolicy enforcement: policies in force per local pod, drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) policy: Option<crate::policy::PolicyStatus>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -293,6 +296,7 @@ impl StatusReport {
                 .l2_stats()
                 .map(|(port, counters)| L2Status { port, counters }),
             kubernetes: None,
+            policy: None,
         }
     }
 
@@ -406,6 +410,9 @@ impl StatusReport {
                 k.nodes,
                 k.cni_config.as_deref().unwrap_or("(not written yet)")
             ));
+        }
+        if let Some(p) = &self.policy {
+            s.push_str(&crate::policy::render_status(p));
         }
         s
     }

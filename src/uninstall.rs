@@ -1,7 +1,7 @@
 //! `weftnet uninstall`: removes what weftnet put on this node, given the settings
 //! `weftnet up` ran with (the config file and flags): the overlay interface and the L2
 //! port if left, the bridge when nothing else is attached to it, the `unreachable`
-//! guard routes, the masquerade chain, the CNI network config, plugin and data, and the
+//! guard routes, the masquerade chain, the NetworkPolicy table, the CNI network config, plugin and data, and the
 //! state directory's files (the private key only with `--purge-key`). It refuses to
 //! run while a daemon answers on the control socket, and a second run finds nothing.
 //! The Node's annotations and condition are the operator's to remove (see README).
@@ -115,6 +115,10 @@ pub(crate) fn run(args: &UninstallArgs) -> Result<()> {
             crate::masquerade::CHAIN,
             tools.join(", ")
         )),
+    }
+    // Without nft there can be no table of weftnet's to remove.
+    if let Ok(true) = crate::policy::nft::remove() {
+        report.removed(format!("nftables table inet {}", crate::policy::nft::TABLE));
     }
     let cni = files(&plan, &mut report)?;
     let but = if report.kept.is_empty() {

@@ -161,6 +161,16 @@ fn cluster_role_is_least_privilege_and_bound_to_the_daemonset() {
         // Annotations and conditions both go through the status subresource: no
         // `patch` on `nodes`, which would let a pod taint or relabel any Node.
         "/nodes/status:patch",
+        // NetworkPolicy enforcement reads, never writes.
+        "/pods:get",
+        "/pods:list",
+        "/pods:watch",
+        "/namespaces:get",
+        "/namespaces:list",
+        "/namespaces:watch",
+        "networking.k8s.io/networkpolicies:get",
+        "networking.k8s.io/networkpolicies:list",
+        "networking.k8s.io/networkpolicies:watch",
     ]
     .map(String::from)
     .into();

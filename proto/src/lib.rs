@@ -19,6 +19,8 @@
 //! - [`offload`]: TUN offloads: the virtio-net header, TSO split, receive coalescing.
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
+//! - [`policy`]: NetworkPolicy semantics: policies, pods and namespaces to per-pod
+//!   allow lists.
 //! - [`node`]: the node reconciler: every control-plane decision of one node (gossip,
 //!   blocks, peers, addresses, routes, groups) as events in, effects out.
 //!
@@ -38,6 +40,7 @@ pub mod node;
 pub mod offload;
 pub mod packet;
 pub mod parking;
+pub mod policy;
 pub mod prefix_table;
 pub mod router;
 pub mod session;

@@ -95,7 +95,7 @@ fn open_netns(path: &str) -> Result<File> {
 
 /// The host end's name: `wf` + 8 hex digits of a stable hash (FNV-1a) of the container
 /// id and interface name, so DEL finds what ADD made, across plugin versions.
-fn host_veth_name(container_id: &str, ifname: &str) -> String {
+pub(super) fn host_veth_name(container_id: &str, ifname: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
         hash ^= u64::from(b);

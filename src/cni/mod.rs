@@ -12,6 +12,16 @@ mod result;
 
 pub(crate) use config::conflist;
 
+/// The host end of the veth of the pod with address `ip`, from the plugin's allocation
+/// record under `data_dir` (`None` if no pod on this node has it).
+pub(crate) fn pod_port(data_dir: &std::path::Path, ip: std::net::IpAddr) -> Option<String> {
+    let text =
+        std::fs::read_to_string(data_dir.join(config::NETWORK_NAME).join(ip.to_string())).ok()?;
+    let mut lines = text.lines();
+    let (id, ifname) = (lines.next()?, lines.next()?);
+    Some(commands::host_veth_name(id, ifname))
+}
+
 use error::{code, CniError};
 use std::io::Read;
 use std::process::ExitCode;

@@ -125,6 +125,10 @@ pub(crate) struct Config {
     pub(crate) kube: Option<KubeConfig>,
     /// Masquerade egress from the range to outside it.
     pub(crate) masquerade: bool,
+    /// Enforce NetworkPolicies (Kubernetes mode).
+    pub(crate) network_policy: bool,
+    /// Standalone policy (`[[policy]]`): rules per local prefix.
+    pub(crate) policies: Vec<crate::policy::nft::Target>,
 }
 
 /// Where other nodes reach this one, when set by hand.
@@ -297,6 +301,14 @@ impl Config {
         if masquerade && range.is_none() {
             bail!("--masquerade needs --range (the cluster's pod range), so that traffic between pods keeps its source: give --range or --masquerade=false");
         }
+        let network_policy = s.network_policy.unwrap_or(kube.is_some());
+        let policies = crate::policy::standalone::targets(s.policy.as_deref().unwrap_or_default())?;
+        if !policies.is_empty() && kube.is_some() {
+            bail!("[[policy]] is for standalone hosts; in Kubernetes mode use NetworkPolicies: remove the [[policy]] tables");
+        }
+        if network_policy && kube.is_none() {
+            bail!("--network-policy needs --kubernetes (NetworkPolicies come from the API server): add --kubernetes, or leave --network-policy out");
+        }
         if addresses.is_empty() && range.is_none() && blocks.is_empty() && kube.is_none() {
             bail!("no overlay address: give one with --address, e.g. --address 10.47.0.1/16 (or --range with --secret-file to claim a block by gossip)");
         }
@@ -354,6 +366,8 @@ impl Config {
             metrics,
             kube,
             masquerade,
+            network_policy,
+            policies,
         };
         config.check_peers()?;
         Ok(config)

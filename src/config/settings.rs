@@ -115,6 +115,16 @@ settings_group! {
             default_missing_value = "true"
         )]
         pub(crate) masquerade: Option<bool>,
+        /// Enforce Kubernetes NetworkPolicies on this node's pods with nftables
+        /// [default: on in Kubernetes mode].
+        #[arg(
+            long,
+            env = "WEFTNET_NETWORK_POLICY",
+            value_name = "BOOL",
+            num_args = 0..=1,
+            default_missing_value = "true"
+        )]
+        pub(crate) network_policy: Option<bool>,
         /// Serve GET /healthz and /readyz on this address, e.g. 0.0.0.0:9478.
         #[arg(long, env = "WEFTNET_HEALTH_LISTEN", value_name = "ADDR:PORT")]
         pub(crate) health_listen: Option<String>,
@@ -129,6 +139,9 @@ settings_group! {
         // `[[peer]]`: static peers come from the file only.
         #[arg(skip)]
         pub(crate) peer: Option<Vec<PeerSettings>>,
+        // `[[policy]]`: standalone traffic policy, from the file only.
+        #[arg(skip)]
+        pub(crate) policy: Option<Vec<crate::policy::standalone::PolicySettings>>,
     }
 }
 

@@ -112,12 +112,32 @@ pub(super) async fn start(
     let listener = control::bind(&host.socket)?;
     teardown.push(Created::File(host.socket));
     failpoint("control socket")?;
+    let local = match (&config.kube, config.network_policy) {
+        (Some(k), true) => Some(crate::policy::Local::Node {
+            name: k.node_name.clone(),
+            cni_data: k.cni_data_dir.clone(),
+        }),
+        _ if !config.policies.is_empty() => {
+            Some(crate::policy::Local::Fixed(config.policies.clone()))
+        }
+        _ => None,
+    };
+    let policy = match local {
+        Some(local) => Some(crate::policy::start(local, host.bridge.is_some(), teardown).await?),
+        None => None,
+    };
+    failpoint("network policy")?;
 
     // From here on nothing fails: the tasks start.
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let shutdown = Arc::new(Notify::new());
     let shell = tokio::spawn(shell.run(Arc::clone(&dp), control_rx, snoop_rx, commands_rx));
     let mut others = Vec::new();
+    let policy_view = policy.as_ref().map(|p| p.view.clone());
+    let policy_cluster = policy.map(|p| {
+        others.push(p.task);
+        p.cluster
+    });
     let mut kube_view = None;
     if let (Some(started), Some(k)) = (kube, config.kube.clone()) {
         let (tasks, view) = kube::spawn(kube::Running {
@@ -134,6 +154,7 @@ pub(super) async fn start(
             commands: commands_tx.clone(),
             shutdown: Arc::clone(&shutdown),
             status: status.clone(),
+            policy: policy_cluster,
         });
         others.extend(tasks);
         kube_view = Some(view);
@@ -149,6 +170,7 @@ pub(super) async fn start(
                 dp: Arc::clone(&dp),
                 status: status.clone(),
                 kube: kube_view.clone(),
+                policy: policy_view.clone(),
                 started,
             }));
         }
@@ -169,6 +191,7 @@ pub(super) async fn start(
             let status = status.borrow().clone();
             let mut r = StatusReport::build(&node_info, &report_dp, &status);
             r.kubernetes = kube_view.as_ref().map(|k| k.borrow().status());
+            r.policy = policy_view.as_ref().map(|p| p.borrow().status());
             r
         }),
         commands: commands_tx.clone(),

@@ -23,6 +23,8 @@ pub(crate) enum Created {
     GuardRoute { prefix: IpNet, metric: u32 },
     /// The masquerade chain.
     Masquerade(Masquerade),
+    /// The NetworkPolicy table (`inet weftnet_policy`).
+    PolicyTable,
     /// The running data plane threads.
     Dataplane {
         dp: Arc<Dataplane>,
@@ -105,6 +107,15 @@ async fn remove(netlink: &Netlink, created: Created) {
                 tracing::warn!(error = %e, "the masquerade cleanup did not finish");
             }
         }
+        Created::PolicyTable => {
+            match tokio::task::spawn_blocking(crate::policy::nft::remove).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot remove the network policy table")
+                }
+                Err(e) => tracing::warn!(error = %e, "the network policy cleanup did not finish"),
+            }
+        }
         Created::Dataplane { dp, threads } => {
             dp.stop();
             let joined = tokio::task::spawn_blocking(move || {
@@ -135,6 +146,9 @@ impl Drop for Teardown {
         while let Some(guard) = self.guards.pop() {
             match guard.created {
                 Created::Masquerade(m) => m.remove(),
+                Created::PolicyTable => {
+                    let _ = crate::policy::nft::remove();
+                }
                 Created::Dataplane { dp, .. } => dp.stop(),
                 Created::File(path) => {
                     let _ = std::fs::remove_file(&path);

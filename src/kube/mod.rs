@@ -12,9 +12,13 @@
 //! - [`watch`]: the Node watch feeding the gossip shell.
 //! - [`start`]: start-up before the interface exists (blocks, seeds, plugin).
 //! - [`publish`]: CNI plugin and config on the node, Node annotations and condition.
+//! - [`policy`], [`policy_watch`]: NetworkPolicies, Pods and Namespaces for the
+//!   NetworkPolicy enforcer.
 
 mod client;
 mod nodes;
+mod policy;
+mod policy_watch;
 pub(crate) mod publish;
 mod start;
 mod watch;
@@ -90,6 +94,9 @@ pub(crate) struct Running {
     pub(crate) shutdown: std::sync::Arc<tokio::sync::Notify>,
     /// The node's status snapshots (its blocks, for the CNI config and annotations).
     pub(crate) status: tokio::sync::watch::Receiver<weftnet_proto::node::Status>,
+    /// NetworkPolicy enforcement: where the watched cluster goes (`None`: off).
+    pub(crate) policy:
+        Option<tokio::sync::watch::Sender<std::sync::Arc<weftnet_proto::policy::Cluster>>>,
 }
 
 /// Starts the Node watch and the publisher; returns their tasks and the view they
@@ -109,6 +116,13 @@ pub(crate) fn spawn(
         ..KubeView::default()
     });
     let view = std::sync::Arc::new(view);
+    let mut tasks = Vec::new();
+    if let Some(out) = r.policy {
+        tasks.push(tokio::spawn(policy_watch::run(
+            r.started.client.clone(),
+            out,
+        )));
+    }
     let watch = Watch {
         client: r.started.client.clone(),
         node: r.config.node_name.clone(),
@@ -127,8 +141,7 @@ pub(crate) fn spawn(
         status: r.status,
         view,
     };
-    (
-        vec![tokio::spawn(watch.run()), tokio::spawn(publish.run())],
-        view_rx,
-    )
+    tasks.push(tokio::spawn(watch.run()));
+    tasks.push(tokio::spawn(publish.run()));
+    (tasks, view_rx)
 }

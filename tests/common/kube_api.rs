@@ -1,4 +1,6 @@
-//! A fake Kubernetes API server for tests: the core/v1 Node resource over plain HTTP/1.1.
+//! A fake Kubernetes API server for tests: the core/v1 Node resource over plain HTTP/1.1,
+//! and, list and watch only, the cluster-wide collections of Pods, Namespaces and
+//! networking.k8s.io/v1 NetworkPolicies (what NetworkPolicy enforcement watches).
 //!
 //! It serves what weftnet's Kubernetes mode uses through kube-rs (`Api<Node>` and the
 //! kube-runtime watcher): list, get, watch from a resourceVersion (chunked, one JSON event per
@@ -64,14 +66,34 @@ impl Request {
 
 struct Event {
     rv: u64,
+    /// The collection: `nodes`, `pods`, `namespaces` or `networkpolicies`.
+    resource: &'static str,
     kind: &'static str,
     object: Value,
+}
+
+/// The collections served besides Nodes (list and watch), with their object kind.
+pub const RESOURCES: [(&str, &str); 3] = [
+    ("pods", "Pod"),
+    ("namespaces", "Namespace"),
+    ("networkpolicies", "NetworkPolicy"),
+];
+
+/// The static name of a served collection.
+fn resource_name(r: &str) -> &'static str {
+    RESOURCES
+        .iter()
+        .find(|(n, _)| *n == r)
+        .map(|(n, _)| *n)
+        .unwrap_or_else(|| panic!("the fake API server does not serve {r}"))
 }
 
 #[derive(Default)]
 struct State {
     rv: u64,
     nodes: BTreeMap<String, Value>,
+    /// Pods, Namespaces and NetworkPolicies by collection, then `namespace/name`.
+    objects: BTreeMap<&'static str, BTreeMap<String, Value>>,
     history: VecDeque<Event>,
     /// Every event with a resourceVersion above this is still in `history`.
     history_start: u64,
@@ -87,8 +109,12 @@ struct State {
 
 impl State {
     fn push_event(&mut self, kind: &'static str, object: Value) {
+        self.push_event_of("nodes", kind, object);
+    }
+    fn push_event_of(&mut self, resource: &'static str, kind: &'static str, object: Value) {
         self.history.push_back(Event {
             rv: self.rv,
+            resource,
             kind,
             object,
         });
@@ -264,6 +290,86 @@ impl FakeApi {
         st.push_event("DELETED", node);
         self.shared.changed.notify_all();
         true
+    }
+
+    /// Create or replace an object of a served collection (`pods`, `namespaces`,
+    /// `networkpolicies`), keyed by its metadata's namespace and name; fills in
+    /// `resourceVersion`, `uid` and `creationTimestamp` and emits ADDED or MODIFIED.
+    pub fn put(&self, resource: &str, mut object: Value) {
+        let resource = resource_name(resource);
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a {resource} object without metadata.name"))
+            .to_owned();
+        let key = format!("{ns}/{name}");
+        let mut st = self.shared.lock();
+        let old = st.objects.get(resource).and_then(|m| m.get(&key)).cloned();
+        let rv = st.bump();
+        let meta = &mut object["metadata"];
+        meta["resourceVersion"] = json!(rv.to_string());
+        match &old {
+            Some(o) => {
+                meta["uid"] = o["metadata"]["uid"].clone();
+                meta["creationTimestamp"] = o["metadata"]["creationTimestamp"].clone();
+            }
+            None => {
+                st.uids += 1;
+                let meta = &mut object["metadata"];
+                meta["uid"] = json!(format!(
+                    "{:08x}-0000-4000-8000-{:012x}",
+                    std::process::id(),
+                    st.uids
+                ));
+                meta["creationTimestamp"] = json!(rfc3339(SystemTime::now()));
+            }
+        }
+        st.objects
+            .entry(resource)
+            .or_default()
+            .insert(key, object.clone());
+        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        st.push_event_of(resource, kind, object);
+        self.shared.changed.notify_all();
+    }
+
+    /// Change an object of a served collection in place; emits MODIFIED. Panics if missing.
+    pub fn update(&self, resource: &str, namespace: &str, name: &str, f: impl FnOnce(&mut Value)) {
+        let mut object = self
+            .object(resource, namespace, name)
+            .unwrap_or_else(|| panic!("no {resource} {namespace}/{name}"));
+        f(&mut object);
+        self.put(resource, object);
+    }
+
+    /// Delete an object of a served collection; emits DELETED. False if there was none.
+    pub fn delete(&self, resource: &str, namespace: &str, name: &str) -> bool {
+        let resource = resource_name(resource);
+        let mut st = self.shared.lock();
+        let key = format!("{namespace}/{name}");
+        let Some(mut object) = st.objects.get_mut(resource).and_then(|m| m.remove(&key)) else {
+            return false;
+        };
+        let rv = st.bump();
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.push_event_of(resource, "DELETED", object);
+        self.shared.changed.notify_all();
+        true
+    }
+
+    /// An object of a served collection.
+    pub fn object(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let resource = resource_name(resource);
+        let key = format!("{namespace}/{name}");
+        self.shared
+            .lock()
+            .objects
+            .get(resource)
+            .and_then(|m| m.get(&key))
+            .cloned()
     }
 
     pub fn node(&self, name: &str) -> Option<Value> {

@@ -209,6 +209,7 @@ fn every_up_flag_has_its_environment_variable() {
             "block",
             "bridge",
             "masquerade",
+            "network-policy",
             "health-listen",
             "metrics",
             "kubernetes",

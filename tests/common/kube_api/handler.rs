@@ -1,7 +1,8 @@
 //! The API semantics of the fake server: routing of core/v1 Node requests, list, get, watch
-//! set-up, merge and strategic merge patches, and Kubernetes Status errors.
+//! set-up, merge and strategic merge patches, list and watch of the other collections
+//! (Pods, Namespaces, NetworkPolicies), and Kubernetes Status errors.
 
-use super::{Request, Shared, State, FORBIDDEN_USER, WATCH_TIMEOUT_CAP};
+use super::{Request, Shared, State, FORBIDDEN_USER, RESOURCES, WATCH_TIMEOUT_CAP};
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,9 @@ pub(super) struct Watch {
     pub(super) deadline: Instant,
     pub(super) bookmarks: bool,
     pub(super) name: Option<String>,
+    /// The collection watched (`nodes`, `pods`, ...) and its object kind.
+    pub(super) resource: &'static str,
+    pub(super) kind: &'static str,
 }
 
 fn status(code: u16, reason: &str, message: String) -> Reply {
@@ -39,6 +43,15 @@ pub(super) fn handle(shared: &Shared, req: Request) -> Reply {
     let mut st = shared.lock();
     st.requests.push(req.clone());
     let parts: Vec<&str> = req.path().trim_matches('/').split('/').collect();
+    let other = match parts.as_slice() {
+        ["api", "v1", r] | ["apis", "networking.k8s.io", "v1", r] => {
+            RESOURCES.iter().find(|(n, _)| n == r).copied()
+        }
+        _ => None,
+    };
+    if let Some((resource, kind)) = other {
+        return collection(&st, &req, resource, kind);
+    }
     let (name, sub) = match parts.as_slice() {
         ["api", "v1", "nodes"] => (None, None),
         ["api", "v1", "nodes", n] => (Some(*n), None),
@@ -115,23 +128,69 @@ pub(super) fn handle(shared: &Shared, req: Request) -> Reply {
     }
 }
 
+/// List or watch of a collection other than Nodes (cluster-wide, no selectors).
+fn collection(st: &State, req: &Request, resource: &'static str, kind: &'static str) -> Reply {
+    if req.method != "GET" {
+        return status(
+            405,
+            "MethodNotAllowed",
+            format!("the fake server only lists and watches {resource}"),
+        );
+    }
+    if st.forbidden {
+        return status(
+            403,
+            "Forbidden",
+            format!("{resource} is forbidden: User \"{FORBIDDEN_USER}\" cannot list resource \"{resource}\" at the cluster scope"),
+        );
+    }
+    let items: Vec<Value> = st
+        .objects
+        .get(resource)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    if req.is_watch() {
+        return watch_of(st, req, None, resource, kind, items);
+    }
+    Reply::Full(
+        200,
+        json!({"kind": format!("{kind}List"), "apiVersion": "v1",
+               "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+    )
+}
+
 fn not_found(name: &str) -> Reply {
     status(404, "NotFound", format!("nodes {name:?} not found"))
 }
 
 fn watch(st: &State, req: &Request, name: Option<String>) -> Reply {
+    let items: Vec<Value> = st
+        .nodes
+        .iter()
+        .filter(|(n, _)| name.as_ref().is_none_or(|f| f == *n))
+        .map(|(_, v)| v.clone())
+        .collect();
+    watch_of(st, req, name, "nodes", "Node", items)
+}
+
+fn watch_of(
+    st: &State,
+    req: &Request,
+    name: Option<String>,
+    resource: &'static str,
+    kind: &'static str,
+    items: Vec<Value>,
+) -> Reply {
     let secs = req
         .query("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map_or(WATCH_TIMEOUT_CAP, |t| {
             Duration::from_secs(t).min(WATCH_TIMEOUT_CAP)
         });
-    let matches = |n: &String| name.as_ref().is_none_or(|f| f == n);
-    let added = |st: &State| -> Vec<Value> {
-        st.nodes
+    let added = |_: &State| -> Vec<Value> {
+        items
             .iter()
-            .filter(|(n, _)| matches(n))
-            .map(|(_, v)| json!({"type": "ADDED", "object": v}))
+            .map(|v| json!({"type": "ADDED", "object": v}))
             .collect()
     };
     let mut w = Watch {
@@ -140,12 +199,14 @@ fn watch(st: &State, req: &Request, name: Option<String>) -> Reply {
         deadline: Instant::now() + secs,
         bookmarks: req.query("allowWatchBookmarks").as_deref() == Some("true"),
         name: name.clone(),
+        resource,
+        kind,
     };
     let rv = req.query("resourceVersion").unwrap_or_default();
     if req.query("sendInitialEvents").as_deref() == Some("true") {
         w.initial = added(st);
         w.initial.push(
-            json!({"type": "BOOKMARK", "object": {"kind": "Node", "apiVersion": "v1",
+            json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1",
             "metadata": {"resourceVersion": st.rv.to_string(),
                          "annotations": {"k8s.io/initial-events-end": "true"}}}}),
         );

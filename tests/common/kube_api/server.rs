@@ -230,7 +230,7 @@ fn stream_watch(shared: &Shared, out: &mut TcpStream, w: Watch) -> std::io::Resu
                 let batch: Vec<Value> = st
                     .history
                     .iter()
-                    .filter(|e| e.rv > sent)
+                    .filter(|e| e.rv > sent && e.resource == w.resource)
                     .filter(|e| {
                         w.name
                             .as_ref()
@@ -260,7 +260,7 @@ fn stream_watch(shared: &Shared, out: &mut TcpStream, w: Watch) -> std::io::Resu
     if w.bookmarks {
         write_chunk(
             out,
-            &json!({"type": "BOOKMARK", "object": {"kind": "Node", "apiVersion": "v1",
+            &json!({"type": "BOOKMARK", "object": {"kind": w.kind, "apiVersion": "v1",
             "metadata": {"resourceVersion": sent.to_string()}}}),
         )?;
     }

@@ -1,0 +1,648 @@
+//! The engine against hand-written upstream cases (the ones the netpol e2e tests and
+//! cyclonus exercise) and, by proptest, against the reference model on random
+//! clusters.
+
+use super::reference::{allowed, End};
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+const TCP: Protocol = Protocol::Tcp;
+const UDP: Protocol = Protocol::Udp;
+
+fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> Pod {
+    Pod {
+        key: PodKey::new(ns, name),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ips: vec![ip.parse().expect("ip")],
+        node: Some("n1".into()),
+        ports: vec![
+            NamedPort {
+                name: "serve-80".into(),
+                protocol: TCP,
+                port: 80,
+            },
+            NamedPort {
+                name: "serve-81-udp".into(),
+                protocol: UDP,
+                port: 81,
+            },
+        ],
+        host_network: false,
+    }
+}
+
+fn cluster(policies: Vec<Policy>) -> Cluster {
+    let mut c = Cluster::default();
+    for (ns, env) in [("x", "a"), ("y", "b")] {
+        c.namespaces.insert(
+            ns.into(),
+            Namespace {
+                name: ns.into(),
+                labels: [("env".to_string(), env.to_string())].into(),
+            },
+        );
+    }
+    for p in [
+        pod("x", "a", &[("pod", "a")], "10.0.0.1"),
+        pod("x", "b", &[("pod", "b")], "10.0.0.2"),
+        pod("y", "a", &[("pod", "a")], "10.0.1.1"),
+        pod("y", "b", &[("pod", "b")], "10.0.1.2"),
+    ] {
+        c.pods.insert(p.key.clone(), p);
+    }
+    for p in policies {
+        c.policies.insert(p.key.clone(), p);
+    }
+    c
+}
+
+fn policy(
+    ns: &str,
+    sel: Selector,
+    types: Option<(bool, bool)>,
+    ingress: Vec<Rule>,
+    egress: Vec<Rule>,
+) -> Policy {
+    Policy {
+        key: PodKey::new(ns, "p"),
+        pod_selector: sel,
+        policy_types: types,
+        ingress,
+        egress,
+    }
+}
+
+fn port(protocol: Protocol, port: Option<PortRef>, end_port: Option<u16>) -> PolicyPort {
+    PolicyPort {
+        protocol,
+        port,
+        end_port,
+    }
+}
+
+/// The verdict of the compiled rules for pod `from` to pod `to` (keys `ns/name`).
+fn verdict(c: &Cluster, from: &str, to: &str, t: Option<(Protocol, u16)>) -> bool {
+    let rules = compile(c, |_| true);
+    let find = |k: &str| {
+        let (ns, n) = k.split_once('/').expect("ns/name");
+        let key = PodKey::new(ns, n);
+        (
+            c.pods[&key].ips[0],
+            rules.iter().find(|r| r.pod == key).expect("rules").clone(),
+        )
+    };
+    let (src_ip, src) = find(from);
+    let (dst_ip, dst) = find(to);
+    let got = src.allows(Direction::Egress, dst_ip, t) && dst.allows(Direction::Ingress, src_ip, t);
+    let ends = |k: &str| {
+        let (ns, n) = k.split_once('/').expect("ns/name");
+        let p = &c.pods[&PodKey::new(ns, n)];
+        End {
+            ip: p.ips[0],
+            pod: Some(p),
+        }
+    };
+    assert_eq!(
+        got,
+        allowed(c, ends(from), ends(to), t),
+        "engine and reference disagree: {from} -> {to} {t:?}"
+    );
+    got
+}
+
+const ALL: [&str; 4] = ["x/a", "x/b", "y/a", "y/b"];
+
+/// Every pair's verdict on TCP 80 as a set of allowed `(from, to)`.
+fn matrix(c: &Cluster, t: Option<(Protocol, u16)>) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    for f in ALL {
+        for to in ALL {
+            if f != to && verdict(c, f, to, t) {
+                out.push((f, to));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_policy_everything_open() {
+    let c = cluster(vec![]);
+    assert_eq!(matrix(&c, Some((TCP, 80))).len(), 12);
+    let rules = compile(&c, |_| true);
+    assert!(rules
+        .iter()
+        .all(|r| r.ingress.is_none() && r.egress.is_none()));
+}
+
+#[test]
+fn default_deny_ingress_in_one_namespace() {
+    let c = cluster(vec![policy("x", Selector::all(), None, vec![], vec![])]);
+    let m = matrix(&c, Some((TCP, 80)));
+    assert!(m.iter().all(|(_, to)| to.starts_with('y')), "{m:?}");
+    assert_eq!(m.len(), 6);
+}
+
+#[test]
+fn default_deny_egress_and_both() {
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((false, true)),
+        vec![],
+        vec![],
+    )]);
+    let m = matrix(&c, Some((UDP, 81)));
+    assert!(m.iter().all(|(f, _)| f.starts_with('y')), "{m:?}");
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((true, true)),
+        vec![],
+        vec![],
+    )]);
+    let m = matrix(&c, None);
+    assert_eq!(m, vec![("y/a", "y/b"), ("y/b", "y/a")]);
+}
+
+#[test]
+fn egress_rules_without_policy_types_imply_egress() {
+    let p = policy("x", Selector::all(), None, vec![], vec![Rule::default()]);
+    assert_eq!(p.types(), (true, true));
+    let p = policy("x", Selector::all(), None, vec![Rule::default()], vec![]);
+    assert_eq!(p.types(), (true, false));
+}
+
+#[test]
+fn allow_by_pod_label_stays_in_the_namespace() {
+    let rule = Rule {
+        peers: vec![Peer::Pods {
+            namespaces: None,
+            pods: Some(Selector::labels([("pod", "b")])),
+        }],
+        ports: vec![],
+    };
+    let c = cluster(vec![policy(
+        "x",
+        Selector::labels([("pod", "a")]),
+        None,
+        vec![rule],
+        vec![],
+    )]);
+    assert!(verdict(&c, "x/b", "x/a", Some((TCP, 80))));
+    // y/b has the label but lives in another namespace.
+    assert!(!verdict(&c, "y/b", "x/a", Some((TCP, 80))));
+    assert!(!verdict(&c, "y/a", "x/a", Some((TCP, 80))));
+    assert!(verdict(&c, "x/a", "x/b", Some((TCP, 80))));
+}
+
+#[test]
+fn allow_by_namespace_label_and_by_both() {
+    let ns_only = Rule {
+        peers: vec![Peer::Pods {
+            namespaces: Some(Selector::labels([("env", "b")])),
+            pods: None,
+        }],
+        ports: vec![],
+    };
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        None,
+        vec![ns_only],
+        vec![],
+    )]);
+    assert!(verdict(&c, "y/a", "x/a", None));
+    assert!(verdict(&c, "y/b", "x/b", None));
+    assert!(!verdict(&c, "x/b", "x/a", None));
+    let both = Rule {
+        peers: vec![Peer::Pods {
+            namespaces: Some(Selector::labels([("env", "b")])),
+            pods: Some(Selector::labels([("pod", "b")])),
+        }],
+        ports: vec![],
+    };
+    let c = cluster(vec![policy("x", Selector::all(), None, vec![both], vec![])]);
+    assert!(verdict(&c, "y/b", "x/a", None));
+    assert!(!verdict(&c, "y/a", "x/a", None));
+    assert!(!verdict(&c, "x/b", "x/a", None));
+    // Two separate peers (an OR), unlike one peer with both selectors (an AND).
+    let either = Rule {
+        peers: vec![
+            Peer::Pods {
+                namespaces: Some(Selector::labels([("env", "b")])),
+                pods: None,
+            },
+            Peer::Pods {
+                namespaces: None,
+                pods: Some(Selector::labels([("pod", "b")])),
+            },
+        ],
+        ports: vec![],
+    };
+    let c = cluster(vec![policy(
+        "x",
+        Selector::labels([("pod", "a")]),
+        None,
+        vec![either],
+        vec![],
+    )]);
+    assert!(verdict(&c, "y/a", "x/a", None));
+    assert!(verdict(&c, "x/b", "x/a", None));
+}
+
+#[test]
+fn namespace_name_label_is_implied() {
+    let rule = Rule {
+        peers: vec![Peer::Pods {
+            namespaces: Some(Selector::labels([("kubernetes.io/metadata.name", "y")])),
+            pods: None,
+        }],
+        ports: vec![],
+    };
+    let c = cluster(vec![policy("x", Selector::all(), None, vec![rule], vec![])]);
+    assert!(verdict(&c, "y/a", "x/a", None));
+    assert!(!verdict(&c, "x/b", "x/a", None));
+}
+
+#[test]
+fn match_expressions_select_peers() {
+    let sel = Selector {
+        match_labels: BTreeMap::new(),
+        match_expressions: vec![Requirement {
+            key: "pod".into(),
+            operator: Operator::NotIn,
+            values: vec!["a".into()],
+        }],
+    };
+    let rule = Rule {
+        peers: vec![Peer::Pods {
+            namespaces: Some(Selector::all()),
+            pods: Some(sel),
+        }],
+        ports: vec![],
+    };
+    let c = cluster(vec![policy("x", Selector::all(), None, vec![rule], vec![])]);
+    assert!(verdict(&c, "y/b", "x/a", None));
+    assert!(!verdict(&c, "y/a", "x/b", None));
+}
+
+#[test]
+fn ip_block_with_except() {
+    let rule = Rule {
+        peers: vec![Peer::Block(IpBlock {
+            cidr: "10.0.1.0/24".parse().expect("net"),
+            except: vec!["10.0.1.2/32".parse().expect("net")],
+        })],
+        ports: vec![],
+    };
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((false, true)),
+        vec![],
+        vec![rule],
+    )]);
+    assert!(verdict(&c, "x/a", "y/a", Some((TCP, 80))));
+    assert!(!verdict(&c, "x/a", "y/b", Some((TCP, 80))));
+    assert!(!verdict(&c, "x/a", "x/b", Some((TCP, 80))));
+}
+
+#[test]
+fn ports_by_number_name_range_and_protocol() {
+    let rule = |ports| Rule {
+        peers: vec![],
+        ports,
+    };
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        None,
+        vec![rule(vec![port(
+            TCP,
+            Some(PortRef::Name("serve-80".into())),
+            None,
+        )])],
+        vec![],
+    )]);
+    assert!(verdict(&c, "y/a", "x/a", Some((TCP, 80))));
+    assert!(!verdict(&c, "y/a", "x/a", Some((TCP, 81))));
+    assert!(!verdict(&c, "y/a", "x/a", Some((UDP, 80))));
+    assert!(!verdict(&c, "y/a", "x/a", None));
+    // The named UDP port resolves to 81 only for UDP.
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        None,
+        vec![rule(vec![port(
+            UDP,
+            Some(PortRef::Name("serve-81-udp".into())),
+            None,
+        )])],
+        vec![],
+    )]);
+    assert!(verdict(&c, "y/a", "x/a", Some((UDP, 81))));
+    assert!(!verdict(&c, "y/a", "x/a", Some((TCP, 81))));
+    // endPort.
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        None,
+        vec![rule(vec![port(TCP, Some(PortRef::Number(80)), Some(82))])],
+        vec![],
+    )]);
+    assert!(verdict(&c, "y/a", "x/a", Some((TCP, 80))));
+    assert!(verdict(&c, "y/a", "x/a", Some((TCP, 82))));
+    assert!(!verdict(&c, "y/a", "x/a", Some((TCP, 83))));
+    // Protocol without a port: every port of it.
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        None,
+        vec![rule(vec![port(Protocol::Sctp, None, None)])],
+        vec![],
+    )]);
+    assert!(verdict(&c, "y/a", "x/a", Some((Protocol::Sctp, 9))));
+    assert!(!verdict(&c, "y/a", "x/a", Some((TCP, 9))));
+}
+
+#[test]
+fn egress_named_ports_resolve_against_the_destination() {
+    let mut c = cluster(vec![policy(
+        "x",
+        Selector::labels([("pod", "a")]),
+        Some((false, true)),
+        vec![],
+        vec![Rule {
+            peers: vec![],
+            ports: vec![port(TCP, Some(PortRef::Name("web".into())), None)],
+        }],
+    )]);
+    let set = |c: &mut Cluster, k: &str, n: u16| {
+        let (ns, name) = k.split_once('/').expect("key");
+        let p = c.pods.get_mut(&PodKey::new(ns, name)).expect("pod");
+        p.ports.push(NamedPort {
+            name: "web".into(),
+            protocol: TCP,
+            port: n,
+        });
+    };
+    set(&mut c, "x/b", 8080);
+    set(&mut c, "y/a", 9090);
+    assert!(verdict(&c, "x/a", "x/b", Some((TCP, 8080))));
+    assert!(!verdict(&c, "x/a", "x/b", Some((TCP, 9090))));
+    assert!(verdict(&c, "x/a", "y/a", Some((TCP, 9090))));
+    assert!(!verdict(&c, "x/a", "y/a", Some((TCP, 8080))));
+    assert!(!verdict(&c, "x/a", "y/b", Some((TCP, 8080))));
+}
+
+#[test]
+fn policies_add_up_and_are_listed() {
+    let allow_b = Rule {
+        peers: vec![Peer::Pods {
+            namespaces: None,
+            pods: Some(Selector::labels([("pod", "b")])),
+        }],
+        ports: vec![],
+    };
+    let mut deny = policy("x", Selector::all(), None, vec![], vec![]);
+    deny.key.name = "deny".into();
+    let mut allow = policy(
+        "x",
+        Selector::labels([("pod", "a")]),
+        None,
+        vec![allow_b],
+        vec![],
+    );
+    allow.key.name = "allow".into();
+    let c = cluster(vec![deny, allow]);
+    assert!(verdict(&c, "x/b", "x/a", None));
+    assert!(!verdict(&c, "x/a", "x/b", None));
+    let rules = compile(&c, |p| p.key.name == "a" && p.key.namespace == "x");
+    assert_eq!(rules.len(), 1);
+    let names: Vec<String> = rules[0].policies.iter().map(ToString::to_string).collect();
+    assert_eq!(names, ["x/allow", "x/deny"]);
+}
+
+#[test]
+fn host_network_pods_are_neither_selected_nor_pod_peers() {
+    let mut c = cluster(vec![policy("x", Selector::all(), None, vec![], vec![])]);
+    let mut h = pod("x", "h", &[], "192.0.2.1");
+    h.host_network = true;
+    c.pods.insert(h.key.clone(), h);
+    let rules = compile(&c, |_| true);
+    assert!(rules.iter().all(|r| r.pod.name != "h"));
+}
+
+// --- Random clusters against the reference model ---
+
+fn arb_labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+    proptest::collection::btree_map(
+        prop_oneof![Just("a".to_string()), Just("b".to_string())],
+        prop_oneof![Just("1".to_string()), Just("2".to_string())],
+        0..=2,
+    )
+}
+
+fn arb_selector() -> impl Strategy<Value = Selector> {
+    let op = prop_oneof![
+        Just(Operator::In),
+        Just(Operator::NotIn),
+        Just(Operator::Exists),
+        Just(Operator::DoesNotExist)
+    ];
+    let req = (
+        prop_oneof![Just("a"), Just("b")],
+        op,
+        proptest::collection::vec(prop_oneof![Just("1"), Just("2")], 0..=2),
+    )
+        .prop_map(|(k, operator, vs)| Requirement {
+            key: k.into(),
+            operator,
+            values: vs.into_iter().map(String::from).collect(),
+        });
+    (
+        proptest::collection::btree_map(
+            prop_oneof![Just("a".to_string()), Just("b".to_string())],
+            prop_oneof![Just("1".to_string()), Just("2".to_string())],
+            0..=1,
+        ),
+        proptest::collection::vec(req, 0..=1),
+    )
+        .prop_map(|(match_labels, match_expressions)| Selector {
+            match_labels,
+            match_expressions,
+        })
+}
+
+fn arb_peer() -> impl Strategy<Value = Peer> {
+    prop_oneof![
+        (proptest::option::of(arb_selector()), arb_selector()).prop_map(|(namespaces, pods)| {
+            Peer::Pods {
+                namespaces,
+                pods: Some(pods),
+            }
+        }),
+        arb_selector().prop_map(|s| Peer::Pods {
+            namespaces: Some(s),
+            pods: None
+        }),
+        (0u8..4, proptest::collection::vec(0u8..8, 0..=2)).prop_map(|(b, ex)| Peer::Block(
+            IpBlock {
+                cidr: format!("10.0.{b}.0/24").parse().expect("net"),
+                except: ex
+                    .iter()
+                    .map(|e| format!("10.0.{b}.{e}/31")
+                        .parse::<ipnet::IpNet>()
+                        .expect("net")
+                        .trunc())
+                    .collect(),
+            }
+        )),
+    ]
+}
+
+fn arb_port() -> impl Strategy<Value = PolicyPort> {
+    let proto = prop_oneof![Just(TCP), Just(UDP), Just(Protocol::Sctp)];
+    let pref = prop_oneof![
+        Just(None),
+        (78u16..84).prop_map(|n| Some(PortRef::Number(n))),
+        prop_oneof![Just("p1"), Just("p2")].prop_map(|s| Some(PortRef::Name(s.into()))),
+    ];
+    (proto, pref, proptest::option::of(78u16..86)).prop_map(|(protocol, port, end)| {
+        let end_port = match port {
+            Some(PortRef::Number(_)) => end,
+            _ => None,
+        };
+        PolicyPort {
+            protocol,
+            port,
+            end_port,
+        }
+    })
+}
+
+fn arb_rule() -> impl Strategy<Value = Rule> {
+    (
+        proptest::collection::vec(arb_peer(), 0..=2),
+        proptest::collection::vec(arb_port(), 0..=2),
+    )
+        .prop_map(|(peers, ports)| Rule { peers, ports })
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (
+        prop_oneof![Just("x"), Just("y")],
+        arb_selector(),
+        proptest::option::of((any::<bool>(), any::<bool>())),
+        proptest::collection::vec(arb_rule(), 0..=2),
+        proptest::collection::vec(arb_rule(), 0..=2),
+    )
+        .prop_map(|(ns, pod_selector, policy_types, ingress, egress)| Policy {
+            key: PodKey::new(ns, "p"),
+            pod_selector,
+            policy_types,
+            ingress,
+            egress,
+        })
+}
+
+fn arb_pod(i: usize) -> impl Strategy<Value = Pod> {
+    (
+        prop_oneof![Just("x"), Just("y")],
+        arb_labels(),
+        78u16..84,
+        78u16..84,
+        any::<bool>(),
+        0u8..12,
+    )
+        .prop_map(move |(ns, labels, p1, p2, udp, host)| Pod {
+            key: PodKey::new(ns, &format!("pod{i}")),
+            labels,
+            ips: vec![IpAddr::from([10, 0, (i % 4) as u8, (i * 2) as u8])],
+            node: None,
+            ports: vec![
+                NamedPort {
+                    name: "p1".into(),
+                    protocol: TCP,
+                    port: p1,
+                },
+                NamedPort {
+                    name: "p2".into(),
+                    protocol: if udp { UDP } else { TCP },
+                    port: p2,
+                },
+            ],
+            host_network: host == 0,
+        })
+}
+
+fn arb_cluster() -> impl Strategy<Value = Cluster> {
+    (
+        (
+            arb_pod(0),
+            arb_pod(1),
+            arb_pod(2),
+            arb_pod(3),
+            arb_pod(4),
+            arb_pod(5),
+        ),
+        proptest::collection::vec(arb_policy(), 0..=3),
+        arb_labels(),
+        arb_labels(),
+    )
+        .prop_map(|(pods, policies, lx, ly)| {
+            let mut c = Cluster::default();
+            c.namespaces.insert(
+                "x".into(),
+                Namespace {
+                    name: "x".into(),
+                    labels: lx,
+                },
+            );
+            c.namespaces.insert(
+                "y".into(),
+                Namespace {
+                    name: "y".into(),
+                    labels: ly,
+                },
+            );
+            for p in [pods.0, pods.1, pods.2, pods.3, pods.4, pods.5] {
+                c.pods.insert(p.key.clone(), p);
+            }
+            for (i, mut p) in policies.into_iter().enumerate() {
+                p.key.name = format!("p{i}");
+                c.policies.insert(p.key.clone(), p);
+            }
+            c
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    #[test]
+    fn compiled_rules_agree_with_the_reference(c in arb_cluster()) {
+        let rules = compile(&c, |_| true);
+        let by_ip: BTreeMap<IpAddr, &PodRules> = rules.iter().flat_map(|r| r.addrs.iter().map(move |a| (*a, r))).collect();
+        let mut ends: Vec<End<'_>> = c.pods.values().map(|p| End { ip: p.ips[0], pod: Some(p) }).collect();
+        ends.push(End { ip: "10.0.3.5".parse().expect("ip"), pod: None });
+        ends.push(End { ip: "10.9.9.9".parse().expect("ip"), pod: None });
+        let transports = [Some((TCP, 78)), Some((TCP, 80)), Some((TCP, 83)), Some((UDP, 80)), Some((UDP, 85)), Some((Protocol::Sctp, 79)), None];
+        for s in &ends {
+            for d in &ends {
+                if s.ip == d.ip { continue; }
+                for t in transports {
+                    let eg = by_ip.get(&s.ip).is_none_or(|r| r.allows(Direction::Egress, d.ip, t));
+                    let ing = by_ip.get(&d.ip).is_none_or(|r| r.allows(Direction::Ingress, s.ip, t));
+                    let want = allowed(&c, *s, *d, t);
+                    prop_assert_eq!(eg && ing, want, "{:?} -> {:?} {:?}", s.ip, d.ip, t);
+                }
+            }
+        }
+    }
+}

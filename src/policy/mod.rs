@@ -1,0 +1,95 @@
+//! NetworkPolicy enforcement on this node: the engine (`weftnet_proto::policy`)
+//! decides what each local pod may send and receive; this module turns that into
+//! nftables rules and keeps them current.
+//!
+//! - [`nft`]: the `inet weftnet_policy` table: rendering, atomic replacement,
+//!   counters, removal.
+//! - [`enforce`]: the task that recompiles and reapplies on every change and reports
+//!   the policies in force and the drops per pod.
+
+pub(crate) mod enforce;
+pub(crate) mod nft;
+pub(crate) mod standalone;
+
+pub(crate) use enforce::{spawn, Local, PolicyStatus, PolicyView};
+
+use crate::daemon::teardown::{Created, Teardown};
+use anyhow::{bail, Result};
+use std::sync::Arc;
+use tokio::sync::watch;
+use weftnet_proto::policy::Cluster;
+
+/// The bridge-netfilter switches: with them on, frames between two pods on the same
+/// bridge pass the `inet` hooks (and conntrack) like routed traffic.
+const BRIDGE_NF: [&str; 2] = [
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+];
+
+/// Enforcement, running: where to send cluster snapshots, the task, its view.
+pub(crate) struct Started {
+    pub(crate) cluster: watch::Sender<Arc<Cluster>>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) view: watch::Receiver<PolicyView>,
+}
+
+/// Turns bridge netfilter on (restored at stop), installs the (empty) table and
+/// starts the enforcer for the pods `local` accepts; each is owned by `teardown`.
+pub(crate) async fn start(local: Local, bridged: bool, teardown: &mut Teardown) -> Result<Started> {
+    if bridged {
+        for path in BRIDGE_NF {
+            let Ok(old) = std::fs::read_to_string(path) else {
+                bail!("{path} is missing, so NetworkPolicy cannot see traffic between pods on the same node: load the module (modprobe br_netfilter), or run with --network-policy=false");
+            };
+            if old.trim() != "1" {
+                if let Err(e) = std::fs::write(path, "1") {
+                    bail!("cannot turn on {path} ({e}): run weftnet with CAP_NET_ADMIN in the host's network namespace, or --network-policy=false");
+                }
+                teardown.push(Created::Sysctl { path, old });
+            }
+        }
+    }
+    let (cluster, rx) = watch::channel(Arc::new(Cluster::default()));
+    teardown.push(Created::PolicyTable);
+    let (task, view) = spawn(local, rx).await?;
+    Ok(Started {
+        cluster,
+        task,
+        view,
+    })
+}
+
+/// The text form of the `policy` section of `weftnet status`: one line per local pod
+/// that a policy selects.
+pub(crate) fn render_status(p: &PolicyStatus) -> String {
+    let mut s = format!(
+        "\nnetwork policy: {} policies, {} pods known, {} rulesets applied{}\n",
+        p.policies,
+        p.pods_known,
+        p.applied,
+        p.error
+            .as_ref()
+            .map(|e| format!(" (last change NOT applied: {e})"))
+            .unwrap_or_default()
+    );
+    let selected: Vec<_> = p.pods.iter().filter(|x| !x.policies.is_empty()).collect();
+    let open = p.pods.len() - selected.len();
+    for x in selected {
+        s.push_str(&format!(
+            "  {} ({}): ingress {} ({} dropped), egress {} ({} dropped); policies {}\n",
+            x.pod,
+            x.addresses.join(", "),
+            x.ingress,
+            x.ingress_drops,
+            x.egress,
+            x.egress_drops,
+            x.policies.join(", ")
+        ));
+    }
+    if open > 0 {
+        s.push_str(&format!(
+            "  {open} local pods selected by no policy (open)\n"
+        ));
+    }
+    s
+}
