@@ -82,15 +82,25 @@ pub fn session_datagram(data: &[u8]) {
 /// gossip range): the envelope, key lookup and AEAD must reject them without panic.
 pub fn gossip_datagram(data: &[u8]) {
     use crate::gossip::{Gossip, GossipConfig, NodeRecord, GOSSIP_TYPE};
+    let identity = PrivateKey::from_bytes([1; 32]);
     let me = NodeRecord {
-        public_key: crate::keys::PublicKey::from_bytes([1; 32]),
+        public_key: identity.public_key(),
         name: "fuzz".into(),
         endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
         prefixes: Vec::new(),
         version: 0,
+        certificate: None,
     };
     let now = std::time::Instant::now();
-    let Ok(mut g) = Gossip::new(GossipConfig::default(), &[[7; 32]], me, 1, 1, now) else {
+    let Ok(mut g) = Gossip::new(
+        GossipConfig::default(),
+        &[[7; 32]],
+        &identity,
+        me,
+        1,
+        1,
+        now,
+    ) else {
         return;
     };
     let mut datagram = data.to_vec();

@@ -316,6 +316,8 @@ fn reconciler(
         (Some(c), Some(endpoint)) => Some(GossipSetup {
             config: GossipConfig::default(),
             secrets,
+            identity: key.clone(),
+            certificate: None,
             name: c.name.clone(),
             endpoint,
             epoch: cluster::next_epoch(&config.state_dir.join("epoch"))?,

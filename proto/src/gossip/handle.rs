@@ -4,7 +4,7 @@
 //! recorded endpoint; a stranger's source address gets no more bytes than it sent
 //! until a cookie round trip proves it.
 
-use super::codec::{decode_plaintext, Header, Message};
+use super::codec::{self, decode_plaintext, Entry, Header, Message};
 use super::error::GossipError;
 use super::node::{Gossip, MAX_EPOCH_AHEAD_MS};
 use super::replay::ReplayWindow;
@@ -35,6 +35,12 @@ impl Gossip {
                     .map(|decoded| (unknown, decoded))
                     .map_err(|_| GossipError::Malformed)
             });
+        let sender_ok = match &result {
+            Ok((false, (header, _))) if header.sender != me => {
+                self.sender_ok(&header.sender, &mut plaintext)
+            }
+            _ => true,
+        };
         self.scratch = plaintext;
         let (unknown_receiver, (header, messages)) = result?;
         if header.sender == me {
@@ -46,6 +52,14 @@ impl Gossip {
         let limit = self.current_epoch().saturating_add(MAX_EPOCH_AHEAD_MS);
         if header.epoch > limit {
             return Err(GossipError::FutureEpoch);
+        }
+        if !sender_ok {
+            return Err(GossipError::BadSender);
+        }
+        for m in &messages {
+            if let Message::Entry { entry, .. } = m {
+                self.check_entry(entry, limit)?;
+            }
         }
         if unknown_receiver {
             // Stateless: no replay state, nothing applied; a Challenge no larger than
@@ -105,6 +119,48 @@ impl Gossip {
             }
         }
         self.limit = None;
+        Ok(())
+    }
+
+    /// Whether the sender MAC of `plaintext` is right for `sender` (PROTOCOL.md §6.3).
+    fn sender_ok(&mut self, sender: &crate::keys::PublicKey, plaintext: &mut [u8]) -> bool {
+        match self.pair_key(sender) {
+            Some(k) => codec::check_sender_mac(&k, plaintext),
+            None => false,
+        }
+    }
+
+    /// Checks one received entry before anything of its datagram is applied: its
+    /// epoch is not beyond the clock bound, its owner signed it, and with a cluster CA
+    /// its record carries a certificate valid now for its key and name. The signature
+    /// is not checked again for the statement the table already holds.
+    fn check_entry(&self, e: &Entry, epoch_limit: u64) -> Result<(), GossipError> {
+        if e.claim.epoch > epoch_limit {
+            return Err(GossipError::FutureEpoch);
+        }
+        let known = self.table.get(&e.key).is_some_and(|s| {
+            s.claim.epoch == e.claim.epoch
+                && s.claim.incarnation == e.claim.incarnation
+                && s.version == e.version
+                && s.proof == e.proof
+        });
+        if !known && !e.verify() {
+            return Err(GossipError::BadSignature);
+        }
+        if let (Some(ca), Some(body)) = (&self.config.ca, &e.record) {
+            let b = codec::parse_record_body(body.bytes()).map_err(|_| GossipError::Malformed)?;
+            let cert = b.certificate.ok_or(GossipError::Uncertified)?;
+            let now = self.now_secs();
+            let ok = if known {
+                // Checked when the statement arrived; only time has moved since.
+                (cert.not_before..=cert.not_after).contains(&now)
+            } else {
+                cert.verify_for(ca, now, &e.key, &b.name).is_ok()
+            };
+            if !ok {
+                return Err(GossipError::Uncertified);
+            }
+        }
         Ok(())
     }
 

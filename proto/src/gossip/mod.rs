@@ -70,25 +70,49 @@ pub use seal::{GOSSIP_TYPE, MAX_DATAGRAM};
 
 /// Feeds arbitrary bytes to a node as its plaintext, sealed with the node's own
 /// cluster key (once for the node, once for an unknown receiver), so that fuzzers
-/// reach the decoders and handlers behind the AEAD. The node's epoch is the largest,
-/// so that no sender epoch is refused as being in the future. Must never panic.
+/// reach the decoders and handlers behind the AEAD. The sender MAC is set right for
+/// the sender the plaintext names (as that sender would), so the handlers behind it
+/// are reached too; entry signatures are left as the fuzzer wrote them (the
+/// `signed_entry` target covers them). The node's epoch is the largest, so that no
+/// sender epoch is refused as being in the future. Must never panic.
 #[doc(hidden)]
 pub fn fuzz_plaintext(data: &[u8]) {
     let secret = [7u8; 32];
-    let key = crate::keys::PublicKey::from_bytes([1; 32]);
+    let identity = crate::keys::PrivateKey::from_bytes([1; 32]);
+    let key = identity.public_key();
     let me = NodeRecord {
         public_key: key,
         name: "fuzz".into(),
         endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
         prefixes: Vec::new(),
         version: 0,
+        certificate: None,
     };
     let now = std::time::Instant::now();
-    let Ok(mut g) = Gossip::new(GossipConfig::default(), &[secret], me, u64::MAX, 1, now) else {
+    let Ok(mut g) = Gossip::new(
+        GossipConfig::default(),
+        &[secret],
+        &identity,
+        me,
+        u64::MAX,
+        1,
+        now,
+    ) else {
         return;
     };
     let cluster = seal::ClusterKey::derive(&secret);
     let from = std::net::SocketAddr::from(([192, 0, 2, 2], 51820));
+    let mut data = data.to_vec();
+    if data.len() >= codec::PLAIN_HEADER_LEN {
+        let mut sender = [0u8; 32];
+        sender.copy_from_slice(&data[..32]);
+        if let Some(pair) = g.pair_key(&crate::keys::PublicKey::from_bytes(sender)) {
+            data[codec::MAC_AT..codec::PLAIN_HEADER_LEN].fill(0);
+            let mac = codec::sender_mac(&pair, &data);
+            data[codec::MAC_AT..codec::PLAIN_HEADER_LEN].copy_from_slice(&mac);
+        }
+    }
+    let data = &data[..];
     let bound = cluster.seal(seal::Receiver::Key(&key), &[0; 24], data);
     let _ = g.handle_datagram(from, &bound, now);
     let unknown = cluster.seal(seal::Receiver::Unknown, &[1; 24], data);

@@ -284,6 +284,7 @@ mod tests {
                 endpoint: endpoint.parse().expect("endpoint"),
                 prefixes: prefixes.iter().map(|p| n(p)).collect(),
                 version: 1,
+                certificate: None,
             },
             state: crate::gossip::MemberState::Alive,
             epoch: 1,
