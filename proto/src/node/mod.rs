@@ -250,7 +250,14 @@ impl Node {
             .iter()
             .flat_map(|p| p.peer.allowed_ips.iter().copied())
             .collect();
-        let checks = Authority::new(config.range, &config.addresses, static_prefixes);
+        let mut checks = Authority::new(config.range, &config.addresses, static_prefixes);
+        if config
+            .gossip
+            .as_ref()
+            .is_some_and(|g| g.config.ca.is_some())
+        {
+            checks.require_certificates();
+        }
         let mut seeds = Vec::new();
         let mut known = Vec::new();
         let gossip = match config.gossip {
