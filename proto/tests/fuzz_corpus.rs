@@ -63,3 +63,18 @@ fn gossip_plaintext_corpus() {
 fn ethernet_corpus() {
     replay("ethernet", fuzzing::ethernet);
 }
+
+#[test]
+fn signed_entry_corpus() {
+    replay("signed_entry", fuzzing::signed_entry);
+}
+
+#[test]
+fn signature_corpus() {
+    replay("signature", fuzzing::signature);
+}
+
+#[test]
+fn certificate_corpus() {
+    replay("certificate", fuzzing::certificate);
+}

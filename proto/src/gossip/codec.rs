@@ -602,6 +602,16 @@ impl Message {
     }
 }
 
+/// Decodes exactly one entry (no type byte), as the `signed_entry` fuzz target does.
+pub(crate) fn decode_entry(buf: &[u8]) -> Result<Entry, Malformed> {
+    let mut r = Reader { buf };
+    let e = Entry::decode(&mut r)?;
+    if !r.buf.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(e)
+}
+
 /// Splits a plaintext into its header and messages.
 pub(crate) fn decode_plaintext(buf: &[u8]) -> Result<(Header, Vec<Message>), Malformed> {
     let mut r = Reader { buf };
