@@ -1,6 +1,6 @@
 //! A node's identity: its WireGuard (X25519) key pair, used to sign what the node says
 //! about itself and to authenticate the sender of each gossip datagram
-//! (PROTOCOL.md §6.10).
+//! (PROTOCOL.md §6.3, §6.5).
 //!
 //! - **Signatures** are XEdDSA (Signal's specification, "The XEdDSA and VXEdDSA
 //!   Signature Schemes", 2016): an Ed25519 signature made with the X25519 private key,

@@ -56,11 +56,15 @@ impl Gossip {
         if !sender_ok {
             return Err(GossipError::BadSender);
         }
-        for m in &messages {
+        // Entries whose certificate is not valid are left out (the rest applies) and
+        // counted once for the datagram.
+        let mut uncertified = vec![false; messages.len()];
+        for (m, skip) in messages.iter().zip(&mut uncertified) {
             if let Message::Entry { entry, .. } = m {
-                self.check_entry(entry, limit)?;
+                *skip = !self.check_entry(entry, limit)?;
             }
         }
+        let uncertified_any = uncertified.contains(&true);
         if unknown_receiver {
             // Stateless: no replay state, nothing applied; a Challenge no larger than
             // the Join goes to the (unproven) source.
@@ -77,8 +81,9 @@ impl Gossip {
         }
         let mut rest = Vec::with_capacity(messages.len());
         let mut synced = false;
-        for m in messages {
+        for (m, skip) in messages.into_iter().zip(uncertified) {
             match m {
+                Message::Entry { .. } if skip => {}
                 Message::Entry { entry, rumor } => {
                     synced |= self.apply_entry(entry, rumor) && !rumor
                 }
@@ -119,6 +124,9 @@ impl Gossip {
             }
         }
         self.limit = None;
+        if uncertified_any {
+            return Err(GossipError::Uncertified);
+        }
         Ok(())
     }
 
@@ -131,10 +139,13 @@ impl Gossip {
     }
 
     /// Checks one received entry before anything of its datagram is applied: its
-    /// epoch is not beyond the clock bound, its owner signed it, and with a cluster CA
-    /// its record carries a certificate valid now for its key and name. The signature
-    /// is not checked again for the statement the table already holds.
-    fn check_entry(&self, e: &Entry, epoch_limit: u64) -> Result<(), GossipError> {
+    /// epoch is not beyond the clock bound and its owner signed it (else the datagram
+    /// is dropped). With a cluster CA, a live entry whose record carries no
+    /// certificate valid now for its key and name is left out (`Ok(false)`): it
+    /// admits nobody, and an honest relay may still hold it when a certificate
+    /// expires. The signature is not checked again for the statement the table
+    /// already holds.
+    fn check_entry(&self, e: &Entry, epoch_limit: u64) -> Result<bool, GossipError> {
         if e.claim.epoch > epoch_limit {
             return Err(GossipError::FutureEpoch);
         }
@@ -147,9 +158,11 @@ impl Gossip {
         if !known && !e.verify() {
             return Err(GossipError::BadSignature);
         }
-        if let (Some(ca), Some(body)) = (&self.config.ca, &e.record) {
+        if let (Some(ca), Some(body), true) = (&self.config.ca, &e.record, e.claim.rank.is_live()) {
             let b = codec::parse_record_body(body.bytes()).map_err(|_| GossipError::Malformed)?;
-            let cert = b.certificate.ok_or(GossipError::Uncertified)?;
+            let Some(cert) = b.certificate else {
+                return Ok(false);
+            };
             let now = self.now_secs();
             let ok = if known {
                 // Checked when the statement arrived; only time has moved since.
@@ -157,11 +170,9 @@ impl Gossip {
             } else {
                 cert.verify_for(ca, now, &e.key, &b.name).is_ok()
             };
-            if !ok {
-                return Err(GossipError::Uncertified);
-            }
+            return Ok(ok);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Rejects replays and records the sequence number.

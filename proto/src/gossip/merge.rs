@@ -212,6 +212,43 @@ impl Gossip {
         }
     }
 
+    /// With a cluster CA: live members whose certificate has expired are declared
+    /// dead (and the news spreads; their refutations fail the certificate check).
+    pub(super) fn expire_certificates(&mut self) {
+        if self.config.ca.is_none() {
+            return;
+        }
+        let now = self.now_secs();
+        let expired: Vec<PublicKey> = self
+            .table
+            .live()
+            .iter()
+            .filter(|k| {
+                self.table
+                    .get(k)
+                    .and_then(|s| s.record.as_ref())
+                    .and_then(|r| super::codec::parse_record_body(r.bytes()).ok())
+                    .and_then(|b| b.certificate)
+                    .is_none_or(|c| now > c.not_after)
+            })
+            .copied()
+            .collect();
+        for key in expired {
+            let Some(slot) = self.table.get(&key) else {
+                continue;
+            };
+            let old = (slot.claim, slot.version);
+            let claim = Claim {
+                rank: Rank::Dead,
+                ..slot.claim
+            };
+            let deadline = self.deadline_for(Some((old.0, None)), claim, 0);
+            self.table.set(key, claim, old.1, None, deadline);
+            self.after_change(&key, Some(old));
+            self.news.push(key);
+        }
+    }
+
     /// A member's deadline passed: suspect → dead → forgotten → removed.
     pub(super) fn expire(&mut self, key: &PublicKey) {
         let Some(slot) = self.table.get(key) else {

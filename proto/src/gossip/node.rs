@@ -486,9 +486,10 @@ impl Gossip {
         self.now
     }
 
-    /// Housekeeping once a second: expired relays, stale strangers, and rejoining the
-    /// seeds when every member is gone.
+    /// Housekeeping once a second: members whose certificate expired, expired relays,
+    /// stale strangers, and rejoining the seeds when every member is gone.
     fn maintenance(&mut self, now: Instant) {
+        self.expire_certificates();
         while self.relays.front().is_some_and(|r| r.expires <= now) {
             self.relays.pop_front();
         }

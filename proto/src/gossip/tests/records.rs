@@ -318,4 +318,33 @@ fn with_a_ca_only_certified_members_enter() {
         "the certificate travels"
     );
     assert_eq!(GossipError::Uncertified.as_str(), "gossip_uncertified");
+    // An uncertified entry beside a certified one: only it is left out.
+    let mut r7 = record(7);
+    r7.certificate = Some(cert_for(&ca, 7, "n7", T - 10, T + 30));
+    let d = seal_msgs(
+        &key(3),
+        epoch,
+        100,
+        Some(&to),
+        &[
+            rumor(signed_entry(&key(6), &record(6), c, Rank::Alive)),
+            rumor(signed_entry(&key(7), &r7, c, Rank::Alive)),
+        ],
+    );
+    assert_eq!(
+        g.handle_datagram(from, &d, now),
+        Err(GossipError::Uncertified)
+    );
+    assert!(g.member(&key(6).public_key()).is_none());
+    assert!(g.member(&key(7).public_key()).is_some());
+    // When n7's certificate expires, it is declared dead.
+    g.handle_timeout(now + Duration::from_secs(40));
+    assert_eq!(
+        g.member(&key(7).public_key()).map(|m| m.state),
+        Some(MemberState::Dead)
+    );
+    assert_eq!(
+        g.member(&key(5).public_key()).map(|m| m.state),
+        Some(MemberState::Alive)
+    );
 }
