@@ -1,16 +1,14 @@
 //! Byte layouts of the gossip plaintext (PROTOCOL.md §6.3-6.5): the sender header,
 //! the messages, membership entries with their owner's signature, records and digest
 //! pairs. All integers are little-endian; addresses are in network order. Decoders
-//! never panic and bound every count an authenticated peer controls. Signatures are
-//! checked by the caller ([`Entry::verify`]), not while decoding.
+//! never panic and bound every count an authenticated peer controls. Signatures and
+//! sender MACs (`proof`) are checked by the caller, not while decoding.
 
 use super::member::{Claim, Rank};
 use super::record::{NodeRecord, RecordBody, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
 use crate::cert::{Certificate, MAX_CERT_LEN};
-use crate::identity::{self, SignatureBytes, SIGNATURE_LEN};
+use crate::identity::SIGNATURE_LEN;
 use crate::keys::PublicKey;
-use blake2::digest::Digest as _;
-use blake2::Blake2s256;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -24,7 +22,10 @@ pub(crate) const MAC_AT: usize = 48;
 /// by one per refutation or record change never gets there, so it always has room to
 /// refute, and an entry beyond it is malformed.
 pub(crate) const MAX_COUNTER: u64 = 1 << 48;
-const ENTRY_LABEL: &[u8] = b"weftnet entry v3";
+
+pub(crate) use super::proof::{
+    body_hash, check_sender_mac, rank_fits, sender_mac, signed_message, Proof,
+};
 /// Most entries one datagram may carry.
 pub(crate) const MAX_ENTRIES_PER_DATAGRAM: usize = 32;
 /// Most messages one datagram may carry.
@@ -63,17 +64,6 @@ pub(crate) struct Header {
     pub(crate) mac: [u8; MAC_LEN],
 }
 
-/// The owner's signature of an entry's statement: `(key, epoch, incarnation,
-/// signed state, version, body hash)` (PROTOCOL.md §6.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Proof {
-    /// The state the owner signed: `Alive` or `Left`.
-    pub(crate) signed: Rank,
-    /// BLAKE2s-256 of the record body.
-    pub(crate) body_hash: [u8; 32],
-    pub(crate) signature: SignatureBytes,
-}
-
 /// One membership entry on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -85,42 +75,6 @@ pub(crate) struct Entry {
     /// Seconds a tombstone has left to live (0 for other ranks).
     pub(crate) remaining_secs: u32,
     pub(crate) proof: Proof,
-}
-
-/// BLAKE2s-256 of an encoded record body.
-pub(crate) fn body_hash(body: &[u8]) -> [u8; 32] {
-    Blake2s256::digest(body).into()
-}
-
-/// The bytes an owner signs for an entry (PROTOCOL.md §6.5).
-pub(crate) fn signed_message(
-    key: &PublicKey,
-    epoch: u64,
-    incarnation: u64,
-    signed: Rank,
-    version: u64,
-    body_hash: &[u8; 32],
-) -> [u8; 16 + 32 + 8 + 8 + 1 + 8 + 32] {
-    let mut m = [0u8; 105];
-    m[..16].copy_from_slice(ENTRY_LABEL);
-    m[16..48].copy_from_slice(key.as_bytes());
-    m[48..56].copy_from_slice(&epoch.to_le_bytes());
-    m[56..64].copy_from_slice(&incarnation.to_le_bytes());
-    m[64] = signed as u8;
-    m[65..73].copy_from_slice(&version.to_le_bytes());
-    m[73..].copy_from_slice(body_hash);
-    m
-}
-
-/// Whether `rank` may stand on a statement signed with `signed`: others add
-/// suspicion, death and tombstones to an alive statement; only the owner says it
-/// left.
-pub(crate) fn rank_fits(signed: Rank, rank: Rank) -> bool {
-    match signed {
-        Rank::Alive => rank != Rank::Left,
-        Rank::Left => matches!(rank, Rank::Left | Rank::Forgotten),
-        _ => false,
-    }
 }
 
 /// One bucket summary in a digest (PROTOCOL.md §6.8).
@@ -420,33 +374,6 @@ impl Header {
     }
 }
 
-/// The sender MAC of a plaintext whose MAC field is still zero: the first 16 bytes
-/// of BLAKE2s-256 keyed with the pair key (PROTOCOL.md §6.3).
-pub(crate) fn sender_mac(pair_key: &[u8; 32], plaintext: &[u8]) -> [u8; MAC_LEN] {
-    use blake2::digest::Mac as _;
-    let mut mac = [0u8; MAC_LEN];
-    if let Ok(mut m) = <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(pair_key)
-    {
-        m.update(plaintext);
-        mac.copy_from_slice(&m.finalize().into_bytes()[..MAC_LEN]);
-    }
-    mac
-}
-
-/// Whether `plaintext` (as received) carries the right sender MAC for `pair_key`.
-pub(crate) fn check_sender_mac(pair_key: &[u8; 32], plaintext: &mut [u8]) -> bool {
-    use subtle::ConstantTimeEq as _;
-    if plaintext.len() < PLAIN_HEADER_LEN {
-        return false;
-    }
-    let mut got = [0u8; MAC_LEN];
-    got.copy_from_slice(&plaintext[MAC_AT..MAC_AT + MAC_LEN]);
-    plaintext[MAC_AT..MAC_AT + MAC_LEN].fill(0);
-    let want = sender_mac(pair_key, plaintext);
-    plaintext[MAC_AT..MAC_AT + MAC_LEN].copy_from_slice(&got);
-    bool::from(want.ct_eq(&got))
-}
-
 impl Entry {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         encode_entry(
@@ -458,19 +385,6 @@ impl Entry {
             self.remaining_secs,
             &self.proof,
         );
-    }
-
-    /// Whether the owner's signature covers this entry's statement.
-    pub(crate) fn verify(&self) -> bool {
-        let m = signed_message(
-            &self.key,
-            self.claim.epoch,
-            self.claim.incarnation,
-            self.proof.signed,
-            self.version,
-            &self.proof.body_hash,
-        );
-        identity::verify(&self.key, &m, &self.proof.signature)
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {

@@ -9,8 +9,15 @@
 //! - **Envelope** (`seal`, `replay`): XChaCha20-Poly1305 under a key derived from the
 //!   cluster secret, key ids for rotation, each datagram bound to its receiver's key,
 //!   per-sender boot epochs (bounded by the clock) and sequence windows against
-//!   replay. Without the secret a host can neither read nor inject, and a captured
-//!   datagram is accepted at most once, by the node it was sealed for.
+//!   replay, and a sender MAC under the sender-receiver pair key. Without the secret
+//!   a host can neither read nor inject, a captured datagram is accepted at most
+//!   once, by the node it was sealed for, and with the secret no host can send in
+//!   another member's name.
+//! - **Records** (`record`, `codec`, `merge`): each entry is signed by the node it
+//!   describes (XEdDSA with its WireGuard key, [`crate::identity`]); receivers verify
+//!   before merging, counters are bounded, so nobody writes or advances another
+//!   node's record; with a cluster CA ([`crate::cert`]) the record carries the node's
+//!   certificate.
 //! - **Reflection** (`handle`, `sync`): answers go to members' recorded endpoints; an
 //!   unproven source address gets no more bytes than it sent, and a joiner gets the
 //!   state only after a cookie round trip (Join, Challenge, Join with cookie).
@@ -47,6 +54,7 @@ mod merge;
 mod news;
 mod node;
 mod probe;
+mod proof;
 mod record;
 mod replay;
 mod rng;
