@@ -3,7 +3,8 @@
 
 use super::record::RecordError;
 
-/// Why [`super::Gossip::handle_datagram`] dropped a datagram. Nothing in it was applied.
+/// Why [`super::Gossip::handle_datagram`] dropped a datagram. Nothing in it was
+/// applied, except for [`GossipError::Uncertified`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum GossipError {
     /// Not a gossip datagram, too short, or the plaintext does not parse.
@@ -43,8 +44,9 @@ pub enum GossipError {
     /// An entry's owner signature did not verify: a forged record.
     #[error("gossip entry with a bad owner signature")]
     BadSignature,
-    /// With a cluster CA: an entry's record carries no certificate of that CA valid
-    /// now for its key and name.
+    /// With a cluster CA: a live entry's record carries no certificate of that CA
+    /// valid now for its key and name. Only such entries were left out; the rest of
+    /// the datagram was applied.
     #[error("gossip entry without a valid certificate")]
     Uncertified,
 }

@@ -16,8 +16,9 @@ const MAX_STRANGERS: usize = 1024;
 
 impl Gossip {
     /// Processes one gossip datagram: the raw UDP payload, starting with the 0x40
-    /// type byte, from the underlay address `from`. On error nothing was applied; the
-    /// error names the counter to bump.
+    /// type byte, from the underlay address `from`. On error nothing was applied,
+    /// except for [`GossipError::Uncertified`]: then only the entries without a valid
+    /// certificate were left out. The error names the counter to bump.
     pub fn handle_datagram(
         &mut self,
         from: SocketAddr,
