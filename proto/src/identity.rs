@@ -62,10 +62,9 @@ impl Signer {
         let mut h = Sha512::new();
         h.update(b"weftnet xeddsa nonce key");
         h.update(&k[..]);
-        let mut digest: Zeroizing<[u8; 64]> = Zeroizing::new(h.finalize().into());
+        let digest: Zeroizing<[u8; 64]> = Zeroizing::new(h.finalize().into());
         let mut hash_prefix = [0u8; 32];
         hash_prefix.copy_from_slice(&digest[..32]);
-        digest.fill(0);
         Self {
             esk: ExpandedSecretKey {
                 scalar,
