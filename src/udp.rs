@@ -52,6 +52,13 @@ impl Udp {
         // Larger buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+        // IP_RECVERR: without it the kernel swallows ENOBUFS from a send (a full
+        // neighbour table or qdisc: the datagram is dropped and the send "succeeds")
+        // and drops the ICMP errors of unconnected sends; with it both surface, as
+        // send errors and on the error queue (see `drain_errors`), and get counted.
+        if let Err(e) = state.enable_transport_errors((&socket).into()) {
+            tracing::debug!(error = %e, "cannot enable the UDP error queue; asynchronous send errors go uncounted");
+        }
         Ok(Self {
             socket,
             state,
@@ -78,6 +85,26 @@ impl Udp {
         meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
         self.state.recv((&self.socket).into(), bufs, meta)
+    }
+
+    /// Empties the socket's error queue (errors the kernel reported after a send
+    /// returned: unreachable hosts or ports, failed neighbour resolution); returns how
+    /// many there were. Must be called when a receive finds nothing, or a non-empty
+    /// queue keeps the socket readable.
+    pub(crate) fn drain_errors(&self) -> u64 {
+        let mut n = 0;
+        // Bounded: the queue is charged against the receive buffer, so it is finite,
+        // but the next call picks up the rest.
+        for _ in 0..256 {
+            match self.state.recv_transport_error((&self.socket).into()) {
+                Ok(Some(e)) => {
+                    n += 1;
+                    tracing::trace!(to = ?e.addr, errno = e.raw_errno, "UDP send failed later");
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        n
     }
 
     pub(crate) fn fd(&self) -> RawFd {

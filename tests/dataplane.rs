@@ -218,6 +218,7 @@ fn two_nodes_ping_v4_v6_and_stream_tcp() {
         "no_endpoint",
         "tun_write_errors",
         "udp_send_errors",
+        "udp_async_errors",
     ] {
         assert!(st["drops"][reason].is_u64(), "no drops.{reason}: {st:#}");
     }

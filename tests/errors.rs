@@ -494,3 +494,29 @@ fn command_line_usage_errors_are_one_line() {
         case.assert_nothing_left(&[]);
     }
 }
+
+/// A seed with no route to it (no route of any kind on the host) is named as the
+/// problem, with the command that shows it; `--advertise-address` is not blamed.
+#[test]
+fn no_route_to_the_seed() {
+    let case = Case::new("noroute");
+    let secret = common::mesh::gensecret(case.dir.path(), "secret");
+    let secret = secret.to_str().expect("utf-8 path").to_owned();
+    let out = case.up(
+        "",
+        &[
+            "--secret-file",
+            &secret,
+            "--join",
+            "10.9.9.9:51820",
+            "--range",
+            "10.47.0.0/16",
+        ],
+    );
+    let line = assert_error(
+        &out,
+        &["no route to the seed(s) 10.9.9.9", "ip route get 10.9.9.9"],
+    );
+    assert!(!line.contains("advertise"), "not blamed: {line}");
+    case.assert_nothing_left(&[]);
+}

@@ -82,6 +82,7 @@ fn run(n: usize, args: &Args) {
         max_delay: args.max_delay,
         gossip,
         record_events: false,
+        ..SimConfig::default()
     });
     let secret = [42u8; 32];
     for i in 0..n {

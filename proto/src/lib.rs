@@ -17,6 +17,7 @@
 //! - [`router`]: crypto-key routing decisions (which peer gets a packet, which
 //!   decrypted packets are accepted).
 //! - [`session`]: one WireGuard session with one peer.
+//! - [`parking`]: handshake initiations from keys not yet peers, parked briefly.
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
 //! - [`node`]: the node reconciler: every control-plane decision of one node (gossip,
@@ -38,6 +39,7 @@ pub mod keys;
 pub mod multicast;
 pub mod node;
 pub mod packet;
+pub mod parking;
 pub mod prefix_table;
 pub mod router;
 pub mod session;

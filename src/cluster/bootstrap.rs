@@ -80,6 +80,28 @@ pub(crate) fn detect_underlay_ip(seeds: &[SocketAddr]) -> Option<IpAddr> {
     })
 }
 
+/// The start-up error when no underlay address can be found: it says what is wrong
+/// (no route to the seeds, seeds that do not resolve, no address at all) and how to
+/// fix it. `join` is the seeds as written, `resolved` their addresses.
+pub(crate) fn no_underlay_address(join: &[String], resolved: &[SocketAddr]) -> String {
+    if !resolved.is_empty() {
+        let list: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
+        return format!(
+            "no route to the seed(s) {}: this host has no route toward them and no default route; check the underlay interface and its routes (`ip route get {}`)",
+            list.join(", "),
+            list[0]
+        );
+    }
+    if !join.is_empty() {
+        return format!(
+            "the seed(s) {} do not resolve and this host has no default route: check the names (or give IP:PORT) and the underlay's routes, or give --advertise-address",
+            join.join(", ")
+        );
+    }
+    "this host has no global address and no default route, so other nodes cannot reach it: bring up the underlay interface, or give --advertise-address"
+        .to_string()
+}
+
 /// Reads the cluster secrets (first one sends, all are accepted), zeroized when
 /// dropped, as is every copy made on the way.
 pub(crate) fn read_secrets(files: &[PathBuf]) -> Result<Zeroizing<Vec<[u8; 32]>>> {
@@ -159,5 +181,19 @@ mod tests {
         assert_eq!(saved_block(&f), "10.47.9.0/24".parse().ok());
         std::fs::write(&f, "garbage\n").expect("write");
         assert_eq!(saved_block(&f), None);
+    }
+
+    #[test]
+    fn no_underlay_address_says_what_is_wrong() {
+        let seed: SocketAddr = "10.9.9.9:51820".parse().expect("addr");
+        let e = no_underlay_address(&["10.9.9.9:51820".into()], &[seed]);
+        assert!(e.starts_with("no route to the seed(s) 10.9.9.9"), "{e}");
+        assert!(e.contains("ip route get 10.9.9.9"), "{e}");
+        assert!(!e.contains("  "), "one line, single spaces: {e}");
+        assert!(!e.contains("--advertise-address"), "not blamed: {e}");
+        let e = no_underlay_address(&["seed.example:51820".into()], &[]);
+        assert!(e.contains("do not resolve"), "{e}");
+        let e = no_underlay_address(&[], &[]);
+        assert!(e.contains("no global address"), "{e}");
     }
 }

@@ -11,7 +11,8 @@
 mod bootstrap;
 
 pub(crate) use bootstrap::{
-    detect_underlay_ip, next_epoch, read_secrets, resolve, resolve_each, saved_block, saved_members,
+    detect_underlay_ip, next_epoch, no_underlay_address, read_secrets, resolve, resolve_each,
+    saved_block, saved_members,
 };
 
 use crate::dataplane::{ControlDatagram, Dataplane};
@@ -212,6 +213,9 @@ impl Shell {
         // Without gossip nobody sends datagrams or snooped reports: those channels
         // close, and are not polled after that.
         let (mut datagrams_open, mut snooped_open) = (true, true);
+        let mut activity = Activity::default();
+        let mut activity_tick = tokio::time::interval(ACTIVITY_PERIOD);
+        activity_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let _ = self.carry_out(&dp, false).await;
             if self.node.is_done() {
@@ -231,6 +235,12 @@ impl Shell {
                     Some(packet) => self.node.handle_snooped(&packet, Instant::now()),
                     None => snooped_open = false,
                 },
+                _ = activity_tick.tick() => {
+                    let active = activity.update(&dp.peers());
+                    if !active.is_empty() {
+                        self.node.handle_peer_activity(&active, Instant::now());
+                    }
+                }
                 found = self.lookups.recv() => {
                     if let Some(lookups) = found {
                         self.node.handle_resolved(&lookups, Instant::now());
@@ -270,6 +280,38 @@ impl Shell {
     }
 }
 
+/// How often the data plane's per-peer receive counters are read for evidence of
+/// life.
+const ACTIVITY_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The received-packet count of each peer at the last look, to tell which peers'
+/// tunnels carried authenticated traffic since.
+#[derive(Default)]
+struct Activity {
+    rx: std::collections::HashMap<weftnet_proto::keys::PublicKey, u64>,
+}
+
+impl Activity {
+    /// The peers whose received-packet count grew since the last call.
+    fn update(
+        &mut self,
+        reports: &[crate::dataplane::PeerReport],
+    ) -> Vec<weftnet_proto::keys::PublicKey> {
+        let mut next = std::collections::HashMap::with_capacity(reports.len());
+        let mut active = Vec::new();
+        for r in reports {
+            let key = r.peer.public_key;
+            let rx = r.stats.rx_packets;
+            if self.rx.get(&key).is_some_and(|before| rx > *before) {
+                active.push(key);
+            }
+            next.insert(key, rx);
+        }
+        self.rx = next;
+        active
+    }
+}
+
 /// Looks the seeds up in the background and reports each with its address, if it
 /// resolved (the reconciler warns about those that do not).
 fn spawn_lookup(names: Vec<String>, to: mpsc::Sender<Lookups>) {
@@ -285,4 +327,44 @@ fn spawn_lookup(names: Vec<String>, to: mpsc::Sender<Lookups>) {
         }
         let _ = to.send(found).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{PeerReport, PeerStats};
+    use weftnet_proto::keys::PublicKey;
+    use weftnet_proto::node::Peer;
+
+    fn report(key: u8, rx_packets: u64) -> PeerReport {
+        PeerReport {
+            peer: Peer {
+                public_key: PublicKey::from_bytes([key; 32]),
+                endpoint: None,
+                allowed_ips: Vec::new(),
+                persistent_keepalive: None,
+            },
+            stats: PeerStats {
+                rx_packets,
+                ..PeerStats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn activity_names_the_peers_whose_receive_count_grew() {
+        let mut a = Activity::default();
+        assert!(
+            a.update(&[report(1, 5), report(2, 0)]).is_empty(),
+            "first look"
+        );
+        let active = a.update(&[report(1, 9), report(2, 0), report(3, 4)]);
+        assert_eq!(active, vec![PublicKey::from_bytes([1; 32])]);
+        // A peer re-added (counters from zero) is not activity by itself.
+        assert!(a.update(&[report(1, 2)]).is_empty());
+        assert_eq!(
+            a.update(&[report(1, 3)]),
+            vec![PublicKey::from_bytes([1; 32])]
+        );
+    }
 }

@@ -286,8 +286,9 @@ async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<O
         return Ok(None);
     };
     let mut ip = c.advertise.map(|a| a.ip);
+    let mut seeds = Vec::new();
     if ip.is_none() {
-        let seeds = cluster::resolve(&c.join).await;
+        seeds = cluster::resolve(&c.join).await;
         ip = cluster::detect_underlay_ip(&seeds);
     }
     if ip.is_none() {
@@ -298,7 +299,7 @@ async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<O
             .and_then(|v| v.first().copied());
     }
     let Some(ip) = ip else {
-        bail!("cannot tell which underlay address other nodes reach this one at: give --advertise-address");
+        bail!("{}", cluster::no_underlay_address(&c.join, &seeds));
     };
     let port = c
         .advertise

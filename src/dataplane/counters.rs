@@ -18,6 +18,7 @@ pub(crate) struct Counters {
     broadcast_dropped: AtomicU64,
     tun_write_errors: AtomicU64,
     udp_send_errors: AtomicU64,
+    udp_async_errors: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -55,6 +56,11 @@ impl Counters {
     pub(crate) fn bump_udp_send_error(&self) {
         bump(&self.udp_send_errors);
     }
+    pub(crate) fn add_udp_async_errors(&self, n: u64) {
+        if n > 0 {
+            self.udp_async_errors.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 
     /// Every counter by its stable name.
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
@@ -82,6 +88,7 @@ impl Counters {
             ("broadcast_dropped", load(&self.broadcast_dropped)),
             ("tun_write_errors", load(&self.tun_write_errors)),
             ("udp_send_errors", load(&self.udp_send_errors)),
+            ("udp_async_errors", load(&self.udp_async_errors)),
         ]);
         v
     }

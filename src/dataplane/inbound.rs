@@ -11,6 +11,7 @@ use quinn_udp::RecvMeta;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use weftnet_proto::session::{identify_initiator, Initiator, Output};
 use weftnet_proto::wire::{self, Datagram};
 
@@ -41,6 +42,7 @@ impl Dataplane {
             let n = match self.udp.recv(&mut bufs, &mut meta) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.counters.add_udp_async_errors(self.udp.drain_errors());
                     wait_readable(self.udp.fd(), POLL_MS).context("polling the UDP socket")?;
                     continue;
                 }
@@ -49,8 +51,10 @@ impl Dataplane {
                     return Err(e).context("receiving from the UDP socket");
                 }
                 Err(e) => {
-                    // ICMP errors surface here (e.g. port unreachable); keep going.
+                    // The error of an earlier send (e.g. port unreachable) surfaces
+                    // here once; its details wait on the error queue.
                     tracing::debug!(error = %e, "UDP receive error");
+                    self.counters.add_udp_async_errors(self.udp.drain_errors());
                     continue;
                 }
             };
@@ -66,7 +70,13 @@ impl Dataplane {
         Ok(())
     }
 
-    fn handle_datagram(&self, mesh: &Mesh, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+    pub(super) fn handle_datagram(
+        &self,
+        mesh: &Mesh,
+        datagram: &[u8],
+        from: SocketAddr,
+        out: &mut [u8],
+    ) {
         let kind = match wire::classify(datagram) {
             Ok(k) => k,
             Err(e) => {
@@ -92,8 +102,11 @@ impl Dataplane {
                 Ok(Initiator::Peer(key)) => match mesh.slot_of(&key) {
                     Some(id) => id,
                     None => {
+                        // Counted, and parked: gossip may make it a peer a moment
+                        // from now.
                         self.counters.bump_unknown_peer();
-                        tracing::debug!(%from, peer = %key, "handshake from a key that is not a peer");
+                        self.parked.lock().park(key, from, datagram, Instant::now());
+                        tracing::debug!(%from, peer = %key, "handshake from a key that is not a peer (yet): parked");
                         return;
                     }
                 },

@@ -41,6 +41,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weftnet_proto::keys::{PrivateKey, PublicKey};
 use weftnet_proto::multicast::Replicator;
+use weftnet_proto::parking::Parking;
 use weftnet_proto::session::{Limiter, Output, SessionError};
 
 /// How often the WireGuard timers run.
@@ -78,6 +79,9 @@ pub(crate) struct Dataplane {
     /// Bridge mode: the L2 port, where group traffic from peers and queries go.
     l2: Option<L2Port>,
     l2_counters: l2::L2Counters,
+    /// Handshake initiations from keys that are not peers yet, answered when the
+    /// control plane adds them.
+    parked: Mutex<Parking>,
 }
 
 /// The channels and settings a data plane is built with.
@@ -115,6 +119,7 @@ impl Dataplane {
             broadcast_addrs: options.broadcast_addrs,
             l2: options.l2,
             l2_counters: l2::L2Counters::default(),
+            parked: Mutex::new(Parking::default()),
         })
     }
 
@@ -122,8 +127,21 @@ impl Dataplane {
     /// sessions; removed ones are dropped.
     pub(crate) fn set_peers(&self, specs: Vec<PeerSpec>) {
         let _guard = self.change.lock();
-        let next = self.mesh.load().rebuild(specs, &self.key, &self.limiter);
-        self.mesh.store(Arc::new(next));
+        let next = Arc::new(self.mesh.load().rebuild(specs, &self.key, &self.limiter));
+        self.mesh.store(Arc::clone(&next));
+        drop(_guard);
+        // Initiations that arrived a moment before their key became a peer are
+        // answered now rather than after the initiator's retry.
+        let waiting = self
+            .parked
+            .lock()
+            .take_peers(|k| next.slot_of(k).is_some(), Instant::now());
+        if !waiting.is_empty() {
+            let mut out = vec![0u8; BUF];
+            for (from, datagram) in waiting {
+                self.handle_datagram(&next, &datagram, from, &mut out);
+            }
+        }
     }
 
     /// Starts the TUN, UDP and timer threads (and the L2 thread in bridge mode). A

@@ -290,6 +290,10 @@ impl Daemon {
     pub fn stderr(&self) -> String {
         self.proc.stderr()
     }
+    /// The current run's whole stdout.
+    pub fn proc_stdout(&self) -> String {
+        self.proc.stdout()
+    }
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }

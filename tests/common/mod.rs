@@ -15,6 +15,8 @@
 //!   dedicated "switch" namespace, so nothing at all is created in the root namespace.
 //! * [`Daemon`]: a `weftnet up` process with its own config file and state dir.
 //! * [`WireguardGo`]: a `wireguard-go` reference peer.
+//! * [`Impairment`]: loss, duplication, a blackholed pair or a partition of the underlay
+//!   (nftables rules in the switch namespace), removed on drop.
 //!
 //! Names are `wt` + 5 base-36 digits of the pid + 3 base-36 digits of a per-process counter
 //! (10 chars, see [`unique_id`]), so parallel tests and parallel test binaries never collide.
@@ -24,6 +26,7 @@
 //! Every external command is bounded by a timeout; nothing waits forever.
 
 mod daemon;
+mod impair;
 pub mod kube_api;
 pub mod mesh;
 mod netns;
@@ -32,6 +35,7 @@ mod underlay;
 mod wg;
 
 pub use daemon::{hermetic_env, peer_toml, Daemon};
+pub use impair::Impairment;
 pub use netns::{reap_stale, Netns, Proc};
 pub use tools::{iperf3, iperf3_json, ping};
 pub use underlay::{Host, Underlay};

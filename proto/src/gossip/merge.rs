@@ -64,6 +64,25 @@ pub(crate) fn merge(current: Option<Current>, e: &Entry) -> Option<(Claim, u64, 
     (claim != c.claim || version != c.version || take).then_some((claim, version, take))
 }
 
+/// Whether a received verdict of death is doubted: it would end a member that this
+/// node still counts as live (alive, or suspected by itself with its own timeout still
+/// running) in the same boot epoch. Such a verdict is held as a suspicion until the
+/// local suspicion deadline: SWIM's refutation path decides, not the rumor. Leaves
+/// (the member's own word) and tombstones (an operator's `forget`) are believed.
+pub(crate) fn doubt(current: Option<(Claim, Option<Instant>)>, new: Claim, now: Instant) -> bool {
+    let Some((claim, deadline)) = current else {
+        return false;
+    };
+    if new.rank != Rank::Dead || claim.epoch != new.epoch {
+        return false;
+    }
+    match claim.rank {
+        Rank::Alive => true,
+        Rank::Suspect => deadline.is_some_and(|d| now < d),
+        _ => false,
+    }
+}
+
 impl Gossip {
     /// Applies one received entry; rumors that changed the view are passed on.
     /// Returns whether the view changed.
@@ -83,20 +102,55 @@ impl Gossip {
                 s.deadline,
             )
         });
-        let Some((claim, version, take)) = merge(old.map(|(c, _)| c), &e) else {
+        let Some((mut claim, version, take)) = merge(old.map(|(c, _)| c), &e) else {
             return false;
         };
         if old.is_none() && self.table.len() >= self.config.max_members {
             return false;
         }
+        let doubted = doubt(old.map(|(c, d)| (c.claim, d)), claim, self.now);
+        if doubted {
+            // Another node's verdict about a member this node still counts as live:
+            // hold it as a suspicion of our own and ask the member (it refutes if it
+            // lives); our suspicion timeout decides otherwise.
+            claim.rank = Rank::Suspect;
+            if old.is_some_and(|(c, _)| c.claim == claim && c.version == version && !take) {
+                return false;
+            }
+        }
         let deadline = self.deadline_for(old.map(|(c, d)| (c.claim, d)), claim, e.remaining_secs);
         let statement = take.then_some((e.proof, e.record));
         self.table.set(e.key, claim, version, statement, deadline);
         self.after_change(&e.key, old.map(|(c, _)| (c.claim, c.version)));
-        if rumor {
+        if doubted {
+            self.ask(&e.key);
+        } else if rumor {
             self.news.push(e.key);
         }
         true
+    }
+
+    /// Asks a member directly, with the entry this node holds about it (suspect or
+    /// dead), to refute: a live member answers with its refutation as a rumor. For the
+    /// daemon when the data plane shows a member declared dead is alive.
+    pub fn ask_member(&mut self, key: &PublicKey, now: Instant) {
+        self.advance(now);
+        if !self.left {
+            self.ask(key);
+        }
+    }
+
+    /// Probes a member directly with its suspicion attached, so that a live member
+    /// refutes at once (its answer carries the refutation as a rumor).
+    pub(super) fn ask(&mut self, key: &PublicKey) {
+        let Some(to) = self.endpoint_of(key) else {
+            return;
+        };
+        let probe = self.rng.next_u64() as u32;
+        let mut b = self.builder();
+        b.push(&super::codec::Message::Ping { probe });
+        self.push_entry(&mut b, key, true);
+        self.send(to, key, b);
     }
 
     /// The deadline of a slot whose claim becomes `new`.
@@ -274,5 +328,44 @@ impl Gossip {
         self.table.set(*key, claim, old.1, None, deadline);
         self.after_change(key, Some(old));
         self.news.push(*key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // The merge rule itself: `tests::records::statements_order_the_merge`.
+    use super::*;
+
+    fn c(epoch: u64, incarnation: u64, rank: Rank) -> Claim {
+        Claim {
+            epoch,
+            incarnation,
+            rank,
+        }
+    }
+
+    #[test]
+    fn rumors_of_death_are_doubted_while_the_member_counts_as_live() {
+        let now = Instant::now();
+        let soon = Some(now + std::time::Duration::from_secs(1));
+        let past = Some(now - std::time::Duration::from_secs(1));
+        let dead = c(1, 0, Rank::Dead);
+        assert!(doubt(Some((c(1, 0, Rank::Alive), None)), dead, now));
+        assert!(doubt(Some((c(1, 0, Rank::Suspect), soon)), dead, now));
+        // our own suspicion ran out: believed
+        assert!(!doubt(Some((c(1, 0, Rank::Suspect), past)), dead, now));
+        // leaves, tombstones, unknown members and other epochs: believed
+        assert!(!doubt(
+            Some((c(1, 0, Rank::Alive), None)),
+            c(1, 0, Rank::Left),
+            now
+        ));
+        assert!(!doubt(
+            Some((c(1, 0, Rank::Alive), None)),
+            c(1, 0, Rank::Forgotten),
+            now
+        ));
+        assert!(!doubt(None, dead, now));
+        assert!(!doubt(Some((c(0, 5, Rank::Alive), None)), dead, now));
     }
 }

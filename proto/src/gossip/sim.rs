@@ -27,6 +27,11 @@ pub struct SimConfig {
     pub min_delay: Duration,
     /// Largest one-way link delay.
     pub max_delay: Duration,
+    /// Probability that a datagram is delivered twice (the copy with its own delay).
+    pub duplicate: f64,
+    /// Extra delay, uniform in `0..reorder`, drawn for each datagram: with more than
+    /// the spacing of a sender's datagrams, later ones overtake earlier ones.
+    pub reorder: Duration,
     /// Protocol settings of every node.
     pub gossip: GossipConfig,
     /// Keep every node's events in [`SimNode::events`].
@@ -40,6 +45,8 @@ impl Default for SimConfig {
             loss: 0.0,
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(20),
+            duplicate: 0.0,
+            reorder: Duration::ZERO,
             gossip: GossipConfig::default(),
             record_events: true,
         }
@@ -326,15 +333,25 @@ impl Sim {
         if self.config.loss > 0.0 && self.rng.chance(self.config.loss) {
             return;
         }
-        let at = self.now + self.link_delay(from, to);
-        self.order += 1;
-        self.flights.push(Reverse(Flight {
-            at,
-            order: self.order,
-            to,
-            from: from_addr,
-            bytes,
-        }));
+        let copies = if self.config.duplicate > 0.0 && self.rng.chance(self.config.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut at = self.now + self.link_delay(from, to);
+            if !self.config.reorder.is_zero() {
+                at += self.rng.jitter(self.config.reorder);
+            }
+            self.order += 1;
+            self.flights.push(Reverse(Flight {
+                at,
+                order: self.order,
+                to,
+                from: from_addr,
+                bytes: bytes.clone(),
+            }));
+        }
     }
 
     fn after(&mut self, i: usize) {

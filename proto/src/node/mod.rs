@@ -15,6 +15,8 @@
 //! changed).
 //!
 //! - [`authority`]: what a member may claim before its prefixes become routes.
+//! - `evidence`: when each peer's tunnel last carried authenticated traffic; a
+//!   member declared dead with recent traffic keeps its tunnel.
 //! - [`diagnose`]: warnings for the operator (silent or unresolved seeds, strangers
 //!   failing authentication, shared names) and the seeds' state for status.
 //! - [`blocks`]: this node's blocks, their addresses and the routes into the overlay.
@@ -26,6 +28,7 @@
 pub mod authority;
 pub mod blocks;
 pub mod diagnose;
+mod evidence;
 pub mod peers;
 mod process;
 mod reconcile;
@@ -36,6 +39,7 @@ mod tests;
 pub use authority::{Authority, NodeFacts, Refusal};
 pub use blocks::{gateway, routes_needed, Blocks, Link};
 pub use diagnose::{Notice, SeedSource, SeedState, SeedStatus};
+pub use evidence::LIFE_EVIDENCE;
 pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
 pub use status::{state_name, Status};
 
@@ -223,6 +227,10 @@ pub struct Node {
     diagnostics: Diagnostics,
     /// What members may claim.
     authority: Authority,
+    /// When each peer's tunnel last carried authenticated traffic.
+    evidence: evidence::Evidence,
+    /// When the evidence keeping a dead member's tunnel runs out.
+    evidence_expiry: Option<Instant>,
     groups: GroupTable,
     querier: Querier,
     errors: BTreeMap<&'static str, u64>,
@@ -302,6 +310,8 @@ impl Node {
             conflicts_seen: HashSet::new(),
             diagnostics,
             authority: checks,
+            evidence: evidence::Evidence::default(),
+            evidence_expiry: None,
             groups: GroupTable::new(GroupConfig::default(), config.group_filter),
             querier: Querier::new(GroupConfig::default(), now),
             errors: BTreeMap::new(),
@@ -352,6 +362,27 @@ impl Node {
             }
         }
         self.process(now, false);
+    }
+
+    /// The data plane saw authenticated traffic from these peers at `now` (reported
+    /// about twice a second for the peers whose received-packet count grew). A member
+    /// declared dead that is among them keeps its tunnel for [`LIFE_EVIDENCE`] and is
+    /// asked directly to refute the verdict.
+    pub fn handle_peer_activity(&mut self, peers: &[PublicKey], now: Instant) {
+        let mut dead_with_traffic = false;
+        for key in peers {
+            self.evidence.seen(*key, now);
+            if let Some(g) = &mut self.gossip {
+                let dead = g
+                    .member(key)
+                    .is_some_and(|m| m.state == crate::gossip::MemberState::Dead);
+                if dead {
+                    g.ask_member(key, now);
+                    dead_with_traffic = true;
+                }
+            }
+        }
+        self.process(now, dead_with_traffic);
     }
 
     /// An IGMP or MLD packet seen on the overlay (or the bridge).
@@ -534,6 +565,10 @@ impl Node {
             self.retry_at = None;
             force = true;
         }
+        if self.evidence_expiry.is_some_and(|at| now >= at) {
+            self.evidence_expiry = None;
+            force = true;
+        }
         self.process(now, force);
     }
 
@@ -557,6 +592,7 @@ impl Node {
             (gossip.and(self.diagnostics.poll_timeout()), "seed check"),
             (self.leave_deadline, "leave"),
             (self.retry_at, "retry"),
+            (self.evidence_expiry, "evidence of life"),
             (self.next_status, "status"),
         ]
         .into_iter()

@@ -80,22 +80,24 @@ pub fn split_prefixes(prefixes: &[IpNet]) -> (Vec<IpNet>, Vec<IpAddr>) {
 
 /// The wanted peer set: the static peers, then each live member (by key, once) that
 /// is not a deleted Kubernetes Node and that the `authority` admits, with the prefixes
-/// it allows (checked
-/// against every known underlay address). Of a gossiped pair, the lower key makes
-/// first contact and the other answers.
+/// it allows (checked against every known underlay address). A member whose key is
+/// in `alive_by_traffic` (declared dead, but its tunnel carried traffic lately) counts
+/// as live. Of a gossiped pair, the lower key makes first contact and the other
+/// answers.
 pub(super) fn wanted(
     me: &PublicKey,
     statics: &[PeerSpec],
     members: &[Member],
-    deleted_nodes: &BTreeSet<String>,
+    (deleted_nodes, alive_by_traffic): (&BTreeSet<String>, &BTreeSet<PublicKey>),
     authority: &mut Authority,
     underlays: &[IpAddr],
 ) -> Vec<PeerSpec> {
     let mut seen: HashSet<PublicKey> = statics.iter().map(|p| p.peer.public_key).collect();
     let mut specs = statics.to_vec();
-    let live = members
-        .iter()
-        .filter(|m| m.state.is_live() && !deleted_nodes.contains(&m.record.name));
+    let live = members.iter().filter(|m| {
+        (m.state.is_live() || alive_by_traffic.contains(&m.record.public_key))
+            && !deleted_nodes.contains(&m.record.name)
+    });
     for m in live {
         if !authority.admits(m) {
             // Counted and logged (once per prefix) like any refusal.
@@ -187,7 +189,14 @@ mod tests {
         ];
         let deleted: BTreeSet<String> = ["gone".to_string()].into();
         let mut authority = Authority::new(None, &[], vec![n("10.9.0.0/16")]);
-        let peers = wanted(&me, &statics, &members, &deleted, &mut authority, &[]);
+        let peers = wanted(
+            &me,
+            &statics,
+            &members,
+            (&deleted, &BTreeSet::new()),
+            &mut authority,
+            &[],
+        );
         let keys: Vec<u8> = peers
             .iter()
             .map(|p| p.peer.public_key.as_bytes()[0])

@@ -10,9 +10,10 @@ use super::{
     state_name, Effect, Node, Notice, Status, CLAIM_SETTLE, MAX_ANNOUNCED_GROUPS, MAX_KNOWN, RETRY,
     STATUS_REFRESH,
 };
-use crate::gossip::{Event, Gossip, Member};
+use crate::gossip::{Event, Gossip, Member, MemberState};
 use crate::keys::PublicKey;
 use ipnet::IpNet;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -49,7 +50,7 @@ impl Node {
             }
             let claimed = self.claim_if_needed(now, &members);
             if changed || claimed {
-                self.reconcile(&members);
+                self.reconcile(&members, now);
                 self.persist_members(&members);
             }
             self.refresh_status(members, now);
@@ -247,13 +248,26 @@ impl Node {
 
     /// Queues the changes that make the data plane's peers and the host's addresses
     /// and routes what the node wants.
-    fn reconcile(&mut self, members: &[Member]) {
+    fn reconcile(&mut self, members: &[Member], now: Instant) {
         let underlays = self.underlays(members);
+        // Dead members whose tunnels still carried traffic lately stay peers until
+        // that evidence runs out.
+        self.evidence.prune(now);
+        let alive_by_traffic: BTreeSet<PublicKey> = members
+            .iter()
+            .filter(|m| m.state == MemberState::Dead)
+            .map(|m| m.record.public_key)
+            .filter(|k| self.evidence.fresh(k, now))
+            .collect();
+        self.evidence_expiry = alive_by_traffic
+            .iter()
+            .filter_map(|k| self.evidence.expiry(k))
+            .min();
         let wanted = peers::wanted(
             &self.public_key,
             &self.static_peers,
             members,
-            &self.deleted_nodes,
+            (&self.deleted_nodes, &alive_by_traffic),
             &mut self.authority,
             &underlays,
         );

@@ -97,7 +97,8 @@ fn takeover_with_max_counters_leaves_the_victim_alive_and_intact() {
 
 /// Suspicion and death are claims others may make, but only about a statement the
 /// owner signed: node 1's own signed entry replayed with state Dead makes node 0
-/// believe it for a moment, and node 1 refutes with incarnation + 1, which it signs.
+/// suspect it (a verdict about a live member is doubted), and node 1 refutes with
+/// incarnation + 1, which it signs.
 #[test]
 fn a_replayed_death_is_refuted_by_the_owner() {
     let mut sim = mesh(3);
@@ -123,8 +124,8 @@ fn a_replayed_death_is_refuted_by_the_owner() {
     assert_eq!(sim.node(0).errors, before, "accepted");
     assert_eq!(
         sim.member(0, &key1).map(|m| m.state),
-        Some(MemberState::Dead),
-        "believed for a moment"
+        Some(MemberState::Suspect),
+        "doubted: held as a suspicion while node 1 counts as live"
     );
     sim.run_until(sim.elapsed() + Duration::from_secs(15));
     for i in [0, 2] {

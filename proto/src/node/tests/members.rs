@@ -200,3 +200,36 @@ fn a_restarted_first_node_rejoins_through_the_members_it_knew() {
     assert_eq!(net.member_state(c, a), Some(MemberState::Alive));
     assert_eq!(net.block(a), block, "it kept its block");
 }
+
+#[test]
+fn a_dead_verdict_keeps_the_tunnel_of_a_peer_whose_traffic_still_flows() {
+    let (mut net, [a, b, c]) = Net::three_joined();
+    let has_c = |net: &Net, i: usize| {
+        net.hosts[i]
+            .peers
+            .iter()
+            .any(|p| p.peer.public_key == key_of(c))
+    };
+    assert!(has_c(&net, a) && has_c(&net, b));
+    // c's gossip goes silent, but a's tunnel to c keeps carrying traffic.
+    net.hosts[c].up = false;
+    let until = net.now + Duration::from_secs(20);
+    while net.now < until {
+        let now = net.now;
+        net.hosts[a].node.handle_peer_activity(&[key_of(c)], now);
+        net.drain(a);
+        net.run(Duration::from_millis(500));
+    }
+    assert_eq!(net.member_state(a, c), Some(MemberState::Dead));
+    assert_eq!(net.member_state(b, c), Some(MemberState::Dead));
+    assert!(
+        has_c(&net, a),
+        "traffic is evidence of life: the tunnel stays"
+    );
+    assert!(!has_c(&net, b), "no traffic at b: the verdict holds");
+    // The traffic stops: the verdict takes effect once the evidence runs out.
+    net.run(LIFE_EVIDENCE - Duration::from_millis(600));
+    assert!(has_c(&net, a), "still within the evidence window");
+    net.run(Duration::from_secs(1));
+    assert!(!has_c(&net, a), "evidence ran out");
+}
