@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# bench/throughput.sh — TCP throughput (one stream by default) of weftnet vs. other
+# bench/throughput.sh — throughput, packet rate and latency of weftnet vs. other
 # userspace WireGuard implementations, all measured in ONE run on ONE machine.
 #
-# What it measures
-#   iperf3 TCP throughput (end.sum_received.bits_per_second) from network
-#   namespace A to namespace B over:
+# What it measures, for every implementation below (side by side in one table):
+#   tcp1, tcp4    iperf3 TCP throughput with 1 and 4 streams (STREAMS_LIST),
+#                 end.sum_received.bits_per_second, median of RUNS runs
+#   udp64, udp1400  UDP datagrams per second received with 64-byte payloads and
+#                 with 1400-byte IP packets (1372-byte payloads, which fit the
+#                 tunnels' MTU 1420 unfragmented), sender unlimited (iperf3 -u -b 0)
+#   loss@RATE     UDP loss in % at a fixed offered rate (UDP_RATE, 1400-byte packets)
+#   lat p50/p99   UDP ping-pong round trip (32 bytes, one at a time, a small Python
+#                 client and echo server), idle and under a concurrent 1-stream
+#                 TCP bulk transfer
+# from network namespace A to namespace B over:
 #     raw           the veth pair itself (underlay, 10.201.0.1 -> 10.201.0.2)
 #     boringtun     boringtun-cli (crates.io `boringtun-cli`)   10.202.1.0/24
 #     wireguard-go  wireguard-go (Debian package)               10.202.2.0/24
@@ -29,9 +37,15 @@
 # Environment
 #   IMPLS            implementations to run, in order (default: raw boringtun wireguard-go weftnet
 #                    weftnet-pods)
-#   RUNS             iperf3 runs per implementation (default 5)
+#   RUNS             iperf3 TCP runs per implementation and stream count (default 3)
 #   SECONDS_PER_RUN  duration of each iperf3 run (default 5)
-#   STREAMS          parallel TCP streams per run, iperf3 -P (default 1)
+#   STREAMS_LIST     TCP stream counts to measure, iperf3 -P (default "1 4")
+#   UDP_RATE         offered rate of the fixed-rate UDP loss test (default 200M)
+#   PINGS            round trips per latency measurement (default 2000)
+#   EXTRAS=0         TCP only (no UDP and latency tests)
+#   IDLE_PEERS       peer counts for the idle measurement of weftnet (default "100 1000";
+#                    empty: skip): CPU over IDLE_SECS (default 10) and RSS of a daemon
+#                    with that many static peers and no traffic
 #   WEFTNET_BIN      weftnet binary (default target/release/weftnet in the repo;
 #                    built with `cargo build --release` if that default is missing)
 #   BORINGTUN_THREADS  --threads for boringtun-cli (default: its own default, 4)
@@ -48,9 +62,15 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMPLS=${IMPLS:-"raw boringtun wireguard-go weftnet weftnet-pods"}
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
-STREAMS=${STREAMS:-1}
+STREAMS_LIST=${STREAMS_LIST:-${STREAMS:-"1 4"}}
+UDP_RATE=${UDP_RATE:-200M}
+PINGS=${PINGS:-2000}
+EXTRAS=${EXTRAS:-1}
+IDLE_PEERS=${IDLE_PEERS-"100 1000"}
+IDLE_SECS=${IDLE_SECS:-10}
+ECHO_PORT=5301
 DEFAULT_WEFTNET_BIN="$REPO_ROOT/target/release/weftnet"
 WEFTNET_BIN=${WEFTNET_BIN:-$DEFAULT_WEFTNET_BIN}
 BORINGTUN_THREADS=${BORINGTUN_THREADS:-}
@@ -229,39 +249,111 @@ snapshot_udp() { # NAME before|after
     ip netns exec "$NS_B" cat /proc/net/snmp >"$WORK/res/$1.snmp-b-$2"
 }
 
-# measure NAME DEST_ADDR [CLIENT_NS SERVER_NS]: iperf3 server in SERVER_NS (default
-# B) bound to DEST_ADDR, RUNS client runs from CLIENT_NS (default A); one JSON
-# object per run appended to $WORK/res/NAME.runs
+# iperf3_json OUT -> one JSON line with what the report needs, from iperf3's -J output
+iperf3_json() {
+    python3 - "$1" <<'EOF'
+import json, sys
+text = open(sys.argv[1]).read()
+# iperf3 may print a warning line before its JSON
+d = json.loads(text[text.find("{"):] if "{" in text else text)
+if "error" in d:
+    sys.exit("iperf3: " + d["error"])
+e = d["end"]
+if d["start"]["test_start"]["protocol"] != "UDP":
+    print(json.dumps({"bits_per_second": e["sum_received"]["bits_per_second"],
+                      "retransmits": e.get("sum_sent", {}).get("retransmits")}))
+else:
+    s = e.get("sum_received", e["sum"])
+    got = s["packets"] - s["lost_packets"]
+    print(json.dumps({"packets_per_second": got / s["seconds"],
+                      "lost_percent": s["lost_percent"], "bits_per_second": s["bits_per_second"]}))
+EOF
+}
+
+# client_run NAME.KIND CLIENT_NS ARGS... : one iperf3 client run appended to
+# $WORK/res/NAME.KIND.runs
+client_run() {
+    local key=$1 cns=$2 out
+    shift 2
+    out="$WORK/iperf3-$key-$(date +%s%N).json"
+    # in the background + wait, so a signal interrupts the run at once
+    start_bg "$cns" "$out" timeout $((SECONDS_PER_RUN + 30)) \
+        iperf3 -p "$IPERF_PORT" -t "$SECONDS_PER_RUN" --connect-timeout 3000 -J "$@"
+    wait "$LAST_PID" || {
+        log "iperf3 run for $key failed: $(head -c 400 "$out")"
+        return 1
+    }
+    untrack_pid "$LAST_PID"
+    iperf3_json "$out" >>"$WORK/res/$key.runs"
+    log "$key: $(tail -n1 "$WORK/res/$key.runs")"
+}
+
+# ping_pong NAME.KIND CLIENT_NS ADDR : PINGS UDP round trips to the echo server;
+# percentiles in microseconds to $WORK/res/NAME.KIND.runs
+ping_pong() {
+    local key=$1 cns=$2 addr=$3
+    ip netns exec "$cns" timeout 60 python3 - "$addr" "$ECHO_PORT" "$PINGS" >>"$WORK/res/$key.runs" <<'EOF'
+import json, socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+s.connect((addr, port))
+rtts, lost, msg = [], 0, b"p" * 32
+for _ in range(n):
+    t = time.perf_counter_ns()
+    s.send(msg)
+    try:
+        s.recv(64)
+        rtts.append((time.perf_counter_ns() - t) / 1000)
+    except socket.timeout:
+        lost += 1
+rtts.sort()
+pct = lambda p: rtts[min(len(rtts) - 1, int(p * len(rtts)))] if rtts else None
+print(json.dumps({"p50_us": pct(0.50), "p99_us": pct(0.99), "lost": lost}))
+EOF
+    log "$key: $(tail -n1 "$WORK/res/$key.runs")"
+}
+
+# measure NAME DEST_ADDR [CLIENT_NS SERVER_NS]: iperf3 and echo servers in
+# SERVER_NS (default B) bound to DEST_ADDR, clients in CLIENT_NS (default A); one
+# JSON object per run appended to $WORK/res/NAME.KIND.runs
 measure() {
-    local name=$1 addr=$2 cns=${3:-$NS_A} sns=${4:-$NS_B} i out
+    local name=$1 addr=$2 cns=${3:-$NS_A} sns=${4:-$NS_B} i streams
     local portcheck="sport = :$IPERF_PORT"
     start_bg "$sns" "$WORK/iperf3-server-$name.log" iperf3 -s -B "$addr" -p "$IPERF_PORT"
     local srv=$LAST_PID
     wait_until "iperf3 server" bash -c "ip netns exec '$sns' ss -Hltn '$portcheck' | grep -q ." || return 1
-    : >"$WORK/res/$name.runs"
     snapshot_udp "$name" before
-    for ((i = 1; i <= RUNS; i++)); do
-        out="$WORK/iperf3-$name-$i.json"
-        # in the background + wait, so a signal interrupts the run at once
-        start_bg "$cns" "$out" timeout $((SECONDS_PER_RUN + 30)) \
-            iperf3 -c "$addr" -p "$IPERF_PORT" -t "$SECONDS_PER_RUN" -P "$STREAMS" --connect-timeout 3000 -J
-        wait "$LAST_PID" || {
-            log "iperf3 run $i for $name failed: $(head -c 400 "$out")"
-            return 1
-        }
-        untrack_pid "$LAST_PID"
-        python3 - "$out" >>"$WORK/res/$name.runs" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-if "error" in d:
-    sys.exit("iperf3: " + d["error"])
-e = d["end"]
-print(json.dumps({"bits_per_second": e["sum_received"]["bits_per_second"],
-                  "retransmits": e.get("sum_sent", {}).get("retransmits")}))
-EOF
-        log "$name run $i/$RUNS: $(tail -n1 "$WORK/res/$name.runs")"
+    for streams in $STREAMS_LIST; do
+        : >"$WORK/res/$name.tcp$streams.runs"
+        for ((i = 1; i <= RUNS; i++)); do
+            client_run "$name.tcp$streams" "$cns" -c "$addr" -P "$streams"
+        done
     done
     snapshot_udp "$name" after
+    if [[ $EXTRAS == 1 ]]; then
+        client_run "$name.udp64" "$cns" -c "$addr" -u -b 0 -l 64
+        client_run "$name.udp1400" "$cns" -c "$addr" -u -b 0 -l 1372
+        client_run "$name.udploss" "$cns" -c "$addr" -u -b "$UDP_RATE" -l 1372
+        start_bg "$sns" "$WORK/echo-$name.log" python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('$addr', $ECHO_PORT))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)"
+        local echo=$LAST_PID
+        sleep 0.5
+        ping_pong "$name.lat" "$cns" "$addr"
+        # the same under a concurrent bulk stream
+        start_bg "$cns" "$WORK/iperf3-bulk-$name.json" timeout 60 \
+            iperf3 -c "$addr" -p "$IPERF_PORT" -t 30 --connect-timeout 3000 -J
+        local bulk=$LAST_PID
+        sleep 1
+        ping_pong "$name.latbulk" "$cns" "$addr"
+        stop_pid "$bulk"
+        stop_pid "$echo"
+    fi
     stop_pid "$srv"
 }
 
@@ -405,6 +497,45 @@ bench_weftnet_pods() {
     measure weftnet-pods 10.203.2.10 "$POD_A" "$POD_B"
 }
 
+# Idle cost: a weftnet daemon in A with N static peers (random public keys, endpoints
+# in B where nothing answers, so no handshake starts without traffic) and no traffic.
+# Writes {"peers": N, "cpu_percent": ..., "rss_mib": ...} lines to $WORK/res/idle.runs
+bench_idle() {
+    local n ifname pid t0 t1 hz
+    hz=$(getconf CLK_TCK)
+    : >"$WORK/res/idle.runs"
+    genkeys weftnet-idle
+    for n in $IDLE_PEERS; do
+        ifname="wbid$n"
+        python3 - "$n" "$UNDER_B" >"$WORK/idle-$n.toml" <<'EOF'
+import base64, os, sys
+n, host = int(sys.argv[1]), sys.argv[2]
+for i in range(n):
+    print("[[peer]]")
+    print(f'public_key = "{base64.b64encode(os.urandom(32)).decode()}"')
+    print(f'endpoint = "{host}:{40000 + i}"')
+    print(f'allowed_ips = ["10.240.{i // 250}.{i % 250 + 1}/32"]')
+EOF
+        mkdir -p "$WORK/idle-state-$n"
+        track_if "$NS_A" "$ifname"
+        start_bg "$NS_A" "$WORK/idle-$n.log" "$WEFTNET_BIN" up --config "$WORK/idle-$n.toml" \
+            --interface "$ifname" --address 10.239.0.1/24 --listen-port 51825 \
+            --state-dir "$WORK/idle-state-$n" --private-key-file "$WORK/weftnet-idle.key"
+        pid=$LAST_PID
+        wait_until "weftnet status (idle, $n peers)" weftnet_ready "$pid" "$NS_A" "$WORK/idle-state-$n" || return 1
+        sleep 2
+        t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        sleep "$IDLE_SECS"
+        t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        python3 -c "
+import json
+rss = [l for l in open('/proc/$pid/status') if l.startswith('VmRSS:')][0].split()[1]
+print(json.dumps({'peers': $n, 'cpu_percent': ($t1 - $t0) / $hz / $IDLE_SECS * 100, 'rss_mib': int(rss) / 1024}))" >>"$WORK/res/idle.runs"
+        log "idle: $(tail -n1 "$WORK/res/idle.runs")"
+        stop_pid "$pid"
+    done
+}
+
 run_impl() { # runs in a subshell
     local impl=$1
     trap stop_tracked EXIT
@@ -415,6 +546,7 @@ run_impl() { # runs in a subshell
         wireguard-go) bench_wireguard_go ;;
         weftnet) bench_weftnet ;;
         weftnet-pods) bench_weftnet_pods ;;
+        idle) bench_idle ;;
     esac
 }
 
@@ -431,15 +563,19 @@ report() {
     command -v wireguard-go >/dev/null && versions+=("wireguard-go=$(wireguard-go --version 2>/dev/null | head -n1)")
     versions+=("iperf3=$(iperf3 --version 2>/dev/null | head -n1)")
     { want weftnet || want weftnet-pods; } && versions+=("weftnet_git=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")
-    python3 - "$WORK/res" "$out" "$IMPLS" "$RUNS" "$SECONDS_PER_RUN" "$STREAMS" "$TUN_MTU" "${versions[@]}" <<'EOF'
+    python3 - "$WORK/res" "$out" "$IMPLS" "$RUNS" "$SECONDS_PER_RUN" "$STREAMS_LIST" "$TUN_MTU" "$UDP_RATE" "${versions[@]}" <<'EOF'
 import datetime, json, os, platform, statistics, sys
-resdir, out, impls, runs, secs, streams, mtu = sys.argv[1:8]
-versions = dict(v.split("=", 1) for v in sys.argv[8:])
+resdir, out, impls, runs, secs, streams_list, mtu, udp_rate = sys.argv[1:9]
+versions = dict(v.split("=", 1) for v in sys.argv[9:])
 impls = impls.split()
+streams_list = streams_list.split()
 
 def read(name, ext):
     p = os.path.join(resdir, f"{name}.{ext}")
     return open(p).read().strip() if os.path.exists(p) else None
+
+def runs_of(name, kind):
+    return [json.loads(l) for l in (read(f"{name}.{kind}", "runs") or "").splitlines() if l.strip()]
 
 def udp_counters(text):
     rows = [l.split()[1:] for l in text.splitlines() if l.startswith("Udp:")]
@@ -458,59 +594,85 @@ def udp_delta(name):
 
 results = {}
 for name in impls:
-    r = {"status": read(name, "status") or "failed"}
-    lines = (read(name, "runs") or "").splitlines()
-    rs = [json.loads(l) for l in lines if l.strip()]
-    r["runs_gbps"] = [x["bits_per_second"] / 1e9 for x in rs]
-    r["retransmits"] = [x["retransmits"] for x in rs]
-    if r["status"] == "ok" and r["runs_gbps"]:
-        r["median_gbps"] = statistics.median(r["runs_gbps"])
-        r["min_gbps"] = min(r["runs_gbps"])
-        r["max_gbps"] = max(r["runs_gbps"])
-    mtu = read(name, "mtu")
-    r["mtu"] = int(mtu) if mtu and mtu.isdigit() else None
+    r = {"status": read(name, "status") or "failed", "tcp": {}}
+    for st in streams_list:
+        rs = runs_of(name, f"tcp{st}")
+        t = {"runs_gbps": [x["bits_per_second"] / 1e9 for x in rs],
+             "retransmits": [x["retransmits"] for x in rs]}
+        if t["runs_gbps"]:
+            t["median_gbps"] = statistics.median(t["runs_gbps"])
+            t["min_gbps"], t["max_gbps"] = min(t["runs_gbps"]), max(t["runs_gbps"])
+        r["tcp"][st] = t
+    for kind in ("udp64", "udp1400", "udploss", "lat", "latbulk"):
+        rs = runs_of(name, kind)
+        if rs:
+            r[kind] = rs[-1]
+    mtu_v = read(name, "mtu")
+    r["mtu"] = int(mtu_v) if mtu_v and mtu_v.isdigit() else None
     r["command"] = read(name, "cmd")
     r["udp_counter_delta"] = udp_delta(name)
     if r["status"] != "ok":
         r["error_log_tail"] = read(name, "err")
     results[name] = r
 
-def med(n):
-    return results.get(n, {}).get("median_gbps")
+def tcp(n, st):
+    return results.get(n, {}).get("tcp", {}).get(st, {}).get("median_gbps")
 
 ratios = {}
-for other in ("boringtun", "wireguard-go", "raw"):
-    w, o = med("weftnet"), med(other)
-    ratios[f"weftnet/{other}"] = (w / o) if (w is not None and o) else None
-for other in ("weftnet", "raw"):
-    w, o = med("weftnet-pods"), med(other)
-    ratios[f"weftnet-pods/{other}"] = (w / o) if (w is not None and o) else None
+for st in streams_list:
+    for w in ("weftnet", "weftnet-pods"):
+        for other in ("boringtun", "wireguard-go", "raw"):
+            a, b = tcp(w, st), tcp(other, st)
+            ratios[f"tcp{st} {w}/{other}"] = (a / b) if (a is not None and b) else None
 
 doc = {
-    "benchmark": f"iperf3 TCP, {streams} stream(s), netns A -> netns B over veth",
+    "benchmark": f"iperf3 TCP ({' and '.join(streams_list)} streams), UDP packet rate and loss, UDP ping-pong latency; netns A -> netns B over veth",
     "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "machine": platform.machine(),
-             "loadavg_1min_at_start": float(read("host", "loadavg") or 0)},
-    "params": {"runs": int(runs), "seconds_per_run": int(secs), "streams": int(streams), "tunnel_mtu": int(mtu)},
+             "loadavg_1min_at_start": float(read("host", "loadavg") or 0),
+             "loadavg_1min_at_end": float(open("/proc/loadavg").read().split()[0])},
+    "params": {"runs": int(runs), "seconds_per_run": int(secs), "streams": streams_list,
+               "tunnel_mtu": int(mtu), "udp_rate": udp_rate},
     "versions": versions,
     "results": results,
     "ratios": ratios,
+    "idle": [json.loads(l) for l in (read("idle", "runs") or "").splitlines() if l.strip()],
 }
 with open(out, "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
 
-fmt = lambda v: f"{v:7.2f}" if v is not None else "    n/a"
+def f(v, spec):
+    return format(v, spec) if v is not None else "n/a"
+
 print()
-print(f"TCP throughput ({streams} stream(s)), median of {runs} x {secs}s iperf3 runs (Gbit/s)")
-print(f"{'implementation':<15} {'median':>7} {'min':>7} {'max':>7} {'mtu':>5}  status")
+print(f"median of {runs} x {secs}s iperf3 runs; load {doc['host']['loadavg_1min_at_start']} at start, "
+      f"{doc['host']['loadavg_1min_at_end']} at end; {os.cpu_count()} CPUs")
+cols = [f"tcp{st} Gb/s" for st in streams_list] + ["udp64 kpps", "udp1400 kpps",
+        f"loss@{udp_rate}", "lat p50/p99 us", "bulk p50/p99 us"]
+print(f"{'implementation':<14} " + " ".join(f"{c:>15}" for c in cols) + "  status")
 for name in impls:
     r = results[name]
-    print(f"{name:<15} {fmt(r.get('median_gbps'))} {fmt(r.get('min_gbps'))} {fmt(r.get('max_gbps'))} "
-          f"{str(r['mtu'] or '-'):>5}  {r['status']}")
+    row = [f(tcp(name, st), ".2f") for st in streams_list]
+    row.append(f(r.get("udp64", {}).get("packets_per_second", None) and r["udp64"]["packets_per_second"] / 1e3, ".0f"))
+    row.append(f(r.get("udp1400", {}).get("packets_per_second", None) and r["udp1400"]["packets_per_second"] / 1e3, ".0f"))
+    row.append(f(r.get("udploss", {}).get("lost_percent"), ".2f") + ("%" if "udploss" in r else ""))
+    for k in ("lat", "latbulk"):
+        l = r.get(k, {})
+        row.append(f"{f(l.get('p50_us'), '.0f')}/{f(l.get('p99_us'), '.0f')}")
+    print(f"{name:<14} " + " ".join(f"{c:>15}" for c in row) + f"  {r['status']}")
 print()
 for k, v in ratios.items():
-    print(f"{k:<23} {v:6.3f}" if v is not None else f"{k:<23}    n/a")
+    if v is not None:
+        print(f"{k:<30} {v:6.3f}")
+idle = doc["idle"]
+if idle:
+    print()
+    print("weftnet idle (static peers, no traffic): " + "; ".join(
+        f"{x['peers']} peers: {x['cpu_percent']:.2f} % of a core, {x['rss_mib']:.1f} MiB RSS" for x in idle))
+    if len(idle) >= 2 and idle[-1]["peers"] > idle[0]["peers"]:
+        per = (idle[-1]["rss_mib"] - idle[0]["rss_mib"]) * 1024 / (idle[-1]["peers"] - idle[0]["peers"])
+        print(f"memory per peer: {per:.1f} KiB")
 print()
 print(f"results written to {out}")
 EOF
@@ -531,7 +693,7 @@ main() {
     : >"$PIDFILE"
     : >"$IFFILE"
     mkdir -p "$WORK/res"
-    log "namespaces $NS_A / $NS_B, impls: $IMPLS, $RUNS x ${SECONDS_PER_RUN}s"
+    log "namespaces $NS_A / $NS_B, impls: $IMPLS, $RUNS x ${SECONDS_PER_RUN}s, streams $STREAMS_LIST"
     local load
     load=$(cut -d' ' -f1 /proc/loadavg)
     echo "$load" >"$WORK/res/host.loadavg"
@@ -564,6 +726,11 @@ main() {
         fi
         stop_tracked # belt and braces: nothing of this impl survives into the next
     done
+    if [[ -n $IDLE_PEERS ]] && { want weftnet || want weftnet-pods; }; then
+        log "=== idle ==="
+        (set -e; run_impl idle) || log "idle measurement FAILED"
+        stop_tracked
+    fi
     report
     return "$failed"
 }

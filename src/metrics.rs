@@ -51,6 +51,8 @@ pub(crate) struct Snapshot {
     /// Per-group multicast traffic.
     pub(crate) groups: Vec<(IpAddr, GroupCounters)>,
     pub(crate) dataplane_running: bool,
+    /// The TUN offload path (`tso`, `vnet-hdr`, `off`).
+    pub(crate) offload: &'static str,
     /// When the process started, in seconds since the Unix epoch.
     pub(crate) start_time_seconds: f64,
     /// Kubernetes mode only: whether the API server answers.
@@ -79,6 +81,7 @@ impl Sources {
             drops: crate::status::drop_counts(self.dp.counters.snapshot(), &status),
             groups: self.dp.group_counters(),
             dataplane_running: self.dp.running(),
+            offload: self.dp.offload(),
             start_time_seconds: self
                 .started
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -316,6 +319,12 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
         "1 while the data plane threads run, 0 once one has died or they were stopped.",
         flag(s.dataplane_running),
     )?;
+    gauges(
+        enc,
+        "weftnet_tun_offload",
+        "1 for the TUN offload path in use: tso (segmentation offload), vnet-hdr (headers only) or off.",
+        vec![(vec![("path", s.offload.to_string())], 1i64)],
+    )?;
     gauge(
         enc,
         "weftnet_start_time_seconds",
@@ -476,6 +485,7 @@ mod tests {
                 },
             )],
             dataplane_running: true,
+            offload: "tso",
             start_time_seconds: 1_700_000_000.5,
             kube_api_reachable: None,
         };
@@ -538,6 +548,7 @@ mod tests {
         assert_eq!(v("weftnet_blocks"), "1");
         assert_eq!(v("weftnet_claiming"), "0");
         assert_eq!(v("weftnet_dataplane_running"), "1");
+        assert_eq!(v("weftnet_tun_offload{path=\"tso\"}"), "1");
         assert_eq!(v("weftnet_start_time_seconds"), "1700000000.5");
         assert!(!t.contains("weftnet_kubernetes"), "{t}");
         assert!(

@@ -19,6 +19,9 @@ pub(crate) struct StatusReport {
     pub(crate) listen_port: u16,
     pub(crate) addresses: Vec<String>,
     pub(crate) mtu: u32,
+    /// The TUN offload path: `tso`, `vnet-hdr` or `off` (README, Benchmark).
+    #[serde(default)]
+    pub(crate) offload: String,
     pub(crate) peers: Vec<PeerStatus>,
     /// Gossip membership; absent without a cluster secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,6 +284,7 @@ impl StatusReport {
             listen_port: node.listen_port,
             addresses: status.addresses.iter().map(|a| a.to_string()).collect(),
             mtu: node.mtu,
+            offload: dp.offload().to_string(),
             peers: peers.iter().map(PeerStatus::from).collect(),
             cluster,
             multicast,
@@ -294,12 +298,13 @@ impl StatusReport {
 
     fn render(&self) -> String {
         let mut s = format!(
-            "interface: {}\n  public key: {}\n  listening port: {}\n  addresses: {}\n  mtu: {}\n",
+            "interface: {}\n  public key: {}\n  listening port: {}\n  addresses: {}\n  mtu: {}\n  offload: {}\n",
             self.interface,
             self.public_key,
             self.listen_port,
             self.addresses.join(", "),
-            self.mtu
+            self.mtu,
+            self.offload
         );
         if let Some(c) = &self.cluster {
             s.push_str(&format!(

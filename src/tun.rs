@@ -1,6 +1,12 @@
 //! The TUN device: opening `/dev/net/tun`, attaching an interface by name, and
 //! reading/writing whole IP packets (a TUN) or Ethernet frames (a TAP, bridge mode's
 //! L2 port). This is the only module with TUN ioctls.
+//!
+//! The overlay TUN is opened with the kernel's offloads where it has them
+//! (`IFF_VNET_HDR` and `TUNSETOFFLOAD` with checksum and TCP segmentation offload):
+//! every read and write then starts with a virtio-net header and may carry a TCP
+//! super-packet of up to 64 KiB (see `weftnet_proto::offload`). The functions for that
+//! are together at the end of this file.
 
 use anyhow::{anyhow, Result};
 use std::fs::{File, OpenOptions};
@@ -14,6 +20,12 @@ const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::Ioctl = 0x4004_54d0;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
 
 /// `struct ifreq` as TUNSETIFF reads it: a name and the flags member of the union.
 #[repr(C)]
@@ -27,12 +39,16 @@ struct IfReq {
 pub(crate) struct Tun {
     file: File,
     name: String,
+    /// Which offloads are on (every read and write carries a virtio-net header unless
+    /// this is [`Offload::Off`]).
+    offload: Offload,
 }
 
 impl Tun {
-    /// Creates the TUN interface `name` (which must not exist yet).
+    /// Creates the TUN interface `name` (which must not exist yet), with the kernel's
+    /// offloads where it has them (see [`Tun::create_offloaded`]).
     pub(crate) fn create(name: &str) -> Result<Self> {
-        Self::open(name, false)
+        Self::create_offloaded(name)
     }
 
     /// Creates the TAP interface `name`, bridge mode's L2 port (which must not exist
@@ -43,10 +59,10 @@ impl Tun {
                 "invalid L2 port name {name:?}: use a shorter --interface (at most 12 characters)"
             ));
         }
-        Self::open(name, true)
+        Self::open(name, true, false)
     }
 
-    fn open(name: &str, tap: bool) -> Result<Self> {
+    fn open(name: &str, tap: bool, vnet: bool) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -63,7 +79,9 @@ impl Tun {
             })?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: if tap { IFF_TAP } else { IFF_TUN } | IFF_NO_PI,
+            flags: if tap { IFF_TAP } else { IFF_TUN }
+                | IFF_NO_PI
+                | if vnet { IFF_VNET_HDR } else { 0 },
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -91,6 +109,7 @@ impl Tun {
         Ok(Self {
             file,
             name: name.to_string(),
+            offload: if vnet { Offload::VnetHdr } else { Offload::Off },
         })
     }
 
@@ -98,8 +117,9 @@ impl Tun {
         &self.name
     }
 
-    /// Reads one packet; `WouldBlock` when none is waiting (the descriptor is
-    /// non-blocking, see [`wait_readable`]).
+    /// Reads one packet (after a virtio-net header unless [`Tun::offload`] is off);
+    /// `WouldBlock` when none is waiting (the descriptor is non-blocking, see
+    /// [`wait_readable`]).
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
         let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -110,8 +130,17 @@ impl Tun {
         }
     }
 
-    /// Writes one packet.
+    /// Writes one plain packet (with a plain virtio-net header where the device
+    /// expects one).
     pub(crate) fn write(&self, packet: &[u8]) -> io::Result<usize> {
+        if self.offload != Offload::Off {
+            return self.write_plain_vnet(packet);
+        }
+        self.write_raw(packet)
+    }
+
+    /// Writes `bytes` as they are (a packet, or a virtio-net header and a packet).
+    fn write_raw(&self, packet: &[u8]) -> io::Result<usize> {
         // SAFETY: `packet` is a valid readable region of `packet.len()` bytes.
         let n = unsafe { libc::write(self.fd(), packet.as_ptr().cast(), packet.len()) };
         if n < 0 {
@@ -123,6 +152,101 @@ impl Tun {
 
     pub(crate) fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+}
+
+/// Which of the kernel's offloads a TUN uses (`weftnet status`, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offload {
+    /// Plain packets, one per read and write.
+    Off,
+    /// Virtio-net headers: checksum left to us and TCP segments coalesced on write,
+    /// but the kernel hands over plain packets (`TUNSETOFFLOAD` refused).
+    VnetHdr,
+    /// Virtio-net headers, checksum offload and TCP segmentation offload (IPv4 and
+    /// IPv6): reads may be super-packets of up to 64 KiB.
+    Tso,
+}
+
+impl Offload {
+    /// The stable name shown by `weftnet status` and the metrics.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Offload::Off => "off",
+            Offload::VnetHdr => "vnet-hdr",
+            Offload::Tso => "tso",
+        }
+    }
+}
+
+/// Setting that turns the offloads off (`WEFTNET_TUN_OFFLOAD=off`): for comparison in
+/// benchmarks, and as a way around a kernel or device that mishandles them.
+const OFFLOAD_ENV: &str = "WEFTNET_TUN_OFFLOAD";
+
+// --- Offloads (IFF_VNET_HDR, TUNSETOFFLOAD) -------------------------------------------
+
+impl Tun {
+    /// Creates the TUN `name` with a virtio-net header and TSO where the kernel allows
+    /// it, and falls back step by step: without `TUNSETOFFLOAD` (headers only), then
+    /// without `IFF_VNET_HDR` (plain packets). `WEFTNET_TUN_OFFLOAD=off` asks for plain
+    /// packets.
+    pub(crate) fn create_offloaded(name: &str) -> Result<Self> {
+        if std::env::var(OFFLOAD_ENV).is_ok_and(|v| v == "off" || v == "0") {
+            return Self::open(name, false, false);
+        }
+        let mut tun = match Self::open(name, false, true) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(error = %e, "TUN without virtio-net headers");
+                return Self::open(name, false, false);
+            }
+        };
+        let features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned int); the fd
+        // is a valid TUN descriptor attached to an interface.
+        let rc = unsafe { libc::ioctl(tun.fd(), TUNSETOFFLOAD, features as libc::c_ulong) };
+        if rc == 0 {
+            tun.offload = Offload::Tso;
+        } else {
+            tracing::info!(
+                error = %io::Error::last_os_error(),
+                "TUN offloads refused; reading plain packets with virtio-net headers"
+            );
+        }
+        Ok(tun)
+    }
+
+    /// Which offloads are on.
+    pub(crate) fn offload(&self) -> Offload {
+        self.offload
+    }
+
+    /// Writes `write` as it is: a virtio-net header followed by a packet or a
+    /// super-packet (only when [`Tun::offload`] is not off).
+    pub(crate) fn write_offloaded(&self, write: &[u8]) -> io::Result<usize> {
+        self.write_raw(write)
+    }
+
+    /// Writes a plain packet after a zero virtio-net header, in one system call.
+    fn write_plain_vnet(&self, packet: &[u8]) -> io::Result<usize> {
+        let hdr = weftnet_proto::offload::VnetHdr::PLAIN.encode();
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        // SAFETY: two valid iovecs over live buffers; writev only reads them.
+        let n = unsafe { libc::writev(self.fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok((n as usize).saturating_sub(hdr.len()))
+        }
     }
 }
 

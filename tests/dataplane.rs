@@ -159,6 +159,62 @@ fn snmp(ns: &Netns, proto: &str, field: &str) -> u64 {
     values[col].parse().expect("numeric counter")
 }
 
+/// A node without TUN offloads (`WEFTNET_TUN_OFFLOAD=off`, the fallback for kernels
+/// without them) and a node with them carry each other's traffic: TCP super-packets
+/// split on one side arrive as plain packets on the other, and plain packets from it
+/// are coalesced; small and full-size packets, both families.
+#[test]
+fn offload_and_plain_nodes_interoperate() {
+    let u = Underlay::bridge(2);
+    let (h0, h1) = (u.host(0), u.host(1));
+    let (k0, k1) = (keypair(), keypair());
+    let args: Vec<Vec<String>> = (1..=2).map(node_args).collect();
+    let args: Vec<Vec<&str>> = args
+        .iter()
+        .map(|a| a.iter().map(String::as_str).collect())
+        .collect();
+    let plain = Daemon::start_with_key_and_env(
+        h0,
+        &k0.0,
+        &args[0],
+        &peer_of(2, &k1.1, Some(endpoint(h1, false)), None),
+        &[("WEFTNET_TUN_OFFLOAD", "off")],
+    );
+    let offload = Daemon::start_with_key(
+        h1,
+        &k1.0,
+        &args[1],
+        &peer_of(1, &k0.1, Some(endpoint(h0, false)), None),
+    );
+    assert_eq!(plain.status_json()["offload"], "off");
+    assert_eq!(offload.status_json()["offload"], "tso");
+    assert_ping_pair(h0, 1, h1, 2);
+    for (from, to, v6) in [(h0, 2, false), (h1, 1, false), (h0, 2, true), (h1, 1, true)] {
+        let (size, dst, fam) = if v6 {
+            ((1420 - 48).to_string(), ov6(to), "-6")
+        } else {
+            ((1420 - 28).to_string(), ov4(to), "-4")
+        };
+        let args = [
+            "-n", "-q", fam, "-M", "do", "-s", &size, "-c", "2", "-i", "0.2", "-W", "2", &dst,
+        ];
+        let out = from.exec("ping", &args);
+        assert!(
+            out.status.success(),
+            "{size}-byte ping to {dst}\n{}",
+            describe(&out)
+        );
+    }
+    assert_iperf3(h0, h1, &ov4(2), "plain node -> offload node, TCP over IPv4");
+    assert_iperf3(h1, h0, &ov4(1), "offload node -> plain node, TCP over IPv4");
+    assert_iperf3(h1, h0, &ov6(1), "offload node -> plain node, TCP over IPv6");
+    for d in [&plain, &offload] {
+        let st = d.status_json();
+        assert_eq!(st["drops"]["tun_offload_malformed"], 0, "{st:#}");
+        assert_eq!(st["drops"]["tun_write_errors"], 0, "{st:#}");
+    }
+}
+
 #[test]
 fn two_nodes_ping_v4_v6_and_stream_tcp() {
     let u = Underlay::bridge(2);
@@ -199,6 +255,8 @@ fn two_nodes_ping_v4_v6_and_stream_tcp() {
     }
     assert_eq!(st["interface"], "weft0");
     assert_eq!(st["listen_port"], PORT);
+    // This kernel has TUN offloads: the streams above went through TSO and coalescing.
+    assert_eq!(st["offload"], "tso", "{st:#}");
     assert_eq!(
         st["addresses"],
         serde_json::json!([format!("{}/24", ov4(1)), format!("{}/64", ov6(1))])
@@ -217,6 +275,7 @@ fn two_nodes_ping_v4_v6_and_stream_tcp() {
         "unknown_peer",
         "no_endpoint",
         "tun_write_errors",
+        "tun_offload_malformed",
         "udp_send_errors",
         "udp_async_errors",
     ] {

@@ -223,3 +223,46 @@ fn multicast_control(
         assert_eq!(out.peers, &[1]);
     }
 }
+
+/// One read from a TUN with `IFF_VNET_HDR` (header and packet) through the TSO
+/// splitter: every packet it yields fits the segment buffer and the input.
+pub fn offload_split(data: &[u8]) {
+    let mut read = data.to_vec();
+    let mut scratch = vec![0u8; 65536];
+    let mut total = 0;
+    let _ = crate::offload::split(&mut read, &mut scratch, |p| {
+        assert!(p.len() <= 65536);
+        total += 1;
+    });
+    assert!(total <= data.len().max(1));
+}
+
+/// Decrypted packets (the input cut at every 0xff 0x00 0xff marker) through the
+/// receive coalescer: every write starts with a virtio-net header, and the bytes
+/// written never exceed what was pushed plus one header per write.
+pub fn offload_coalesce(data: &[u8]) {
+    use crate::offload::{Coalescer, VNET_HDR_LEN};
+    let mut c = Coalescer::new();
+    let mut pushed = 0;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = rest
+            .windows(3)
+            .position(|w| w == [0xff, 0x00, 0xff])
+            .unwrap_or(rest.len());
+        c.push(&rest[..end]);
+        pushed += end;
+        rest = rest.get(end + 3..).unwrap_or(&[]);
+        if c.is_full() {
+            c.flush(|_| {});
+        }
+    }
+    let mut written = 0;
+    let mut writes = 0;
+    c.flush(|w| {
+        assert!(w.len() >= VNET_HDR_LEN);
+        written += w.len();
+        writes += 1;
+    });
+    assert!(written <= pushed + writes * VNET_HDR_LEN);
+}

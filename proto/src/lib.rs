@@ -18,6 +18,7 @@
 //!   decrypted packets are accepted).
 //! - [`session`]: one WireGuard session with one peer.
 //! - [`parking`]: handshake initiations from keys not yet peers, parked briefly.
+//! - [`offload`]: TUN offloads: the virtio-net header, TSO split, receive coalescing.
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
 //! - [`node`]: the node reconciler: every control-plane decision of one node (gossip,
@@ -38,6 +39,7 @@ pub mod ipam;
 pub mod keys;
 pub mod multicast;
 pub mod node;
+pub mod offload;
 pub mod packet;
 pub mod parking;
 pub mod prefix_table;

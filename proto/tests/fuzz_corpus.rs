@@ -65,6 +65,16 @@ fn ethernet_corpus() {
 }
 
 #[test]
+fn offload_split_corpus() {
+    replay("offload_split", fuzzing::offload_split);
+}
+
+#[test]
+fn offload_coalesce_corpus() {
+    replay("offload_coalesce", fuzzing::offload_coalesce);
+}
+
+#[test]
 fn signed_entry_corpus() {
     replay("signed_entry", fuzzing::signed_entry);
 }

@@ -17,6 +17,7 @@ pub(crate) struct Counters {
     control_queue_full: AtomicU64,
     broadcast_dropped: AtomicU64,
     tun_write_errors: AtomicU64,
+    tun_offload_malformed: AtomicU64,
     udp_send_errors: AtomicU64,
     udp_async_errors: AtomicU64,
 }
@@ -53,6 +54,9 @@ impl Counters {
     pub(crate) fn bump_tun_write_error(&self) {
         bump(&self.tun_write_errors);
     }
+    pub(crate) fn bump_tun_offload_malformed(&self) {
+        bump(&self.tun_offload_malformed);
+    }
     pub(crate) fn bump_udp_send_error(&self) {
         bump(&self.udp_send_errors);
     }
@@ -87,6 +91,7 @@ impl Counters {
             ("control_queue_full", load(&self.control_queue_full)),
             ("broadcast_dropped", load(&self.broadcast_dropped)),
             ("tun_write_errors", load(&self.tun_write_errors)),
+            ("tun_offload_malformed", load(&self.tun_offload_malformed)),
             ("udp_send_errors", load(&self.udp_send_errors)),
             ("udp_async_errors", load(&self.udp_async_errors)),
         ]);

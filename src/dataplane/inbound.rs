@@ -1,10 +1,13 @@
 //! UDP -> session -> router -> TUN, a batch of datagrams per receive call. Control
-//! (gossip) datagrams are handed to the control plane unopened.
+//! (gossip) datagrams are handed to the control plane unopened. With the TUN's
+//! virtio-net header on, the decrypted unicast packets of one receive call are
+//! coalesced (`weftnet_proto::offload::Coalescer`): consecutive TCP segments of a flow
+//! reach the kernel as one super-packet in one write.
 
 use super::mesh::Mesh;
 use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
-use crate::tun::wait_readable;
+use crate::tun::{wait_readable, Offload};
 use crate::udp::canonical;
 use anyhow::Context;
 use quinn_udp::RecvMeta;
@@ -12,6 +15,7 @@ use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use weftnet_proto::offload::Coalescer;
 use weftnet_proto::session::{identify_initiator, Initiator, Output};
 use weftnet_proto::wire::{self, Datagram};
 
@@ -34,6 +38,7 @@ impl Dataplane {
         let mut storage = vec![0u8; slot * RX_BATCH];
         let mut meta = vec![RecvMeta::default(); RX_BATCH];
         let mut out = vec![0u8; BUF];
+        let mut gro = (self.tun.offload() != Offload::Off).then(Coalescer::new);
         while !self.stopping() {
             // Fixed-size array: no allocation per receive call.
             let mut chunks = storage.chunks_mut(slot);
@@ -63,11 +68,42 @@ impl Dataplane {
                 let from = canonical(m.addr);
                 let len = m.len.min(buf.len());
                 for datagram in buf[..len].chunks(m.stride.max(1)) {
-                    self.handle_datagram(&mesh, datagram, from, &mut out);
+                    self.handle_datagram(&mesh, datagram, from, &mut out, &mut gro);
                 }
+            }
+            if let Some(gro) = gro.as_mut() {
+                self.flush_coalesced(gro);
             }
         }
         Ok(())
+    }
+
+    /// Writes a decrypted unicast packet to the TUN, or queues it for coalescing.
+    fn deliver(&self, packet: &[u8], gro: &mut Option<Coalescer>) {
+        match gro {
+            Some(gro) => {
+                if gro.is_full() {
+                    self.flush_coalesced(gro);
+                }
+                gro.push(packet);
+            }
+            None => {
+                if let Err(e) = self.tun.write(packet) {
+                    self.counters.bump_tun_write_error();
+                    tracing::debug!(error = %e, "TUN write failed");
+                }
+            }
+        }
+    }
+
+    /// Writes what the coalescer holds, one super-packet or packet per write.
+    fn flush_coalesced(&self, gro: &mut Coalescer) {
+        gro.flush(|write| {
+            if let Err(e) = self.tun.write_offloaded(write) {
+                self.counters.bump_tun_write_error();
+                tracing::debug!(error = %e, "TUN write failed");
+            }
+        });
     }
 
     pub(super) fn handle_datagram(
@@ -76,6 +112,7 @@ impl Dataplane {
         datagram: &[u8],
         from: SocketAddr,
         out: &mut [u8],
+        gro: &mut Option<Coalescer>,
     ) {
         let kind = match wire::classify(datagram) {
             Ok(k) => k,
@@ -161,10 +198,7 @@ impl Dataplane {
                 match mesh.router.inbound(peer_id, packet) {
                     Ok(_) => {
                         peer.rx_packets.fetch_add(1, Ordering::Relaxed);
-                        if let Err(e) = self.tun.write(packet) {
-                            self.counters.bump_tun_write_error();
-                            tracing::debug!(error = %e, "TUN write failed");
-                        }
+                        self.deliver(packet, gro);
                     }
                     Err(reason) => {
                         self.counters.bump_router(reason);

@@ -139,7 +139,7 @@ impl Dataplane {
         if !waiting.is_empty() {
             let mut out = vec![0u8; BUF];
             for (from, datagram) in waiting {
-                self.handle_datagram(&next, &datagram, from, &mut out);
+                self.handle_datagram(&next, &datagram, from, &mut out, &mut None);
             }
         }
     }
@@ -194,6 +194,11 @@ impl Dataplane {
 
     pub(crate) fn interface(&self) -> &str {
         self.tun.name()
+    }
+
+    /// The TUN offload path in use: `tso`, `vnet-hdr` or `off`.
+    pub(crate) fn offload(&self) -> &'static str {
+        self.tun.offload().as_str()
     }
 
     /// Sends a control-plane (gossip) datagram from the shared port.

@@ -1,15 +1,18 @@
 //! TUN -> router -> session -> UDP. Packets are read until the device is empty (or a
 //! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
-//! UDP GSO send.
+//! UDP GSO send. With the TUN's offloads on, one read may be a TCP super-packet of up
+//! to 64 KiB: it is split into MTU-sized packets (`weftnet_proto::offload::split`)
+//! whose ciphertexts then leave together in one or two GSO sends.
 
 use super::mesh::{LivePeer, Mesh};
 use super::multicast::has_multicast_dst;
 use super::{Dataplane, BUF, POLL_MS};
-use crate::tun::{wait_readable, Tun};
+use crate::tun::{wait_readable, Offload, Tun};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use weftnet_proto::multicast::{RateLimit, Replicator};
+use weftnet_proto::offload::split;
 use weftnet_proto::session::Output;
 
 /// Packets read from the TUN device before their ciphertexts are flushed.
@@ -58,11 +61,34 @@ impl Dataplane {
     ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; BUF];
         let mut scratch = vec![0u8; BUF];
+        let offloaded = device.offload() != Offload::Off;
+        // One segment of a super-packet at a time.
+        let mut segment = if offloaded {
+            vec![0u8; BUF]
+        } else {
+            Vec::new()
+        };
         let mut batch = TxBatch::new(self.udp.max_segments());
         let mut in_batch = 0;
         let mut mesh = self.mesh.load_full();
         while !self.stopping() {
             match device.read(&mut buf) {
+                Ok(n) if offloaded => {
+                    let read = &mut buf[..n];
+                    let split = split(read, &mut segment, |packet| {
+                        handle(&mesh, packet, &mut scratch, &mut batch)
+                    });
+                    if let Err(e) = split {
+                        self.counters.bump_tun_offload_malformed();
+                        tracing::debug!(error = %e, "dropped a malformed offload read");
+                    }
+                    in_batch += 1;
+                    if in_batch >= TX_BATCH {
+                        batch.flush(self);
+                        in_batch = 0;
+                        mesh = self.mesh.load_full();
+                    }
+                }
                 Ok(n) => {
                     handle(&mesh, &buf[..n], &mut scratch, &mut batch);
                     in_batch += 1;
@@ -133,58 +159,178 @@ impl Dataplane {
     }
 }
 
-/// Ciphertexts waiting to be sent: consecutive datagrams of one size to one endpoint,
-/// sent with one GSO call.
+/// Endpoints with a run of ciphertexts open at once (multicast fan-out, several peers).
+const MAX_RUNS: usize = 8;
+
+/// Ciphertexts waiting to be sent, as one run per endpoint: consecutive datagrams of
+/// one size (the last may be shorter) to one endpoint, sent with one GSO call. Copies of
+/// a multicast packet for N nodes thus leave in N sends per batch, not N per packet.
 pub(super) struct TxBatch {
+    runs: Vec<Run>,
+    max_segments: usize,
+}
+
+struct Run {
     buf: Vec<u8>,
-    to: Option<SocketAddr>,
+    to: SocketAddr,
     segment: usize,
     count: usize,
     /// A shorter datagram ended the run; nothing may follow it in this send.
     closed: bool,
-    max_segments: usize,
+}
+
+impl Run {
+    fn fits(&self, len: usize, max_segments: usize) -> bool {
+        self.count > 0
+            && !self.closed
+            && len <= self.segment
+            && self.count < max_segments
+            && self.buf.len() + len <= GSO_MAX_BYTES
+    }
+
+    fn flush(&mut self, send: &mut impl FnMut(&[u8], Option<usize>, SocketAddr)) {
+        if self.count > 0 {
+            let segment = (self.count > 1).then_some(self.segment);
+            send(&self.buf, segment, self.to);
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+    }
 }
 
 impl TxBatch {
     pub(super) fn new(max_segments: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(GSO_MAX_BYTES),
-            to: None,
-            segment: 0,
-            count: 0,
-            closed: false,
+            runs: Vec::with_capacity(MAX_RUNS),
             max_segments,
         }
     }
 
-    fn fits(&self, len: usize, to: SocketAddr) -> bool {
-        self.count > 0
-            && self.to == Some(to)
-            && !self.closed
-            && len <= self.segment
-            && self.count < self.max_segments
-            && self.buf.len() + len <= GSO_MAX_BYTES
-    }
-
     pub(super) fn push(&mut self, dp: &Dataplane, datagram: &[u8], to: SocketAddr) {
-        if !self.fits(datagram.len(), to) {
-            self.flush(dp);
-            self.to = Some(to);
-            self.segment = datagram.len();
-        }
-        self.buf.extend_from_slice(datagram);
-        self.count += 1;
-        self.closed = datagram.len() < self.segment;
+        self.push_with(datagram, to, &mut |b, seg, to| dp.send_segments(b, seg, to));
     }
 
     pub(super) fn flush(&mut self, dp: &Dataplane) {
-        if let (Some(to), true) = (self.to, self.count > 0) {
-            let segment = (self.count > 1).then_some(self.segment);
-            dp.send_segments(&self.buf, segment, to);
+        self.flush_with(&mut |b, seg, to| dp.send_segments(b, seg, to));
+    }
+
+    /// Queues `datagram` for `to`; runs that cannot take it go to `send` first.
+    fn push_with(
+        &mut self,
+        datagram: &[u8],
+        to: SocketAddr,
+        send: &mut impl FnMut(&[u8], Option<usize>, SocketAddr),
+    ) {
+        let i = match self.runs.iter().position(|r| r.to == to) {
+            Some(i) => i,
+            None => {
+                // A free run (flushed, empty), or a new one, or make room.
+                match self.runs.iter().position(|r| r.count == 0) {
+                    Some(i) => i,
+                    None if self.runs.len() < MAX_RUNS => {
+                        self.runs.push(Run {
+                            buf: Vec::with_capacity(GSO_MAX_BYTES),
+                            to,
+                            segment: 0,
+                            count: 0,
+                            closed: false,
+                        });
+                        self.runs.len() - 1
+                    }
+                    None => {
+                        self.flush_with(send);
+                        0
+                    }
+                }
+            }
+        };
+        let max_segments = self.max_segments;
+        let run = &mut self.runs[i];
+        if run.to != to || !run.fits(datagram.len(), max_segments) {
+            run.flush(send);
+            run.to = to;
+            run.segment = datagram.len();
         }
-        self.buf.clear();
-        self.count = 0;
-        self.closed = false;
-        self.to = None;
+        run.buf.extend_from_slice(datagram);
+        run.count += 1;
+        run.closed = datagram.len() < run.segment;
+    }
+
+    /// Sends every open run.
+    fn flush_with(&mut self, send: &mut impl FnMut(&[u8], Option<usize>, SocketAddr)) {
+        for run in &mut self.runs {
+            run.flush(send);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Sent = Vec<(Vec<u8>, Option<usize>, SocketAddr)>;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, i], 51820))
+    }
+
+    #[test]
+    fn copies_for_several_endpoints_leave_in_one_send_each() {
+        let mut b = TxBatch::new(64);
+        let mut sent: Sent = Vec::new();
+        let mut send = |buf: &[u8], seg: Option<usize>, to| sent.push((buf.to_vec(), seg, to));
+        // Three copies of each of five packets, interleaved as multicast replication
+        // produces them.
+        for p in 0..5u8 {
+            for n in 1..=3 {
+                b.push_with(&[p; 100], addr(n), &mut send);
+            }
+        }
+        b.flush_with(&mut send);
+        assert_eq!(sent.len(), 3);
+        for (i, (buf, seg, to)) in sent.iter().enumerate() {
+            assert_eq!(*to, addr(i as u8 + 1));
+            assert_eq!(*seg, Some(100));
+            let want: Vec<u8> = (0..5u8).flat_map(|p| [p; 100]).collect();
+            assert_eq!(buf, &want);
+        }
+    }
+
+    #[test]
+    fn a_short_datagram_ends_a_run_and_order_per_endpoint_is_kept() {
+        let mut b = TxBatch::new(64);
+        let mut sent: Sent = Vec::new();
+        let mut send = |buf: &[u8], seg: Option<usize>, to| sent.push((buf.to_vec(), seg, to));
+        b.push_with(&[1; 100], addr(1), &mut send);
+        b.push_with(&[2; 60], addr(1), &mut send);
+        b.push_with(&[3; 100], addr(1), &mut send);
+        b.push_with(&[4; 50], addr(1), &mut send);
+        b.flush_with(&mut send);
+        let lens: Vec<(usize, Option<usize>)> = sent.iter().map(|s| (s.0.len(), s.1)).collect();
+        assert_eq!(lens, vec![(160, Some(100)), (150, Some(100))]);
+        assert_eq!(sent[0].0[100], 2);
+        assert_eq!(sent[1].0[0], 3);
+    }
+
+    #[test]
+    fn segment_limit_and_too_many_endpoints_flush_early() {
+        let mut b = TxBatch::new(2);
+        let sent = std::cell::RefCell::new(Sent::new());
+        let mut send =
+            |buf: &[u8], seg: Option<usize>, to| sent.borrow_mut().push((buf.to_vec(), seg, to));
+        for _ in 0..3 {
+            b.push_with(&[0; 10], addr(1), &mut send);
+        }
+        assert_eq!(sent.borrow().len(), 1, "two segments at most per send");
+        for n in 2..=(MAX_RUNS as u8 + 1) {
+            b.push_with(&[n; 10], addr(n), &mut send);
+        }
+        // The ninth endpoint needed room: everything open was sent.
+        assert_eq!(sent.borrow().len(), 1 + MAX_RUNS);
+        b.flush_with(&mut send);
+        assert_eq!(sent.borrow().len(), 2 + MAX_RUNS);
+        let total: usize = sent.borrow().iter().map(|s| s.0.len()).sum();
+        assert_eq!(total, 10 * (3 + MAX_RUNS));
     }
 }

@@ -20,6 +20,8 @@ pub struct Daemon {
     interface: Option<String>,
     /// Everything after the binary name, for [`restart`](Daemon::restart).
     argv: Vec<std::ffi::OsString>,
+    /// Environment settings passed to every start (after the hermetic clean-up).
+    env: Vec<(String, String)>,
     config_toml: String,
     starts: u32,
     dir: tempfile::TempDir,
@@ -52,7 +54,7 @@ impl Daemon {
     /// Like [`start`](Self::start) but returns the failure (exit status + logs) as `Err`, for
     /// tests that expect startup to fail. The process is killed before `Err` is returned.
     pub fn try_start(netns: &Netns, args: &[&str], config_toml: &str) -> Result<Daemon, String> {
-        Daemon::launch(netns, args, config_toml, None)
+        Daemon::launch(netns, args, config_toml, None, &[])
     }
 
     /// [`start`](Self::start) with `private_key` written (mode 0600) to `DIR/private.key` and
@@ -63,7 +65,20 @@ impl Daemon {
         args: &[&str],
         config_toml: &str,
     ) -> Daemon {
-        Daemon::launch(netns, args, config_toml, Some(private_key))
+        Daemon::launch(netns, args, config_toml, Some(private_key), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`start_with_key`](Self::start_with_key) with environment settings (for example
+    /// `WEFTNET_TUN_OFFLOAD=off`), kept for restarts.
+    pub fn start_with_key_and_env(
+        netns: &Netns,
+        private_key: &str,
+        args: &[&str],
+        config_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Daemon::launch(netns, args, config_toml, Some(private_key), env)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -75,7 +90,7 @@ impl Daemon {
         args: &[&str],
         config_toml: &str,
     ) -> Result<Daemon, String> {
-        Daemon::launch(netns, args, config_toml, Some(private_key))
+        Daemon::launch(netns, args, config_toml, Some(private_key), &[])
     }
 
     fn launch(
@@ -83,6 +98,7 @@ impl Daemon {
         args: &[&str],
         config_toml: &str,
         key: Option<&str>,
+        env: &[(&str, &str)],
     ) -> Result<Daemon, String> {
         let dir = temp_dir("daemon");
         let config_path = dir.path().join("weftnet.toml");
@@ -112,7 +128,11 @@ impl Daemon {
         }
         full.extend(args.iter().map(OsStr::new));
         let argv: Vec<std::ffi::OsString> = full.iter().map(|a| a.to_os_string()).collect();
-        let proc = spawn_daemon(netns, &argv, dir.path(), "daemon");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = spawn_daemon(netns, &argv, &env, dir.path(), "daemon");
         let interface = interface_name(args, config_toml);
         let mut d = Daemon {
             proc,
@@ -121,6 +141,7 @@ impl Daemon {
             state_dir,
             interface,
             argv,
+            env,
             config_toml: config_toml.to_owned(),
             starts: 1,
             dir,
@@ -194,7 +215,7 @@ impl Daemon {
         );
         self.starts += 1;
         let base = format!("daemon.{}", self.starts);
-        self.proc = spawn_daemon(&self.netns, &self.argv, self.dir.path(), &base);
+        self.proc = spawn_daemon(&self.netns, &self.argv, &self.env, self.dir.path(), &base);
         if let Err(e) = self.wait_ready() {
             panic!("restart failed: {e}");
         }
@@ -311,10 +332,18 @@ impl Daemon {
     }
 }
 
-/// `weftnet ARGV...` in `netns` with a hermetic environment, logging to `dir/base.*`.
-fn spawn_daemon(netns: &Netns, argv: &[std::ffi::OsString], dir: &Path, base: &str) -> Proc {
+/// `weftnet ARGV...` in `netns` with a hermetic environment plus `env`, logging to
+/// `dir/base.*`.
+fn spawn_daemon(
+    netns: &Netns,
+    argv: &[std::ffi::OsString],
+    env: &[(String, String)],
+    dir: &Path,
+    base: &str,
+) -> Proc {
     let mut cmd = netns.command(Daemon::bin(), argv);
     hermetic_env(&mut cmd);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
     netns.spawn_cmd(cmd, Some((dir, base)))
 }
