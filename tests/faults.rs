@@ -1,5 +1,6 @@
 //! Fault tests: the mesh under an impaired underlay (`common::Impairment`: loss,
-//! duplication, a partition), restarts, churn, and the first packets to a new member.
+//! duplication, a partition; `common::Delay`: delay, jitter and so reordering),
+//! restarts, churn, and the first packets to a new member.
 //! Run as root (`cargo test --test faults`); everything is created inside namespaces
 //! and every wait is bounded. The whole file runs in a few minutes; the soak's length
 //! is `WEFTNET_SOAK_SECS` (60 s by default; README "Testing" gives the long command).
@@ -264,6 +265,38 @@ fn a_dead_verdict_keeps_a_tunnel_that_carries_traffic() {
     }
 }
 
+/// Sends `bytes` bytes over TCP (socat) from `from` to `to`'s overlay address on
+/// `port`, counted at the receiver; panics unless all arrive within 120 s. Returns how
+/// long the transfer took.
+fn tcp_transfer(from: &Node, to: &Node, bytes: u64, port: &str) -> Duration {
+    let addr = block_addr(to);
+    let mut server = to.d.netns().spawn(
+        "bash",
+        &[
+            "-c",
+            &format!("socat -u TCP-LISTEN:{port},bind={addr},reuseaddr STDOUT | wc -c"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let sent = from.d.netns().exec_timeout(
+        Duration::from_secs(120),
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "head -c {bytes} /dev/zero | socat -u STDIN TCP:{addr}:{port},connect-timeout=5"
+            ),
+        ],
+    );
+    assert!(sent.status.success(), "sender failed: {}", describe(&sent));
+    server.wait_timeout(Duration::from_secs(30));
+    let took = t0.elapsed();
+    let received: u64 = server.stdout().trim().parse().unwrap_or(0);
+    assert_eq!(received, bytes, "stream incomplete: {}", server.logs());
+    took
+}
+
 /// With 5 % of the underlay's datagrams lost in both directions, a TCP stream across
 /// the mesh completes and no member is declared dead.
 #[test]
@@ -275,36 +308,11 @@ fn five_percent_loss_tcp_stream_completes_without_false_death() {
     assert!(ping(nodes[0].d.netns(), addr, 3));
     let before: Vec<usize> = nodes.iter().map(downs).collect();
     let loss = Impairment::loss(&u, 5);
-    let t0 = Instant::now();
-    // A bounded amount of data: 32 MB through socat, counted at the receiver.
-    let port = "5301";
-    let mut server = nodes[2].d.netns().spawn(
-        "bash",
-        &[
-            "-c",
-            &format!("socat -u TCP-LISTEN:{port},bind={addr},reuseaddr STDOUT | wc -c"),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let sent = nodes[0].d.netns().exec_timeout(
-        Duration::from_secs(120),
-        "bash",
-        &[
-            "-c",
-            &format!(
-                "head -c 32000000 /dev/zero | socat -u STDIN TCP:{addr}:{port},connect-timeout=5"
-            ),
-        ],
-    );
-    assert!(sent.status.success(), "sender failed: {}", describe(&sent));
-    server.wait_timeout(Duration::from_secs(30));
-    let received: u64 = server.stdout().trim().parse().unwrap_or(0);
+    let took = tcp_transfer(&nodes[0], &nodes[2], 32_000_000, "5301");
     eprintln!(
-        "32 MB over 5 % loss in {:?} ({} datagrams dropped)",
-        t0.elapsed(),
+        "32 MB over 5 % loss in {took:?} ({} datagrams dropped)",
         loss.hits()
     );
-    assert_eq!(received, 32_000_000, "stream incomplete: {}", server.logs());
     // Keep the loss on for a while more: membership must hold.
     std::thread::sleep(Duration::from_secs(30));
     assert!(loss.hits() > 20, "the loss was real: {}", loss.hits());
@@ -336,6 +344,118 @@ fn duplication_breaks_neither_membership_nor_traffic() {
     assert!(
         drop_count(&nodes[1], "replay") + drop_count(&nodes[1], "gossip_replay") > 0,
         "duplicates were refused as replays"
+    );
+}
+
+/// Round-trip times of `count` pings (`-i 0.1`) from `from` to `to`, in ms: (min, avg,
+/// max), from ping's summary; panics unless every reply arrived.
+fn rtt(from: &Node, to: Ipv4Addr, count: u32) -> (f64, f64, f64) {
+    let deadline = (count / 10 + 10).to_string();
+    let out = from.d.netns().exec_timeout(
+        Duration::from_secs(count as u64 / 10 + 20),
+        "ping",
+        &[
+            "-n",
+            "-q",
+            "-4",
+            "-i",
+            "0.1",
+            "-c",
+            &count.to_string(),
+            "-w",
+            &deadline,
+            &to.to_string(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains(&format!("{count} received")),
+        "{} -> {to}: pings lost: {}",
+        from.name,
+        describe(&out)
+    );
+    // "rtt min/avg/max/mdev = 0.041/0.052/0.071/0.009 ms"
+    let nums: Vec<f64> = text
+        .lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .map(|v| {
+            v.trim()
+                .trim_end_matches("ms")
+                .split('/')
+                .filter_map(|x| x.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    match nums.as_slice() {
+        [min, avg, max, ..] => (*min, *avg, *max),
+        _ => panic!("no rtt summary in {text:?}"),
+    }
+}
+
+/// 50 ms +- 20 ms on every host's underlay egress, from before the daemons start: the
+/// mesh converges, a TCP stream across it completes although its datagrams arrive out
+/// of order, and no member is ever declared dead.
+#[test]
+fn delay_and_reordering_keep_membership_and_tcp() {
+    let u = Underlay::bridge(4);
+    let dir = temp_dir("faults");
+    let delays = Delay::everywhere(&u, Duration::from_millis(50), Duration::from_millis(20));
+    let nodes = range_mesh(&u, dir.path());
+    let addr = block_addr(&nodes[3]);
+    wait_for("a first ping n1 -> n4", MEMBERSHIP, || {
+        ping(nodes[0].d.netns(), addr, 3)
+            .then_some(())
+            .ok_or_else(|| "no reply".to_owned())
+    });
+    let took = tcp_transfer(&nodes[0], &nodes[3], 32_000_000, "5302");
+    let reordered: u64 = delays.iter().map(Delay::reordered).sum();
+    let delayed: u64 = delays.iter().map(Delay::delayed).sum();
+    eprintln!(
+        "32 MB over 50 +- 20 ms in {took:?} ({delayed} datagrams delayed, {reordered} reordered)"
+    );
+    // Keep the delay on for a while more: membership must hold.
+    std::thread::sleep(Duration::from_secs(20));
+    for n in &nodes {
+        assert_eq!(downs(n), 0, "{}: false death:\n{}", n.name, n.d.stderr());
+    }
+    all_alive(&nodes).expect("everyone alive");
+    assert!(delayed > 5000, "the stream was delayed: {delayed}");
+    assert!(reordered > 100, "datagrams were reordered: {reordered}");
+    for d in &delays {
+        assert_eq!((d.dropped(), d.send_errors()), (0, 0), "{d:?}");
+    }
+}
+
+/// Pings across the mesh see the added delay (each way is held once: a round trip
+/// gains 100 +- 40 ms), and lose it again when the delay is removed.
+#[test]
+fn pings_see_the_underlay_delay() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("faults");
+    let nodes = range_mesh(&u, dir.path());
+    let addr = block_addr(&nodes[2]);
+    assert!(ping(nodes[0].d.netns(), addr, 3));
+    let (_, base, _) = rtt(&nodes[0], addr, 20);
+    let delays = Delay::everywhere(&u, Duration::from_millis(50), Duration::from_millis(20));
+    let (min, avg, max) = rtt(&nodes[0], addr, 50);
+    eprintln!("rtt n1 -> n3: {base:.2} ms without delay; min/avg/max {min:.1}/{avg:.1}/{max:.1} ms with 50 +- 20 ms each way");
+    assert!(
+        min >= 60.0,
+        "no round trip can be shorter than 2 x 30 ms: {min}"
+    );
+    assert!(
+        (80.0..=300.0).contains(&avg),
+        "the round trip gains about 100 ms: {avg} (without: {base})"
+    );
+    assert!(max - min >= 10.0, "the jitter shows: {min}..{max}");
+    assert!(delays.iter().all(|d| d.delayed() > 0), "{delays:?}");
+    drop(delays);
+    let (_, after, _) = rtt(&nodes[0], addr, 20);
+    eprintln!("rtt n1 -> n3 once the delay is removed: {after:.2} ms");
+    assert!(
+        after < base + 20.0,
+        "the delay is gone: {after} ms (before: {base})"
     );
 }
 

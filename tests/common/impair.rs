@@ -1,10 +1,11 @@
 //! Impairments of the underlay, for fault tests: loss, duplication, blackholed
-//! pairs or partitions, gossip alone cut off, as nftables rules in the topology's switch namespace (so the
-//! hosts and daemons under test see only a worse network). Delay and reordering have
-//! no nftables form; the userspace way (an nftables `queue` to an NFQUEUE handler) is
-//! refused by this kernel (`nft_queue` missing: "No such file or directory" for
-//! `queue` in both the bridge and inet families) and there is no netem, so the gossip
-//! simulation covers them (`proto/tests/simulation.rs`).
+//! pairs or partitions, gossip alone cut off, as nftables rules in the topology's
+//! switch namespace (so the hosts and daemons under test see only a worse network).
+//! Delay and reordering have no nftables form, this kernel has no netem, and an
+//! nftables `queue` to an NFQUEUE handler is refused (`nft_queue` missing: "No such
+//! file or directory" in both the bridge and inet families): they are in `delay.rs`
+//! ([`Delay`](super::Delay): a TUN read by a thread of the test process, behind
+//! policy routing in a host's namespace).
 //!
 //! Each [`Impairment`] is a guard owning one nftables table: dropping it removes the
 //! table (the impairment ends: a partition heals); the switch namespace's deletion

@@ -17,6 +17,8 @@
 //! * [`WireguardGo`]: a `wireguard-go` reference peer.
 //! * [`Impairment`]: loss, duplication, a blackholed pair or a partition of the underlay
 //!   (nftables rules in the switch namespace), removed on drop.
+//! * [`Delay`]: delay and jitter (so reordering) on a host's underlay egress, held by a
+//!   thread of the test process behind a TUN and policy routing; stopped and removed on drop.
 //!
 //! Names are `wt` + 5 base-36 digits of the pid + 3 base-36 digits of a per-process counter
 //! (10 chars, see [`unique_id`]), so parallel tests and parallel test binaries never collide.
@@ -26,6 +28,7 @@
 //! Every external command is bounded by a timeout; nothing waits forever.
 
 mod daemon;
+mod delay;
 mod impair;
 pub mod kube_api;
 pub mod mesh;
@@ -35,6 +38,7 @@ mod underlay;
 mod wg;
 
 pub use daemon::{hermetic_env, peer_toml, Daemon};
+pub use delay::Delay;
 pub use impair::Impairment;
 pub use netns::{reap_stale, Netns, Proc};
 pub use tools::{iperf3, iperf3_json, ping};
