@@ -36,6 +36,58 @@ pub(crate) enum Command {
     /// chain, CNI files, state); give the settings `up` ran with. The daemon must be
     /// stopped.
     Uninstall(Box<UninstallArgs>),
+    /// The standalone cluster CA: create it, sign node certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `weftnet ca`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a CA: DIR/ca.key (the signing key, mode 0600; keep it off the nodes) and
+    /// DIR/ca.crt (the CA certificate every node is given with --ca-file).
+    Init(CaInitArgs),
+    /// Sign a node certificate binding a node name to its WireGuard public key and the
+    /// blocks it may announce (give it to the node with --cert-file).
+    Sign(CaSignArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaInitArgs {
+    /// Directory to write ca.key and ca.crt to (created with mode 0700 if missing).
+    #[arg(long, short, value_name = "DIR", default_value = ".")]
+    pub(crate) output: PathBuf,
+    /// The CA's name, shown in its certificate.
+    #[arg(long, default_value = "weftnet-ca")]
+    pub(crate) name: String,
+    /// Validity: a duration (90d, 12h, 2y) or a date (2030-12-31, UTC midnight).
+    #[arg(long, value_name = "DURATION_OR_DATE", default_value = "10y")]
+    pub(crate) expires: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaSignArgs {
+    /// Directory holding ca.key and ca.crt (from `weftnet ca init`).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub(crate) ca: PathBuf,
+    /// The node's name (its --name, by default its host name).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The node's WireGuard public key (`weftnet pubkey < key`).
+    #[arg(long, value_name = "KEY")]
+    pub(crate) public_key: String,
+    /// An overlay block the node may announce (repeatable).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub(crate) block: Vec<String>,
+    /// The node may also claim a block inside --range by gossip.
+    #[arg(long)]
+    pub(crate) allow_claim: bool,
+    /// Validity: a duration (90d, 12h, 2y) or a date (2030-12-31, UTC midnight).
+    #[arg(long, value_name = "DURATION_OR_DATE", default_value = "1y")]
+    pub(crate) expires: String,
+    /// Write the certificate to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

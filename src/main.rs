@@ -4,6 +4,7 @@
 
 mod accept;
 mod bridge;
+mod ca;
 mod cli;
 mod cluster;
 mod cni;
@@ -78,6 +79,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             control::forget(&config::state_dir_of(&args.state)?, &args.node)
         }
         cli::Command::Uninstall(args) => uninstall::run(&args),
+        cli::Command::Ca(cli::CaCommand::Init(args)) => ca::init(&args),
+        cli::Command::Ca(cli::CaCommand::Sign(args)) => ca::sign(&args),
         cli::Command::Genkey(out) => {
             let key = weftnet_proto::keys::PrivateKey::generate();
             keyfile::emit_secret(&key.to_base64(), out.output.as_deref())

@@ -458,6 +458,7 @@ mod tests {
                 endpoint: "192.0.2.1:51820".parse().expect("addr"),
                 prefixes: Vec::new(),
                 version: 1,
+                certificate: None,
             },
             state,
             epoch: 1,

@@ -82,15 +82,25 @@ pub fn session_datagram(data: &[u8]) {
 /// gossip range): the envelope, key lookup and AEAD must reject them without panic.
 pub fn gossip_datagram(data: &[u8]) {
     use crate::gossip::{Gossip, GossipConfig, NodeRecord, GOSSIP_TYPE};
+    let identity = PrivateKey::from_bytes([1; 32]);
     let me = NodeRecord {
-        public_key: crate::keys::PublicKey::from_bytes([1; 32]),
+        public_key: identity.public_key(),
         name: "fuzz".into(),
         endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
         prefixes: Vec::new(),
         version: 0,
+        certificate: None,
     };
     let now = std::time::Instant::now();
-    let Ok(mut g) = Gossip::new(GossipConfig::default(), &[[7; 32]], me, 1, 1, now) else {
+    let Ok(mut g) = Gossip::new(
+        GossipConfig::default(),
+        &[[7; 32]],
+        &identity,
+        me,
+        1,
+        1,
+        now,
+    ) else {
         return;
     };
     let mut datagram = data.to_vec();
@@ -100,6 +110,41 @@ pub fn gossip_datagram(data: &[u8]) {
     let from = std::net::SocketAddr::from(([192, 0, 2, 2], 51820));
     assert!(g.handle_datagram(from, &datagram, now).is_err());
     assert!(g.members().is_empty());
+}
+
+/// One gossip entry decoded from arbitrary bytes and its owner signature checked.
+pub fn signed_entry(data: &[u8]) {
+    crate::gossip::fuzz_signed_entry(data);
+}
+
+/// The signature check on arbitrary input: `key[32] | signature[64] | message`. A
+/// signature that verifies must not verify for another message.
+pub fn signature(data: &[u8]) {
+    if data.len() < 96 {
+        return;
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&data[..32]);
+    let mut sig = [0u8; 64];
+    sig.copy_from_slice(&data[32..96]);
+    let key = crate::keys::PublicKey::from_bytes(key);
+    if crate::identity::verify(&key, &data[96..], &sig) {
+        let mut other = data[96..].to_vec();
+        other.push(0);
+        assert!(!crate::identity::verify(&key, &other, &sig));
+    }
+}
+
+/// A certificate decoded from arbitrary bytes: it re-encodes to the same bytes, and
+/// checking it against a CA never panics.
+pub fn certificate(data: &[u8]) {
+    use crate::cert::Certificate;
+    if let Ok(c) = Certificate::decode(data) {
+        assert_eq!(c.encode(), data, "certificates re-encode to the same bytes");
+        let _ = c.verify(&c.issuer, c.not_before);
+        let key = crate::keys::PublicKey::from_bytes(c.public_key);
+        let _ = c.verify_for(&[7; 32], c.not_after, &key, &c.name);
+    }
 }
 
 /// Arbitrary plaintexts sealed with the node's own cluster key.

@@ -8,6 +8,8 @@
 //!
 //! Modules:
 //! - [`keys`]: WireGuard/X25519 keys and their base64 text form.
+//! - [`identity`]: signing with a node's WireGuard key (XEdDSA) and pair keys.
+//! - [`cert`]: the standalone cluster CA and node certificates.
 //! - [`packet`]: parsing of the IP headers the router looks at.
 //! - [`ethernet`]: Ethernet II framing for the L2 port on a bridge (bridge mode).
 //! - [`wire`]: classification of datagrams arriving on the shared UDP port.
@@ -29,10 +31,12 @@
 #![deny(unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cert;
 pub mod ethernet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gossip;
+pub mod identity;
 pub mod ipam;
 pub mod keys;
 pub mod multicast;

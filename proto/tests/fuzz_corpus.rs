@@ -73,3 +73,18 @@ fn offload_split_corpus() {
 fn offload_coalesce_corpus() {
     replay("offload_coalesce", fuzzing::offload_coalesce);
 }
+
+#[test]
+fn signed_entry_corpus() {
+    replay("signed_entry", fuzzing::signed_entry);
+}
+
+#[test]
+fn signature_corpus() {
+    replay("signature", fuzzing::signature);
+}
+
+#[test]
+fn certificate_corpus() {
+    replay("certificate", fuzzing::certificate);
+}

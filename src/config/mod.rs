@@ -148,6 +148,8 @@ pub(crate) struct ClusterConfig {
     /// Range to claim a block from, with the block's prefix length.
     pub(crate) range: Option<(IpNet, u8)>,
     pub(crate) name: String,
+    /// The cluster CA certificate and this node's certificate (both or neither).
+    pub(crate) ca: Option<(PathBuf, PathBuf)>,
 }
 
 /// Parses each text of an optional list.
@@ -170,11 +172,18 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
         .map(|r| parse_range(r, s.block_prefix_len))
         .transpose()?;
     let name = s.name.unwrap_or_else(hostname);
+    let ca = match (s.ca_file, s.cert_file) {
+        (Some(ca), Some(cert)) => Some((ca, cert)),
+        (None, None) => None,
+        (Some(_), None) => bail!("--ca-file needs this node's certificate: give --cert-file FILE (sign one with `weftnet ca sign`)"),
+        (None, Some(_)) => bail!("--cert-file needs the cluster CA: give --ca-file FILE (the ca.crt of `weftnet ca init`)"),
+    };
     if secret_files.is_empty() {
         let needs = [
             (!join.is_empty(), "--join"),
             (range.is_some(), "--range"),
             (advertise.is_some(), "--advertise-address"),
+            (ca.is_some(), "--ca-file"),
         ];
         if let Some((_, what)) = needs.iter().find(|(used, _)| *used) {
             bail!("{what} needs the cluster secret: give --secret-file FILE (create one with `weftnet gensecret --output FILE`)");
@@ -191,6 +200,7 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
         advertise,
         range,
         name,
+        ca,
     }))
 }
 

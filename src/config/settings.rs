@@ -172,6 +172,13 @@ settings_group! {
         /// This node's name in the mesh [default: the host name].
         #[arg(long, env = "WEFTNET_NAME")]
         pub(crate) name: Option<String>,
+        /// Cluster CA certificate (ca.crt from `weftnet ca init`): only members with a
+        /// certificate of this CA join, with the blocks it allows. Needs --cert-file.
+        #[arg(long, env = "WEFTNET_CA_FILE", value_name = "FILE")]
+        pub(crate) ca_file: Option<PathBuf>,
+        /// This node's certificate from `weftnet ca sign`. Needs --ca-file.
+        #[arg(long, env = "WEFTNET_CERT_FILE", value_name = "FILE")]
+        pub(crate) cert_file: Option<PathBuf>,
     }
 }
 

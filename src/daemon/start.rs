@@ -55,8 +55,10 @@ pub(super) async fn start(
     netlink: &Arc<Netlink>,
     teardown: &mut Teardown,
 ) -> Result<Running> {
+    // Certificates are checked before anything is created.
+    let trust = trust(&config, &key)?;
     let host = host_side(&config, netlink, teardown).await?;
-    let node = reconciler(&config, &key, secrets, &host)?;
+    let node = reconciler(&config, &key, secrets, trust, &host)?;
     let clustered = node.status().clustered;
     let links = Links {
         overlay: host.overlay,
@@ -329,17 +331,43 @@ async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<O
     Ok(Some(SocketAddr::new(ip, port)))
 }
 
+/// With a cluster CA: the CA's key and this node's certificate, checked.
+fn trust(
+    config: &Config,
+    key: &PrivateKey,
+) -> Result<Option<([u8; 32], weftnet_proto::cert::Certificate)>> {
+    match config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.ca.as_ref().map(|ca| (c, ca)))
+    {
+        Some((c, (ca_file, cert_file))) => Ok(Some(crate::ca::load(
+            ca_file,
+            cert_file,
+            &key.public_key(),
+            &c.name,
+        )?)),
+        None => Ok(None),
+    }
+}
+
 /// The node reconciler, which decides blocks, addresses, routes and peers from here on.
 fn reconciler(
     config: &Config,
     key: &PrivateKey,
     secrets: zeroize::Zeroizing<Vec<[u8; 32]>>,
+    trust: Option<([u8; 32], weftnet_proto::cert::Certificate)>,
     host: &HostSide,
 ) -> Result<Node> {
     let gossip = match (&config.cluster, host.endpoint) {
         (Some(c), Some(endpoint)) => Some(GossipSetup {
-            config: GossipConfig::default(),
+            config: GossipConfig {
+                ca: trust.as_ref().map(|(ca, _)| *ca),
+                ..GossipConfig::default()
+            },
             secrets,
+            identity: key.clone(),
+            certificate: trust.map(|(_, cert)| cert),
             name: c.name.clone(),
             endpoint,
             epoch: cluster::next_epoch(&config.state_dir.join("epoch"))?,

@@ -82,6 +82,17 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// [`start_with_key`](Self::start_with_key) that returns the failure as `Err`, for
+    /// tests that expect startup to fail.
+    pub fn try_start_with_key(
+        netns: &Netns,
+        private_key: &str,
+        args: &[&str],
+        config_toml: &str,
+    ) -> Result<Daemon, String> {
+        Daemon::launch(netns, args, config_toml, Some(private_key), &[])
+    }
+
     fn launch(
         netns: &Netns,
         args: &[&str],

@@ -1,16 +1,31 @@
 //! Byte layouts of the gossip plaintext (PROTOCOL.md §6.3-6.5): the sender header,
-//! the messages, membership entries, records and digest pairs. All integers are
-//! little-endian; addresses are in network order. Decoders never panic and bound every
-//! count an authenticated peer controls.
+//! the messages, membership entries with their owner's signature, records and digest
+//! pairs. All integers are little-endian; addresses are in network order. Decoders
+//! never panic and bound every count an authenticated peer controls. Signatures and
+//! sender MACs (`proof`) are checked by the caller, not while decoding.
 
 use super::member::{Claim, Rank};
 use super::record::{NodeRecord, RecordBody, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
+use crate::cert::{Certificate, MAX_CERT_LEN};
+use crate::identity::SIGNATURE_LEN;
 use crate::keys::PublicKey;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// Length of the plaintext header: sender key, boot epoch, sequence number.
-pub(crate) const PLAIN_HEADER_LEN: usize = 32 + 8 + 8;
+/// Length of the plaintext header: sender key, boot epoch, sequence number, sender MAC.
+pub(crate) const PLAIN_HEADER_LEN: usize = 32 + 8 + 8 + MAC_LEN;
+/// Length of the sender MAC (PROTOCOL.md §6.3).
+pub(crate) const MAC_LEN: usize = 16;
+/// Where the sender MAC sits in the plaintext.
+pub(crate) const MAC_AT: usize = 48;
+/// Incarnations and versions are below this bound (2^48): a counter the owner bumps
+/// by one per refutation or record change never gets there, so it always has room to
+/// refute, and an entry beyond it is malformed.
+pub(crate) const MAX_COUNTER: u64 = 1 << 48;
+
+pub(crate) use super::proof::{
+    body_hash, check_sender_mac, rank_fits, sender_mac, signed_message, Proof,
+};
 /// Most entries one datagram may carry.
 pub(crate) const MAX_ENTRIES_PER_DATAGRAM: usize = 32;
 /// Most messages one datagram may carry.
@@ -45,6 +60,8 @@ pub(crate) struct Header {
     pub(crate) sender: PublicKey,
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
+    /// MAC of the plaintext under the sender-receiver pair key (zero in a first Join).
+    pub(crate) mac: [u8; MAC_LEN],
 }
 
 /// One membership entry on the wire.
@@ -57,6 +74,7 @@ pub(crate) struct Entry {
     pub(crate) record: Option<RecordBody>,
     /// Seconds a tombstone has left to live (0 for other ranks).
     pub(crate) remaining_secs: u32,
+    pub(crate) proof: Proof,
 }
 
 /// One bucket summary in a digest (PROTOCOL.md §6.8).
@@ -224,6 +242,10 @@ pub(crate) fn record_entry_len(record: &NodeRecord) -> usize {
         + 1
         + 8
         + 1
+        + SIGNATURE_LEN
+        + 2
+        + record.certificate.as_ref().map_or(0, |c| c.encode().len())
+        + 1
         + record.name.len()
         + addr_len(record.endpoint.ip())
         + 2
@@ -236,7 +258,9 @@ pub(crate) fn record_entry_len(record: &NodeRecord) -> usize {
 }
 
 /// Appends one entry (PROTOCOL.md §6.5). Tombstones (rank `Forgotten`) carry
-/// `remaining_secs` instead of a record; other ranks always carry one.
+/// `remaining_secs` and the body hash instead of a record; other ranks always carry
+/// one. Entries without a record outside tombstones are not sent (`false`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_entry(
     out: &mut Vec<u8>,
     key: &PublicKey,
@@ -244,30 +268,45 @@ pub(crate) fn encode_entry(
     version: u64,
     record: Option<&RecordBody>,
     remaining_secs: u32,
-) {
+    proof: &Proof,
+) -> bool {
+    if claim.rank != Rank::Forgotten && record.is_none() {
+        return false;
+    }
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(&claim.epoch.to_le_bytes());
     out.extend_from_slice(&claim.incarnation.to_le_bytes());
     out.push(claim.rank as u8);
     out.extend_from_slice(&version.to_le_bytes());
-    if claim.rank == Rank::Forgotten {
-        out.extend_from_slice(&remaining_secs.to_le_bytes());
-        return;
-    }
+    out.push(proof.signed as u8);
     match record {
-        Some(r) => out.extend_from_slice(r.bytes()),
-        // Not reached: live, dead and left entries always hold a record.
-        None => encode_record_body(out, "", SocketAddr::from(([0, 0, 0, 0], 0)), &[]),
+        Some(r) if claim.rank != Rank::Forgotten => out.extend_from_slice(r.bytes()),
+        _ => {
+            out.extend_from_slice(&remaining_secs.to_le_bytes());
+            out.extend_from_slice(&proof.body_hash);
+        }
     }
+    out.extend_from_slice(&proof.signature);
+    true
 }
 
-/// Appends the record part of an entry: name, endpoint, prefixes. Lengths must have
-/// been validated ([`NodeRecord::validate`]); longer values are cut.
+/// The decoded record part of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Body {
+    pub(crate) name: String,
+    pub(crate) endpoint: SocketAddr,
+    pub(crate) prefixes: Vec<IpNet>,
+    pub(crate) certificate: Option<Certificate>,
+}
+
+/// Appends the record part of an entry: name, endpoint, prefixes, certificate.
+/// Lengths must have been validated ([`NodeRecord::validate`]); longer values are cut.
 pub(crate) fn encode_record_body(
     out: &mut Vec<u8>,
     name: &str,
     endpoint: SocketAddr,
     prefixes: &[IpNet],
+    certificate: Option<&Certificate>,
 ) {
     let name = &name.as_bytes()[..name.len().min(MAX_NAME_LEN)];
     out.push(name.len() as u8);
@@ -279,9 +318,13 @@ pub(crate) fn encode_record_body(
         put_addr(out, p.addr());
         out.push(p.prefix_len());
     }
+    let cert = certificate.map(Certificate::encode).unwrap_or_default();
+    let cert = &cert[..cert.len().min(MAX_CERT_LEN)];
+    out.extend_from_slice(&(cert.len() as u16).to_le_bytes());
+    out.extend_from_slice(cert);
 }
 
-fn read_record_body(r: &mut Reader<'_>) -> Result<(String, SocketAddr, Vec<IpNet>), Malformed> {
+fn read_record_body(r: &mut Reader<'_>) -> Result<Body, Malformed> {
     let name_len = usize::from(r.u8()?);
     if name_len > MAX_NAME_LEN {
         return Err(Malformed);
@@ -296,13 +339,24 @@ fn read_record_body(r: &mut Reader<'_>) -> Result<(String, SocketAddr, Vec<IpNet
     for _ in 0..n {
         prefixes.push(r.prefix()?);
     }
-    Ok((name.to_string(), endpoint, prefixes))
+    let cert_len = usize::from(r.u16()?);
+    if cert_len > MAX_CERT_LEN {
+        return Err(Malformed);
+    }
+    let certificate = match cert_len {
+        0 => None,
+        n => Some(Certificate::decode(r.take(n)?).map_err(|_| Malformed)?),
+    };
+    Ok(Body {
+        name: name.to_string(),
+        endpoint,
+        prefixes,
+        certificate,
+    })
 }
 
 /// Decodes a stored record body completely.
-pub(crate) fn parse_record_body(
-    bytes: &[u8],
-) -> Result<(String, SocketAddr, Vec<IpNet>), Malformed> {
+pub(crate) fn parse_record_body(bytes: &[u8]) -> Result<Body, Malformed> {
     let mut r = Reader { buf: bytes };
     let body = read_record_body(&mut r)?;
     if !r.buf.is_empty() {
@@ -316,6 +370,7 @@ impl Header {
         out.extend_from_slice(self.sender.as_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.mac);
     }
 }
 
@@ -328,6 +383,7 @@ impl Entry {
             self.version,
             self.record.as_ref(),
             self.remaining_secs,
+            &self.proof,
         );
     }
 
@@ -338,20 +394,26 @@ impl Entry {
         let incarnation = r.u64()?;
         let rank = Rank::from_u8(r.u8()?).ok_or(Malformed)?;
         let version = r.u64()?;
+        let signed = Rank::from_u8(r.u8()?).ok_or(Malformed)?;
+        if incarnation >= MAX_COUNTER || version >= MAX_COUNTER || !rank_fits(signed, rank) {
+            return Err(Malformed);
+        }
         let claim = Claim {
             epoch,
             incarnation,
             rank,
         };
-        let (record, remaining_secs) = if rank == Rank::Forgotten {
-            (None, r.u32()?)
+        let (record, remaining_secs, body_hash) = if rank == Rank::Forgotten {
+            (None, r.u32()?, r.array()?)
         } else {
             let before = r.buf;
             read_record_body(r)?;
             let used = before.len() - r.buf.len();
             let body = RecordBody::from_validated(&before[..used]);
-            (Some(body), 0)
+            let hash = body.hash();
+            (Some(body), 0, hash)
         };
+        let signature = r.array()?;
         if start - r.buf.len() > MAX_ENTRY_LEN {
             return Err(Malformed);
         }
@@ -361,6 +423,11 @@ impl Entry {
             version,
             record,
             remaining_secs,
+            proof: Proof {
+                signed,
+                body_hash,
+                signature,
+            },
         })
     }
 }
@@ -449,6 +516,16 @@ impl Message {
     }
 }
 
+/// Decodes exactly one entry (no type byte), as the `signed_entry` fuzz target does.
+pub(crate) fn decode_entry(buf: &[u8]) -> Result<Entry, Malformed> {
+    let mut r = Reader { buf };
+    let e = Entry::decode(&mut r)?;
+    if !r.buf.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(e)
+}
+
 /// Splits a plaintext into its header and messages.
 pub(crate) fn decode_plaintext(buf: &[u8]) -> Result<(Header, Vec<Message>), Malformed> {
     let mut r = Reader { buf };
@@ -456,6 +533,7 @@ pub(crate) fn decode_plaintext(buf: &[u8]) -> Result<(Header, Vec<Message>), Mal
         sender: r.key()?,
         epoch: r.u64()?,
         seq: r.u64()?,
+        mac: r.array()?,
     };
     let mut messages = Vec::new();
     let mut entries = 0;
@@ -538,27 +616,42 @@ mod tests {
     use proptest::prelude::*;
 
     pub(crate) fn entry(rank: Rank) -> Entry {
-        Entry {
-            key: PublicKey::from_bytes([7; 32]),
-            claim: Claim {
-                epoch: 1_700_000_000_000,
-                incarnation: 3,
-                rank,
-            },
+        let owner = crate::keys::PrivateKey::from_bytes([7; 32]);
+        let key = owner.public_key();
+        let body = RecordBody::from_record(&NodeRecord {
+            public_key: key,
+            name: "node-7".into(),
+            endpoint: "[2001:db8::7]:51820".parse().expect("addr"),
+            prefixes: vec![
+                "10.47.7.0/24".parse().expect("net"),
+                "fd47:7::/64".parse().expect("net"),
+            ],
             version: 2,
-            record: (rank != Rank::Forgotten).then(|| {
-                RecordBody::from_record(&NodeRecord {
-                    public_key: PublicKey::from_bytes([7; 32]),
-                    name: "node-7".into(),
-                    endpoint: "[2001:db8::7]:51820".parse().expect("addr"),
-                    prefixes: vec![
-                        "10.47.7.0/24".parse().expect("net"),
-                        "fd47:7::/64".parse().expect("net"),
-                    ],
-                    version: 2,
-                })
-            }),
+            certificate: None,
+        });
+        let claim = Claim {
+            epoch: 1_700_000_000_000,
+            incarnation: 3,
+            rank,
+        };
+        let signed = if rank == Rank::Left {
+            Rank::Left
+        } else {
+            Rank::Alive
+        };
+        let body_hash = body.hash();
+        let m = signed_message(&key, claim.epoch, 3, signed, 2, &body_hash);
+        Entry {
+            key,
+            claim,
+            version: 2,
+            record: (rank != Rank::Forgotten).then_some(body),
             remaining_secs: if rank == Rank::Forgotten { 3600 } else { 0 },
+            proof: Proof {
+                signed,
+                body_hash,
+                signature: crate::identity::Signer::new(&owner).sign(&m),
+            },
         }
     }
 
@@ -568,6 +661,7 @@ mod tests {
             sender: PublicKey::from_bytes([1; 32]),
             epoch: 9,
             seq: 10,
+            mac: [0xaa; MAC_LEN],
         }
         .encode(&mut out);
         for m in messages {
@@ -629,13 +723,15 @@ mod tests {
         let (h, got) = decode_plaintext(&bytes).expect("decodes");
         assert_eq!((h.epoch, h.seq), (9, 10));
         assert_eq!(got, messages);
-        let record = entry(Rank::Alive)
-            .record
-            .expect("record")
-            .to_record(PublicKey::from_bytes([7; 32]), 2);
+        let e = entry(Rank::Alive);
+        assert!(e.verify());
+        let record = e.record.clone().expect("record").to_record(e.key, 2);
         let mut one = Vec::new();
-        entry(Rank::Alive).encode(&mut one);
+        e.encode(&mut one);
         assert_eq!(one.len(), record_entry_len(&record));
+        let mut forged = e.clone();
+        forged.version = 3;
+        assert!(!forged.verify(), "the signature covers the version");
     }
 
     #[test]
@@ -650,10 +746,20 @@ mod tests {
         bad[at] = 5;
         assert_eq!(decode_plaintext(&bad), Err(Malformed));
         let mut name = good.clone();
-        name[at + 9] = 65; // name length
+        name[at + 10] = 65; // name length
         assert_eq!(decode_plaintext(&name), Err(Malformed));
         let mut utf8 = good.clone();
-        utf8[at + 10] = 0xff;
+        utf8[at + 11] = 0xff;
+        assert_eq!(decode_plaintext(&utf8), Err(Malformed));
+        // counters beyond 2^48, a leave signed as alive
+        let mut inc = good.clone();
+        inc[at - 1] = 1; // top byte of the incarnation
+        assert_eq!(decode_plaintext(&inc), Err(Malformed));
+        let mut left = good.clone();
+        left[at] = Rank::Left as u8;
+        assert_eq!(decode_plaintext(&left), Err(Malformed));
+        let mut utf8 = good.clone();
+        utf8[at + 11] = 0xff;
         assert_eq!(decode_plaintext(&utf8), Err(Malformed));
         assert_eq!(decode_plaintext(&good[..good.len() - 1]), Err(Malformed));
         let mut trailing = good.clone();
@@ -661,8 +767,9 @@ mod tests {
         assert_eq!(decode_plaintext(&trailing), Err(Malformed));
         // host bits set in a prefix
         let mut host = good;
-        // the v6 prefix is the last 18 bytes, then the v4 length byte: 10.47.7.0 -> 10.47.7.1
-        let last = host.len() - 18 - 2;
+        // the v6 prefix, certificate length and signature are the last 18 + 2 + 64
+        // bytes, before them the v4 length byte: 10.47.7.0 -> 10.47.7.1
+        let last = host.len() - 64 - 2 - 18 - 2;
         assert_eq!(host[last], 0);
         host[last] = 1;
         assert_eq!(decode_plaintext(&host), Err(Malformed));

@@ -57,6 +57,10 @@ pub struct GossipConfig {
     pub max_members: usize,
     /// Largest datagram sent, 1100-1200 bytes. Default 1200.
     pub max_datagram: usize,
+    /// The cluster CA's Ed25519 public key (PROTOCOL.md §8): when set, only members
+    /// whose record carries a certificate of this CA, valid now, for their key and
+    /// name are admitted. Default none.
+    pub ca: Option<[u8; 32]>,
 }
 
 impl Default for GossipConfig {
@@ -79,6 +83,7 @@ impl Default for GossipConfig {
             tombstone_ttl: Duration::from_secs(24 * 3600),
             max_members: 16_384,
             max_datagram: MAX_DATAGRAM,
+            ca: None,
         }
     }
 }

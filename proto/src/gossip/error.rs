@@ -3,7 +3,8 @@
 
 use super::record::RecordError;
 
-/// Why [`super::Gossip::handle_datagram`] dropped a datagram. Nothing in it was applied.
+/// Why [`super::Gossip::handle_datagram`] dropped a datagram. Nothing in it was
+/// applied, except for [`GossipError::Uncertified`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum GossipError {
     /// Not a gossip datagram, too short, or the plaintext does not parse.
@@ -36,6 +37,18 @@ pub enum GossipError {
     /// it would poison the sender's replay window.
     #[error("gossip datagram from a boot epoch in the future")]
     FutureEpoch,
+    /// The sender MAC (under the sender-receiver pair key) did not verify: a holder
+    /// of the cluster secret posing as another member.
+    #[error("gossip datagram not sent by the member it names")]
+    BadSender,
+    /// An entry's owner signature did not verify: a forged record.
+    #[error("gossip entry with a bad owner signature")]
+    BadSignature,
+    /// With a cluster CA: a live entry's record carries no certificate of that CA
+    /// valid now for its key and name. Only such entries were left out; the rest of
+    /// the datagram was applied.
+    #[error("gossip entry without a valid certificate")]
+    Uncertified,
 }
 
 impl GossipError {
@@ -50,10 +63,13 @@ impl GossipError {
         Self::OwnKey,
         Self::Misdirected,
         Self::FutureEpoch,
+        Self::BadSender,
+        Self::BadSignature,
+        Self::Uncertified,
     ];
 
     /// Number of errors (the length of [`GossipError::ALL`]).
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 12;
 
     /// Stable snake_case counter name.
     pub fn as_str(self) -> &'static str {
@@ -67,6 +83,9 @@ impl GossipError {
             Self::OwnKey => "gossip_own_key",
             Self::Misdirected => "gossip_misdirected",
             Self::FutureEpoch => "gossip_future_epoch",
+            Self::BadSender => "gossip_bad_sender",
+            Self::BadSignature => "gossip_bad_signature",
+            Self::Uncertified => "gossip_uncertified",
         }
     }
 
@@ -82,6 +101,9 @@ impl GossipError {
             Self::OwnKey => 6,
             Self::Misdirected => 7,
             Self::FutureEpoch => 8,
+            Self::BadSender => 9,
+            Self::BadSignature => 10,
+            Self::Uncertified => 11,
         }
     }
 
@@ -108,6 +130,12 @@ pub enum ConfigError {
     /// This node's own record is not valid.
     #[error("invalid node record: {0}")]
     Record(#[from] RecordError),
+    /// The private key given does not match the record's public key.
+    #[error("the identity key does not match the node's public key")]
+    KeyMismatch,
+    /// With a cluster CA: this node's own certificate is missing or not valid.
+    #[error("this node's certificate: {0}")]
+    Certificate(String),
 }
 
 #[cfg(test)]

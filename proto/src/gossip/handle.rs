@@ -4,7 +4,7 @@
 //! recorded endpoint; a stranger's source address gets no more bytes than it sent
 //! until a cookie round trip proves it.
 
-use super::codec::{decode_plaintext, Header, Message};
+use super::codec::{self, decode_plaintext, Entry, Header, Message};
 use super::error::GossipError;
 use super::node::{Gossip, MAX_EPOCH_AHEAD_MS};
 use super::replay::ReplayWindow;
@@ -16,8 +16,9 @@ const MAX_STRANGERS: usize = 1024;
 
 impl Gossip {
     /// Processes one gossip datagram: the raw UDP payload, starting with the 0x40
-    /// type byte, from the underlay address `from`. On error nothing was applied; the
-    /// error names the counter to bump.
+    /// type byte, from the underlay address `from`. On error nothing was applied,
+    /// except for [`GossipError::Uncertified`]: then only the entries without a valid
+    /// certificate were left out. The error names the counter to bump.
     pub fn handle_datagram(
         &mut self,
         from: SocketAddr,
@@ -35,6 +36,12 @@ impl Gossip {
                     .map(|decoded| (unknown, decoded))
                     .map_err(|_| GossipError::Malformed)
             });
+        let sender_ok = match &result {
+            Ok((false, (header, _))) if header.sender != me => {
+                self.sender_ok(&header.sender, &mut plaintext)
+            }
+            _ => true,
+        };
         self.scratch = plaintext;
         let (unknown_receiver, (header, messages)) = result?;
         if header.sender == me {
@@ -47,6 +54,18 @@ impl Gossip {
         if header.epoch > limit {
             return Err(GossipError::FutureEpoch);
         }
+        if !sender_ok {
+            return Err(GossipError::BadSender);
+        }
+        // Entries whose certificate is not valid are left out (the rest applies) and
+        // counted once for the datagram.
+        let mut uncertified = vec![false; messages.len()];
+        for (m, skip) in messages.iter().zip(&mut uncertified) {
+            if let Message::Entry { entry, .. } = m {
+                *skip = !self.check_entry(entry, limit)?;
+            }
+        }
+        let uncertified_any = uncertified.contains(&true);
         if unknown_receiver {
             // Stateless: no replay state, nothing applied; a Challenge no larger than
             // the Join goes to the (unproven) source.
@@ -63,8 +82,9 @@ impl Gossip {
         }
         let mut rest = Vec::with_capacity(messages.len());
         let mut synced = false;
-        for m in messages {
+        for (m, skip) in messages.into_iter().zip(uncertified) {
             match m {
+                Message::Entry { .. } if skip => {}
                 Message::Entry { entry, rumor } => {
                     synced |= self.apply_entry(entry, rumor) && !rumor
                 }
@@ -105,7 +125,55 @@ impl Gossip {
             }
         }
         self.limit = None;
+        if uncertified_any {
+            return Err(GossipError::Uncertified);
+        }
         Ok(())
+    }
+
+    /// Whether the sender MAC of `plaintext` is right for `sender` (PROTOCOL.md §6.3).
+    fn sender_ok(&mut self, sender: &crate::keys::PublicKey, plaintext: &mut [u8]) -> bool {
+        match self.pair_key(sender) {
+            Some(k) => codec::check_sender_mac(&k, plaintext),
+            None => false,
+        }
+    }
+
+    /// Checks one received entry before anything of its datagram is applied: its
+    /// epoch is not beyond the clock bound and its owner signed it (else the datagram
+    /// is dropped). With a cluster CA, a live entry whose record carries no
+    /// certificate valid now for its key and name is left out (`Ok(false)`): it
+    /// admits nobody, and an honest relay may still hold it when a certificate
+    /// expires. The signature is not checked again for the statement the table
+    /// already holds.
+    fn check_entry(&self, e: &Entry, epoch_limit: u64) -> Result<bool, GossipError> {
+        if e.claim.epoch > epoch_limit {
+            return Err(GossipError::FutureEpoch);
+        }
+        let known = self.table.get(&e.key).is_some_and(|s| {
+            s.claim.epoch == e.claim.epoch
+                && s.claim.incarnation == e.claim.incarnation
+                && s.version == e.version
+                && s.proof == e.proof
+        });
+        if !known && !e.verify() {
+            return Err(GossipError::BadSignature);
+        }
+        if let (Some(ca), Some(body), true) = (&self.config.ca, &e.record, e.claim.rank.is_live()) {
+            let b = codec::parse_record_body(body.bytes()).map_err(|_| GossipError::Malformed)?;
+            let Some(cert) = b.certificate else {
+                return Ok(false);
+            };
+            let now = self.now_secs();
+            let ok = if known {
+                // Checked when the statement arrived; only time has moved since.
+                (cert.not_before..=cert.not_after).contains(&now)
+            } else {
+                cert.verify_for(ca, now, &e.key, &b.name).is_ok()
+            };
+            return Ok(ok);
+        }
+        Ok(true)
     }
 
     /// Rejects replays and records the sequence number.

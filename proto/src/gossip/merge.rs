@@ -2,29 +2,66 @@
 //! causes, refutation of claims about this node, and the deadlines that move a member
 //! from suspect to dead to forgotten to removed.
 
-use super::codec::Entry;
+use super::codec::{rank_fits, Entry};
 use super::member::{Claim, Event, Rank};
 use super::node::{later, Gossip};
 use crate::keys::PublicKey;
 use std::time::Instant;
 
-/// What an entry does to the current slot: `(claim, version, take its record)`.
-/// `current` is `(claim, version, has a record)`. `None`: nothing changes.
-pub(crate) fn merge(current: Option<(Claim, u64, bool)>, e: &Entry) -> Option<(Claim, u64, bool)> {
-    let Some((claim, version, has_record)) = current else {
+/// The current slot as the merge rule sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Current {
+    pub(crate) claim: Claim,
+    pub(crate) version: u64,
+    /// The state the owner signed for the slot's statement.
+    pub(crate) signed: Rank,
+    pub(crate) has_record: bool,
+}
+
+/// What an entry does to the current slot (PROTOCOL.md §6.5): `(claim, version, take
+/// the entry's statement)`. `None`: nothing changes.
+///
+/// An entry is the owner's signed statement `(epoch, incarnation, version, signed
+/// state)` plus a state that others may raise (suspect, dead, forgotten) at that
+/// epoch and incarnation. Statements are ordered by those four fields; the slot keeps
+/// the greatest, and the state becomes the maximum of the states that refer to the
+/// statement's epoch and incarnation.
+pub(crate) fn merge(current: Option<Current>, e: &Entry) -> Option<(Claim, u64, bool)> {
+    let Some(c) = current else {
         // Unknown key: everything but an expired tombstone is news.
         let expired = e.claim.rank == Rank::Forgotten && e.remaining_secs == 0;
-        return (!expired).then_some((e.claim, e.version, e.record.is_some()));
+        return (!expired).then_some((e.claim, e.version, true));
     };
-    if e.claim.epoch != claim.epoch {
-        return (e.claim.epoch > claim.epoch).then_some((e.claim, e.version, e.record.is_some()));
-    }
-    let new_claim = claim.max(e.claim);
-    let new_version = version.max(e.version);
-    let take = e.record.is_some()
-        && new_claim.rank != Rank::Forgotten
-        && (e.version > version || !has_record);
-    (new_claim != claim || new_version != version || take).then_some((new_claim, new_version, take))
+    let theirs = (
+        e.claim.epoch,
+        e.claim.incarnation,
+        e.version,
+        e.proof.signed,
+    );
+    let mine = (c.claim.epoch, c.claim.incarnation, c.version, c.signed);
+    let same_life = (e.claim.epoch, e.claim.incarnation) == (c.claim.epoch, c.claim.incarnation);
+    let (claim, version, take) = if theirs > mine {
+        let rank = if same_life {
+            c.claim.rank.max(e.claim.rank)
+        } else {
+            e.claim.rank
+        };
+        (Claim { rank, ..e.claim }, e.version, true)
+    } else if same_life {
+        // An older or equal statement of the same incarnation: only its state counts,
+        // and only a state that fits the statement kept.
+        let rank = if rank_fits(c.signed, e.claim.rank) {
+            c.claim.rank.max(e.claim.rank)
+        } else {
+            c.claim.rank
+        };
+        let fill = theirs == mine && !c.has_record && e.record.is_some();
+        (Claim { rank, ..c.claim }, c.version, fill)
+    } else {
+        return None;
+    };
+    let take = take && (e.record.is_some() || claim.rank == Rank::Forgotten || !c.has_record);
+    (claim != c.claim || version != c.version || take).then_some((claim, version, take))
 }
 
 /// Whether a received verdict of death is doubted: it would end a member that this
@@ -54,30 +91,37 @@ impl Gossip {
             self.consider_self(&e);
             return false;
         }
-        let old = self
-            .table
-            .get(&e.key)
-            .map(|s| (s.claim, s.version, s.record.is_some(), s.deadline));
-        let Some((mut claim, version, take)) = merge(old.map(|(c, v, r, _)| (c, v, r)), &e) else {
+        let old = self.table.get(&e.key).map(|s| {
+            (
+                Current {
+                    claim: s.claim,
+                    version: s.version,
+                    signed: s.proof.signed,
+                    has_record: s.record.is_some(),
+                },
+                s.deadline,
+            )
+        });
+        let Some((mut claim, version, take)) = merge(old.map(|(c, _)| c), &e) else {
             return false;
         };
         if old.is_none() && self.table.len() >= self.config.max_members {
             return false;
         }
-        let doubted = doubt(old.map(|(c, _, _, d)| (c, d)), claim, self.now);
+        let doubted = doubt(old.map(|(c, d)| (c.claim, d)), claim, self.now);
         if doubted {
             // Another node's verdict about a member this node still counts as live:
             // hold it as a suspicion of our own and ask the member (it refutes if it
             // lives); our suspicion timeout decides otherwise.
             claim.rank = Rank::Suspect;
-            if old.is_some_and(|(c, v, _, _)| c == claim && v == version && !take) {
+            if old.is_some_and(|(c, _)| c.claim == claim && c.version == version && !take) {
                 return false;
             }
         }
-        let deadline = self.deadline_for(old.map(|(c, _, _, d)| (c, d)), claim, e.remaining_secs);
-        let record = if take { e.record } else { None };
-        self.table.set(e.key, claim, version, record, deadline);
-        self.after_change(&e.key, old.map(|(c, v, _, _)| (c, v)));
+        let deadline = self.deadline_for(old.map(|(c, d)| (c.claim, d)), claim, e.remaining_secs);
+        let statement = take.then_some((e.proof, e.record));
+        self.table.set(e.key, claim, version, statement, deadline);
+        self.after_change(&e.key, old.map(|(c, _)| (c.claim, c.version)));
         if doubted {
             self.ask(&e.key);
         } else if rumor {
@@ -222,6 +266,43 @@ impl Gossip {
         }
     }
 
+    /// With a cluster CA: live members whose certificate has expired are declared
+    /// dead (and the news spreads; their refutations fail the certificate check).
+    pub(super) fn expire_certificates(&mut self) {
+        if self.config.ca.is_none() {
+            return;
+        }
+        let now = self.now_secs();
+        let expired: Vec<PublicKey> = self
+            .table
+            .live()
+            .iter()
+            .filter(|k| {
+                self.table
+                    .get(k)
+                    .and_then(|s| s.record.as_ref())
+                    .and_then(|r| super::codec::parse_record_body(r.bytes()).ok())
+                    .and_then(|b| b.certificate)
+                    .is_none_or(|c| now > c.not_after)
+            })
+            .copied()
+            .collect();
+        for key in expired {
+            let Some(slot) = self.table.get(&key) else {
+                continue;
+            };
+            let old = (slot.claim, slot.version);
+            let claim = Claim {
+                rank: Rank::Dead,
+                ..slot.claim
+            };
+            let deadline = self.deadline_for(Some((old.0, None)), claim, 0);
+            self.table.set(key, claim, old.1, None, deadline);
+            self.after_change(&key, Some(old));
+            self.news.push(key);
+        }
+    }
+
     /// A member's deadline passed: suspect → dead → forgotten → removed.
     pub(super) fn expire(&mut self, key: &PublicKey) {
         let Some(slot) = self.table.get(key) else {
@@ -252,30 +333,8 @@ impl Gossip {
 
 #[cfg(test)]
 mod tests {
+    // The merge rule itself: `tests::records::statements_order_the_merge`.
     use super::*;
-    use crate::gossip::record::RecordBody;
-
-    fn entry(epoch: u64, inc: u64, rank: Rank, version: u64) -> Entry {
-        Entry {
-            key: PublicKey::from_bytes([1; 32]),
-            claim: Claim {
-                epoch,
-                incarnation: inc,
-                rank,
-            },
-            version,
-            record: (rank != Rank::Forgotten).then(|| {
-                RecordBody::from_record(&crate::gossip::NodeRecord {
-                    public_key: PublicKey::from_bytes([1; 32]),
-                    name: "n".into(),
-                    endpoint: "192.0.2.1:1".parse().expect("addr"),
-                    prefixes: Vec::new(),
-                    version,
-                })
-            }),
-            remaining_secs: if rank == Rank::Forgotten { 10 } else { 0 },
-        }
-    }
 
     fn c(epoch: u64, incarnation: u64, rank: Rank) -> Claim {
         Claim {
@@ -308,44 +367,5 @@ mod tests {
         ));
         assert!(!doubt(None, dead, now));
         assert!(!doubt(Some((c(0, 5, Rank::Alive), None)), dead, now));
-    }
-
-    #[test]
-    fn merge_rules() {
-        // unknown keys: accepted, except expired tombstones
-        assert!(merge(None, &entry(1, 0, Rank::Dead, 0)).is_some());
-        let mut expired = entry(1, 0, Rank::Forgotten, 0);
-        expired.remaining_secs = 0;
-        assert!(merge(None, &expired).is_none());
-        // same data: nothing to do
-        let cur = Some((c(1, 0, Rank::Alive), 3, true));
-        assert_eq!(merge(cur, &entry(1, 0, Rank::Alive, 3)), None);
-        // newer record at the same claim
-        assert_eq!(
-            merge(cur, &entry(1, 0, Rank::Alive, 4)),
-            Some((c(1, 0, Rank::Alive), 4, true))
-        );
-        // suspicion with an older record: claim moves, record stays
-        assert_eq!(
-            merge(cur, &entry(1, 0, Rank::Suspect, 2)),
-            Some((c(1, 0, Rank::Suspect), 3, false))
-        );
-        // stale epoch ignored, newer epoch replaces everything (even older version)
-        assert_eq!(merge(cur, &entry(0, 9, Rank::Dead, 9)), None);
-        assert_eq!(
-            merge(cur, &entry(2, 0, Rank::Alive, 0)),
-            Some((c(2, 0, Rank::Alive), 0, true))
-        );
-        // a tombstone drops the record; a refutation after it brings one back
-        let dead = Some((c(1, 1, Rank::Dead), 3, true));
-        assert_eq!(
-            merge(dead, &entry(1, 1, Rank::Forgotten, 3)),
-            Some((c(1, 1, Rank::Forgotten), 3, false))
-        );
-        let gone = Some((c(1, 1, Rank::Forgotten), 3, false));
-        assert_eq!(
-            merge(gone, &entry(1, 2, Rank::Alive, 3)),
-            Some((c(1, 2, Rank::Alive), 3, true))
-        );
     }
 }

@@ -9,8 +9,15 @@
 //! - **Envelope** (`seal`, `replay`): XChaCha20-Poly1305 under a key derived from the
 //!   cluster secret, key ids for rotation, each datagram bound to its receiver's key,
 //!   per-sender boot epochs (bounded by the clock) and sequence windows against
-//!   replay. Without the secret a host can neither read nor inject, and a captured
-//!   datagram is accepted at most once, by the node it was sealed for.
+//!   replay, and a sender MAC under the sender-receiver pair key. Without the secret
+//!   a host can neither read nor inject, a captured datagram is accepted at most
+//!   once, by the node it was sealed for, and with the secret no host can send in
+//!   another member's name.
+//! - **Records** (`record`, `codec`, `merge`): each entry is signed by the node it
+//!   describes (XEdDSA with its WireGuard key, [`crate::identity`]); receivers verify
+//!   before merging, counters are bounded, so nobody writes or advances another
+//!   node's record; with a cluster CA ([`crate::cert`]) the record carries the node's
+//!   certificate.
 //! - **Reflection** (`handle`, `sync`): answers go to members' recorded endpoints; an
 //!   unproven source address gets no more bytes than it sent, and a joiner gets the
 //!   state only after a cookie round trip (Join, Challenge, Join with cookie).
@@ -47,6 +54,7 @@ mod merge;
 mod news;
 mod node;
 mod probe;
+mod proof;
 mod record;
 mod replay;
 mod rng;
@@ -70,25 +78,49 @@ pub use seal::{GOSSIP_TYPE, MAX_DATAGRAM};
 
 /// Feeds arbitrary bytes to a node as its plaintext, sealed with the node's own
 /// cluster key (once for the node, once for an unknown receiver), so that fuzzers
-/// reach the decoders and handlers behind the AEAD. The node's epoch is the largest,
-/// so that no sender epoch is refused as being in the future. Must never panic.
+/// reach the decoders and handlers behind the AEAD. The sender MAC is set right for
+/// the sender the plaintext names (as that sender would), so the handlers behind it
+/// are reached too; entry signatures are left as the fuzzer wrote them (the
+/// `signed_entry` target covers them). The node's epoch is the largest, so that no
+/// sender epoch is refused as being in the future. Must never panic.
 #[doc(hidden)]
 pub fn fuzz_plaintext(data: &[u8]) {
     let secret = [7u8; 32];
-    let key = crate::keys::PublicKey::from_bytes([1; 32]);
+    let identity = crate::keys::PrivateKey::from_bytes([1; 32]);
+    let key = identity.public_key();
     let me = NodeRecord {
         public_key: key,
         name: "fuzz".into(),
         endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
         prefixes: Vec::new(),
         version: 0,
+        certificate: None,
     };
     let now = std::time::Instant::now();
-    let Ok(mut g) = Gossip::new(GossipConfig::default(), &[secret], me, u64::MAX, 1, now) else {
+    let Ok(mut g) = Gossip::new(
+        GossipConfig::default(),
+        &[secret],
+        &identity,
+        me,
+        u64::MAX,
+        1,
+        now,
+    ) else {
         return;
     };
     let cluster = seal::ClusterKey::derive(&secret);
     let from = std::net::SocketAddr::from(([192, 0, 2, 2], 51820));
+    let mut data = data.to_vec();
+    if data.len() >= codec::PLAIN_HEADER_LEN {
+        let mut sender = [0u8; 32];
+        sender.copy_from_slice(&data[..32]);
+        if let Some(pair) = g.pair_key(&crate::keys::PublicKey::from_bytes(sender)) {
+            data[codec::MAC_AT..codec::PLAIN_HEADER_LEN].fill(0);
+            let mac = codec::sender_mac(&pair, &data);
+            data[codec::MAC_AT..codec::PLAIN_HEADER_LEN].copy_from_slice(&mac);
+        }
+    }
+    let data = &data[..];
     let bound = cluster.seal(seal::Receiver::Key(&key), &[0; 24], data);
     let _ = g.handle_datagram(from, &bound, now);
     let unknown = cluster.seal(seal::Receiver::Unknown, &[1; 24], data);
@@ -97,4 +129,20 @@ pub fn fuzz_plaintext(data: &[u8]) {
     while g.poll_transmit().is_some() {}
     while g.poll_event().is_some() {}
     let _ = g.members();
+}
+
+/// Decodes arbitrary bytes as one entry and checks its owner signature: a decoded
+/// entry re-encodes to the same bytes, and the check never panics. Must never panic.
+#[doc(hidden)]
+pub fn fuzz_signed_entry(data: &[u8]) {
+    if let Ok(e) = codec::decode_entry(data) {
+        let mut out = Vec::new();
+        e.encode(&mut out);
+        assert_eq!(out, data, "entries re-encode to the same bytes");
+        let _ = e.verify();
+        if let Some(body) = &e.record {
+            assert_eq!(body.hash(), e.proof.body_hash);
+            let _ = body.to_record(e.key, e.version);
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! datagrams), `merge` (applying entries), `probe` (SWIM), `sync` (anti-entropy),
 //! `transmit` (building and sealing datagrams).
 
+use super::codec::{self, Proof};
 use super::config::GossipConfig;
 use super::error::ConfigError;
 use super::member::{Claim, Event, Member, Rank};
@@ -15,7 +16,8 @@ use super::rng::Rng;
 use super::seal::Keyring;
 use super::sync::TokenBucket;
 use super::table::Table;
-use crate::keys::PublicKey;
+use crate::identity::Signer;
+use crate::keys::{PrivateKey, PublicKey};
 use blake2::digest::Digest as _;
 use blake2::Blake2s256;
 use std::collections::{BTreeMap, VecDeque};
@@ -27,6 +29,8 @@ const MAX_SEEDS: usize = 64;
 /// How far (in milliseconds) a sender's boot epoch may be ahead of this node's
 /// wall-clock epoch (PROTOCOL.md §6.3): one hour of clock skew.
 pub(crate) const MAX_EPOCH_AHEAD_MS: u64 = 3_600_000;
+/// Most pair keys cached (one X25519 operation each to recompute).
+const MAX_PAIR_KEYS: usize = 4096;
 /// Lifetime of one cookie key period; a cookie is accepted in its period and the next.
 pub(crate) const COOKIE_PERIOD: Duration = Duration::from_secs(120);
 
@@ -50,6 +54,10 @@ pub struct ViewDigest {
 pub struct Gossip {
     pub(super) config: GossipConfig,
     pub(super) keys: Keyring,
+    /// Signs this node's entries and derives pair keys (its WireGuard private key).
+    pub(super) signer: Signer,
+    /// Pair keys with other nodes, for sender MACs (PROTOCOL.md §6.3).
+    pub(super) pair_keys: BTreeMap<PublicKey, Option<[u8; 32]>>,
     pub(super) me: NodeRecord,
     pub(super) my_claim: Claim,
     pub(super) boot_epoch: u64,
@@ -97,6 +105,35 @@ impl std::fmt::Debug for CookieSecret {
     }
 }
 
+/// This node's signature of its own statement (PROTOCOL.md §6.5).
+pub(super) fn sign(
+    signer: &Signer,
+    key: &PublicKey,
+    claim: Claim,
+    version: u64,
+    body: &RecordBody,
+) -> Proof {
+    let signed = if claim.rank == Rank::Left {
+        Rank::Left
+    } else {
+        Rank::Alive
+    };
+    let body_hash = body.hash();
+    let m = codec::signed_message(
+        key,
+        claim.epoch,
+        claim.incarnation,
+        signed,
+        version,
+        &body_hash,
+    );
+    Proof {
+        signed,
+        body_hash,
+        signature: signer.sign(&m),
+    }
+}
+
 /// `now + d`, saturating instead of panicking far in the future.
 pub(super) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
@@ -108,6 +145,8 @@ impl Gossip {
     /// A node announcing `me`.
     ///
     /// - `secrets`: cluster secrets; the first seals, all are accepted (rotation).
+    /// - `identity`: this node's WireGuard private key (its public key is
+    ///   `me.public_key`); it signs the node's entries and authenticates its datagrams.
     /// - `boot_epoch`: MUST grow across restarts of the same key (wall-clock
     ///   milliseconds at start, or a persisted counter); peers reject datagrams from an
     ///   older epoch as replays.
@@ -116,6 +155,7 @@ impl Gossip {
     pub fn new(
         config: GossipConfig,
         secrets: &[[u8; 32]],
+        identity: &PrivateKey,
         mut me: NodeRecord,
         boot_epoch: u64,
         rng_seed: u64,
@@ -123,8 +163,25 @@ impl Gossip {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let keys = Keyring::new(secrets).ok_or(ConfigError::NoSecret)?;
+        let signer = Signer::new(identity);
+        if signer.public_key() != me.public_key {
+            return Err(ConfigError::KeyMismatch);
+        }
         me.normalize();
         me.validate()?;
+        if let Some(ca) = &config.ca {
+            let secs = boot_epoch / 1000;
+            match &me.certificate {
+                None => {
+                    return Err(ConfigError::Certificate(
+                        "none given, but the mesh has a cluster CA".into(),
+                    ))
+                }
+                Some(c) => c
+                    .verify_for(ca, secs, &me.public_key, &me.name)
+                    .map_err(|e| ConfigError::Certificate(e.to_string()))?,
+            }
+        }
         let mut h = Blake2s256::new();
         h.update(b"weftnet gossip v1 nonce");
         h.update(me.public_key.as_bytes());
@@ -145,11 +202,13 @@ impl Gossip {
             rank: Rank::Alive,
         };
         let mut table = Table::new(me.public_key);
+        let body = RecordBody::from_record(&me);
+        let proof = sign(&signer, &me.public_key, my_claim, me.version, &body);
         table.set(
             me.public_key,
             my_claim,
             me.version,
-            Some(RecordBody::from_record(&me)),
+            Some((proof, Some(body))),
             None,
         );
         let mut rng = Rng::new(rng_seed);
@@ -164,6 +223,8 @@ impl Gossip {
             sync_tokens: TokenBucket::new(config.sync_rate, 2 * config.sync_burst as u32, now),
             join_backoff: config.join_interval,
             keys,
+            signer,
+            pair_keys: BTreeMap::new(),
             me,
             my_claim,
             boot_epoch,
@@ -425,9 +486,10 @@ impl Gossip {
         self.now
     }
 
-    /// Housekeeping once a second: expired relays, stale strangers, and rejoining the
-    /// seeds when every member is gone.
+    /// Housekeeping once a second: members whose certificate expired, expired relays,
+    /// stale strangers, and rejoining the seeds when every member is gone.
     fn maintenance(&mut self, now: Instant) {
+        self.expire_certificates();
         while self.relays.front().is_some_and(|r| r.expires <= now) {
             self.relays.pop_front();
         }
@@ -440,17 +502,38 @@ impl Gossip {
         }
     }
 
-    /// Re-announces this node's entry after a change to its record or claim.
+    /// Re-signs and re-announces this node's entry after a change to its record or
+    /// claim.
     pub(super) fn announce_self(&mut self) {
         let key = self.me.public_key;
+        let body = RecordBody::from_record(&self.me);
+        let proof = sign(&self.signer, &key, self.my_claim, self.me.version, &body);
         self.table.set(
             key,
             self.my_claim,
             self.me.version,
-            Some(RecordBody::from_record(&self.me)),
+            Some((proof, Some(body))),
             None,
         );
         self.news.push(key);
+    }
+
+    /// The key this node shares with `peer` (cached); `None` for a low-order key.
+    pub(super) fn pair_key(&mut self, peer: &PublicKey) -> Option<[u8; 32]> {
+        if let Some(k) = self.pair_keys.get(peer) {
+            return *k;
+        }
+        if self.pair_keys.len() >= MAX_PAIR_KEYS {
+            self.pair_keys.clear();
+        }
+        let k = self.signer.pair_key(peer);
+        self.pair_keys.insert(*peer, k);
+        k
+    }
+
+    /// Wall-clock seconds now, for certificate validity.
+    pub(super) fn now_secs(&self) -> u64 {
+        self.current_epoch() / 1000
     }
 
     /// Whole seconds a tombstone has left (0 for other slots).

@@ -1,8 +1,10 @@
 //! A node's record: what the mesh needs to know to reach it (key, underlay endpoint,
-//! overlay prefixes) and the limits every record must respect so that it fits in one
-//! gossip datagram.
+//! overlay prefixes, and with a cluster CA its certificate) and the limits every
+//! record must respect so that it fits in one gossip datagram. The owner signs it
+//! (PROTOCOL.md §6.5); the signature travels as the entry's [`super::codec::Proof`].
 
 use super::codec;
+use crate::cert::Certificate;
 use crate::keys::PublicKey;
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -11,9 +13,9 @@ use std::net::SocketAddr;
 pub const MAX_NAME_LEN: usize = 64;
 /// Most overlay prefixes one record may carry.
 pub const MAX_PREFIXES: usize = 64;
-/// Largest encoded entry (record plus membership header, PROTOCOL.md §6.5), so that any
-/// record fits in one datagram. 64 IPv4 prefixes always fit; IPv6-heavy records hit
-/// this bound at about 47 prefixes.
+/// Largest encoded entry (record, membership header and signature, PROTOCOL.md §6.5),
+/// so that any record fits in one datagram. 64 IPv4 prefixes always fit without a
+/// certificate; IPv6-heavy records hit this bound at about 42 prefixes.
 pub const MAX_ENTRY_LEN: usize = 1000;
 
 /// What a node announces about itself. Only its owner changes it; every change bumps
@@ -31,6 +33,8 @@ pub struct NodeRecord {
     /// Bumped by the owner on every change; with the boot epoch it orders versions of
     /// the record (PROTOCOL.md §6.5).
     pub version: u64,
+    /// The node's certificate from the cluster CA, when the mesh has one (§8).
+    pub certificate: Option<Certificate>,
 }
 
 /// Why a record cannot be announced.
@@ -86,7 +90,13 @@ pub(crate) struct RecordBody(Box<[u8]>);
 impl RecordBody {
     pub(crate) fn from_record(r: &NodeRecord) -> Self {
         let mut out = Vec::with_capacity(codec::record_entry_len(r));
-        codec::encode_record_body(&mut out, &r.name, r.endpoint, &r.prefixes);
+        codec::encode_record_body(
+            &mut out,
+            &r.name,
+            r.endpoint,
+            &r.prefixes,
+            r.certificate.as_ref(),
+        );
         Self(out.into())
     }
 
@@ -101,25 +111,30 @@ impl RecordBody {
 
     pub(crate) fn endpoint(&self) -> SocketAddr {
         codec::parse_record_body(&self.0)
-            .map(|(_, ep, _)| ep)
+            .map(|b| b.endpoint)
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// BLAKE2s-256 of the encoded body: what the owner's signature covers.
+    pub(crate) fn hash(&self) -> [u8; 32] {
+        codec::body_hash(&self.0)
     }
 
     pub(crate) fn to_record(&self, public_key: PublicKey, version: u64) -> NodeRecord {
         // The bytes were validated on the way in; the fallback is never taken.
-        let (name, endpoint, prefixes) = codec::parse_record_body(&self.0).unwrap_or_else(|_| {
-            (
-                String::new(),
-                SocketAddr::from(([0, 0, 0, 0], 0)),
-                Vec::new(),
-            )
+        let b = codec::parse_record_body(&self.0).unwrap_or_else(|_| codec::Body {
+            name: String::new(),
+            endpoint: SocketAddr::from(([0, 0, 0, 0], 0)),
+            prefixes: Vec::new(),
+            certificate: None,
         });
         NodeRecord {
             public_key,
-            name,
-            endpoint,
-            prefixes,
+            name: b.name,
+            endpoint: b.endpoint,
+            prefixes: b.prefixes,
             version,
+            certificate: b.certificate,
         }
     }
 }
@@ -135,6 +150,7 @@ mod tests {
             endpoint: "192.0.2.1:51820".parse().expect("addr"),
             prefixes: vec!["10.47.1.0/24".parse().expect("net")],
             version: 0,
+            certificate: None,
         }
     }
 

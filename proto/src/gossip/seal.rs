@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 /// First byte of every gossip datagram (PROTOCOL.md §1.1).
 pub const GOSSIP_TYPE: u8 = 0x40;
 /// Gossip protocol version carried in the second byte.
-pub(crate) const VERSION: u8 = 2;
+pub(crate) const VERSION: u8 = 3;
 /// Bytes before the ciphertext: type, version, key id, receiver, nonce.
 pub(crate) const HEADER_LEN: usize = 34;
 /// The Poly1305 tag.

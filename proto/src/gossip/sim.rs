@@ -6,7 +6,7 @@
 
 use super::rng::Rng;
 use super::{Event, Gossip, GossipConfig, GossipError, NodeRecord};
-use crate::keys::PublicKey;
+use crate::keys::{PrivateKey, PublicKey};
 use blake2::digest::Digest as _;
 use blake2::Blake2s256;
 use ipnet::IpNet;
@@ -62,6 +62,8 @@ pub struct SimNode {
     pub addr: SocketAddr,
     /// Its public key.
     pub key: PublicKey,
+    /// Its private key.
+    identity: PrivateKey,
     /// Its cluster secret.
     pub secret: [u8; 32],
     /// Its record at the last (re)start.
@@ -166,6 +168,11 @@ impl Sim {
             .and_then(|g| g.member(key))
     }
 
+    /// Host `i`'s private key (for tests that speak as it).
+    pub fn identity(&self, i: usize) -> &PrivateKey {
+        &self.nodes[i].identity
+    }
+
     /// A running host's state machine. Call [`Sim::poke`] after changing it.
     pub fn gossip_mut(&mut self, i: usize) -> Option<&mut Gossip> {
         self.nodes[i].gossip.as_mut()
@@ -175,11 +182,12 @@ impl Sim {
     /// derive from the seed and its index (10.x.y.z:51820).
     pub fn add_node(&mut self, secret: [u8; 32], prefixes: Vec<IpNet>) -> usize {
         let i = self.nodes.len();
-        let key = PublicKey::from_bytes(hash64(&[
+        let identity = PrivateKey::from_bytes(hash64(&[
             b"sim key",
             &self.config.seed.to_le_bytes(),
             &(i as u64).to_le_bytes(),
         ]));
+        let key = identity.public_key();
         let n = i as u32 + 1;
         let addr = SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 51820));
         let record = NodeRecord {
@@ -188,11 +196,13 @@ impl Sim {
             endpoint: addr,
             prefixes,
             version: 0,
+            certificate: None,
         };
         self.nodes.push(SimNode {
             gossip: None,
             addr,
             key,
+            identity,
             secret,
             record,
             events: Vec::new(),
@@ -217,6 +227,7 @@ impl Sim {
         node.gossip = Gossip::new(
             self.config.gossip.clone(),
             &[node.secret],
+            &node.identity,
             node.record.clone(),
             epoch,
             seed,

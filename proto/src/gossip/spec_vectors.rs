@@ -2,14 +2,19 @@
 //! code. The vectors are parsed from the document, so the spec and the code cannot
 //! drift apart silently (like `tests/vectors.rs` does for §5).
 
-use super::codec::{decode_plaintext, Entry, Header, Message};
+use super::codec::{
+    check_sender_mac, decode_plaintext, sender_mac, signed_message, Entry, Header, Message, Proof,
+    MAC_AT,
+};
 use super::digest::entry_hash;
 use super::error::GossipError;
 use super::member::{Claim, Rank};
 use super::record::{NodeRecord, RecordBody};
 use super::seal::{derive_key, key_id, ClusterKey, Keyring, Receiver};
 use super::transmit::JOIN_PADDED_LEN;
-use crate::keys::PublicKey;
+use crate::cert::{Ca, Certificate};
+use crate::identity::Signer;
+use crate::keys::{PrivateKey, PublicKey};
 
 const SPEC: &str = include_str!("../../PROTOCOL.md");
 
@@ -86,30 +91,59 @@ fn key_derivation() {
     assert_eq!(ClusterKey::derive(&secret).id(), key_id(&key));
 }
 
+/// The sender and receiver of §6.12.2-6.12.3 (private keys `11` × 32, `22` × 32).
+fn pair() -> (PrivateKey, PrivateKey) {
+    (
+        PrivateKey::from_bytes([0x11; 32]),
+        PrivateKey::from_bytes([0x22; 32]),
+    )
+}
+
+/// Prints a value the spec should hold, then checks it (so a failing vector shows
+/// what the code computes).
+fn check_hex(h: &str, name: &str, got: &[u8]) {
+    let want = long_hex(h, name);
+    assert_eq!(hex::encode(got), hex::encode(want), "{h} {name}");
+}
+
 #[test]
 fn sealed_datagram() {
     let keys = block("#### 6.12.1");
     let secret = arr32(&hex_field(&keys, "secret"));
     let h = "#### 6.12.2";
     let lines = block(h);
-    let header = Header {
-        sender: PublicKey::from_bytes(arr32(&hex_field(&lines, "sender"))),
+    let (sender, receiver_key) = pair();
+    assert_eq!(
+        hex::encode(sender.public_key().as_bytes()),
+        field(&lines, "sender")
+    );
+    let receiver = receiver_key.public_key();
+    assert_eq!(hex::encode(receiver.as_bytes()), field(&lines, "receiver"));
+    let pair_key = Signer::new(&sender).pair_key(&receiver).expect("pair");
+    assert_eq!(
+        Signer::new(&receiver_key).pair_key(&sender.public_key()),
+        Some(pair_key)
+    );
+    check_hex(h, "pair_key", &pair_key);
+    let mut header = Header {
+        sender: sender.public_key(),
         epoch: field(&lines, "epoch").parse().expect("epoch"),
         seq: field(&lines, "seq").parse().expect("seq"),
+        mac: [0; 16],
     };
-    let receiver = PublicKey::from_bytes(arr32(&hex_field(&lines, "receiver")));
     let probe =
         u32::from_str_radix(field(&lines, "ping").trim_start_matches("0x"), 16).expect("probe");
     let mut plaintext = Vec::new();
     header.encode(&mut plaintext);
     Message::Ping { probe }.encode(&mut plaintext);
-    assert_eq!(
-        hex::encode(&plaintext),
-        hex::encode(long_hex(h, "plaintext"))
-    );
+    header.mac = sender_mac(&pair_key, &plaintext);
+    check_hex(h, "mac", &header.mac);
+    plaintext[MAC_AT..MAC_AT + 16].copy_from_slice(&header.mac);
+    check_hex(h, "plaintext", &plaintext);
+    assert!(check_sender_mac(&pair_key, &mut plaintext.clone()));
     let nonce: [u8; 24] = hex_field(&lines, "nonce").try_into().expect("24 bytes");
     let datagram = ClusterKey::derive(&secret).seal(Receiver::Key(&receiver), &nonce, &plaintext);
-    assert_eq!(hex::encode(&datagram), hex::encode(long_hex(h, "datagram")));
+    check_hex(h, "datagram", &datagram);
     let ring = Keyring::new(&[[9; 32], secret]).expect("keys");
     let mut opened = Vec::new();
     assert_eq!(ring.open(&datagram, &receiver, &mut opened), Ok(false));
@@ -130,10 +164,12 @@ fn join_to_an_unknown_receiver() {
     let secret = arr32(&hex_field(&keys, "secret"));
     let h = "#### 6.12.3";
     let lines = block(h);
+    let (sender, _) = pair();
     let header = Header {
-        sender: PublicKey::from_bytes(arr32(&hex_field(&lines, "sender"))),
+        sender: sender.public_key(),
         epoch: field(&lines, "epoch").parse().expect("epoch"),
         seq: field(&lines, "seq").parse().expect("seq"),
+        mac: [0; 16],
     };
     let padding: usize = field(&lines, "padding").parse().expect("padding");
     let mut plaintext = Vec::new();
@@ -145,14 +181,11 @@ fn join_to_an_unknown_receiver() {
     for m in &messages {
         m.encode(&mut plaintext);
     }
-    assert_eq!(
-        hex::encode(&plaintext),
-        hex::encode(long_hex(h, "plaintext"))
-    );
+    check_hex(h, "plaintext", &plaintext);
     let nonce: [u8; 24] = hex_field(&lines, "nonce").try_into().expect("24 bytes");
     let datagram = ClusterKey::derive(&secret).seal(Receiver::Unknown, &nonce, &plaintext);
     assert_eq!(datagram.len(), JOIN_PADDED_LEN);
-    assert_eq!(hex::encode(&datagram), hex::encode(long_hex(h, "datagram")));
+    check_hex(h, "datagram", &datagram);
     let mut opened = Vec::new();
     let anyone = PublicKey::from_bytes([0x44; 32]);
     let ring = Keyring::new(&[secret]).expect("key");
@@ -164,10 +197,12 @@ fn join_to_an_unknown_receiver() {
 }
 
 #[test]
-fn entry_encoding_and_hash() {
+fn entry_encoding_signature_and_hash() {
     let h = "#### 6.12.4";
     let lines = block(h);
-    let key = PublicKey::from_bytes(arr32(&hex_field(&lines, "key")));
+    let owner = PrivateKey::from_bytes(arr32(&hex_field(&lines, "private")));
+    let key = owner.public_key();
+    assert_eq!(hex::encode(key.as_bytes()), field(&lines, "key"));
     let num = |n: &str| -> u64 { field(&lines, n).parse().expect("number") };
     let rank = match field(&lines, "state") {
         "alive" => Rank::Alive,
@@ -183,24 +218,69 @@ fn entry_encoding_and_hash() {
             .map(|p| p.parse().expect("prefix"))
             .collect(),
         version: num("version"),
+        certificate: None,
     };
+    let claim = Claim {
+        epoch: num("epoch"),
+        incarnation: num("incarnation"),
+        rank,
+    };
+    let body = RecordBody::from_record(&record);
+    check_hex(h, "body_hash", &body.hash());
+    let m = signed_message(
+        &key,
+        claim.epoch,
+        claim.incarnation,
+        Rank::Alive,
+        record.version,
+        &body.hash(),
+    );
+    check_hex(h, "signed", &m);
+    let signature = Signer::new(&owner).sign(&m);
+    check_hex(h, "signature", &signature);
     let entry = Entry {
         key,
-        claim: Claim {
-            epoch: num("epoch"),
-            incarnation: num("incarnation"),
-            rank,
-        },
+        claim,
         version: record.version,
-        record: Some(RecordBody::from_record(&record)),
+        record: Some(body.clone()),
         remaining_secs: 0,
+        proof: Proof {
+            signed: Rank::Alive,
+            body_hash: body.hash(),
+            signature,
+        },
     };
+    assert!(entry.verify());
     let mut bytes = Vec::new();
     entry.encode(&mut bytes);
-    assert_eq!(hex::encode(&bytes), hex::encode(long_hex(h, "encoded")));
+    check_hex(h, "encoded", &bytes);
     let hash = entry_hash(&key, &entry.claim, entry.version);
     assert_eq!(format!("{hash:016x}"), field(&lines, "hash"));
     // the bucket of the key (first 10 bits)
     let leaf: usize = field(&lines, "leaf").parse().expect("leaf");
     assert_eq!(super::digest::leaf_of(&key), leaf);
+}
+
+#[test]
+fn certificate_encoding() {
+    let h = "### 8.4 Test vector";
+    let lines = block(h);
+    let ca = Ca::from_seed(&arr32(&hex_field(&lines, "ca_seed")));
+    check_hex(h, "ca_key", &ca.public_key());
+    let cert = ca
+        .issue(
+            field(&lines, "name").trim_matches('"'),
+            arr32(&hex_field(&lines, "public_key")),
+            field(&lines, "blocks")
+                .split_whitespace()
+                .map(|p| p.parse().expect("block"))
+                .collect(),
+            field(&lines, "may_claim") == "yes",
+            field(&lines, "not_before").parse().expect("time"),
+            field(&lines, "not_after").parse().expect("time"),
+        )
+        .expect("fits");
+    check_hex(h, "encoded", &cert.encode());
+    let back = Certificate::decode(&cert.encode()).expect("decodes");
+    assert_eq!(back.verify(&ca.public_key(), back.not_before), Ok(()));
 }

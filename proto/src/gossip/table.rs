@@ -3,6 +3,7 @@
 //! every change: the digest tree, the list of live members (for random picks) and the
 //! ordered set of per-member deadlines (suspicion, reaping, tombstone expiry).
 
+use super::codec::Proof;
 use super::digest::{entry_hash, key_range, Tree};
 use super::member::{Claim, Rank};
 use super::record::RecordBody;
@@ -22,6 +23,8 @@ pub(crate) struct Slot {
     pub(crate) version: u64,
     /// Absent only in tombstones.
     pub(crate) record: Option<RecordBody>,
+    /// The owner's signature of `(claim.epoch, claim.incarnation, version, record)`.
+    pub(crate) proof: Proof,
     /// The pending deadline of this slot, mirrored in `Table::deadlines`.
     pub(crate) deadline: Option<Instant>,
     /// Replay state of datagrams sent by this key.
@@ -106,33 +109,48 @@ impl Table {
         self.slots.range((Bound::Included(lo), hi))
     }
 
-    /// Inserts or replaces the membership part of a slot. `record: None` keeps the
-    /// current record unless the new rank is a tombstone, which drops it.
+    /// Inserts or replaces the membership part of a slot. `statement` is a new
+    /// signed statement (its proof, and its record unless it is a tombstone); `None`
+    /// keeps the current one (only the rank or deadline change), but a tombstone
+    /// drops the record. A new key without a statement is not inserted.
     pub(crate) fn set(
         &mut self,
         key: PublicKey,
         claim: Claim,
         version: u64,
-        record: Option<RecordBody>,
+        statement: Option<(Proof, Option<RecordBody>)>,
         deadline: Option<Instant>,
     ) {
         let hash = entry_hash(&key, &claim, version);
+        let (proof, record) = match statement {
+            Some((p, r)) => (Some(p), r),
+            None => (None, None),
+        };
         let slot = match self.slots.get_mut(&key) {
             Some(slot) => {
                 self.tree.remove(&key, slot.hash);
                 slot
             }
-            None => self.slots.entry(key).or_insert(Slot {
-                claim,
-                version,
-                record: None,
-                deadline: None,
-                replay: None,
-                last_endpoint: None,
-                hash,
-                live_index: NOT_LIVE,
-            }),
+            None => {
+                let Some(proof) = proof else {
+                    return;
+                };
+                self.slots.entry(key).or_insert(Slot {
+                    claim,
+                    version,
+                    record: None,
+                    proof,
+                    deadline: None,
+                    replay: None,
+                    last_endpoint: None,
+                    hash,
+                    live_index: NOT_LIVE,
+                })
+            }
         };
+        if let Some(p) = proof {
+            slot.proof = p;
+        }
         slot.claim = claim;
         slot.version = version;
         slot.hash = hash;
@@ -220,6 +238,17 @@ mod tests {
         PublicKey::from_bytes(b)
     }
 
+    fn st() -> Option<(Proof, Option<RecordBody>)> {
+        Some((
+            Proof {
+                signed: Rank::Alive,
+                body_hash: [0; 32],
+                signature: [0; 64],
+            },
+            None,
+        ))
+    }
+
     fn claim(rank: Rank) -> Claim {
         Claim {
             epoch: 1,
@@ -232,10 +261,10 @@ mod tests {
     fn indexes_stay_consistent() {
         let now = Instant::now();
         let mut t = Table::new(k(0));
-        t.set(k(0), claim(Rank::Alive), 0, None, None);
+        t.set(k(0), claim(Rank::Alive), 0, st(), None);
         assert!(t.live().is_empty(), "self is never in the live list");
         for i in 1..=5 {
-            t.set(k(i), claim(Rank::Alive), 0, None, None);
+            t.set(k(i), claim(Rank::Alive), 0, st(), None);
         }
         assert_eq!(t.live().len(), 5);
         let soon = now + Duration::from_secs(1);

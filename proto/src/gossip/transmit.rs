@@ -9,10 +9,10 @@ use crate::keys::PublicKey;
 use std::net::SocketAddr;
 
 /// Smallest possible encoded entry message; below this much room, stop trying.
-const MIN_ENTRY_MESSAGE: usize = 62;
+const MIN_ENTRY_MESSAGE: usize = 134;
 /// A Join to a seed whose key is unknown is padded to this many bytes, so that the
 /// Challenge answering it is never larger (PROTOCOL.md §6.9).
-pub(crate) const JOIN_PADDED_LEN: usize = 128;
+pub(crate) const JOIN_PADDED_LEN: usize = 160;
 
 /// The messages of one datagram being built.
 #[derive(Debug)]
@@ -84,14 +84,18 @@ impl Gossip {
         } else {
             codec::MSG_STATE
         });
-        codec::encode_entry(
+        if !codec::encode_entry(
             &mut b.body,
             key,
             &slot.claim,
             slot.version,
             slot.record.as_ref(),
             self.remaining_secs(slot),
-        );
+            &slot.proof,
+        ) {
+            b.body.truncate(mark);
+            return true;
+        }
         b.keep_if_fits(mark)
     }
 
@@ -140,15 +144,28 @@ impl Gossip {
                 *left -= len;
             }
         }
+        let pair = match receiver {
+            Receiver::Key(k) => match self.pair_key(k) {
+                Some(p) => Some(p),
+                // A low-order key: no member can hold it, nothing to send.
+                None => return,
+            },
+            Receiver::Unknown => None,
+        };
         self.seq += 1;
         let mut plaintext = Vec::with_capacity(PLAIN_HEADER_LEN + b.body.len());
         Header {
             sender: self.me.public_key,
             epoch: self.boot_epoch,
             seq: self.seq,
+            mac: [0; codec::MAC_LEN],
         }
         .encode(&mut plaintext);
         plaintext.extend_from_slice(&b.body);
+        if let Some(pair) = pair {
+            let mac = codec::sender_mac(&pair, &plaintext);
+            plaintext[codec::MAC_AT..codec::MAC_AT + codec::MAC_LEN].copy_from_slice(&mac);
+        }
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..16].copy_from_slice(&self.nonce_prefix);
         nonce[16..].copy_from_slice(&self.seq.to_le_bytes());

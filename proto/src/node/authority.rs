@@ -9,8 +9,11 @@
 //! In Kubernetes mode, once the Nodes are known, the API server is the authority: a
 //! member is admitted only if a Node of its name exists whose InternalIP is the
 //! member's endpoint, and its prefixes must lie in that Node's pod CIDRs (or be a
-//! block claimed inside `--range`). Each refusal is counted and logged once per member
-//! and prefix.
+//! block claimed inside `--range`). With a cluster CA (standalone), a member's prefixes
+//! must lie in the blocks of its certificate, or be a block claimed inside `--range`
+//! if the certificate allows claiming (the gossip layer has already checked that the
+//! certificate is the CA's, valid, and issued for the member's key and name). Each
+//! refusal is counted and logged once per member and prefix.
 
 use crate::gossip::Member;
 use crate::keys::PublicKey;
@@ -35,6 +38,9 @@ pub enum Refusal {
     NoNode,
     /// Kubernetes: outside the member's Node's pod CIDRs (and not a block of the range).
     OutsideNodePodCidrs,
+    /// Cluster CA: outside the blocks of the member's certificate (and not a block of
+    /// the range it may claim), or no certificate.
+    OutsideCertificate,
 }
 
 /// A Kubernetes Node as the authority reads it.
@@ -59,6 +65,7 @@ impl Refusal {
             Self::LargerThanBlock => "larger than a block of --range",
             Self::NoNode => "no Kubernetes Node of that name at that address",
             Self::OutsideNodePodCidrs => "outside its Node's pod CIDRs",
+            Self::OutsideCertificate => "outside the blocks of its certificate",
         }
     }
 }
@@ -92,6 +99,8 @@ pub struct Authority {
     reserved: Vec<IpNet>,
     /// Kubernetes mode, once the Nodes are listed: the Nodes by name.
     nodes: Option<BTreeMap<String, NodeFacts>>,
+    /// Cluster CA: prefixes must be in the member's certificate.
+    certificates: bool,
     /// Refusals already logged.
     logged: BTreeSet<(PublicKey, IpNet)>,
     refused: u64,
@@ -112,6 +121,7 @@ impl Authority {
             statics,
             reserved,
             nodes: None,
+            certificates: false,
             logged: BTreeSet::new(),
             refused: 0,
         }
@@ -154,6 +164,12 @@ impl Authority {
         self.nodes = Some(nodes.into_iter().map(|n| (n.name.clone(), n)).collect());
     }
 
+    /// With a cluster CA: from now on a member's prefixes must lie in the blocks of its
+    /// certificate (or be a block of the range, if the certificate allows claiming).
+    pub fn require_certificates(&mut self) {
+        self.certificates = true;
+    }
+
     /// Whether the Kubernetes API server is the authority (the Nodes are known).
     pub fn knows_nodes(&self) -> bool {
         self.nodes.is_some()
@@ -177,6 +193,21 @@ impl Authority {
         underlays: &[IpAddr],
     ) -> Result<(), Refusal> {
         self.check(prefix, underlays)?;
+        if self.certificates {
+            let cert = member
+                .record
+                .certificate
+                .as_ref()
+                .ok_or(Refusal::OutsideCertificate)?;
+            let in_blocks = cert.blocks.iter().any(|b| b.contains(prefix));
+            let claimed = cert.may_claim
+                && self
+                    .range
+                    .is_some_and(|(r, len)| r.contains(prefix) && prefix.prefix_len() >= len);
+            if !in_blocks && !claimed {
+                return Err(Refusal::OutsideCertificate);
+            }
+        }
         let Some(nodes) = &self.nodes else {
             return Ok(());
         };
@@ -284,6 +315,7 @@ mod tests {
                 endpoint: endpoint.parse().expect("endpoint"),
                 prefixes: prefixes.iter().map(|p| n(p)).collect(),
                 version: 1,
+                certificate: None,
             },
             state: crate::gossip::MemberState::Alive,
             epoch: 1,
@@ -360,5 +392,58 @@ mod tests {
         );
         // The other family is not the range's to confine.
         assert_eq!(a.check(&n("fd44:0:0:1::/64"), &[]), Ok(()));
+    }
+
+    /// With a cluster CA, a member with a certificate for block X cannot announce
+    /// block Y; a certificate that allows claiming admits one block of the range.
+    #[test]
+    fn with_a_ca_prefixes_stay_in_the_certificate() {
+        let ca = crate::cert::Ca::from_seed(&[1; 32]);
+        let mut a = Authority::new(Some((n("10.47.0.0/16"), 24)), &[], vec![]);
+        a.require_certificates();
+        let mut m = member("node-x", "192.0.2.9:51820", &["10.47.3.0/24"]);
+        let issue = |blocks: &[&str], claim: bool| {
+            ca.issue(
+                "node-x",
+                *m.record.public_key.as_bytes(),
+                blocks.iter().map(|b| n(b)).collect(),
+                claim,
+                0,
+                u64::MAX,
+            )
+            .ok()
+        };
+        assert_eq!(
+            a.check_member(&m, &n("10.47.3.0/24"), &[]),
+            Err(Refusal::OutsideCertificate),
+            "no certificate"
+        );
+        m.record.certificate = issue(&["10.47.3.0/24"], false);
+        assert_eq!(a.check_member(&m, &n("10.47.3.0/24"), &[]), Ok(()));
+        assert_eq!(a.check_member(&m, &n("10.47.3.128/25"), &[]), Ok(()));
+        assert_eq!(
+            a.check_member(&m, &n("10.47.4.0/24"), &[]),
+            Err(Refusal::OutsideCertificate),
+            "block Y"
+        );
+        m.record.certificate = issue(&["10.47.3.0/24"], true);
+        assert_eq!(
+            a.check_member(&m, &n("10.47.4.0/24"), &[]),
+            Ok(()),
+            "claimed"
+        );
+        assert_eq!(
+            a.check_member(&m, &n("10.47.0.0/23"), &[]),
+            Err(Refusal::LargerThanBlock)
+        );
+        // whatever a certificate says, reserved space is never routed
+        m.record.certificate = issue(&["0.0.0.0/0"], true);
+        assert_eq!(
+            a.check_member(&m, &n("0.0.0.0/1"), &[]),
+            Err(Refusal::Reserved)
+        );
+        let mut got = a.admit(&m, vec![n("10.47.9.0/24"), n("10.99.0.0/24")], &[]);
+        got.sort();
+        assert_eq!(got, vec![n("10.47.9.0/24")]);
     }
 }

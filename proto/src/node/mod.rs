@@ -43,8 +43,9 @@ pub use evidence::LIFE_EVIDENCE;
 pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
 pub use status::{state_name, Status};
 
+use crate::cert::Certificate;
 use crate::gossip::{ConfigError, Gossip, GossipConfig, Member, NodeRecord};
-use crate::keys::PublicKey;
+use crate::keys::{PrivateKey, PublicKey};
 use crate::multicast::{parse_control, GroupConfig, GroupFilter, GroupTable, Querier};
 use diagnose::Diagnostics;
 use ipnet::IpNet;
@@ -134,6 +135,12 @@ pub struct GossipSetup {
     /// Cluster secrets: the first seals, all are accepted. Zeroized when dropped (the
     /// node keeps only the derived keys).
     pub secrets: Zeroizing<Vec<[u8; 32]>>,
+    /// This node's WireGuard private key: it signs the node's gossip entries and
+    /// authenticates its datagrams (PROTOCOL.md §6.3, §6.5).
+    pub identity: PrivateKey,
+    /// This node's certificate from the cluster CA (required when `config.ca` is
+    /// set; PROTOCOL.md §8).
+    pub certificate: Option<Certificate>,
     /// This node's name in the mesh.
     pub name: String,
     /// Where other nodes reach this one.
@@ -157,6 +164,8 @@ impl std::fmt::Debug for GossipSetup {
                 "secrets",
                 &format_args!("<{} redacted>", self.secrets.len()),
             )
+            .field("identity", &self.identity)
+            .field("certificate", &self.certificate)
             .field("name", &self.name)
             .field("endpoint", &self.endpoint)
             .field("epoch", &self.epoch)
@@ -249,7 +258,14 @@ impl Node {
             .iter()
             .flat_map(|p| p.peer.allowed_ips.iter().copied())
             .collect();
-        let checks = Authority::new(config.range, &config.addresses, static_prefixes);
+        let mut checks = Authority::new(config.range, &config.addresses, static_prefixes);
+        if config
+            .gossip
+            .as_ref()
+            .is_some_and(|g| g.config.ca.is_some())
+        {
+            checks.require_certificates();
+        }
         let mut seeds = Vec::new();
         let mut known = Vec::new();
         let gossip = match config.gossip {
@@ -263,9 +279,16 @@ impl Node {
                     endpoint: g.endpoint,
                     prefixes: own_prefixes(&config.addresses, &blocks.held()),
                     version: 0,
+                    certificate: g.certificate,
                 };
                 Some(Gossip::new(
-                    g.config, &g.secrets, me, g.epoch, g.rng_seed, now,
+                    g.config,
+                    &g.secrets,
+                    &g.identity,
+                    me,
+                    g.epoch,
+                    g.rng_seed,
+                    now,
                 )?)
             }
             None => None,

@@ -159,6 +159,7 @@ mod tests {
                 endpoint: SocketAddr::from(([192, 0, 2, key], 51820)),
                 prefixes: vec![n(&format!("10.47.{key}.0/24")), n("239.1.1.1/32")],
                 version: 1,
+                certificate: None,
             },
             state,
             epoch: 1,

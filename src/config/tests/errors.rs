@@ -45,6 +45,21 @@ fn cluster_errors_name_the_problem_and_the_fix() {
     )
     .contains("invalid --advertise-address"));
     assert!(error(&[], "[cluster]\nsecrets = \"x\"\n").contains("unknown field `secrets`"));
+    // The cluster CA and the node certificate come together, with gossip.
+    let a = ["--address", "10.47.0.1/16"];
+    assert!(
+        error(&[&s[..], &a[..], &["--ca-file", "/ca.crt"]].concat(), "")
+            .contains("--ca-file needs this node's certificate: give --cert-file")
+    );
+    assert!(
+        error(&[&s[..], &a[..], &["--cert-file", "/n.crt"]].concat(), "")
+            .contains("--cert-file needs the cluster CA: give --ca-file")
+    );
+    assert!(error(
+        &[&a[..], &["--ca-file", "/ca.crt", "--cert-file", "/n.crt"]].concat(),
+        ""
+    )
+    .contains("--ca-file needs the cluster secret"));
 }
 
 #[test]

@@ -144,7 +144,7 @@ fn a_named_node_keeps_its_name_in_kubernetes_mode() {
 fn every_documented_file_key_is_accepted() {
     let file = format!(
         "interface = \"w0\"\naddress = [\"fd47::1/64\"]\nlisten_port = 51821\nmtu = 1400\nstate_dir = \"/tmp/s\"\nprivate_key_file = \"/tmp/k\"\nlog = \"debug\"\nlog_format = \"json\"\nblock = \"10.244.1.0/24\"\nbridge = \"br0\"\nhealth_listen = \"127.0.0.1:9478\"\nmetrics = \"127.0.0.1:9479\"\nmasquerade = true\n\
-         [cluster]\nsecret_file = \"/x\"\njoin = \"192.0.2.1:51820\"\nadvertise_address = \"192.0.2.7\"\nrange = \"10.244.0.0/16\"\nblock_prefix_len = 24\nname = \"a\"\n\
+         [cluster]\nsecret_file = \"/x\"\njoin = \"192.0.2.1:51820\"\nadvertise_address = \"192.0.2.7\"\nrange = \"10.244.0.0/16\"\nblock_prefix_len = 24\nname = \"a\"\nca_file = \"/ca.crt\"\ncert_file = \"/a.crt\"\n\
          [multicast]\nallow = [\"239.0.0.0/8\"]\ndeny = [\"239.1.0.0/16\"]\nlink_local = true\nrate_limit = 5\nbroadcast = true\n\
          [kubernetes]\nenabled = true\nnode_name = \"n1\"\nkubeconfig = \"/k\"\ncni_bin_dir = \"/b\"\ncni_conf_dir = \"/c\"\ncni_data_dir = \"/d\"\n\
          [[peer]]\n{PEER}\nendpoint = \"192.0.2.9:51820\"\nallowed_ips = [\"fd47::9/128\"]\npersistent_keepalive = 25\n"
@@ -161,7 +161,12 @@ fn every_documented_file_key_is_accepted() {
     let k = c.kube.expect("kube");
     assert_eq!(k.kubeconfig, Some(PathBuf::from("/k")));
     assert_eq!(k.cni_data_dir, PathBuf::from("/d"));
-    assert_eq!(c.cluster.expect("cluster").range.map(|r| r.1), Some(24));
+    let cl = c.cluster.expect("cluster");
+    assert_eq!(cl.range.map(|r| r.1), Some(24));
+    assert_eq!(
+        cl.ca,
+        Some((PathBuf::from("/ca.crt"), PathBuf::from("/a.crt")))
+    );
 }
 
 #[test]
@@ -199,6 +204,8 @@ fn every_up_flag_has_its_environment_variable() {
             "range",
             "block-prefix-len",
             "name",
+            "ca-file",
+            "cert-file",
             "multicast-allow",
             "multicast-deny",
             "multicast-link-local",

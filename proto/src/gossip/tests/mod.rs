@@ -5,12 +5,13 @@ use super::codec::{Message, PLAIN_HEADER_LEN};
 use super::seal::{ClusterKey, Receiver, HEADER_LEN};
 use super::sim::{Sim, SimConfig};
 use super::*;
-use crate::keys::PublicKey;
+use crate::keys::{PrivateKey, PublicKey};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod attacks;
+mod records;
 
 const SECRET: [u8; 32] = [5; 32];
 
@@ -34,14 +35,117 @@ fn mesh(n: usize) -> Sim {
     sim
 }
 
-fn record(key: u8) -> NodeRecord {
+/// The private key of test node `i`.
+fn key(i: u8) -> PrivateKey {
+    PrivateKey::from_bytes([i; 32])
+}
+
+fn record(i: u8) -> NodeRecord {
     NodeRecord {
-        public_key: PublicKey::from_bytes([key; 32]),
-        name: format!("n{key}"),
-        endpoint: SocketAddr::from(([192, 0, 2, key], 51820)),
+        public_key: key(i).public_key(),
+        name: format!("n{i}"),
+        endpoint: SocketAddr::from(([192, 0, 2, i], 51820)),
         prefixes: vec![],
         version: 0,
+        certificate: None,
     }
+}
+
+/// Node `i` with the default config.
+fn node(i: u8, epoch: u64, now: Instant) -> Gossip {
+    Gossip::new(
+        GossipConfig::default(),
+        &[SECRET],
+        &key(i),
+        record(i),
+        epoch,
+        1,
+        now,
+    )
+    .expect("valid")
+}
+
+/// An entry for `r`, signed by `owner` (its owner, or a forger) with the state
+/// `signed`, carrying the state `claim.rank`.
+fn signed_entry(
+    owner: &PrivateKey,
+    r: &NodeRecord,
+    claim: super::member::Claim,
+    signed: super::member::Rank,
+) -> super::codec::Entry {
+    let body = super::record::RecordBody::from_record(r);
+    let body_hash = body.hash();
+    let m = super::codec::signed_message(
+        &r.public_key,
+        claim.epoch,
+        claim.incarnation,
+        signed,
+        r.version,
+        &body_hash,
+    );
+    super::codec::Entry {
+        key: r.public_key,
+        claim,
+        version: r.version,
+        record: (claim.rank != super::member::Rank::Forgotten).then_some(body),
+        remaining_secs: if claim.rank == super::member::Rank::Forgotten {
+            60
+        } else {
+            0
+        },
+        proof: super::codec::Proof {
+            signed,
+            body_hash,
+            signature: crate::identity::Signer::new(owner).sign(&m),
+        },
+    }
+}
+
+/// Seals `messages` from `sender` (its header names `as_key`, its MAC is made with
+/// `sender`'s key) at (`epoch`, `seq`) for `to` (`None`: an unknown receiver), as a
+/// holder of the cluster secret would.
+fn seal_as(
+    sender: &PrivateKey,
+    as_key: PublicKey,
+    epoch: u64,
+    seq: u64,
+    to: Option<&PublicKey>,
+    messages: &[Message],
+) -> Vec<u8> {
+    let mut p = Vec::new();
+    super::codec::Header {
+        sender: as_key,
+        epoch,
+        seq,
+        mac: [0; 16],
+    }
+    .encode(&mut p);
+    for m in messages {
+        m.encode(&mut p);
+    }
+    if let Some(to) = to {
+        let pair = crate::identity::Signer::new(sender)
+            .pair_key(to)
+            .expect("contributory");
+        let mac = super::codec::sender_mac(&pair, &p);
+        p[super::codec::MAC_AT..PLAIN_HEADER_LEN].copy_from_slice(&mac);
+    }
+    let mut nonce = [0u8; 24];
+    nonce[..8].copy_from_slice(&seq.to_le_bytes());
+    nonce[8..].copy_from_slice(&as_key.as_bytes()[..16]);
+    let receiver = to.map_or(Receiver::Unknown, Receiver::Key);
+    ClusterKey::derive(&SECRET).seal(receiver, &nonce, &p)
+}
+
+/// [`seal_as`] by the sender itself.
+fn seal_msgs(
+    sender: &PrivateKey,
+    epoch: u64,
+    seq: u64,
+    to: Option<&PublicKey>,
+    messages: &[Message],
+) -> Vec<u8> {
+    seal_as(sender, sender.public_key(), epoch, seq, to, messages)
 }
 
 #[test]
@@ -220,15 +324,13 @@ fn replay_tamper_own_key_and_strangers_are_rejected() {
     sim.inject(0, from, own);
     // a datagram for node 0 claiming to come from node 0's key
     let key0 = sim.node(0).key;
-    let mut p = Vec::new();
-    super::codec::Header {
-        sender: key0,
-        epoch: 1,
-        seq: 1,
-    }
-    .encode(&mut p);
-    Message::Ping { probe: 1 }.encode(&mut p);
-    let looped = ClusterKey::derive(&SECRET).seal(Receiver::Key(&key0), &[3; 24], &p);
+    let looped = seal_msgs(
+        sim.identity(0),
+        1,
+        1,
+        Some(&key0),
+        &[Message::Ping { probe: 1 }],
+    );
     sim.inject(0, from, looped);
     sim.run_until(sim.elapsed() + Duration::from_millis(10));
     let after = sim.node(0).errors;
@@ -247,13 +349,17 @@ fn setup_errors_and_debug_hides_secrets() {
     let now = Instant::now();
     let cfg = GossipConfig::default;
     assert_eq!(
-        Gossip::new(cfg(), &[], record(1), 1, 1, now).err(),
+        Gossip::new(cfg(), &[], &key(1), record(1), 1, 1, now).err(),
         Some(ConfigError::NoSecret)
+    );
+    assert_eq!(
+        Gossip::new(cfg(), &[SECRET], &key(2), record(1), 1, 1, now).err(),
+        Some(ConfigError::KeyMismatch)
     );
     let mut long = record(1);
     long.name = "é".repeat(33);
     assert_eq!(
-        Gossip::new(cfg(), &[SECRET], long, 1, 1, now).err(),
+        Gossip::new(cfg(), &[SECRET], &key(1), long, 1, 1, now).err(),
         Some(ConfigError::Record(RecordError::NameTooLong(66)))
     );
     let bad = GossipConfig {
@@ -261,14 +367,14 @@ fn setup_errors_and_debug_hides_secrets() {
         ..cfg()
     };
     assert!(matches!(
-        Gossip::new(bad, &[SECRET], record(1), 1, 1, now),
+        Gossip::new(bad, &[SECRET], &key(1), record(1), 1, 1, now),
         Err(ConfigError::Invalid {
             field: "gossip_fanout",
             ..
         })
     ));
     let secret = [0x5a; 32];
-    let g = Gossip::new(cfg(), &[secret], record(1), 1, 1, now).expect("valid");
+    let g = Gossip::new(cfg(), &[secret], &key(1), record(1), 1, 1, now).expect("valid");
     let text = format!("{g:?}");
     let key = hex::encode(super::seal::derive_key(&secret));
     assert!(!text.contains("90, 90, 90"), "secret bytes in Debug");
@@ -294,8 +400,7 @@ fn join_retries_until_a_seed_answers() {
 #[test]
 fn stale_time_and_huge_inputs_do_not_panic() {
     let now = Instant::now();
-    let mut g =
-        Gossip::new(GossipConfig::default(), &[SECRET], record(1), 1, 1, now).expect("valid");
+    let mut g = node(1, 1, now);
     g.join(&[SocketAddr::from(([192, 0, 2, 2], 51820))], now);
     g.handle_timeout(now + Duration::from_secs(3600));
     g.handle_timeout(now); // time never goes backwards inside
@@ -305,25 +410,30 @@ fn stale_time_and_huge_inputs_do_not_panic() {
     assert!(g.members().is_empty());
 }
 
-/// Seals `plaintext` (after a valid header from a fixed stranger) for node `record(1)`.
+/// Seals `body` (after a valid header from node 2) for node 1.
 fn sealed(body: &[u8], seq: u64) -> Vec<u8> {
     let mut p = Vec::with_capacity(PLAIN_HEADER_LEN + body.len());
     super::codec::Header {
-        sender: PublicKey::from_bytes([2; 32]),
+        sender: key(2).public_key(),
         epoch: 7,
         seq,
+        mac: [0; 16],
     }
     .encode(&mut p);
     p.extend_from_slice(body);
-    let to = PublicKey::from_bytes([1; 32]);
+    let to = key(1).public_key();
+    let pair = crate::identity::Signer::new(&key(2))
+        .pair_key(&to)
+        .expect("contributory");
+    let mac = super::codec::sender_mac(&pair, &p);
+    p[super::codec::MAC_AT..PLAIN_HEADER_LEN].copy_from_slice(&mac);
     ClusterKey::derive(&SECRET).seal(Receiver::Key(&to), &[seq as u8; 24], &p)
 }
 
 #[test]
 fn authenticated_garbage_is_malformed_and_valid_messages_apply() {
     let now = Instant::now();
-    let mut g =
-        Gossip::new(GossipConfig::default(), &[SECRET], record(1), 1, 1, now).expect("valid");
+    let mut g = node(1, 1, now);
     let from = SocketAddr::from(([192, 0, 2, 2], 51820));
     assert_eq!(
         g.handle_datagram(from, &sealed(&[0x77], 1), now),
@@ -345,7 +455,7 @@ proptest! {
     #[test]
     fn handle_datagram_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
         let now = Instant::now();
-        let mut g = Gossip::new(GossipConfig::default(), &[SECRET], record(1), 1, 1, now).expect("valid");
+        let mut g = node(1, 1, now);
         let from = SocketAddr::from(([192, 0, 2, 2], 51820));
         let mut d = bytes.clone();
         let _ = g.handle_datagram(from, &d, now);
@@ -386,25 +496,28 @@ proptest! {
                 }])
                 .encode(&mut body),
                 _ => {
-                    let mut r = record(b);
+                    let mut r = record(b % 4 + 2);
                     r.version = u64::from(a);
-                    let entry = super::codec::Entry {
-                        key: r.public_key,
-                        claim: super::member::Claim {
-                            epoch: u64::from(a % 3),
-                            incarnation: u64::from(a >> 30),
-                            rank: super::member::Rank::from_u8(b % 5).expect("rank"),
-                        },
-                        version: r.version,
-                        record: (b % 5 != 4).then(|| super::record::RecordBody::from_record(&r)),
-                        remaining_secs: a,
+                    let rank = super::member::Rank::from_u8(b % 5).expect("rank");
+                    let signed = if rank == super::member::Rank::Left {
+                        super::member::Rank::Left
+                    } else {
+                        super::member::Rank::Alive
                     };
+                    let claim = super::member::Claim {
+                        epoch: u64::from(a % 3),
+                        incarnation: u64::from(a >> 30),
+                        rank,
+                    };
+                    // Signed by its owner, or forged by another node.
+                    let owner = key(if a & 4 == 0 { b % 4 + 2 } else { 9 });
+                    let entry = signed_entry(&owner, &r, claim, signed);
                     Message::Entry { entry, rumor: kind == 5 }.encode(&mut body);
                 }
             }
         }
         let mut plaintext = Vec::new();
-        super::codec::Header { sender: PublicKey::from_bytes([2; 32]), epoch: 7, seq: 1 }
+        super::codec::Header { sender: key(2).public_key(), epoch: 7, seq: 1, mac: [0; 16] }
             .encode(&mut plaintext);
         plaintext.extend_from_slice(&body);
         fuzz_plaintext(&plaintext);

@@ -76,8 +76,12 @@ fn addr_of(i: usize) -> SocketAddr {
     SocketAddr::from(([192, 0, 2, 1 + i as u8], 51820))
 }
 
+fn identity_of(i: usize) -> crate::keys::PrivateKey {
+    crate::keys::PrivateKey::from_bytes([10 + i as u8; 32])
+}
+
 fn key_of(i: usize) -> PublicKey {
-    PublicKey::from_bytes([10 + i as u8; 32])
+    identity_of(i).public_key()
 }
 
 impl Net {
@@ -104,6 +108,8 @@ impl Net {
             gossip: Some(GossipSetup {
                 config: GossipConfig::default(),
                 secrets: vec![[spec.secret; 32]].into(),
+                identity: identity_of(i),
+                certificate: None,
                 name: spec.name.into(),
                 endpoint: addr_of(i),
                 epoch: (self.now - self.base).as_millis() as u64,
