@@ -5,7 +5,7 @@
 //! [`Teardown`] the moment it exists; after each step a test hook (`failpoint`) can
 //! make start-up fail there.
 
-use super::teardown::{failpoint, Created, Teardown};
+use super::teardown::{failpoint, Created, Lifetime, Teardown};
 use super::Running;
 use crate::cluster::{self, Links, Shell};
 use crate::config::{Config, WIREGUARD_OVERHEAD};
@@ -25,7 +25,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use weftnet_proto::gossip::GossipConfig;
 use weftnet_proto::keys::PrivateKey;
-use weftnet_proto::node::{GossipSetup, Node, NodeConfig, PeerSpec, Status};
+use weftnet_proto::node::{GossipSetup, HostState, Node, NodeConfig, PeerSpec, Status};
 
 /// Control datagrams queued between the UDP thread and the control plane.
 const CONTROL_QUEUE: usize = 4096;
@@ -42,6 +42,8 @@ struct HostSide {
     endpoint: Option<SocketAddr>,
     bridge: Option<u32>,
     l2: Option<L2Port>,
+    /// What an earlier run left on the overlay interface (empty on a new one).
+    adopted: HostState,
 }
 
 /// Creates everything in order, each thing owned by `teardown` as soon as it exists.
@@ -211,13 +213,6 @@ async fn host_side(
     .filter_map(|(flag, addr)| Some((flag, addr?)))
     .collect();
     let listeners = crate::http::bind(&wanted)?;
-    if system::interface_exists(&config.interface) {
-        bail!(
-            "interface {} already exists: choose another --interface, or remove it with `ip link del {}` if nothing uses it",
-            config.interface,
-            config.interface
-        );
-    }
     let udp = Udp::bind(config.listen_port)?;
     let mtu = config
         .mtu
@@ -225,12 +220,7 @@ async fn host_side(
             system::underlay_mtu(&config.interface).saturating_sub(WIREGUARD_OVERHEAD)
         })
         .max(crate::config::MIN_MTU);
-    let tun = Tun::create(&config.interface)?;
-    let overlay = netlink.link_index(&config.interface).await?;
-    teardown.push(Created::Link {
-        index: overlay,
-        what: "overlay interface",
-    });
+    let (tun, overlay, adopted) = overlay_interface(&config.interface, netlink, teardown).await?;
     failpoint("interface")?;
     netlink
         .configure(overlay, mtu, &[])
@@ -257,11 +247,14 @@ async fn host_side(
     };
     failpoint("bridge")?;
     if let (true, Some((r, _))) = (config.masquerade, range) {
-        let installed =
+        let (installed, existed) =
             tokio::task::spawn_blocking(move || crate::masquerade::Masquerade::install(&[r]))
                 .await
                 .context("the masquerade set-up did not finish")??;
-        teardown.push(Created::Masquerade(installed));
+        teardown.push_for(
+            Created::Masquerade(installed),
+            Lifetime::Node { created: !existed },
+        );
     }
     failpoint("masquerade")?;
     Ok(HostSide {
@@ -274,7 +267,53 @@ async fn host_side(
         endpoint,
         bridge,
         l2,
+        adopted,
     })
+}
+
+/// The overlay interface: the persistent TUN an earlier run left, adopted with its
+/// addresses and routes (returned, for the reconciler to start from), or a new one.
+/// Kept across restarts; a failed start removes it only if this start created it.
+async fn overlay_interface(
+    name: &str,
+    netlink: &Netlink,
+    teardown: &mut Teardown,
+) -> Result<(Tun, u32, HostState)> {
+    let existed = system::interface_exists(name);
+    let tun = Tun::attach_or_create(name, existed)?;
+    let overlay = netlink.link_index(name).await?;
+    teardown.push_for(
+        Created::Link {
+            index: overlay,
+            what: "overlay interface",
+        },
+        Lifetime::Node { created: !existed },
+    );
+    let mut adopted = HostState::default();
+    if existed {
+        adopted.addresses = netlink
+            .addresses(overlay)
+            .await?
+            .into_iter()
+            .filter(|a| !is_link_local(a.addr()))
+            .collect();
+        adopted.routes = netlink.routes_into(overlay).await?;
+        tracing::info!(
+            interface = name,
+            addresses = adopted.addresses.len(),
+            routes = adopted.routes.len(),
+            "attached to the overlay interface of the previous run (its addresses and routes stay)"
+        );
+    }
+    Ok((tun, overlay, adopted))
+}
+
+/// The kernel's own addresses (IPv6 link-local), never weftnet's.
+fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
 }
 
 /// Where other nodes reach this one: given, or the source address toward the seeds,
@@ -335,7 +374,7 @@ fn reconciler(
             first_contact: true,
         })
         .collect();
-    Node::new(
+    Node::adopting(
         NodeConfig {
             public_key: key.public_key(),
             addresses: config.addresses.clone(),
@@ -348,6 +387,7 @@ fn reconciler(
             group_filter: config.multicast.filter.clone(),
             gossip,
         },
+        host.adopted.clone(),
         Instant::now(),
     )
     .map_err(|e| anyhow::anyhow!("cannot start gossip: {e}"))
