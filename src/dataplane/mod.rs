@@ -124,6 +124,19 @@ impl Dataplane {
         let _guard = self.change.lock();
         let next = self.mesh.load().rebuild(specs, &self.key, &self.limiter);
         self.mesh.store(Arc::new(next));
+        self.first_contacts();
+    }
+
+    /// Calls the new peers this node contacts first at once, instead of at the next
+    /// timer tick (up to [`TICK`] later): a restarted node's sessions are back one round
+    /// trip after it learns its peers.
+    fn first_contacts(&self) {
+        let mut out = vec![0u8; BUF];
+        for peer in self.mesh.load().iter() {
+            if let Some((Output::Network(bytes), to)) = peer.first_contact(&mut out) {
+                self.send(bytes, to);
+            }
+        }
     }
 
     /// Starts the TUN, UDP and timer threads (and the L2 thread in bridge mode). A
