@@ -29,6 +29,10 @@ use weftnet_proto::node::{GossipSetup, HostState, Node, NodeConfig, PeerSpec, St
 
 /// Control datagrams queued between the UDP thread and the control plane.
 const CONTROL_QUEUE: usize = 4096;
+/// After a restart, how long peers are called as soon as they are set: those known
+/// before the restart arrive within it (by the saved members), and still know this
+/// node's key.
+const RESTART_CALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the host side of start-up made.
 struct HostSide {
@@ -44,6 +48,8 @@ struct HostSide {
     l2: Option<L2Port>,
     /// What an earlier run left on the overlay interface (empty on a new one).
     adopted: HostState,
+    /// The overlay interface is an earlier run's: this is a restart.
+    restarted: bool,
 }
 
 /// Creates everything in order, each thing owned by `teardown` as soon as it exists.
@@ -66,6 +72,9 @@ pub(super) async fn start(
     };
     let (mut shell, status) =
         Shell::new(node, Arc::clone(netlink), links, config.state_dir.clone());
+    if host.restarted {
+        shell.restarted(RESTART_CALL_WINDOW);
+    }
 
     // The data plane, with its peers, addresses and routes in place before it runs.
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -221,6 +230,8 @@ async fn host_side(
         })
         .max(crate::config::MIN_MTU);
     let (tun, overlay, adopted) = overlay_interface(&config.interface, netlink, teardown).await?;
+    let restarted = adopted.is_some();
+    let adopted = adopted.unwrap_or_default();
     failpoint("interface")?;
     netlink
         .configure(overlay, mtu, &[])
@@ -268,6 +279,7 @@ async fn host_side(
         bridge,
         l2,
         adopted,
+        restarted,
     })
 }
 
@@ -278,7 +290,7 @@ async fn overlay_interface(
     name: &str,
     netlink: &Netlink,
     teardown: &mut Teardown,
-) -> Result<(Tun, u32, HostState)> {
+) -> Result<(Tun, u32, Option<HostState>)> {
     let existed = system::interface_exists(name);
     let tun = Tun::attach_or_create(name, existed)?;
     let overlay = netlink.link_index(name).await?;
@@ -289,23 +301,25 @@ async fn overlay_interface(
         },
         Lifetime::Node { created: !existed },
     );
-    let mut adopted = HostState::default();
-    if existed {
-        adopted.addresses = netlink
+    if !existed {
+        return Ok((tun, overlay, None));
+    }
+    let adopted = HostState {
+        addresses: netlink
             .addresses(overlay)
             .await?
             .into_iter()
             .filter(|a| !is_link_local(a.addr()))
-            .collect();
-        adopted.routes = netlink.routes_into(overlay).await?;
-        tracing::info!(
-            interface = name,
-            addresses = adopted.addresses.len(),
-            routes = adopted.routes.len(),
-            "attached to the overlay interface of the previous run (its addresses and routes stay)"
-        );
-    }
-    Ok((tun, overlay, adopted))
+            .collect(),
+        routes: netlink.routes_into(overlay).await?,
+    };
+    tracing::info!(
+        interface = name,
+        addresses = adopted.addresses.len(),
+        routes = adopted.routes.len(),
+        "attached to the overlay interface of the previous run (its addresses and routes stay)"
+    );
+    Ok((tun, overlay, Some(adopted)))
 }
 
 /// The kernel's own addresses (IPv6 link-local), never weftnet's.

@@ -124,13 +124,14 @@ impl Dataplane {
         let _guard = self.change.lock();
         let next = self.mesh.load().rebuild(specs, &self.key, &self.limiter);
         self.mesh.store(Arc::new(next));
-        self.first_contacts();
     }
 
-    /// Calls the new peers this node contacts first at once, instead of at the next
-    /// timer tick (up to [`TICK`] later): a restarted node's sessions are back one round
-    /// trip after it learns its peers.
-    fn first_contacts(&self) {
+    /// Calls the peers this node contacts first and has not called yet at once, instead
+    /// of at the next timer tick (up to [`TICK`] later). For a restarted node, whose
+    /// peers still know its key: its sessions are back one round trip after it learns
+    /// its peers. (A peer that does not know this node yet drops the initiation, and
+    /// WireGuard retries only after 5 s, so new nodes keep waiting for the tick.)
+    pub(crate) fn first_contacts(&self) {
         let mut out = vec![0u8; BUF];
         for peer in self.mesh.load().iter() {
             if let Some((Output::Network(bytes), to)) = peer.first_contact(&mut out) {
