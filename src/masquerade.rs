@@ -3,8 +3,9 @@
 //! address, as kube-proxy and other pod networks expect, while pod-to-pod traffic
 //! (inside the range) keeps its pod source and goes through the mesh. The rules live
 //! in a chain of weftnet's own (`WEFTNET-POSTROUTING` in the nat table), installed with
-//! the host's `iptables`/`ip6tables` (legacy or nft backend) and removed at shutdown,
-//! or by `weftnet uninstall` when a daemon could not remove them.
+//! the host's `iptables`/`ip6tables` (legacy or nft backend). They stay across a
+//! restart (the next run adopts them as they are, so egress is never left without
+//! them) and are removed when the node leaves for good, or by `weftnet uninstall`.
 
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
@@ -89,27 +90,44 @@ fn rules(range: &str) -> [Vec<String>; 2] {
 }
 
 impl Masquerade {
-    /// Creates (or resets) the chain and jumps to it from POSTROUTING.
-    pub(crate) fn install(ranges: &[IpNet]) -> Result<Self> {
+    /// Creates the chain and jumps to it from POSTROUTING. A chain an earlier run left
+    /// with exactly these rules is adopted untouched (so egress keeps its rules across
+    /// a restart); one with other rules is reset. Returns the rules and whether the
+    /// chain existed before (then a failed start must not remove it).
+    pub(crate) fn install(ranges: &[IpNet]) -> Result<(Self, bool)> {
+        let mut existed = false;
         for range in ranges {
             let t = tool(range);
-            // -N fails if the chain exists (from an earlier run): then flush it.
-            if !run(t, &["-N", CHAIN])? {
-                must(t, &["-F", CHAIN])?;
-            }
-            for rule in rules(&range.to_string()) {
-                let mut args = vec!["-A", CHAIN];
-                args.extend(rule.iter().map(String::as_str));
-                must(t, &args)?;
+            let wanted = rules(&range.to_string());
+            // -N fails if the chain exists (from an earlier run).
+            let created = run(t, &["-N", CHAIN])?;
+            existed |= !created;
+            let intact = !created && wanted.iter().all(|rule| has_rule(t, rule));
+            if !intact {
+                if !created {
+                    must(t, &["-F", CHAIN])?;
+                }
+                for rule in &wanted {
+                    let mut args = vec!["-A", CHAIN];
+                    args.extend(rule.iter().map(String::as_str));
+                    must(t, &args)?;
+                }
             }
             if !run(t, &["-C", "POSTROUTING", "-j", CHAIN])? {
                 must(t, &["-A", "POSTROUTING", "-j", CHAIN])?;
             }
-            tracing::info!(%range, tool = t, "masquerading pod egress that leaves the range");
+            if intact {
+                tracing::info!(%range, tool = t, "masquerade rules from the previous run adopted");
+            } else {
+                tracing::info!(%range, tool = t, "masquerading pod egress that leaves the range");
+            }
         }
-        Ok(Self {
-            ranges: ranges.to_vec(),
-        })
+        Ok((
+            Self {
+                ranges: ranges.to_vec(),
+            },
+            existed,
+        ))
     }
 
     /// Removes the jump and the chain (errors are logged: shutdown goes on).
@@ -118,6 +136,13 @@ impl Masquerade {
             remove_chain(tool(range));
         }
     }
+}
+
+/// Whether weftnet's chain has `rule` (`-C`; an error counts as no).
+fn has_rule(tool: &str, rule: &[String]) -> bool {
+    let mut args = vec!["-C", CHAIN];
+    args.extend(rule.iter().map(String::as_str));
+    run(tool, &args).unwrap_or(false)
 }
 
 /// The steps that remove the jump to the chain and the chain itself.

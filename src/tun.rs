@@ -1,6 +1,9 @@
 //! The TUN device: opening `/dev/net/tun`, attaching an interface by name, and
 //! reading/writing whole IP packets (a TUN) or Ethernet frames (a TAP, bridge mode's
-//! L2 port). This is the only module with TUN ioctls.
+//! L2 port). The overlay TUN is persistent (`TUNSETPERSIST`): it outlives the process,
+//! so a restarted daemon attaches to it by name with its addresses and routes in place
+//! ([`Tun::attach_or_create`], [`Tun::set_persist`]). This is the only module with TUN
+//! ioctls.
 //!
 //! The overlay TUN is opened with the kernel's offloads where it has them
 //! (`IFF_VNET_HDR` and `TUNSETOFFLOAD` with checksum and TCP segmentation offload):
@@ -17,6 +20,8 @@ use std::os::unix::fs::OpenOptionsExt;
 /// `_IOW('T', 202, int)`; the request argument is `c_ulong` on glibc and `c_int` on
 /// musl (`libc::Ioctl`), and the value fits both.
 const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
+/// `_IOW('T', 203, int)`: the argument is the flag itself (non-zero: persistent).
+const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -35,7 +40,8 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// An open TUN (or TAP) interface. Closing it (dropping) removes the interface.
+/// An open TUN (or TAP) interface. Closing it (dropping) removes the interface,
+/// unless it was made persistent ([`Tun::set_persist`]).
 pub(crate) struct Tun {
     file: File,
     name: String,
@@ -45,10 +51,42 @@ pub(crate) struct Tun {
 }
 
 impl Tun {
-    /// Creates the TUN interface `name` (which must not exist yet), with the kernel's
-    /// offloads where it has them (see [`Tun::create_offloaded`]).
-    pub(crate) fn create(name: &str) -> Result<Self> {
-        Self::create_offloaded(name)
+    /// Attaches to the TUN interface `name` that an earlier run left (persistent), or
+    /// creates it; then makes it persistent. Returns the device and whether it existed
+    /// (`existed` is the caller's check, made before, that a link of that name exists).
+    pub(crate) fn attach_or_create(name: &str, existed: bool) -> Result<Self> {
+        let tun = Self::create_offloaded(name).map_err(|e| {
+            if existed {
+                attach_error(name, &e)
+            } else {
+                e
+            }
+        })?;
+        tun.set_persist(true)?;
+        Ok(tun)
+    }
+
+    /// Makes the interface outlive this process (`true`: a restarted daemon attaches
+    /// to it) or go away when its last descriptor closes (`false`).
+    pub(crate) fn set_persist(&self, persist: bool) -> Result<()> {
+        // SAFETY: TUNSETPERSIST takes its argument by value (an int flag); the fd is a
+        // valid /dev/net/tun descriptor attached to an interface.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd(),
+                TUNSETPERSIST,
+                libc::c_ulong::from(persist) as *mut libc::c_void,
+            )
+        };
+        if rc < 0 {
+            return Err(anyhow!(
+                "cannot make interface {} {}persistent: {}",
+                self.name,
+                if persist { "" } else { "non-" },
+                io::Error::last_os_error()
+            ));
+        }
+        Ok(())
     }
 
     /// Creates the TAP interface `name`, bridge mode's L2 port (which must not exist
@@ -153,6 +191,14 @@ impl Tun {
     pub(crate) fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
+}
+
+/// Why attaching to an existing interface `name` failed, with the fix.
+fn attach_error(name: &str, e: &anyhow::Error) -> anyhow::Error {
+    tracing::debug!(error = %format!("{e:#}"), interface = name, "cannot attach");
+    anyhow!(
+        "interface {name} already exists and weftnet cannot attach to it: another process holds it (another weftnet with --interface {name}?) or it is not a TUN device; stop that process, remove the interface (ip link del {name}) if nothing uses it, or choose another --interface"
+    )
 }
 
 /// Which of the kernel's offloads a TUN uses (`weftnet status`, metrics).

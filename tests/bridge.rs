@@ -267,17 +267,19 @@ fn pods_behind_bridges_with_claimed_blocks() {
         "{routes}"
     );
 
-    // At shutdown (of n2: it joins through n1 again when restarted) the L2 port goes,
-    // the bridge and the unreachable guard stay.
+    // At a stop for a restart (SIGTERM, of n2: it joins through n1 again when
+    // restarted) the L2 port goes; weft0 with its route, the bridge and the
+    // unreachable guard stay.
     let ns = nodes[1].d.netns().clone();
     nodes[1].d.stop();
-    assert!(!ns.has_link("weft0-l2") && ns.has_link(BRIDGE));
+    assert!(!ns.has_link("weft0-l2") && ns.has_link(BRIDGE) && ns.has_link("weft0"));
     let routes = ns.ip(&["route", "show", RANGE]);
     assert!(
-        routes.contains("unreachable") && !routes.contains("weft0"),
+        routes.contains("unreachable") && routes.contains("dev weft0"),
         "{routes}"
     );
-    // Pod traffic to the range now fails on the node instead of leaving it.
+    // Pod traffic to the range now fails on the node (weft0 has no reader) instead of
+    // leaving it.
     assert!(!ping(&pods[1].ns, pods[0].addr, 1));
     // Restarted, the node reuses the bridge (pods keep their veths) and its saved block.
     nodes[1].d.start_again();
@@ -288,4 +290,71 @@ fn pods_behind_bridges_with_claimed_blocks() {
         "pod n2 -> pod n1 after restart",
         &nodes,
     );
+}
+
+/// `weftnet up` in bridge mode in `ns` with `/proc/sys` mounted read-only, as in an
+/// unprivileged DaemonSet pod; its state in `state`.
+fn up_with_read_only_proc_sys(ns: &Netns, state: &Path, secret: &Path) -> Proc {
+    let script = format!(
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys /proc/sys \
+         && ! sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward' 2>/dev/null \
+         && exec {} up --state-dir {} --secret-file {} --block 10.250.1.0/24 --bridge {BRIDGE} --advertise-address 192.0.2.10",
+        Daemon::bin(),
+        state.display(),
+        secret.display()
+    );
+    let mut cmd = ns.command("unshare", &["-m", "sh", "-c", &script]);
+    hermetic_env(&mut cmd);
+    ns.spawn_cmd(cmd, None)
+}
+
+#[test]
+fn a_read_only_proc_sys_works_when_forwarding_is_on_already() {
+    let ns = Netns::new("rosys");
+    let dir = temp_dir("rosys");
+    let secret = gensecret(dir.path(), "secret");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let status = |state: &Path| {
+        let mut cmd = ns.command(
+            Daemon::bin(),
+            &["status".as_ref(), "--state-dir".as_ref(), state.as_os_str()]
+                as &[&std::ffi::OsStr],
+        );
+        hermetic_env(&mut cmd);
+        run_bounded(&mut cmd, None, Duration::from_secs(5))
+            .status
+            .success()
+    };
+
+    // Forwarding off and /proc/sys read-only: one clear error, nothing left behind.
+    ns.sysctl(&[("net.ipv4.ip_forward", "0")]);
+    let mut p = up_with_read_only_proc_sys(&ns, &state, &secret);
+    let exit = p
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("still running with forwarding off:\n{}", p.logs()));
+    assert!(!exit.success(), "{}", p.logs());
+    assert!(
+        p.stderr().contains("cannot turn on forwarding")
+            && p.stderr().contains("turn it on before weftnet starts"),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(ns.links(), vec!["lo".to_owned()], "nothing left behind");
+
+    // Forwarding on beforehand: nothing is written, and the node starts.
+    ns.sysctl(&[("net.ipv4.ip_forward", "1")]);
+    let mut p = up_with_read_only_proc_sys(&ns, &state, &secret);
+    let up = wait_until(Duration::from_secs(20), || {
+        status(&state) || !p.is_running()
+    });
+    assert!(up && p.is_running(), "did not start:\n{}", p.logs());
+    assert!(
+        ns.has_link(BRIDGE) && ns.has_link("weft0"),
+        "{:?}",
+        ns.links()
+    );
+    p.signal(libc::SIGINT);
+    let exit = p.wait_timeout(Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "{}", p.logs());
 }

@@ -635,8 +635,9 @@ fn roaming_peer_endpoint_follows_authenticated_packets() {
     assert_eq!(peer_endpoint(&da, &kb.1), Some(new));
 }
 
-/// Starts a node with a custom interface name and a peer route, sends `sig`, and checks that it
-/// exits successfully and removes its interface, routes and control socket.
+/// Starts a node with a custom interface name and a peer route, sends `sig`, and checks
+/// that it exits successfully and removes its control socket; for a stop for good
+/// (SIGINT) also its interface and routes, for a restart (the others) it keeps them.
 fn assert_clean_exit_on(sig: libc::c_int) {
     let ns = Netns::new("sig");
     let ifname = "wfsig0";
@@ -661,6 +662,7 @@ fn assert_clean_exit_on(sig: libc::c_int) {
     );
     let routes = ns.ip(&["route", "show", "10.202.0.0/24"]);
     assert!(routes.contains(ifname), "peer route missing: {routes:?}");
+    let addrs = ns.ip(&["-o", "addr", "show", ifname]);
 
     let status = if sig == libc::SIGTERM {
         d.stop()
@@ -671,14 +673,20 @@ fn assert_clean_exit_on(sig: libc::c_int) {
             .unwrap_or_else(|| panic!("weftnet still running 10 s after signal {sig}"))
     };
     assert!(status.success(), "exit status {status}\n{}", d.logs());
-    assert_eq!(ns.links(), vec!["lo".to_owned()], "links left behind");
     assert!(
         !socket.exists(),
         "control socket {} left behind",
         socket.display()
     );
     let routes = ns.ip(&["route", "show", "10.202.0.0/24"]);
-    assert!(routes.trim().is_empty(), "route left behind: {routes:?}");
+    if sig == libc::SIGINT {
+        assert_eq!(ns.links(), vec!["lo".to_owned()], "links left behind");
+        assert!(routes.trim().is_empty(), "route left behind: {routes:?}");
+    } else {
+        assert_eq!(ns.links(), vec!["lo".to_owned(), ifname.to_owned()]);
+        assert!(routes.contains(ifname), "the route stays: {routes:?}");
+        assert_eq!(ns.ip(&["-o", "addr", "show", ifname]), addrs);
+    }
     let out = d.cli(&[
         "status",
         "--state-dir",
@@ -689,10 +697,23 @@ fn assert_clean_exit_on(sig: libc::c_int) {
         "status after exit\n{}",
         describe(&out)
     );
+    if sig != libc::SIGINT {
+        // The next run attaches to the interface and stops for good on SIGINT.
+        d.start_again();
+        assert_eq!(
+            ns.ip(&["-o", "addr", "show", ifname]),
+            addrs,
+            "nothing added twice"
+        );
+        d.proc().signal(libc::SIGINT);
+        let status = d.proc().wait_timeout(Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "{}", d.logs());
+        assert_eq!(ns.links(), vec!["lo".to_owned()], "links left behind");
+    }
 }
 
 #[test]
-fn sigterm_removes_interface_and_socket() {
+fn sigterm_keeps_the_interface_for_the_next_run() {
     assert_clean_exit_on(libc::SIGTERM);
 }
 
@@ -702,7 +723,7 @@ fn sigint_removes_interface_and_socket() {
 }
 
 #[test]
-fn sighup_and_sigquit_remove_interface_and_socket() {
+fn sighup_and_sigquit_keep_the_interface_for_the_next_run() {
     assert_clean_exit_on(libc::SIGHUP);
     assert_clean_exit_on(libc::SIGQUIT);
 }

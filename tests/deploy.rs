@@ -30,6 +30,9 @@ fn systemd_unit_uses_existing_flags() {
     for flag in words.iter().filter(|w| w.starts_with("--")) {
         assert!(text.contains(flag), "`weftnet {sub}` has no flag {flag}");
     }
+    // SIGTERM is a restart (no leave, weft0 kept); `weftnet leave` exits 0 for good,
+    // which Restart=on-failure does not undo.
     assert!(unit.contains("KillSignal=SIGTERM"));
+    assert!(unit.lines().any(|l| l == "Restart=on-failure"));
     assert!(unit.contains("CAP_NET_ADMIN"));
 }

@@ -2,8 +2,9 @@
 //! of the Kubernetes manifest is a well-formed Kubernetes object (no unknown or misspelled
 //! fields), the RBAC is least privilege, the DaemonSet runs on every node with only the
 //! capabilities it needs, every flag it passes exists in `weftnet up`, every path it names is
-//! mounted, and the Dockerfile copies files that exist and installs the static binary the
-//! manifest runs.
+//! mounted, rolling updates go one node at a time without surge, the cleanup DaemonSet
+//! (`weftnet-cleanup.yaml`) uninstalls with the DaemonSet's settings and mounts, and the
+//! Dockerfile copies files that exist and installs the static binary the manifest runs.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ServiceAccount};
@@ -479,4 +480,108 @@ fn dockerfile_builds_the_binary_the_manifest_runs() {
         text.contains(&format!("-t {image} .")),
         "the build comment names {image}"
     );
+}
+
+/// The DaemonSet of `deploy/kubernetes/weftnet-cleanup.yaml`.
+fn cleanup_daemonset() -> DaemonSet {
+    let text = read("deploy/kubernetes/weftnet-cleanup.yaml");
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("cleanup manifest is valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(docs.len(), 1, "one DaemonSet");
+    assert_eq!(docs[0]["kind"], "DaemonSet");
+    typed(&docs[0])
+}
+
+#[test]
+fn rolling_updates_go_one_node_at_a_time_without_surge() {
+    let ds = daemonset();
+    let spec = ds.spec.as_ref().expect("spec");
+    assert!(
+        spec.min_ready_seconds.unwrap_or(0) >= 5,
+        "the next node only after this one has been ready a while"
+    );
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.clone())
+        .expect("rollingUpdate");
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
+    // A surge pod would race the old one for weft0 and the UDP port.
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)));
+}
+
+#[test]
+fn the_cleanup_daemonset_uninstalls_what_the_daemonset_installed() {
+    let ds = cleanup_daemonset();
+    let spec = pod_spec(&ds);
+    assert_eq!(spec.host_network, Some(true), "acts on the node's network");
+    let init = spec.init_containers.clone().expect("initContainers");
+    assert_eq!(init.len(), 1);
+    let c = &init[0];
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/usr/local/bin/weftnet".to_owned()][..])
+    );
+    let cleanup_args = args(c);
+    assert_eq!(cleanup_args[0], "uninstall");
+    let text = help("uninstall");
+    let missing: Vec<&str> = cleanup_args[1..]
+        .iter()
+        .map(|a| a.split('=').next().unwrap_or(a))
+        .filter(|flag| !flag.starts_with("--") || !has_flag(&text, flag))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "`weftnet uninstall` has no flag(s) {missing:?}"
+    );
+    assert_eq!(
+        c.image,
+        container(&daemonset()).image,
+        "the same image as the DaemonSet"
+    );
+    // The settings the DaemonSet ran with, and the same mounts for each path.
+    let main = container(&daemonset());
+    let main_args = args(&main);
+    for flag in [
+        "--range",
+        "--state-dir",
+        "--cni-bin-dir",
+        "--cni-conf-dir",
+        "--cni-data-dir",
+    ] {
+        assert_eq!(
+            flag_value(&cleanup_args, flag),
+            flag_value(&main_args, flag),
+            "{flag} as in weftnet.yaml"
+        );
+    }
+    assert_eq!(flag_value(&cleanup_args, "--bridge"), Some("weftbr0"));
+    let sc = c.security_context.clone().expect("securityContext");
+    let caps = sc.capabilities.and_then(|c| c.add).expect("capabilities");
+    assert!(caps.contains(&"NET_ADMIN".to_owned()));
+    let mounts = c.volume_mounts.clone().expect("volumeMounts");
+    let main_mounts = main.volume_mounts.clone().expect("volumeMounts");
+    let volumes = spec.volumes.clone().expect("volumes");
+    let main_volumes = pod_spec(&daemonset()).volumes.expect("volumes");
+    for m in &mounts {
+        let same = main_mounts
+            .iter()
+            .find(|o| o.mount_path == m.mount_path)
+            .unwrap_or_else(|| panic!("{} is not mounted by weftnet.yaml", m.mount_path));
+        let host = |vs: &[k8s_openapi::api::core::v1::Volume], name: &str| {
+            vs.iter()
+                .find(|v| v.name == name)
+                .and_then(|v| v.host_path.clone())
+                .map(|h| h.path)
+        };
+        assert_eq!(
+            host(&volumes, &m.name),
+            host(&main_volumes, &same.name),
+            "{} is the same host path",
+            m.mount_path
+        );
+    }
 }

@@ -409,7 +409,7 @@ fn graceful_leave_and_forget() {
     let mut nodes = start_range_mesh(u.hosts(), &secret);
     wait_converged(&refs(&nodes), true, CONVERGE);
 
-    let mut by_sigterm = nodes.pop().expect("node 4");
+    let mut by_sigint = nodes.pop().expect("node 4");
     let mut by_command = nodes.pop().expect("node 3");
 
     // `weftnet leave`: the daemon announces its departure and exits 0 by itself.
@@ -425,13 +425,18 @@ fn graceful_leave_and_forget() {
         .wait_timeout(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("weftnet leave: the daemon is still running"));
     assert!(status.success(), "after weftnet leave: {status}");
-    // SIGTERM: the same, from the signal.
-    let status = by_sigterm.d.stop();
-    assert!(status.success(), "after SIGTERM: {status}");
+    // SIGINT (Ctrl-C): the same, from the signal (SIGTERM is a restart: tests/restart.rs).
+    by_sigint.d.proc().signal(libc::SIGINT);
+    let status = by_sigint
+        .d
+        .proc()
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("SIGINT: the daemon is still running"));
+    assert!(status.success(), "after SIGINT: {status}");
 
     let seen = wait_for("departures seen", LEFT_BOUND, || {
         for n in &nodes {
-            for gone in [&by_command, &by_sigterm] {
+            for gone in [&by_command, &by_sigint] {
                 match n.state_of(&gone.key).as_deref() {
                     Some("left") => {}
                     s => return Err(format!("{} shows {} as {s:?}", n.name, gone.name)),
@@ -444,13 +449,13 @@ fn graceful_leave_and_forget() {
         Ok(())
     });
     eprintln!(
-        "leave + SIGTERM: both shown as left everywhere {seen:?} after the stop \
+        "leave + SIGINT: both shown as left everywhere {seen:?} after the stop \
          ({:?} after `weftnet leave`)",
         left.elapsed()
     );
 
     // Forget each departed node, from different nodes; the record vanishes everywhere.
-    for (gone, from) in [(&by_command, &nodes[0]), (&by_sigterm, &nodes[1])] {
+    for (gone, from) in [(&by_command, &nodes[0]), (&by_sigint, &nodes[1])] {
         let sd = from.d.state_dir().to_path_buf();
         let out = from.d.cli(&[
             "forget".as_ref(),
@@ -465,7 +470,7 @@ fn graceful_leave_and_forget() {
         Duration::from_secs(10),
         || {
             for n in &nodes {
-                for gone in [&by_command, &by_sigterm] {
+                for gone in [&by_command, &by_sigint] {
                     if let Some(m) = n.member(&gone.key) {
                         return Err(format!("{} still lists {m:#}", n.name));
                     }

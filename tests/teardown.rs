@@ -1,9 +1,11 @@
 //! Teardown by ownership, end to end: `weftnet up` made to fail right after each
 //! start-up step (the debug build's `WEFTNET_FAIL_AT` test hook) exits non-zero and
 //! leaves the host exactly as it was: links, addresses, routes, NAT rules, forwarding
-//! sysctls and the control socket. A clean stop removes what is weftnet's alone and
-//! keeps what pods need while weftnet is down (the bridge, its gateway, the guard
-//! route). Run as root (`cargo test --test teardown`); everything lives in namespaces.
+//! sysctls and the control socket. A stop for a restart (SIGTERM) keeps the overlay
+//! interface and the NAT chain for the next run, and a restart failing after any step
+//! leaves the host as that stop left it; a stop for good (SIGINT, `weftnet leave`)
+//! removes what is weftnet's alone. Both keep what pods need while weftnet is down
+//! (the bridge, its gateway, the guard route). Run as root (`cargo test --test teardown`); everything lives in namespaces.
 
 mod common;
 
@@ -48,6 +50,23 @@ fn snapshot(ns: &Netns) -> String {
         s.push_str(&format!("{knob} {}", ns.run("cat", &[knob])));
     }
     s
+}
+
+/// A snapshot without the links' carrier and operational states, which a daemon
+/// attaching to and leaving the persistent interface changes for a moment (the
+/// bridge follows its ports).
+fn settled(snapshot: &str) -> String {
+    snapshot
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|t| !matches!(*t, "UP" | "DOWN" | "UNKNOWN" | "linkdown"))
+                .map(|t| t.replace("NO-CARRIER,", "").replace(",LOWER_UP", ""))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The rules and user chains of an `iptables-save` dump (the table and its built-in
@@ -113,21 +132,38 @@ fn a_failure_after_any_start_up_step_leaves_the_host_as_it_was() {
     }
 }
 
+/// What a stopped node leaves for pods in every case: the bridge with its gateway, and
+/// the guard route for the range.
+fn assert_pods_keep_their_network(host: &Host, block: &str) {
+    assert!(host.netns().has_link(BRIDGE), "the bridge stays");
+    let gateway = block.replace(".0/24", ".1/24");
+    let addrs = host.netns().ip(&["-br", "addr", "show", BRIDGE]);
+    assert!(
+        addrs.contains(&gateway),
+        "the gateway {gateway} stays: {addrs}"
+    );
+    let routes = host.netns().ip(&["route", "show", "table", "all"]);
+    assert!(
+        routes.contains(&format!("unreachable {RANGE}")),
+        "the guard route stays: {routes}"
+    );
+}
+
 #[test]
-fn a_clean_stop_keeps_what_pods_need_and_removes_the_rest() {
+fn a_restart_keeps_the_interface_a_failed_restart_changes_nothing_and_a_leave_removes_it() {
     let u = Underlay::bridge(1);
     let host = u.host(0);
     let dir = temp_dir("teardown");
     let secret = gensecret(dir.path(), "secret");
-    let secret = secret.to_string_lossy().to_string();
     let before = snapshot(host.netns());
+    let secret_arg = secret.to_string_lossy().to_string();
     let mut d = Daemon::start(
         host.netns(),
         &[
             "--interface",
-            "wtstop0",
+            "wtfail0",
             "--secret-file",
-            &secret,
+            &secret_arg,
             "--range",
             RANGE,
             "--bridge",
@@ -147,32 +183,60 @@ fn a_clean_stop_keeps_what_pods_need_and_removes_the_rest() {
             .to_string()
     };
     let running = snapshot(host.netns());
-    assert!(running.contains("wtstop0"), "{running}");
+    assert!(running.contains("wtfail0"), "{running}");
     assert!(running.contains("WEFTNET-POSTROUTING"), "{running}");
+
+    // SIGTERM is a restart: the overlay interface with its address and routes and
+    // the NAT chain stay; the L2 port and the control socket go.
     assert!(d.stop().success(), "{}", d.logs());
+    let stopped = snapshot(host.netns());
+    assert!(
+        stopped.contains("wtfail0 "),
+        "the interface stays:\n{stopped}"
+    );
+    let routes = host.netns().ip(&["route", "show", RANGE]);
+    assert!(routes.contains("dev wtfail0"), "its route stays: {routes}");
+    assert!(!stopped.contains("-l2"), "the L2 port is gone:\n{stopped}");
+    assert!(stopped.contains("WEFTNET-POSTROUTING"), "{stopped}");
+    assert!(!d.state_dir().join("weftnet.sock").exists());
+    assert_pods_keep_their_network(host, &block);
+
+    // A restart failing after any step leaves the host as the last run left it: what
+    // it adopted stays, what it made is removed.
+    for step in STEPS {
+        let out = up_failing(host, d.state_dir(), &secret, step);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("start-up failed at {step}")),
+            "{step}: another failure:\n{stderr}"
+        );
+        assert_eq!(
+            settled(&stopped),
+            settled(&snapshot(host.netns())),
+            "{step}: a failed restart changed the host:\n{stderr}"
+        );
+    }
+
+    // SIGINT (as `weftnet leave`) stops for good: the interface and the NAT chain go,
+    // what pods need stays.
+    d.start_again();
+    d.proc().signal(libc::SIGINT);
+    let status = d
+        .proc()
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running after SIGINT:\n{}", d.logs()));
+    assert!(status.success(), "{status}\n{}", d.logs());
     let after = snapshot(host.netns());
     assert_ne!(before, after, "the bridge stays");
     assert!(
-        !after.contains("wtstop0"),
+        !after.contains("wtfail0"),
         "the overlay interface is gone:\n{after}"
     );
-    assert!(!after.contains("-l2"), "the L2 port is gone:\n{after}");
     assert!(
         !after.contains("WEFTNET"),
         "the NAT chain is gone:\n{after}"
     );
-    assert!(host.netns().has_link(BRIDGE), "the bridge stays");
-    let gateway = block.replace(".0/24", ".1/24");
-    let addrs = host.netns().ip(&["-br", "addr", "show", BRIDGE]);
-    assert!(
-        addrs.contains(&gateway),
-        "the gateway {gateway} stays: {addrs}"
-    );
-    let routes = host.netns().ip(&["route", "show", "table", "all"]);
-    assert!(
-        routes.contains(&format!("unreachable {RANGE}")),
-        "the guard route stays: {routes}"
-    );
+    assert_pods_keep_their_network(host, &block);
     assert!(!d.state_dir().join("weftnet.sock").exists());
 }
 

@@ -81,6 +81,9 @@ pub(crate) struct Shell {
     /// During start-up: addresses added to links other than the overlay (they outlive
     /// the overlay interface, so a failed start must remove them).
     added: Vec<(u32, ipnet::IpNet)>,
+    /// After a restart, until then: peers are called as soon as they are set (they
+    /// still know this node's key).
+    call_at_once_until: Option<Instant>,
 }
 
 impl Shell {
@@ -102,8 +105,16 @@ impl Shell {
             lookups_tx,
             lookups,
             added: Vec::new(),
+            call_at_once_until: None,
         };
         (shell, status_rx)
+    }
+
+    /// This run restarted a node whose peers still know it: for `window`, the peers
+    /// it contacts first are called as soon as they are set, not at the next timer
+    /// tick.
+    pub(crate) fn restarted(&mut self, window: std::time::Duration) {
+        self.call_at_once_until = Some(Instant::now() + window);
     }
 
     /// Start-up: carries out the node's first effects (its addresses, routes and
@@ -121,7 +132,12 @@ impl Shell {
             match &effect {
                 Effect::Transmit { to, bytes } => dp.send_control(bytes, *to),
                 Effect::Inject(packet) => dp.inject(packet),
-                Effect::SetPeers(peers) => dp.set_peers(peers.clone()),
+                Effect::SetPeers(peers) => {
+                    dp.set_peers(peers.clone());
+                    if self.call_at_once_until.is_some_and(|t| Instant::now() < t) {
+                        dp.first_contacts();
+                    }
+                }
                 Effect::PersistBlock(block) => {
                     self.persist(BLOCK_FILE, format!("{block}\n"), "the claimed block")
                 }

@@ -1,10 +1,13 @@
 //! `weftnet up`, as wiring: validates the settings, reads the key and secrets (and in
 //! Kubernetes mode this Node), then starts the node ([`start`]) under one
 //! [`Teardown`] that owns everything created (the HTTP endpoints for probes and
-//! metrics included), and runs it until SIGINT, SIGTERM, SIGHUP, SIGQUIT, `weftnet
-//! leave` or a failure (a data-plane thread, the control plane task; the control
-//! socket retries accept errors and ends only by a panic); then leaves the mesh
-//! gracefully and removes what it created.
+//! metrics included), and runs it until a signal, `weftnet leave` or a failure (a
+//! data-plane thread, the control plane task; the control socket retries accept errors
+//! and ends only by a panic). SIGTERM, SIGHUP and SIGQUIT (and a failure) mean a
+//! restart: no leave is announced and the persistent overlay interface, its addresses
+//! and routes and the masquerade rules stay for the next run to adopt. `weftnet
+//! leave`, SIGINT and the deletion of this Kubernetes Node mean for good: the node
+//! leaves the mesh gracefully and removes what it created.
 //! Decisions live in the node reconciler (`weftnet_proto::node`); nothing here decides.
 
 mod start;
@@ -20,7 +23,7 @@ use crate::system;
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use teardown::Teardown;
+use teardown::{Stop, Teardown};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -96,7 +99,7 @@ async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>)
     let state_dir = config.state_dir.clone();
     let netlink = Arc::new(Netlink::connect()?);
     let mut teardown = Teardown::new(Arc::clone(&netlink));
-    let result =
+    let (result, stop) =
         match start::start(config, key, secrets, kube, started, &netlink, &mut teardown).await {
             Ok(running) => {
                 teardown.started();
@@ -109,9 +112,9 @@ async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>)
                 }
                 running.run().await
             }
-            Err(e) => Err(e),
+            Err(e) => (Err(e), Stop::Failed),
         };
-    teardown.remove().await;
+    teardown.remove(stop).await;
     if result.is_ok() {
         tracing::info!("weftnet stopped");
     }
@@ -147,41 +150,57 @@ struct Running {
 }
 
 impl Running {
-    /// Runs until a signal, `weftnet leave`, or a failure; then leaves the mesh.
-    async fn run(mut self) -> Result<()> {
-        let mut term =
-            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-        let mut int =
-            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-        let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-        let mut quit = signal(SignalKind::quit()).context("cannot install the SIGQUIT handler")?;
-        let outcome = tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
-            _ = hup.recv() => Ok("SIGHUP"),
-            _ = quit.recv() => Ok("SIGQUIT"),
-            _ = self.shutdown.notified() => Ok("weftnet leave"),
-            _ = &mut self.server => Err(anyhow::anyhow!("the control socket task ended")),
-            _ = &mut self.shell => Err(anyhow::anyhow!("the control plane task ended")),
-            failed = self.failure.wait_for(Option::is_some) => {
-                let why = failed.ok().and_then(|f| f.clone()).unwrap_or_default();
-                Err(anyhow::anyhow!("the data plane stopped: {why}"))
-            }
+    /// Runs until a signal, `weftnet leave`, or a failure. A stop for good leaves the
+    /// mesh first; a restart leaves nothing, so the others keep this node's tunnel and
+    /// routes while the next run starts.
+    async fn run(mut self) -> (Result<()>, Stop) {
+        let (outcome, stop) = match self.wait().await {
+            Ok(s) => s,
+            Err(e) => (Err(e), Stop::Restart),
         };
-        match &outcome {
-            Ok(why) => tracing::info!(signal = why, "stopping: leaving the mesh"),
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "stopping on a failure"),
+        match (&outcome, stop) {
+            (Ok(why), Stop::Leave) => tracing::info!(by = why, "stopping for good: leaving the mesh"),
+            (Ok(why), _) => tracing::info!(
+                signal = why,
+                "stopping for a restart: no leave announced; the interface, its routes and rules stay for the next run (`weftnet leave` stops for good)"
+            ),
+            (Err(e), _) => tracing::error!(error = %format!("{e:#}"), "stopping on a failure"),
         }
-        // Graceful leave: the others drop this node at once instead of suspecting it.
-        let (reply, done) = tokio::sync::oneshot::channel();
-        if self.commands.send(Command::Leave(reply)).await.is_ok() {
-            let _ = tokio::time::timeout(LEAVE_TIMEOUT, done).await;
+        if stop == Stop::Leave {
+            // Graceful leave: the others drop this node at once instead of suspecting it.
+            let (reply, done) = tokio::sync::oneshot::channel();
+            if self.commands.send(Command::Leave(reply)).await.is_ok() {
+                let _ = tokio::time::timeout(LEAVE_TIMEOUT, done).await;
+            }
         }
         self.shell.abort();
         self.server.abort();
         for t in self.others {
             t.abort();
         }
-        outcome.map(|_| ())
+        (outcome.map(|_| ()), stop)
+    }
+
+    /// What stopped the node, and how it stops.
+    async fn wait(&mut self) -> Result<(Result<&'static str>, Stop)> {
+        let mut term =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut int =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let mut quit = signal(SignalKind::quit()).context("cannot install the SIGQUIT handler")?;
+        Ok(tokio::select! {
+            _ = term.recv() => (Ok("SIGTERM"), Stop::Restart),
+            _ = hup.recv() => (Ok("SIGHUP"), Stop::Restart),
+            _ = quit.recv() => (Ok("SIGQUIT"), Stop::Restart),
+            _ = int.recv() => (Ok("SIGINT"), Stop::Leave),
+            _ = self.shutdown.notified() => (Ok("weftnet leave"), Stop::Leave),
+            _ = &mut self.server => (Err(anyhow::anyhow!("the control socket task ended")), Stop::Restart),
+            _ = &mut self.shell => (Err(anyhow::anyhow!("the control plane task ended")), Stop::Restart),
+            failed = self.failure.wait_for(Option::is_some) => {
+                let why = failed.ok().and_then(|f| f.clone()).unwrap_or_default();
+                (Err(anyhow::anyhow!("the data plane stopped: {why}")), Stop::Restart)
+            }
+        })
     }
 }

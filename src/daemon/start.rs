@@ -5,7 +5,7 @@
 //! [`Teardown`] the moment it exists; after each step a test hook (`failpoint`) can
 //! make start-up fail there.
 
-use super::teardown::{failpoint, Created, Teardown};
+use super::teardown::{failpoint, Created, Lifetime, Teardown};
 use super::Running;
 use crate::cluster::{self, Links, Shell};
 use crate::config::{Config, WIREGUARD_OVERHEAD};
@@ -25,10 +25,14 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use weftnet_proto::gossip::GossipConfig;
 use weftnet_proto::keys::PrivateKey;
-use weftnet_proto::node::{GossipSetup, Node, NodeConfig, PeerSpec, Status};
+use weftnet_proto::node::{GossipSetup, HostState, Node, NodeConfig, PeerSpec, Status};
 
 /// Control datagrams queued between the UDP thread and the control plane.
 const CONTROL_QUEUE: usize = 4096;
+/// After a restart, how long peers are called as soon as they are set: those known
+/// before the restart arrive within it (by the saved members), and still know this
+/// node's key.
+const RESTART_CALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the host side of start-up made.
 struct HostSide {
@@ -42,6 +46,10 @@ struct HostSide {
     endpoint: Option<SocketAddr>,
     bridge: Option<u32>,
     l2: Option<L2Port>,
+    /// What an earlier run left on the overlay interface (empty on a new one).
+    adopted: HostState,
+    /// The overlay interface is an earlier run's: this is a restart.
+    restarted: bool,
 }
 
 /// Creates everything in order, each thing owned by `teardown` as soon as it exists.
@@ -66,6 +74,9 @@ pub(super) async fn start(
     };
     let (mut shell, status) =
         Shell::new(node, Arc::clone(netlink), links, config.state_dir.clone());
+    if host.restarted {
+        shell.restarted(RESTART_CALL_WINDOW);
+    }
 
     // The data plane, with its peers, addresses and routes in place before it runs.
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -126,7 +137,10 @@ pub(super) async fn start(
     };
     let policy = match local {
         Some(local) => Some(crate::policy::start(local, host.bridge.is_some(), teardown).await?),
-        None => None,
+        None => {
+            crate::policy::remove_leftover().await;
+            None
+        }
     };
     failpoint("network policy")?;
 
@@ -236,13 +250,6 @@ async fn host_side(
     .filter_map(|(flag, addr)| Some((flag, addr?)))
     .collect();
     let listeners = crate::http::bind(&wanted)?;
-    if system::interface_exists(&config.interface) {
-        bail!(
-            "interface {} already exists: choose another --interface, or remove it with `ip link del {}` if nothing uses it",
-            config.interface,
-            config.interface
-        );
-    }
     let udp = Udp::bind(config.listen_port)?;
     let mtu = config
         .mtu
@@ -250,12 +257,9 @@ async fn host_side(
             system::underlay_mtu(&config.interface).saturating_sub(WIREGUARD_OVERHEAD)
         })
         .max(crate::config::MIN_MTU);
-    let tun = Tun::create(&config.interface)?;
-    let overlay = netlink.link_index(&config.interface).await?;
-    teardown.push(Created::Link {
-        index: overlay,
-        what: "overlay interface",
-    });
+    let (tun, overlay, adopted) = overlay_interface(&config.interface, netlink, teardown).await?;
+    let restarted = adopted.is_some();
+    let adopted = adopted.unwrap_or_default();
     failpoint("interface")?;
     netlink
         .configure(overlay, mtu, &[])
@@ -282,11 +286,14 @@ async fn host_side(
     };
     failpoint("bridge")?;
     if let (true, Some((r, _))) = (config.masquerade, range) {
-        let installed =
+        let (installed, existed) =
             tokio::task::spawn_blocking(move || crate::masquerade::Masquerade::install(&[r]))
                 .await
                 .context("the masquerade set-up did not finish")??;
-        teardown.push(Created::Masquerade(installed));
+        teardown.push_for(
+            Created::Masquerade(installed),
+            Lifetime::Node { created: !existed },
+        );
     }
     failpoint("masquerade")?;
     Ok(HostSide {
@@ -299,7 +306,56 @@ async fn host_side(
         endpoint,
         bridge,
         l2,
+        adopted,
+        restarted,
     })
+}
+
+/// The overlay interface: the persistent TUN an earlier run left, adopted with its
+/// addresses and routes (returned, for the reconciler to start from), or a new one.
+/// Kept across restarts; a failed start removes it only if this start created it.
+async fn overlay_interface(
+    name: &str,
+    netlink: &Netlink,
+    teardown: &mut Teardown,
+) -> Result<(Tun, u32, Option<HostState>)> {
+    let existed = system::interface_exists(name);
+    let tun = Tun::attach_or_create(name, existed)?;
+    let overlay = netlink.link_index(name).await?;
+    teardown.push_for(
+        Created::Link {
+            index: overlay,
+            what: "overlay interface",
+        },
+        Lifetime::Node { created: !existed },
+    );
+    if !existed {
+        return Ok((tun, overlay, None));
+    }
+    let adopted = HostState {
+        addresses: netlink
+            .addresses(overlay)
+            .await?
+            .into_iter()
+            .filter(|a| !is_link_local(a.addr()))
+            .collect(),
+        routes: netlink.routes_into(overlay).await?,
+    };
+    tracing::info!(
+        interface = name,
+        addresses = adopted.addresses.len(),
+        routes = adopted.routes.len(),
+        "attached to the overlay interface of the previous run (its addresses and routes stay)"
+    );
+    Ok((tun, overlay, Some(adopted)))
+}
+
+/// The kernel's own addresses (IPv6 link-local), never weftnet's.
+fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
 }
 
 /// Where other nodes reach this one: given, or the source address toward the seeds,
@@ -387,7 +443,7 @@ fn reconciler(
             first_contact: true,
         })
         .collect();
-    Node::new(
+    Node::adopting(
         NodeConfig {
             public_key: key.public_key(),
             addresses: config.addresses.clone(),
@@ -400,6 +456,7 @@ fn reconciler(
             group_filter: config.multicast.filter.clone(),
             gossip,
         },
+        host.adopted.clone(),
         Instant::now(),
     )
     .map_err(|e| anyhow::anyhow!("cannot start gossip: {e}"))

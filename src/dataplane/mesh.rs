@@ -57,6 +57,18 @@ impl LivePeer {
         }
     }
 
+    /// The first contact, if still due and the endpoint is known: the handshake
+    /// initiation to send now (the caller sends it at once rather than at the next
+    /// timer tick).
+    pub(super) fn first_contact<'a>(&self, out: &'a mut [u8]) -> Option<(Output<'a>, SocketAddr)> {
+        let mut st = self.state.lock();
+        let endpoint = st.endpoint?;
+        if !self.first_contact.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        Some((st.session.start_handshake(out), endpoint))
+    }
+
     /// Runs the WireGuard timers (and the first contact); returns what to send.
     pub(super) fn tick<'a>(&self, out: &'a mut [u8]) -> (Option<Output<'a>>, Option<SocketAddr>) {
         let mut st = self.state.lock();

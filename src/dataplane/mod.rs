@@ -144,6 +144,20 @@ impl Dataplane {
         }
     }
 
+    /// Calls the peers this node contacts first and has not called yet at once, instead
+    /// of at the next timer tick (up to [`TICK`] later). For a restarted node, whose
+    /// peers still know its key: its sessions are back one round trip after it learns
+    /// its peers. (A peer that does not know this node yet drops the initiation, and
+    /// WireGuard retries only after 5 s, so new nodes keep waiting for the tick.)
+    pub(crate) fn first_contacts(&self) {
+        let mut out = vec![0u8; BUF];
+        for peer in self.mesh.load().iter() {
+            if let Some((Output::Network(bytes), to)) = peer.first_contact(&mut out) {
+                self.send(bytes, to);
+            }
+        }
+    }
+
     /// Starts the TUN, UDP and timer threads (and the L2 thread in bridge mode). A
     /// thread that ends before [`Self::stop`] (an I/O error, a panic) raises
     /// [`Self::failure`].

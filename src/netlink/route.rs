@@ -8,7 +8,7 @@ use anyhow::Result;
 use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
 use rtnetlink::RouteMessageBuilder;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -79,6 +79,31 @@ impl Netlink {
             {
                 if let Some(prefix) = unreachable_prefix(&route, metric) {
                     found.push(prefix);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The routes weftnet put into the interface (an earlier run's, on a persistent
+    /// overlay): main table, unicast, protocol `static` (what weftnet adds; `ip route
+    /// add` makes `boot` routes, and the kernel's own are `kernel`), with their
+    /// preferred source.
+    pub(crate) async fn routes_into(&self, index: u32) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
+        let mut found = Vec::new();
+        let dumps = [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ];
+        for dump in dumps {
+            let mut routes = self.handle.route().get(dump).execute();
+            while let Some(route) = routes
+                .try_next()
+                .await
+                .map_err(failed("cannot list routes"))?
+            {
+                if let Some(r) = weftnet_route(&route, index) {
+                    found.push(r);
                 }
             }
         }
@@ -157,6 +182,38 @@ fn unreachable_prefix(route: &RouteMessage, metric: u32) -> Option<IpNet> {
     IpNet::new(destination?, route.header.destination_prefix_length).ok()
 }
 
+/// `route`'s destination and preferred source if weftnet added it into interface
+/// `index` (see [`Netlink::routes_into`]).
+fn weftnet_route(route: &RouteMessage, index: u32) -> Option<(IpNet, Option<IpAddr>)> {
+    if route.header.kind != RouteType::Unicast || route.header.protocol != RouteProtocol::Static {
+        return None;
+    }
+    let mut table = u32::from(route.header.table);
+    let (mut oif, mut destination, mut src) = (None, None, None);
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Destination(a) => destination = ip_of(a),
+            RouteAttribute::PrefSource(a) => src = ip_of(a),
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || oif != Some(index) {
+        return None;
+    }
+    let prefix = IpNet::new(destination?, route.header.destination_prefix_length).ok()?;
+    Some((prefix, src))
+}
+
+fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +234,23 @@ mod tests {
             .contains(&RouteAttribute::Destination(RouteAddress::Inet6(
                 "fd00::".parse().expect("ip")
             ))));
+    }
+
+    #[test]
+    fn weftnet_routes_are_recognised_by_protocol_table_and_interface() {
+        let prefix: IpNet = "10.99.0.0/24".parse().expect("net");
+        let mut ours = to(prefix);
+        ours.attributes.push(RouteAttribute::Oif(7));
+        let src: IpAddr = "10.47.1.1".parse().expect("ip");
+        ours.attributes.push(RouteAttribute::PrefSource(src.into()));
+        assert_eq!(weftnet_route(&ours, 7), Some((prefix, Some(src))));
+        assert_eq!(weftnet_route(&ours, 8), None, "another interface");
+        let mut by_hand = ours.clone();
+        by_hand.header.protocol = RouteProtocol::Boot;
+        assert_eq!(weftnet_route(&by_hand, 7), None, "ip route add");
+        let mut guard = unreachable(prefix, 7);
+        guard.attributes.push(RouteAttribute::Oif(7));
+        assert_eq!(weftnet_route(&guard, 7), None);
     }
 
     #[test]

@@ -236,12 +236,23 @@ impl Enforcer {
 pub(crate) async fn spawn(
     local: Local,
     cluster: watch::Receiver<Arc<Cluster>>,
+    kept: bool,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, watch::Receiver<PolicyView>)> {
-    let first = nft::render(&[]);
-    let applying = first.clone();
-    tokio::task::spawn_blocking(move || nft::apply(&applying))
-        .await
-        .map_err(|e| anyhow::anyhow!("the nft task failed: {e}"))??;
+    let first = if kept {
+        // The table an earlier run of this node left (a restart) stays in force until
+        // the first ruleset of this run replaces it: pods stay isolated meanwhile.
+        Ruleset {
+            script: String::new(),
+            counters: HashMap::new(),
+        }
+    } else {
+        let first = nft::render(&[]);
+        let applying = first.clone();
+        tokio::task::spawn_blocking(move || nft::apply(&applying))
+            .await
+            .map_err(|e| anyhow::anyhow!("the nft task failed: {e}"))??;
+        first
+    };
     let (view, rx) = watch::channel(PolicyView::default());
     let enforcer = Enforcer {
         local,

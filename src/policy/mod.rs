@@ -13,7 +13,7 @@ pub(crate) mod standalone;
 
 pub(crate) use enforce::{spawn, Local, PolicyStatus, PolicyView};
 
-use crate::daemon::teardown::{Created, Teardown};
+use crate::daemon::teardown::{Created, Lifetime, Teardown};
 use anyhow::{bail, Result};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -33,8 +33,11 @@ pub(crate) struct Started {
     pub(crate) view: watch::Receiver<PolicyView>,
 }
 
-/// Turns bridge netfilter on (restored at stop), installs the (empty) table and
-/// starts the enforcer for the pods `local` accepts; each is owned by `teardown`.
+/// Turns bridge netfilter on, installs the (empty) table and starts the enforcer for
+/// the pods `local` accepts; each is owned by `teardown`. The table and the switches
+/// outlive a restart (pods stay isolated while the daemon is replaced): a table an
+/// earlier run left stays in force until this run's first ruleset replaces it, and
+/// both are removed when the node leaves for good.
 pub(crate) async fn start(local: Local, bridged: bool, teardown: &mut Teardown) -> Result<Started> {
     if bridged {
         for path in BRIDGE_NF {
@@ -45,18 +48,37 @@ pub(crate) async fn start(local: Local, bridged: bool, teardown: &mut Teardown) 
                 if let Err(e) = std::fs::write(path, "1") {
                     bail!("cannot turn on {path} ({e}): run weftnet with CAP_NET_ADMIN in the host's network namespace, or --network-policy=false");
                 }
-                teardown.push(Created::Sysctl { path, old });
+                teardown.push_for(
+                    Created::Sysctl { path, old },
+                    Lifetime::Node { created: true },
+                );
             }
         }
     }
     let (cluster, rx) = watch::channel(Arc::new(Cluster::default()));
-    teardown.push(Created::PolicyTable);
-    let (task, view) = spawn(local, rx).await?;
+    let kept = tokio::task::spawn_blocking(nft::present)
+        .await
+        .map_err(|e| anyhow::anyhow!("the nft task failed: {e}"))??;
+    teardown.push_for(Created::PolicyTable, Lifetime::Node { created: !kept });
+    let (task, view) = spawn(local, rx, kept).await?;
     Ok(Started {
         cluster,
         task,
         view,
     })
+}
+
+/// Removes a policy table an earlier run left, when this run enforces no policy
+/// (enforcement turned off across a restart). Without nft installed there is none.
+pub(crate) async fn remove_leftover() {
+    match tokio::task::spawn_blocking(nft::remove).await {
+        Ok(Ok(true)) => tracing::info!("removed the network policy table of an earlier run"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %format!("{e:#}"), "no network policy table to check")
+        }
+        Err(e) => tracing::debug!(error = %e, "the nft task failed"),
+    }
 }
 
 /// The text form of the `policy` section of `weftnet status`: one line per local pod

@@ -363,6 +363,14 @@ pub(crate) fn apply(ruleset: &Ruleset) -> Result<()> {
     nft(&["-f", "-"], Some(&ruleset.script)).map(|_| ())
 }
 
+/// Whether weftnet's `inet` policy table is installed (an earlier run left it).
+pub(crate) fn present() -> Result<bool> {
+    let list = nft(&["list", "tables"], None)?;
+    Ok(list
+        .lines()
+        .any(|l| l.trim() == format!("table inet {TABLE}")))
+}
+
 /// Removes the table (nothing if it is not there).
 pub(crate) fn remove() -> Result<bool> {
     let list = nft(&["list", "tables"], None)?;

@@ -50,6 +50,7 @@ use crate::multicast::{parse_control, GroupConfig, GroupFilter, GroupTable, Quer
 use diagnose::Diagnostics;
 use ipnet::IpNet;
 use process::own_prefixes;
+pub use reconcile::HostState;
 use reconcile::Installed;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -247,6 +248,16 @@ impl Node {
     /// A node at start: its first effects (addresses, routes, peers, seeds to look
     /// up) are ready to be polled.
     pub fn new(config: NodeConfig, now: Instant) -> Result<Self, ConfigError> {
+        Self::adopting(config, HostState::default(), now)
+    }
+
+    /// A node restarted on a host that keeps what an earlier run installed (`host`):
+    /// its first effects change only what is stale or missing.
+    pub fn adopting(
+        config: NodeConfig,
+        host: HostState,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         let blocks = Blocks::new(
             config.blocks,
             config.range,
@@ -299,7 +310,7 @@ impl Node {
             addresses: config.addresses,
             static_peers: config.static_peers,
             blocks,
-            installed: Installed::default(),
+            installed: Installed::adopt(host),
             peers: None,
             seeds,
             persisted: known.clone(),

@@ -271,6 +271,14 @@ impl Node {
             &mut self.authority,
             &underlays,
         );
+        // The members known before a restart lost their sessions with this node: it
+        // calls each at once (one round trip), whichever key is lower.
+        let mut wanted = wanted;
+        for p in &mut wanted {
+            if p.peer.endpoint.is_some_and(|e| self.known.contains(&e)) {
+                p.first_contact = true;
+            }
+        }
         let prefixes: Vec<IpNet> = wanted
             .iter()
             .flat_map(|p| p.peer.allowed_ips.clone())

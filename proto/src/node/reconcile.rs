@@ -2,12 +2,25 @@
 //! routes it believes are installed, and the smallest ordered list of changes that
 //! turns them into the wanted ones. Applying the same wanted state twice changes
 //! nothing; a change the host refused is forgotten, so the next pass tries it again.
+//! After a restart the belief starts from what the host really has ([`HostState`]: the
+//! persistent overlay interface keeps its addresses and routes), so the first pass
+//! neither adds them twice nor removes them needlessly; only what is stale goes.
 
 use super::blocks::Link;
 use super::Effect;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+
+/// What an earlier run left installed, read from the host at start: the overlay's
+/// addresses and the routes weftnet put into it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct HostState {
+    /// Addresses on the overlay interface.
+    pub addresses: Vec<IpNet>,
+    /// Routes into the overlay, with their preferred source.
+    pub routes: Vec<(IpNet, Option<IpAddr>)>,
+}
 
 /// What the node believes the host has.
 #[derive(Debug, Default, Clone)]
@@ -18,6 +31,18 @@ pub(super) struct Installed {
 }
 
 impl Installed {
+    /// The belief that matches what the host has.
+    pub(super) fn adopt(host: HostState) -> Self {
+        Self {
+            addresses: host
+                .addresses
+                .into_iter()
+                .map(|a| (Link::Overlay, a))
+                .collect(),
+            routes: host.routes.into_iter().collect(),
+        }
+    }
+
     /// Queues the changes from what is installed to `addresses` and `routes`, in an
     /// order the kernel accepts: stale routes go first (a route whose source changed
     /// is replaced), then stale addresses (before new ones, so that a moved block's
@@ -139,6 +164,38 @@ mod tests {
                 Effect::AddRoute {
                     prefix: n("10.244.0.0/16"),
                     src: ip("10.244.7.1")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_adopted_host_changes_only_what_is_stale() {
+        let host = HostState {
+            addresses: vec![n("10.47.3.1/16"), n("10.47.9.1/16")],
+            routes: vec![(n("10.99.0.0/24"), None), (n("10.98.0.0/24"), None)],
+        };
+        let mut installed = Installed::adopt(host);
+        let mut out = VecDeque::new();
+        installed.reconcile(
+            [(Link::Overlay, n("10.47.3.1/16"))].into(),
+            [(n("10.99.0.0/24"), None), (n("10.97.0.0/24"), None)].into(),
+            &mut out,
+        );
+        let got: Vec<Effect> = out.into_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Effect::DelRoute {
+                    prefix: n("10.98.0.0/24")
+                },
+                Effect::DelAddress {
+                    link: Link::Overlay,
+                    address: n("10.47.9.1/16")
+                },
+                Effect::AddRoute {
+                    prefix: n("10.97.0.0/24"),
+                    src: None
                 },
             ]
         );

@@ -233,3 +233,66 @@ fn a_dead_verdict_keeps_the_tunnel_of_a_peer_whose_traffic_still_flows() {
     net.run(Duration::from_secs(1));
     assert!(!has_c(&net, a), "evidence ran out");
 }
+
+#[test]
+fn a_node_restarted_on_its_persistent_interface_changes_nothing_and_calls_its_peers() {
+    let (mut net, [a, b, c]) = Net::three_joined();
+    // c has the highest key: before the restart it waited for a and b to call.
+    assert!(key_of(c) > key_of(a) && key_of(c) > key_of(b));
+    let known = net.hosts[c].members_saved.clone();
+    // SIGTERM: no leave; the interface keeps its addresses and routes.
+    net.now += Duration::from_secs(1);
+    let host = HostState {
+        addresses: net.hosts[c]
+            .addresses
+            .iter()
+            .filter(|(l, _)| *l == Link::Overlay)
+            .map(|(_, a)| *a)
+            .collect(),
+        routes: net.hosts[c].routes.clone().into_iter().collect(),
+    };
+    assert!(!host.addresses.is_empty(), "c had its block's address");
+    let (addresses, routes) = (net.hosts[c].addresses.clone(), net.hosts[c].routes.clone());
+    let spec = Spec {
+        seeds: vec![a],
+        ..Spec::named("c")
+    };
+    let restarted = Node::adopting(
+        NodeConfig {
+            saved_block: net.block(c),
+            gossip: net
+                .config(c, &spec)
+                .gossip
+                .map(|g| GossipSetup { known, ..g }),
+            ..net.config(c, &spec)
+        },
+        host,
+        net.now,
+    )
+    .expect("node");
+    net.hosts[c].node = restarted;
+    net.hosts[c].peers.clear();
+    // The model refuses an addition of something present: nothing is added twice.
+    net.drain(c);
+    assert_eq!(
+        net.hosts[c].addresses, addresses,
+        "nothing removed or added"
+    );
+    assert_eq!(net.hosts[c].routes, routes);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.member_state(a, c), Some(MemberState::Alive));
+    let peers = &net.hosts[c].peers;
+    let keys: BTreeSet<PublicKey> = peers.iter().map(|p| p.peer.public_key).collect();
+    assert_eq!(keys, [key_of(a), key_of(b)].into());
+    assert!(
+        peers.iter().all(|p| p.first_contact),
+        "the restarted node calls every peer it knew at once: {peers:?}"
+    );
+    // The others still call by the key rule.
+    let a_calls_c = net.hosts[a]
+        .peers
+        .iter()
+        .find(|p| p.peer.public_key == key_of(c))
+        .map(|p| p.first_contact);
+    assert_eq!(a_calls_c, Some(true));
+}
