@@ -243,8 +243,10 @@ impl Tun {
         let mut tun = match Self::open(name, false, true) {
             Ok(t) => t,
             Err(e) => {
+                // Without headers, or not at all (then that error is the one to report).
+                let plain = Self::open(name, false, false)?;
                 tracing::info!(error = %e, "TUN without virtio-net headers");
-                return Self::open(name, false, false);
+                return Ok(plain);
             }
         };
         let features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;

@@ -431,15 +431,20 @@ fn network_policies_are_enforced_for_every_pair_port_and_protocol() {
 
     multicast_cases(&mut c);
 
-    // The table goes with the daemon.
-    let node = c.nodes.pop().expect("node2");
+    // A restart (SIGTERM) keeps the table, so pods stay isolated while the daemon is
+    // replaced; the next run adopts it; a stop for good (SIGINT) removes it.
+    let mut node = c.nodes.pop().expect("node2");
     let ns = node.ns().clone();
-    drop(node);
-    let left = ns.exec("nft", &["list", "table", "inet", "weftnet_policy"]);
-    assert!(
-        !left.status.success(),
-        "the policy table survived the daemon"
-    );
+    let table = |ns: &Netns| {
+        ns.exec("nft", &["list", "table", "inet", "weftnet_policy"])
+            .status
+            .success()
+    };
+    assert!(node.d.stop().success(), "{}", node.d.logs());
+    assert!(table(&ns), "a restart removed the policy table");
+    node.d.start_again();
+    assert!(node.d.stop_for_good().success(), "{}", node.d.logs());
+    assert!(!table(&ns), "the policy table survived a stop for good");
 }
 
 /// Waits until `node`'s status shows pod `key` with `direction` isolated.

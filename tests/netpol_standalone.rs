@@ -21,7 +21,7 @@ fn a_standalone_policy_admits_only_its_sources_and_ports() {
     let dir = temp_dir("netpol-standalone");
     let secret = gensecret(dir.path(), "secret");
     let policy = "[[policy]]\nprefix = \"10.47.2.0/24\"\nallow_from = [\"10.47.1.0/24\"]\nports = [\"tcp/80\", \"udp/80\"]\n";
-    let nodes: Vec<Daemon> = (0..3)
+    let mut nodes: Vec<Daemon> = (0..3)
         .map(|i| {
             let mut args = vec![
                 format!("--name=n{}", i + 1),
@@ -96,11 +96,18 @@ fn a_standalone_policy_admits_only_its_sources_and_ports() {
             ))
         }
     });
+    // A restart (SIGTERM) keeps the table; a stop for good (SIGINT) removes it.
     let host = u.host(1);
+    let table = || {
+        host.exec("nft", &["list", "table", "inet", "weftnet_policy"])
+            .status
+            .success()
+    };
+    let mut n1 = nodes.remove(1);
+    assert!(n1.stop().success(), "{}", n1.logs());
+    assert!(table(), "a restart removed the policy table");
+    n1.start_again();
+    assert!(n1.stop_for_good().success(), "{}", n1.logs());
+    assert!(!table(), "the policy table survived a stop for good");
     drop(nodes);
-    let left = host.exec("nft", &["list", "table", "inet", "weftnet_policy"]);
-    assert!(
-        !left.status.success(),
-        "the policy table survived the daemon"
-    );
 }

@@ -155,7 +155,7 @@ async fn remove(netlink: &Netlink, created: Created, stop: Stop) {
         // A restart keeps everything the threads use: they forward until the process
         // exits (which ends them) instead of stopping at their next poll, up to
         // 200 ms earlier, so the next run's gap is that much shorter.
-        Created::Dataplane { .. } if stop == Stop::Restart => {}
+        Created::Dataplane { dp, .. } if stop == Stop::Restart => dp.exiting(),
         Created::PolicyTable => {
             match tokio::task::spawn_blocking(crate::policy::nft::remove).await {
                 Ok(Ok(_)) => {}

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub(super) struct Lifecycle {
     stop: AtomicBool,
+    /// The process is exiting for a restart: threads keep forwarding until it ends,
+    /// and one that ends meanwhile (its device removed) is no failure.
+    exiting: AtomicBool,
     failure: watch::Sender<Option<String>>,
 }
 
@@ -25,6 +28,7 @@ impl Default for Lifecycle {
     fn default() -> Self {
         Self {
             stop: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
             failure: watch::Sender::new(None),
         }
     }
@@ -34,6 +38,11 @@ impl Lifecycle {
     /// Asks the threads to finish.
     pub(super) fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The process is about to exit (a restart): thread exits are no longer failures.
+    pub(super) fn exiting(&self) {
+        self.exiting.store(true, Ordering::Relaxed);
     }
 
     /// Whether [`Self::stop`] was called.
@@ -79,7 +88,7 @@ impl Lifecycle {
                     Ok(Err(e)) => format!("{e:#}"),
                     Err(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
                 };
-                if me.stopping() {
+                if me.stopping() || me.exiting.load(Ordering::Relaxed) {
                     tracing::debug!(thread, why, "data-plane thread ended while stopping");
                     return;
                 }

@@ -183,6 +183,12 @@ impl Dataplane {
         self.lifecycle.stop();
     }
 
+    /// The process exits for a restart: the threads keep forwarding until it ends (no
+    /// stop asked), but one that ends meanwhile signals no failure.
+    pub(crate) fn exiting(&self) {
+        self.lifecycle.exiting();
+    }
+
     fn stopping(&self) -> bool {
         self.lifecycle.stopping()
     }

@@ -292,6 +292,20 @@ impl Daemon {
         }
     }
 
+    /// SIGINT (stop for good: leave announced, interface and rules removed) and wait up
+    /// to [`DAEMON_STOP_TIMEOUT`]; returns the exit status. Panics like [`stop`](Self::stop).
+    pub fn stop_for_good(&mut self) -> ExitStatus {
+        self.proc.signal(libc::SIGINT);
+        match self.proc.wait_timeout(DAEMON_STOP_TIMEOUT) {
+            Some(s) => s,
+            None => {
+                let logs = self.proc.logs();
+                self.proc.terminate(Duration::ZERO);
+                panic!("weftnet did not exit within {DAEMON_STOP_TIMEOUT:?} of SIGINT\n{logs}");
+            }
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
     }
