@@ -120,6 +120,10 @@ pub struct PathMtu {
     misses: Vec<(u16, u8)>,
     /// Black holes detected (confirmations lost `max_probes` times in a row).
     black_holes: u64,
+    /// Whether the peer ever acknowledged a probe (it speaks §8.2).
+    answered: bool,
+    /// Rounds in which the base probe went unanswered before any answer.
+    base_misses: u8,
 }
 
 impl PathMtu {
@@ -138,12 +142,22 @@ impl PathMtu {
             outstanding: Vec::new(),
             misses: Vec::new(),
             black_holes: 0,
+            answered: false,
+            base_misses: 0,
         }
     }
 
     /// The inner MTU packets to this peer may use now.
     pub fn mtu(&self) -> u16 {
         self.mtu
+    }
+
+    /// The MTU once the peer has acknowledged a probe; `None` before (the first round
+    /// is out, or the peer does not answer probes: a stock WireGuard peer, an older
+    /// weftnet). Until then nothing is known about the path and the caller sends as if
+    /// it carried the maximum, as it would without probing.
+    pub fn known_mtu(&self) -> Option<u16> {
+        self.answered.then_some(self.mtu)
     }
 
     /// Where the search stands.
@@ -175,6 +189,7 @@ impl PathMtu {
             Phase::Settled { .. } if now >= self.raise_at => {
                 self.ceiling = self.cfg.max.max(self.cfg.base);
                 self.misses.clear();
+                self.base_misses = 0;
                 self.raise_at = now + self.cfg.raise_interval;
                 self.next_round(now, out);
             }
@@ -211,6 +226,7 @@ impl PathMtu {
             return false;
         };
         self.outstanding.swap_remove(i);
+        self.answered = true;
         if size > self.mtu {
             self.mtu = size;
         }
@@ -229,6 +245,9 @@ impl PathMtu {
     fn end_round(&mut self) {
         for p in std::mem::take(&mut self.outstanding) {
             if p.size <= self.mtu {
+                if !self.answered {
+                    self.base_misses = self.base_misses.saturating_add(1);
+                }
                 continue;
             }
             let count = match self.misses.iter_mut().find(|(s, _)| *s == p.size) {
@@ -271,11 +290,15 @@ impl PathMtu {
     }
 
     /// Sizes to probe this round, largest first: the ceiling, common underlay MTUs,
-    /// and evenly spaced sizes above the MTU.
+    /// and evenly spaced sizes above the MTU; and the base itself until the peer
+    /// answered once (so that a path no larger than the base is known too), for at
+    /// most `max_probes` rounds (a peer that does not answer is asked again at the
+    /// next raise).
     fn candidates(&self) -> Vec<u16> {
         let (lo, hi) = (self.mtu, self.ceiling);
+        let base = (!self.answered && self.base_misses < self.cfg.max_probes).then_some(lo);
         if hi <= lo || hi - lo < self.cfg.granularity {
-            return Vec::new();
+            return base.into_iter().collect();
         }
         let mut sizes = vec![hi];
         sizes.extend(
@@ -288,6 +311,7 @@ impl PathMtu {
         sizes.retain(|&s| s > lo && s <= hi && usize::from(s) >= probe::MIN_LEN);
         sizes.sort_unstable_by(|a, b| b.cmp(a));
         sizes.dedup();
+        sizes.extend(base);
         sizes
     }
 

@@ -59,6 +59,7 @@ fn jumbo_path_reaches_the_maximum_in_one_round() {
     let mut path = Path::new(8941);
     path.run(&mut p, t0, 1, &mut |_| false);
     assert_eq!(p.mtu(), 8941);
+    assert_eq!(p.known_mtu(), Some(8941));
     assert!(matches!(p.phase(), Phase::Settled { .. }));
 }
 
@@ -166,15 +167,48 @@ fn stray_and_duplicate_acks_are_ignored() {
 }
 
 #[test]
-fn a_maximum_at_the_base_sends_nothing() {
+fn a_maximum_at_the_base_only_checks_that_the_peer_answers() {
     let t0 = Instant::now();
     let mut p = PathMtu::new(cfg(1280), t0);
     let mut out = Vec::new();
     p.poll(t0, &mut out);
-    assert!(out.is_empty());
-    assert_eq!(p.mtu(), 1280);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].size, 1280);
+    assert_eq!(p.known_mtu(), None);
+    assert!(p.on_ack(t0, out[0].id, 1280));
+    assert_eq!(p.known_mtu(), Some(1280));
+    out.clear();
     p.poll(t0 + Duration::from_secs(3600), &mut out);
     assert!(out.is_empty());
+}
+
+#[test]
+fn a_peer_that_never_answers_stays_unknown() {
+    let t0 = Instant::now();
+    let mut p = PathMtu::new(cfg(8941), t0);
+    let mut path = Path::new(0);
+    path.run(&mut p, t0, 30, &mut |_| false);
+    assert_eq!(p.known_mtu(), None);
+    // Every round asked the base too, and the search gave up upward.
+    assert_eq!(path.sent.iter().filter(|s| s.size == 1280).count(), 3);
+    assert!(
+        matches!(p.phase(), Phase::Settled { .. }),
+        "{:?}",
+        p.phase()
+    );
+    // Settled, it costs nothing until the raise asks again.
+    let sent = path.sent.len();
+    path.run(&mut p, t0 + Duration::from_secs(30), 500, &mut |_| false);
+    assert_eq!(path.sent.len(), sent);
+}
+
+#[test]
+fn a_path_no_larger_than_the_base_is_known() {
+    let t0 = Instant::now();
+    let mut p = PathMtu::new(cfg(8941), t0);
+    let mut path = Path::new(1280);
+    path.run(&mut p, t0, 30, &mut |_| false);
+    assert_eq!(p.known_mtu(), Some(1280));
 }
 
 #[test]
