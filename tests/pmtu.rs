@@ -134,6 +134,35 @@ fn jumbo_and_ethernet_paths_in_one_mesh_without_a_black_hole() {
         st["drops"]
     );
 
+    // DF clear (from n2, whose kernel knows nothing of n3's path yet): the first
+    // packet is answered with fragmentation-needed too, then n2's kernel fragments
+    // to 1440 itself and the rest arrive.
+    let dont = nodes[1].d.netns().exec_timeout(
+        Duration::from_secs(30),
+        "ping",
+        &[
+            "-c",
+            "5",
+            "-i",
+            "0.5",
+            "-W",
+            "2",
+            "-M",
+            "dont",
+            "-s",
+            "3000",
+            &c.to_string(),
+        ],
+    );
+    let text = describe(&dont);
+    let received = text
+        .split(" received")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(received >= 4, "DF-clear pings to n3: {text}");
+
     // TCP adapts per destination: streams to both complete.
     let n = 8_000_000;
     assert_eq!(tcp_transfer(&nodes[0], &nodes[2], n, 5401), n, "n1 -> n3");

@@ -69,6 +69,8 @@ pub fn parse(packet: &[u8]) -> Result<Message, ProbeError> {
     let size = u16::from_be_bytes([packet[32], packet[33]]);
     let id = u32::from_be_bytes([packet[28], packet[29], packet[30], packet[31]]);
     if total != packet.len()
+        || packet[1] != 0
+        || packet[4..9] != [0, 0, 0, 0, 64]
         || checksum::of(&packet[..20]) != 0
         || packet[25..28] != [0; 3]
         || packet[34..36] != [0; 2]
