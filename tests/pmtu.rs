@@ -1,7 +1,8 @@
 //! Path MTU per peer (PROTOCOL.md §8), end to end: one mesh where hosts 0 and 1 share
 //! a 9001-byte underlay (jumbo frames inside a VPC) and host 2 sits behind a 1500-byte
-//! link (a peering or a transit gateway). The switch drops larger frames to host 2
-//! silently, with no ICMP: a black hole unless the tunnel MTU follows the path.
+//! link (a peering or a transit gateway). Twice: behind a switch port that drops
+//! larger frames silently (no ICMP: a black hole unless the tunnel MTU follows the
+//! path), and behind a router that answers them with ICMP fragmentation-needed.
 
 mod common;
 
@@ -61,6 +62,27 @@ fn jumbo_and_ethernet_paths_in_one_mesh_without_a_black_hole() {
             .ip(&["link", "set", &format!("p{i}"), "mtu", "9001"]);
         u.host(i).ip(&["link", "set", "eth0", "mtu", "9001"]);
     }
+    jumbo_and_ethernet(&u);
+}
+
+#[test]
+fn jumbo_and_ethernet_paths_across_a_router_that_sends_icmp() {
+    // Hosts 0 and 1 on a 9001-byte segment with the router's leg; host 2 on a
+    // 1500-byte segment behind it. The router answers what does not fit with ICMP.
+    let u = Underlay::routed(2, 1);
+    for port in ["p0", "p1", "r0"] {
+        u.switch().ip(&["link", "set", port, "mtu", "9001"]);
+    }
+    let router = u.router().expect("routed topology");
+    router.ip(&["link", "set", "eth0", "mtu", "9001"]);
+    for i in 0..2 {
+        u.host(i).ip(&["link", "set", "eth0", "mtu", "9001"]);
+    }
+    jumbo_and_ethernet(&u);
+}
+
+/// The checks of both topologies: hosts 0 and 1 jumbo, host 2 behind 1500 bytes.
+fn jumbo_and_ethernet(u: &Underlay) {
     let dir = temp_dir("pmtu");
     let nodes = start_mesh(u.hosts(), dir.path(), |_| {
         vec!["--range".into(), RANGE.into()]
