@@ -26,6 +26,11 @@ pub(super) struct PeerState {
     pub(super) endpoint: Option<SocketAddr>,
     /// The path MTU search (PROTOCOL.md §8).
     pub(super) pmtu: PathMtu,
+    /// `tx_packets` when the timer thread last looked, and when it last saw it grow:
+    /// an idle tunnel is not probed (probes would keep every session in the mesh
+    /// busy).
+    pub(super) probe_seen_tx: u64,
+    pub(super) last_tx_at: Option<Instant>,
 }
 
 /// One peer's live state, shared by all threads.
@@ -65,6 +70,8 @@ impl LivePeer {
                 session,
                 endpoint: spec.peer.endpoint,
                 pmtu: PathMtu::new(pmtu::Config::new(max_mtu, overhead), Instant::now()),
+                probe_seen_tx: 0,
+                last_tx_at: None,
             }),
             rx_packets: AtomicU64::new(0),
             tx_packets: AtomicU64::new(0),

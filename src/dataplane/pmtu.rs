@@ -14,6 +14,10 @@ use weftnet_proto::pmtu::probe::{self, Message};
 use weftnet_proto::pmtu::{icmp, Probe};
 use weftnet_proto::session::Output;
 
+/// A tunnel is probed while it carried data in this window (RFC 8899: probe a path in
+/// use); idle peers cost nothing.
+const ACTIVE: Duration = Duration::from_secs(30);
+
 /// ICMP errors written into the TUN per second, at most (the kernel rate-limits its
 /// own too; this bounds the work a flood of large packets causes).
 const ICMP_PER_SEC: u32 = 200;
@@ -39,8 +43,9 @@ impl IcmpBudget {
 }
 
 impl Dataplane {
-    /// Runs `peer`'s path MTU timers and sends its probes (only while a session is
-    /// up and the endpoint known, so no probe is lost for want of a handshake).
+    /// Runs `peer`'s path MTU timers and sends its probes: only while a session is up
+    /// and the endpoint known (no probe is lost for want of a handshake), and only
+    /// while the tunnel carries data (within [`ACTIVE`]).
     pub(super) fn probe_tick(
         &self,
         peer: &LivePeer,
@@ -52,6 +57,17 @@ impl Dataplane {
         let mut st = peer.state.lock();
         let Some(to) = st.endpoint else { return };
         if st.session.stats().since_handshake.is_none() {
+            return;
+        }
+        let tx = peer.tx_packets.load(Ordering::Relaxed);
+        if tx != st.probe_seen_tx {
+            st.probe_seen_tx = tx;
+            st.last_tx_at = Some(now);
+        }
+        if st
+            .last_tx_at
+            .is_none_or(|t| now.duration_since(t) >= ACTIVE)
+        {
             return;
         }
         st.pmtu.poll(now, &mut probes);
