@@ -233,6 +233,16 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
     )?;
     gauges(
         enc,
+        "weftnet_peer_path_mtu_bytes",
+        "Inner MTU of the path to the peer, found by probing (absent until the peer answered a probe).",
+        s.peers
+            .iter()
+            .zip(&labels)
+            .filter_map(|(p, l)| p.stats.path_mtu.map(|m| (l.clone(), i64::from(m))))
+            .collect(),
+    )?;
+    gauges(
+        enc,
         "weftnet_peer_handshake_age_seconds",
         "Seconds since the last completed handshake with the peer (absent before the first).",
         s.peers
@@ -480,6 +490,8 @@ mod tests {
                 tx_bytes: 2,
                 rx_packets: 3,
                 tx_packets: 4,
+                // Known for the peers that handshook, as the data plane reports it.
+                path_mtu: handshake.map(|_| 8941),
             },
         }
     }
@@ -580,6 +592,17 @@ mod tests {
             t.matches("weftnet_peer_handshake_age_seconds{").count(),
             1,
             "no age before the first handshake:\n{t}"
+        );
+        assert_eq!(
+            v(&format!(
+                "weftnet_peer_path_mtu_bytes{{public_key=\"{ka}\",name=\"n1\"}}"
+            )),
+            "8941"
+        );
+        assert_eq!(
+            t.matches("weftnet_peer_path_mtu_bytes{").count(),
+            1,
+            "no path MTU before it is known:\n{t}"
         );
         assert_eq!(v("weftnet_drops_total{reason=\"no_route\"}"), "5");
         assert_eq!(v("weftnet_drops_total{reason=\"gossip_unknown_key\"}"), "7");

@@ -144,6 +144,9 @@ pub(crate) struct MemberStatus {
     pub(crate) latest_handshake_secs: Option<u64>,
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
+    /// Inner MTU of the path to the member (PROTOCOL.md §9); null until known.
+    #[serde(default)]
+    pub(crate) path_mtu: Option<u16>,
 }
 
 /// One peer: its four [`Peer`] fields, then its traffic.
@@ -157,6 +160,16 @@ pub(crate) struct PeerStatus {
     pub(crate) tx_bytes: u64,
     pub(crate) rx_packets: u64,
     pub(crate) tx_packets: u64,
+    /// Inner MTU of the path to the peer (PROTOCOL.md §9); null until the peer
+    /// answered a probe.
+    #[serde(default)]
+    pub(crate) path_mtu: Option<u16>,
+}
+
+/// A path MTU for the text form: the number, or "unknown" before the first probe
+/// was answered.
+fn mtu_text(mtu: Option<u16>) -> String {
+    mtu.map_or("unknown".to_string(), |m| m.to_string())
 }
 
 impl From<&PeerReport> for PeerStatus {
@@ -169,6 +182,7 @@ impl From<&PeerReport> for PeerStatus {
             tx_bytes: stats.tx_bytes,
             rx_packets: stats.rx_packets,
             tx_packets: stats.tx_packets,
+            path_mtu: stats.path_mtu,
         }
     }
 }
@@ -195,6 +209,7 @@ impl PeerStatus {
             "  transfer: {} B received, {} B sent\n",
             self.rx_bytes, self.tx_bytes
         ));
+        s.push_str(&format!("  path mtu: {}\n", mtu_text(self.path_mtu)));
         if let Some(k) = p.persistent_keepalive {
             s.push_str(&format!("  persistent keepalive: every {k} seconds\n"));
         }
@@ -265,6 +280,7 @@ impl StatusReport {
                             .map(|d| d.as_secs()),
                         rx_bytes: stats.map_or(0, |p| p.rx_bytes),
                         tx_bytes: stats.map_or(0, |p| p.tx_bytes),
+                        path_mtu: stats.and_then(|p| p.path_mtu),
                     }
                 })
                 .collect(),
@@ -330,7 +346,7 @@ impl StatusReport {
                     .latest_handshake_secs
                     .map_or("-".to_string(), |h| format!("{h}s"));
                 s.push_str(&format!(
-                    "  {:<16} {:<8} inc {:<3} {:<22} {:<20} handshake {:<6} rx {} tx {}\n    key {}\n",
+                    "  {:<16} {:<8} inc {:<3} {:<22} {:<20} handshake {:<6} rx {} tx {} path mtu {}\n    key {}\n",
                     m.name,
                     m.state,
                     m.incarnation,
@@ -339,6 +355,7 @@ impl StatusReport {
                     hs,
                     m.rx_bytes,
                     m.tx_bytes,
+                    mtu_text(m.path_mtu),
                     m.public_key
                 ));
             }
@@ -455,6 +472,7 @@ mod tests {
                 tx_bytes: 2,
                 rx_packets: 3,
                 tx_packets: 4,
+                path_mtu: Some(1440),
             },
         };
         let json = serde_json::to_value(PeerStatus::from(&report)).expect("serializes");
@@ -470,11 +488,13 @@ mod tests {
                 "tx_bytes": 2,
                 "rx_packets": 3,
                 "tx_packets": 4,
+                "path_mtu": 1440,
             })
         );
         let back: PeerStatus = serde_json::from_value(json).expect("reads back");
         assert_eq!(back.peer, report.peer);
         assert!(back.render().contains("allowed ips: 10.0.2.0/24"));
+        assert!(back.render().contains("path mtu: 1440"));
     }
 
     fn seed(seed: &str, state: SeedState) -> SeedReport {

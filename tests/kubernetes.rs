@@ -134,6 +134,8 @@ impl KubeNode {
     }
 }
 
+/// The `weftnet up` arguments of a Kubernetes node (common::kube_node's), with the
+/// health endpoint these tests probe.
 fn kube_args(
     node: &str,
     kubeconfig: &Path,
@@ -141,19 +143,8 @@ fn kube_args(
     cni: &Path,
     range: Option<&str>,
 ) -> Vec<String> {
-    let mut a = vec![
-        "--kubernetes".to_string(),
-        format!("--node-name={node}"),
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--secret-file={}", secret.display()),
-        format!("--cni-bin-dir={}", cni.join("bin").display()),
-        format!("--cni-conf-dir={}", cni.join("net.d").display()),
-        format!("--cni-data-dir={}", cni.join("data").display()),
-        format!("--health-listen={HEALTH}"),
-    ];
-    if let Some(r) = range {
-        a.push(format!("--range={r}"));
-    }
+    let mut a = common::kube_node::kube_args(node, kubeconfig, secret, cni, range);
+    a.push(format!("--health-listen={HEALTH}"));
     a
 }
 

@@ -25,6 +25,26 @@ pub fn ip_header(data: &[u8]) {
     }
 }
 
+/// A decrypted packet checked as a path MTU probe or ack: what parses writes back to
+/// the same bytes, and nothing that is not addressed like a probe parses; and the
+/// same bytes as an outbound packet answered with an ICMP too-big error.
+pub fn pmtu_probe(data: &[u8]) {
+    use crate::pmtu::probe::{is_probe, parse, write};
+    if let Ok(message) = parse(data) {
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(write(message, &mut out), Some(data.len()));
+        assert_eq!(out, data);
+    }
+    if !is_probe(data) {
+        assert!(parse(data).is_err());
+    }
+    // The same bytes as a packet too big for its path: the error fits its limit.
+    let mut out = vec![0u8; 1280];
+    if let Some(n) = crate::pmtu::icmp::too_big(data, 1280, &mut out) {
+        assert!(n <= 1280 && n > 28);
+    }
+}
+
 /// A frame read from the bridge's L2 port: the multicast IP packet it yields is
 /// inside the frame, and re-framing it gives the same packet back.
 pub fn ethernet(data: &[u8]) {

@@ -18,6 +18,7 @@
 //!   decrypted packets are accepted).
 //! - [`session`]: one WireGuard session with one peer.
 //! - [`parking`]: handshake initiations from keys not yet peers, parked briefly.
+//! - [`pmtu`]: path MTU per peer: probing (PLPMTUD) and the probe format.
 //! - [`offload`]: TUN offloads: the virtio-net header, TSO split, receive coalescing.
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
@@ -44,6 +45,7 @@ pub mod node;
 pub mod offload;
 pub mod packet;
 pub mod parking;
+pub mod pmtu;
 pub mod policy;
 pub mod prefix_table;
 pub mod router;

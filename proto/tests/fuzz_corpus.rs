@@ -30,6 +30,11 @@ fn ip_header_corpus() {
 }
 
 #[test]
+fn pmtu_probe_corpus() {
+    replay("pmtu_probe", fuzzing::pmtu_probe);
+}
+
+#[test]
 fn router_inbound_corpus() {
     replay("router_inbound", fuzzing::router);
 }

@@ -102,6 +102,7 @@ pub(super) async fn start(
                 })
                 .collect(),
             l2: host.l2,
+            mtu: u16::try_from(host.mtu).unwrap_or(u16::MAX),
         },
     );
     let added = shell

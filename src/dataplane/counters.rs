@@ -20,6 +20,9 @@ pub(crate) struct Counters {
     tun_offload_malformed: AtomicU64,
     udp_send_errors: AtomicU64,
     udp_async_errors: AtomicU64,
+    pmtu_too_big: AtomicU64,
+    mcast_too_big: AtomicU64,
+    pmtu_probe_malformed: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -60,6 +63,15 @@ impl Counters {
     pub(crate) fn bump_udp_send_error(&self) {
         bump(&self.udp_send_errors);
     }
+    pub(crate) fn bump_pmtu_too_big(&self) {
+        bump(&self.pmtu_too_big);
+    }
+    pub(crate) fn bump_mcast_too_big(&self) {
+        bump(&self.mcast_too_big);
+    }
+    pub(crate) fn bump_pmtu_probe_malformed(&self) {
+        bump(&self.pmtu_probe_malformed);
+    }
     pub(crate) fn add_udp_async_errors(&self, n: u64) {
         if n > 0 {
             self.udp_async_errors.fetch_add(n, Ordering::Relaxed);
@@ -94,6 +106,9 @@ impl Counters {
             ("tun_offload_malformed", load(&self.tun_offload_malformed)),
             ("udp_send_errors", load(&self.udp_send_errors)),
             ("udp_async_errors", load(&self.udp_async_errors)),
+            ("pmtu_too_big", load(&self.pmtu_too_big)),
+            ("mcast_too_big", load(&self.mcast_too_big)),
+            ("pmtu_probe_malformed", load(&self.pmtu_probe_malformed)),
         ]);
         v
     }

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use weftnet_proto::offload::Coalescer;
+use weftnet_proto::pmtu::probe;
 use weftnet_proto::session::{identify_initiator, Initiator, Output};
 use weftnet_proto::wire::{self, Datagram};
 
@@ -183,6 +184,13 @@ impl Dataplane {
             Output::Tunnel(packet) => {
                 st.endpoint = Some(from);
                 drop(st);
+                if probe::is_probe(packet) {
+                    match probe::parse(packet) {
+                        Ok(message) => self.probe_in(peer, message, from, out),
+                        Err(_) => self.counters.bump_pmtu_probe_malformed(),
+                    }
+                    return;
+                }
                 if self.is_broadcast(packet) {
                     if self.broadcast_in(mesh, peer_id, packet) {
                         peer.rx_packets.fetch_add(1, Ordering::Relaxed);

@@ -5,11 +5,12 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weftnet_proto::keys::{PrivateKey, PublicKey};
 use weftnet_proto::multicast::Membership;
+use weftnet_proto::pmtu::{self, PathMtu};
 use weftnet_proto::router::{PeerId, Router};
 use weftnet_proto::session::{Limiter, Output, Session};
 
@@ -23,6 +24,13 @@ pub(super) struct PeerState {
     /// Where to send: the configured or gossiped endpoint, then the source of the
     /// latest authenticated datagram (roaming).
     pub(super) endpoint: Option<SocketAddr>,
+    /// The path MTU search (PROTOCOL.md §9).
+    pub(super) pmtu: PathMtu,
+    /// `tx_packets` when the timer thread last looked, and when it last saw it grow:
+    /// an idle tunnel is not probed (probes would keep every session in the mesh
+    /// busy).
+    pub(super) probe_seen_tx: u64,
+    pub(super) last_tx_at: Option<Instant>,
 }
 
 /// One peer's live state, shared by all threads.
@@ -30,12 +38,21 @@ pub(super) struct LivePeer {
     pub(super) state: Mutex<PeerState>,
     pub(super) rx_packets: AtomicU64,
     pub(super) tx_packets: AtomicU64,
+    /// The inner MTU of the path once the peer answered a probe, 0 while unknown;
+    /// read without the lock on the packet path.
+    pub(super) path_mtu: AtomicU32,
     /// Contact the peer at once (persistent keepalive configured).
     first_contact: AtomicBool,
 }
 
 impl LivePeer {
-    fn new(spec: &PeerSpec, slot: PeerId, key: &PrivateKey, limiter: &Limiter) -> Self {
+    fn new(
+        spec: &PeerSpec,
+        slot: PeerId,
+        key: &PrivateKey,
+        limiter: &Limiter,
+        max_mtu: u16,
+    ) -> Self {
         let session = Session::new(
             key,
             &spec.peer.public_key,
@@ -44,13 +61,21 @@ impl LivePeer {
             slot,
             limiter,
         );
+        let overhead = match spec.peer.endpoint {
+            Some(SocketAddr::V6(_)) => pmtu::OVERHEAD_V6,
+            _ => pmtu::OVERHEAD_V4,
+        };
         Self {
             state: Mutex::new(PeerState {
                 session,
                 endpoint: spec.peer.endpoint,
+                pmtu: PathMtu::new(pmtu::Config::new(max_mtu, overhead), Instant::now()),
+                probe_seen_tx: 0,
+                last_tx_at: None,
             }),
             rx_packets: AtomicU64::new(0),
             tx_packets: AtomicU64::new(0),
+            path_mtu: AtomicU32::new(0),
             first_contact: AtomicBool::new(
                 spec.first_contact && spec.peer.persistent_keepalive.is_some(),
             ),
@@ -78,6 +103,19 @@ impl LivePeer {
         }
         (Some(st.session.tick(out)), endpoint)
     }
+
+    /// The inner MTU of the path, if known (the peer answered a probe).
+    pub(super) fn path_mtu(&self) -> Option<usize> {
+        match self.path_mtu.load(Ordering::Relaxed) {
+            0 => None,
+            m => Some(m as usize),
+        }
+    }
+
+    /// Whether `len` bytes are more than the known path to this peer carries.
+    pub(super) fn too_big(&self, len: usize) -> Option<usize> {
+        self.path_mtu().filter(|&m| len > m)
+    }
 }
 
 struct Slot {
@@ -104,6 +142,8 @@ pub(crate) struct PeerStats {
     /// Packets received from and sent to the peer.
     pub(crate) rx_packets: u64,
     pub(crate) tx_packets: u64,
+    /// Inner MTU of the path (PROTOCOL.md §9); `None` until the peer answered a probe.
+    pub(crate) path_mtu: Option<u16>,
 }
 
 /// A snapshot of the peer set with its routing table.
@@ -148,6 +188,7 @@ impl Mesh {
         specs: Vec<PeerSpec>,
         key: &PrivateKey,
         limiter: &Limiter,
+        max_mtu: u16,
     ) -> Mesh {
         let mut next = Mesh {
             next_slot: self.next_slot,
@@ -173,7 +214,10 @@ impl Mesh {
                 Some(k) => k,
                 None => {
                     let id = next.free_slot(self);
-                    (id, Arc::new(LivePeer::new(&spec, id, key, limiter)))
+                    (
+                        id,
+                        Arc::new(LivePeer::new(&spec, id, key, limiter, max_mtu)),
+                    )
                 }
             };
             for net in &spec.peer.allowed_ips {
@@ -221,6 +265,7 @@ impl Mesh {
                         tx_bytes: stats.tx_bytes,
                         rx_packets: s.live.rx_packets.load(Ordering::Relaxed),
                         tx_packets: s.live.tx_packets.load(Ordering::Relaxed),
+                        path_mtu: s.live.path_mtu().map(|m| m as u16),
                     },
                 }
             })
@@ -261,6 +306,7 @@ mod tests {
             vec![spec(&a, "10.0.1.0/24", None), spec(&b, "10.0.2.0/24", None)],
             &me,
             &limiter,
+            1420,
         );
         let a_slot = m1.slot_of(&a.public_key()).expect("a");
         let b_slot = m1.slot_of(&b.public_key()).expect("b");
@@ -274,6 +320,7 @@ mod tests {
             ],
             &me,
             &limiter,
+            1420,
         );
         assert_eq!(m2.slot_of(&a.public_key()), Some(a_slot));
         assert!(
@@ -293,7 +340,7 @@ mod tests {
         );
         assert!(m2.router.prefixes_of(b_slot).is_empty());
         // Our own key is never a peer.
-        let m3 = m2.rebuild(vec![spec(&me, "10.0.4.0/24", None)], &me, &limiter);
+        let m3 = m2.rebuild(vec![spec(&me, "10.0.4.0/24", None)], &me, &limiter, 1420);
         assert_eq!(m3.iter().count(), 0);
     }
 }

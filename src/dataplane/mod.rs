@@ -9,6 +9,7 @@
 //! - [`counters`]: drop and error counters.
 //! - [`l2`]: bridge mode's L2 port (TAP) on the pods' bridge, for multicast.
 //! - [`lifecycle`]: the stop flag, and the failure signal raised when a thread dies.
+//! - [`pmtu`]: path MTU probes per peer, and ICMP errors for packets too big.
 //!
 //! Each peer's session sits behind its own mutex, so peers never contend with each
 //! other, and readers of the peer set never take a lock.
@@ -20,6 +21,7 @@ mod lifecycle;
 mod mesh;
 mod multicast;
 mod outbound;
+mod pmtu;
 
 pub(crate) use counters::Counters;
 pub(crate) use l2::{L2Port, L2Stats};
@@ -82,6 +84,9 @@ pub(crate) struct Dataplane {
     /// Handshake initiations from keys that are not peers yet, answered when the
     /// control plane adds them.
     parked: Mutex<Parking>,
+    /// The TUN interface's MTU: the largest inner MTU searched per peer.
+    mtu: u16,
+    icmp_budget: pmtu::IcmpBudget,
 }
 
 /// The channels and settings a data plane is built with.
@@ -95,6 +100,8 @@ pub(crate) struct Options {
     pub(crate) broadcast_addrs: Vec<std::net::Ipv4Addr>,
     /// Bridge mode: the L2 port on the pods' bridge.
     pub(crate) l2: Option<L2Port>,
+    /// The TUN interface's MTU.
+    pub(crate) mtu: u16,
 }
 
 impl Dataplane {
@@ -120,6 +127,8 @@ impl Dataplane {
             l2: options.l2,
             l2_counters: l2::L2Counters::default(),
             parked: Mutex::new(Parking::default()),
+            mtu: options.mtu,
+            icmp_budget: pmtu::IcmpBudget::default(),
         })
     }
 
@@ -127,7 +136,11 @@ impl Dataplane {
     /// sessions; removed ones are dropped.
     pub(crate) fn set_peers(&self, specs: Vec<PeerSpec>) {
         let _guard = self.change.lock();
-        let next = Arc::new(self.mesh.load().rebuild(specs, &self.key, &self.limiter));
+        let next = Arc::new(
+            self.mesh
+                .load()
+                .rebuild(specs, &self.key, &self.limiter, self.mtu),
+        );
         self.mesh.store(Arc::clone(&next));
         drop(_guard);
         // Initiations that arrived a moment before their key became a peer are
@@ -244,6 +257,7 @@ impl Dataplane {
     /// WireGuard timers for every peer, and the handshake rate-limit window.
     fn timer_loop(&self) -> anyhow::Result<()> {
         let mut out = vec![0u8; BUF];
+        let mut plain = vec![0u8; BUF];
         let mut last_reset = Instant::now();
         while !self.stopping() {
             if last_reset.elapsed() >= Duration::from_secs(1) {
@@ -263,6 +277,7 @@ impl Dataplane {
                     }
                     _ => {}
                 }
+                self.probe_tick(peer, Instant::now(), &mut plain, &mut out);
             }
             drop(mesh);
             std::thread::sleep(TICK);

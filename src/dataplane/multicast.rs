@@ -109,6 +109,11 @@ impl Dataplane {
         let mut copies = 0;
         for &peer_id in rep.peers {
             if let Some(peer) = mesh.peer(peer_id) {
+                // Never fragmented: a copy too big for this peer's path is dropped.
+                if peer.too_big(packet.len()).is_some() {
+                    self.counters.bump_mcast_too_big();
+                    continue;
+                }
                 if self.encrypt_to(peer, packet, scratch, batch) {
                     copies += 1;
                 }
@@ -174,6 +179,10 @@ impl Dataplane {
             }
         }
         for peer in mesh.iter() {
+            if peer.too_big(packet.len()).is_some() {
+                self.counters.bump_mcast_too_big();
+                continue;
+            }
             self.encrypt_to(peer, packet, scratch, batch);
         }
     }

@@ -125,6 +125,10 @@ impl Dataplane {
                 .bump_router(weftnet_proto::router::DropReason::NoRoute);
             return;
         };
+        if let Some(mtu) = peer.too_big(packet.len()) {
+            self.too_big_out(packet, mtu, scratch);
+            return;
+        }
         self.encrypt_to(peer, packet, scratch, batch);
     }
 

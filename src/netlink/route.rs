@@ -65,24 +65,8 @@ impl Netlink {
     /// The prefixes of the `unreachable` routes with this metric in the main table, of
     /// both address families.
     pub(crate) async fn unreachable_routes(&self, metric: u32) -> Result<Vec<IpNet>> {
-        let mut found = Vec::new();
-        let dumps = [
-            RouteMessageBuilder::<Ipv4Addr>::new().build(),
-            RouteMessageBuilder::<Ipv6Addr>::new().build(),
-        ];
-        for dump in dumps {
-            let mut routes = self.handle.route().get(dump).execute();
-            while let Some(route) = routes
-                .try_next()
-                .await
-                .map_err(failed("cannot list routes"))?
-            {
-                if let Some(prefix) = unreachable_prefix(&route, metric) {
-                    found.push(prefix);
-                }
-            }
-        }
-        Ok(found)
+        self.routes_matching(|route| unreachable_prefix(route, metric))
+            .await
     }
 
     /// The routes weftnet put into the interface (an earlier run's, on a persistent
@@ -90,6 +74,15 @@ impl Netlink {
     /// add` makes `boot` routes, and the kernel's own are `kernel`), with their
     /// preferred source.
     pub(crate) async fn routes_into(&self, index: u32) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
+        self.routes_matching(|route| weftnet_route(route, index))
+            .await
+    }
+
+    /// What `pick` takes from the routes of both address families.
+    async fn routes_matching<T>(
+        &self,
+        pick: impl Fn(&RouteMessage) -> Option<T>,
+    ) -> Result<Vec<T>> {
         let mut found = Vec::new();
         let dumps = [
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
@@ -102,7 +95,7 @@ impl Netlink {
                 .await
                 .map_err(failed("cannot list routes"))?
             {
-                if let Some(r) = weftnet_route(&route, index) {
+                if let Some(r) = pick(&route) {
                     found.push(r);
                 }
             }

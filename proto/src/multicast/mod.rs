@@ -34,7 +34,7 @@
 //!
 //! The behaviour is specified in `proto/PROTOCOL.md` §7.
 
-mod checksum;
+pub(crate) mod checksum;
 pub mod groups;
 pub mod igmp;
 pub mod mld;
