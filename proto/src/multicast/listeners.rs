@@ -217,7 +217,10 @@ impl Listeners {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tables.values().filter_map(GroupTable::poll_timeout).min()
+        self.tables
+            .values()
+            .filter_map(GroupTable::poll_timeout)
+            .min()
     }
 
     /// The groups with at least one allowed member, sorted: what this node announces.
@@ -244,7 +247,9 @@ impl Listeners {
 
     /// Whether `listener` is an allowed member of `group`.
     pub fn is_member(&self, listener: IpAddr, group: IpAddr) -> bool {
-        self.tables.get(&listener).is_some_and(|t| t.contains(group))
+        self.tables
+            .get(&listener)
+            .is_some_and(|t| t.contains(group))
             && self.policy.allows(listener, group)
     }
 
@@ -257,7 +262,12 @@ impl Listeners {
     /// Reports ignored because [`MAX_LISTENERS`] listeners were tracked, plus those
     /// ignored for a listener's full group budget.
     pub fn overflowed(&self) -> u64 {
-        self.overflowed + self.tables.values().map(GroupTable::overflowed).sum::<u64>()
+        self.overflowed
+            + self
+                .tables
+                .values()
+                .map(GroupTable::overflowed)
+                .sum::<u64>()
     }
 }
 
@@ -396,7 +406,10 @@ mod tests {
         assert!(!l.is_member(a("10.244.1.2"), IpAddr::V4(G)));
         assert!(l.is_member(a("10.244.1.3"), IpAddr::V4(G)));
         // a leave is no refused report, even for a denied group
-        l.set_policy(ReceivePolicy::new([(n("10.244.1.3/32"), Some(AddrSet::new()))]));
+        l.set_policy(ReceivePolicy::new([(
+            n("10.244.1.3/32"),
+            Some(AddrSet::new()),
+        )]));
         assert!(l.groups().is_empty());
         l.handle_report(
             t1,
@@ -434,8 +447,8 @@ mod tests {
     fn reports_parsed_from_packets_name_their_listener() {
         // IGMPv2 report for 239.1.2.3 from 10.244.1.2 (header checksums valid)
         let mut p = vec![
-            0x46, 0xc0, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0, 0, 10, 244, 1, 2,
-            239, 1, 2, 3, 0x94, 0x04, 0x00, 0x00, 0x16, 0x00, 0, 0, 239, 1, 2, 3,
+            0x46, 0xc0, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0, 0, 10, 244, 1, 2, 239,
+            1, 2, 3, 0x94, 0x04, 0x00, 0x00, 0x16, 0x00, 0, 0, 239, 1, 2, 3,
         ];
         let sum = super::super::checksum::of(&p[..24]);
         p[10..12].copy_from_slice(&sum.to_be_bytes());
@@ -444,7 +457,10 @@ mod tests {
         let msg = parse_control(&p).expect("a valid report");
         assert_eq!(packet_source(&p), Some(a("10.244.1.2")));
         let mut l = Listeners::new(GroupConfig::default(), GroupFilter::default());
-        l.set_policy(ReceivePolicy::new([(n("10.244.1.2/32"), Some(AddrSet::new()))]));
+        l.set_policy(ReceivePolicy::new([(
+            n("10.244.1.2/32"),
+            Some(AddrSet::new()),
+        )]));
         l.handle_report(Instant::now(), a("10.244.1.2"), &msg);
         assert_eq!((l.groups(), l.refused()), (vec![], 1));
         assert_eq!(packet_source(&[0x45]), None);

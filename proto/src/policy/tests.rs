@@ -465,16 +465,28 @@ fn receivable_groups_follow_egress_ip_blocks_and_ingress() {
         Some((false, true)),
         vec![],
         vec![
-            group_rule("239.9.9.0/24", vec![port(UDP, Some(PortRef::Number(6000)), None)]),
+            group_rule(
+                "239.9.9.0/24",
+                vec![port(UDP, Some(PortRef::Number(6000)), None)],
+            ),
             group_rule("239.1.0.0/16", vec![port(TCP, None, None)]),
         ],
     )]);
     let set = of(&c, "x/a").expect("isolated");
     assert!(set.contains(g("239.9.9.9")));
     assert!(!set.contains(g("239.9.9.200")));
-    assert!(!set.contains(g("239.1.1.1")), "a TCP-only rule carries no multicast");
+    assert!(
+        !set.contains(g("239.1.1.1")),
+        "a TCP-only rule carries no multicast"
+    );
     // ingress isolated with no rule: nothing, whatever egress allows
-    let c = cluster(vec![policy("x", Selector::all(), Some((true, false)), vec![], vec![])]);
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((true, false)),
+        vec![],
+        vec![],
+    )]);
     assert!(of(&c, "x/a").expect("isolated").is_empty());
     assert_eq!(of(&c, "y/a"), None);
     // ingress isolated with a UDP rule from some pods, egress open: every group
@@ -485,7 +497,13 @@ fn receivable_groups_follow_egress_ip_blocks_and_ingress() {
         }],
         ports: vec![port(UDP, None, None)],
     };
-    let c = cluster(vec![policy("x", Selector::all(), Some((true, false)), vec![from_b], vec![])]);
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((true, false)),
+        vec![from_b],
+        vec![],
+    )]);
     assert_eq!(of(&c, "x/a"), None);
 }
 
