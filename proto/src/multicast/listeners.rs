@@ -75,6 +75,11 @@ impl ReceivePolicy {
         }
     }
 
+    /// How many prefixes are restricted (may not receive every group).
+    pub fn restricted(&self) -> usize {
+        self.entries.iter().filter(|(_, g)| g.is_some()).count()
+    }
+
     /// Whether no prefix is restricted.
     pub fn is_open(&self) -> bool {
         self.entries.iter().all(|(_, g)| g.is_none())

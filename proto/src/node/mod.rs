@@ -413,6 +413,10 @@ impl Node {
     /// rule 3). The announced groups follow at once, both ways, from the memberships
     /// already snooped.
     pub fn set_receive_policy(&mut self, policy: ReceivePolicy, now: Instant) {
+        tracing::debug!(
+            restricted = policy.restricted(),
+            "multicast receive policy updated"
+        );
         self.groups.set_policy(policy);
         self.process(now, false);
     }
