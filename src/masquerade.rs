@@ -1,7 +1,7 @@
 //! Masquerading pod egress (`--masquerade`, on by default in Kubernetes mode): traffic
 //! from the cluster range to destinations outside it leaves the node with the node's
 //! address, as kube-proxy and other pod networks expect, while pod-to-pod traffic
-//! (inside the range) keeps its pod source and goes through the mesh. The rules live
+//! (inside the range) and pod multicast keep their pod source. The rules live
 //! in a chain of weftnet's own (`WEFTNET-POSTROUTING` in the nat table), installed with
 //! the host's `iptables`/`ip6tables` (legacy or nft backend). They stay across a
 //! restart (the next run adopts them as they are, so egress is never left without
@@ -60,9 +60,26 @@ fn must(tool: &str, args: &[&str]) -> Result<()> {
 }
 
 /// The rules in weftnet's chain for `range`.
-fn rules(range: &str) -> [Vec<String>; 2] {
+fn rules(range: &str) -> [Vec<String>; 3] {
     let r = range.to_string();
+    let multicast = if range.contains(':') {
+        "ff00::/8"
+    } else {
+        "224.0.0.0/4"
+    };
     [
+        // Multicast (data and IGMP/MLD reports) never leaves through a route: it stays
+        // on the bridge and the L2 port, and must keep its pod source, which names the
+        // listener of a report and the sender for ingress rules (PROTOCOL.md §7.11).
+        // With br_netfilter, bridged frames pass POSTROUTING too.
+        vec![
+            "-s".into(),
+            r.clone(),
+            "-d".into(),
+            multicast.into(),
+            "-j".into(),
+            "RETURN".into(),
+        ],
         // Pod to pod: keep the source.
         vec![
             "-s".into(),
@@ -204,7 +221,12 @@ mod tests {
 
     #[test]
     fn pod_to_pod_returns_before_masquerade() {
-        let [keep, nat] = rules("10.244.0.0/16");
+        let [mcast, keep, nat] = rules("10.244.0.0/16");
+        assert_eq!(mcast.join(" "), "-s 10.244.0.0/16 -d 224.0.0.0/4 -j RETURN");
+        assert_eq!(
+            rules("fd00::/48")[0].join(" "),
+            "-s fd00::/48 -d ff00::/8 -j RETURN"
+        );
         assert_eq!(
             keep.join(" "),
             "-s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN"

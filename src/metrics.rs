@@ -311,8 +311,20 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
     gauge(
         enc,
         "weftnet_multicast_local_groups",
-        "Multicast groups with a member on this node.",
+        "Multicast groups with a member on this node that may receive them (announced).",
         count(st.local_groups.len()),
+    )?;
+    counters(
+        enc,
+        "weftnet_multicast_reports_refused",
+        "IGMP/MLD report records refused by NetworkPolicy: joins of a group the listener may not receive.",
+        vec![(Vec::new(), st.refused_reports)],
+    )?;
+    gauge(
+        enc,
+        "weftnet_multicast_denied_members",
+        "Memberships snooped but refused by NetworkPolicy (group, listener).",
+        count(st.denied_members.len()),
     )?;
 
     gauge(
@@ -525,6 +537,11 @@ mod tests {
             ],
             blocks: vec!["10.47.1.0/24".parse().expect("net")],
             local_groups: vec!["239.1.2.3".parse().expect("ip")],
+            refused_reports: 6,
+            denied_members: vec![(
+                "239.9.9.9".parse().expect("ip"),
+                "10.244.1.5".parse().expect("ip"),
+            )],
             ..Status::default()
         };
         status.errors.insert("gossip_unknown_key", 7);
@@ -621,6 +638,8 @@ mod tests {
         assert_eq!(v(&format!("weftnet_multicast_rx_bytes_total{g}")), "300");
         assert_eq!(v(&format!("weftnet_multicast_drops_total{g}")), "4");
         assert_eq!(v("weftnet_multicast_local_groups"), "1");
+        assert_eq!(v("weftnet_multicast_reports_refused_total"), "6");
+        assert_eq!(v("weftnet_multicast_denied_members"), "1");
         assert_eq!(v("weftnet_blocks"), "1");
         assert_eq!(v("weftnet_claiming"), "0");
         assert_eq!(v("weftnet_dataplane_running"), "1");

@@ -45,9 +45,25 @@ pub(crate) struct StatusReport {
 pub(crate) struct MulticastStatus {
     /// Groups with a member on this node (snooped from IGMP/MLD reports).
     pub(crate) local_groups: Vec<String>,
+    /// NetworkPolicy: IGMP/MLD report records refused since start (joins of a group
+    /// the listener may not receive; PROTOCOL.md §7.11).
+    #[serde(default)]
+    pub(crate) refused_reports: u64,
+    /// Memberships snooped but refused by NetworkPolicy: they do not make this node
+    /// announce the group.
+    #[serde(default)]
+    pub(crate) denied_members: Vec<DeniedMember>,
     /// Traffic per group: sent into the mesh (packets, bytes, encrypted copies),
     /// received from it, and dropped (filtered or rate limited).
     pub(crate) groups: Vec<GroupStatus>,
+}
+
+/// A membership NetworkPolicy refuses (`multicast.denied_members[]`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DeniedMember {
+    pub(crate) group: String,
+    /// The report's source address (the pod).
+    pub(crate) listener: String,
 }
 
 /// Bridge mode's L2 port (`l2` in the JSON form).
@@ -288,6 +304,15 @@ impl StatusReport {
         });
         let multicast = MulticastStatus {
             local_groups,
+            refused_reports: status.refused_reports,
+            denied_members: status
+                .denied_members
+                .iter()
+                .map(|(g, l)| DeniedMember {
+                    group: g.to_string(),
+                    listener: l.to_string(),
+                })
+                .collect(),
             groups: dp
                 .group_counters()
                 .into_iter()
@@ -375,7 +400,12 @@ impl StatusReport {
                 s.push_str(&p.render());
             }
         }
-        if !self.multicast.local_groups.is_empty() || !self.multicast.groups.is_empty() {
+        let m = &self.multicast;
+        if !m.local_groups.is_empty()
+            || !m.groups.is_empty()
+            || m.refused_reports > 0
+            || !m.denied_members.is_empty()
+        {
             s.push_str(&format!(
                 "\nmulticast: local groups {}\n",
                 if self.multicast.local_groups.is_empty() {
@@ -395,6 +425,22 @@ impl StatusReport {
                     c.rx_packets,
                     c.rx_bytes,
                     c.drops
+                ));
+            }
+            if m.refused_reports > 0 || !m.denied_members.is_empty() {
+                let denied: Vec<String> = m
+                    .denied_members
+                    .iter()
+                    .map(|d| format!("{} by {}", d.group, d.listener))
+                    .collect();
+                s.push_str(&format!(
+                    "  reports refused by network policy: {}; memberships refused: {}\n",
+                    m.refused_reports,
+                    if denied.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        denied.join(", ")
+                    }
                 ));
             }
         }

@@ -13,7 +13,11 @@
 //! policies and drops, and the table is gone after the daemon stops. Multicast: a
 //! receiver whose ingress rules deny the sender gets nothing while an allowed one on
 //! the same node gets everything; a sender whose egress rules do not cover the group
-//! reaches nobody, on either node, until a rule allows the group.
+//! reaches nobody, on either node, until a rule allows the group. Pruning: a node
+//! whose only members of a group are denied it refuses and counts their reports, does
+//! not announce the group, and the sender's node sends it no copies; allowing one of
+//! them at runtime makes the node announce the group again without a new report, and
+//! delivery resumes.
 //! Run as root (`cargo test --test netpol`).
 
 mod common;
@@ -430,6 +434,7 @@ fn network_policies_are_enforced_for_every_pair_port_and_protocol() {
     c.expect("every policy deleted", |_, _, _, _| true);
 
     multicast_cases(&mut c);
+    pruning_cases(&mut c);
 
     // A restart (SIGTERM) keeps the table, so pods stay isolated while the daemon is
     // replaced; the next run adopts it; a stop for good (SIGINT) removes it.
@@ -603,5 +608,176 @@ fn multicast_cases(c: &mut Cluster) {
         );
     }
     assert_eq!(lines(&rx[1].1, "m3"), 0, "y/a still denies x/a");
+    c.set_policies(&[]);
+}
+
+/// One group's counters in a node's status (`multicast.groups[]`).
+fn group_counter(st: &Value, group: &str, key: &str) -> u64 {
+    st["multicast"]["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["group"] == group))
+        .map_or(0, |g| g[key].as_u64().unwrap_or(0))
+}
+
+/// Whether `node`'s status shows another member announcing `group`.
+fn remote_announces(node: &KubeNode, group: &str) -> bool {
+    node.status()["cluster"]["members"]
+        .as_array()
+        .is_some_and(|ms| {
+            ms.iter().any(|m| {
+                m["groups"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|x| x == group))
+            })
+        })
+}
+
+/// Multicast replication pruned by policy (PROTOCOL.md §7.11 rule 3): node 2's only
+/// pods, x/b and y/b, may receive nothing; they join a group, node 2 refuses and counts
+/// their reports and does not announce it, and node 1 sends it no copy of x/a's
+/// datagrams. Then x/b is allowed at runtime: node 2 announces the group from the
+/// memberships it already snooped (no new report: the next query is minutes away) and
+/// x/b receives everything, y/b still nothing.
+fn pruning_cases(c: &mut Cluster) {
+    const GROUP: &str = "239.9.9.10";
+    const PORT: u16 = 6001;
+    const N: usize = 10;
+    let deny_b = |ns: &'static str| {
+        (
+            ns,
+            "deny-b",
+            json!({"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress"]}),
+        )
+    };
+    c.set_policies(&[deny_b("x"), deny_b("y")]);
+    wait_isolated(&c.nodes[1], "x/b", "ingress");
+    wait_isolated(&c.nodes[1], "y/b", "ingress");
+    let rx: Vec<(&str, Proc)> = ["x/b", "y/b"]
+        .iter()
+        .map(|k| {
+            let pod = c.pods.iter().find(|p| p.is(k)).expect("pod");
+            let recv = format!("UDP4-RECV:{PORT},ip-add-membership={GROUP}:eth0");
+            (*k, pod.netns.spawn("socat", &["-u", &recv, "STDOUT"]))
+        })
+        .collect();
+    let ips: Vec<String> = ["x/b", "y/b"]
+        .iter()
+        .map(|k| c.pods.iter().find(|p| p.is(k)).expect("pod").ip.to_string())
+        .collect();
+    // Both joins are snooped, refused and counted; the group is not announced.
+    wait_for("refused reports counted on node 2", CASE_BOUND, || {
+        let m = c.nodes[1].status()["multicast"].clone();
+        let denied: Vec<String> = m["denied_members"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter(|x| x["group"] == GROUP)
+                    .map(|x| x["listener"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let refused = m["refused_reports"].as_u64().unwrap_or(0);
+        if refused >= 2 && ips.iter().all(|ip| denied.contains(ip)) {
+            Ok(())
+        } else {
+            Err(format!("{m}"))
+        }
+    });
+    let st2 = c.nodes[1].status();
+    assert!(
+        !st2["multicast"]["local_groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|x| x == GROUP)),
+        "node 2 has only denied members of {GROUP}, yet counts it as a local group: {}",
+        st2["multicast"]
+    );
+    let refused = st2["multicast"]["refused_reports"].as_u64().unwrap_or(0);
+    let text = {
+        let state = c.nodes[1].d.state_dir().display().to_string();
+        String::from_utf8_lossy(&c.nodes[1].d.cli(&["status", "--state-dir", &state]).stdout)
+            .into_owned()
+    };
+    assert!(
+        text.contains("reports refused by network policy")
+            && text.contains(&format!("{GROUP} by {}", ips[0])),
+        "{text}"
+    );
+    // Node 1 never hears node 2 announce the group, and sends it no copy.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !remote_announces(&c.nodes[0], GROUP),
+        "node 2 announces {GROUP} for denied members only: {}",
+        c.nodes[0].status()["cluster"]["members"]
+    );
+    let sender = c.pods.iter().position(|p| p.is("x/a")).expect("x/a");
+    let before = c.nodes[0].status();
+    let no_members = |st: &Value| st["drops"]["mcast_no_members"].as_u64().unwrap_or(0);
+    send_multicast(&c.pods[sender], GROUP, PORT, "p1", N);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = c.nodes[0].status();
+    assert_eq!(
+        group_counter(&after, GROUP, "tx_copies"),
+        group_counter(&before, GROUP, "tx_copies"),
+        "node 1 sent copies of {GROUP} to a node whose members are all denied: {}",
+        after["multicast"]
+    );
+    assert!(
+        no_members(&after) >= no_members(&before) + N as u64,
+        "node 1 did not count x/a's datagrams as having no member node: {} -> {}",
+        before["drops"],
+        after["drops"]
+    );
+    assert_eq!(
+        group_counter(&c.nodes[1].status(), GROUP, "rx_packets"),
+        0,
+        "node 2 received copies of {GROUP}"
+    );
+    let lines = |p: &Proc, tag: &str| p.stdout().lines().filter(|l| l.starts_with(tag)).count();
+    for (k, p) in &rx {
+        assert_eq!(lines(p, "p1"), 0, "denied {k} received {:?}", p.stdout());
+    }
+    eprintln!(
+        "pruning: node 2 refused {refused} reports, announced nothing; node 1 sent 0 copies of {N} datagrams"
+    );
+
+    // x/b allowed at runtime: node 2 announces the group from what it already snooped.
+    let allowed_at = Instant::now();
+    c.set_policies(&[
+        (
+            "x",
+            "deny-b",
+            json!({"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress"],
+                   "ingress": [{}]}),
+        ),
+        deny_b("y"),
+    ]);
+    wait_for("node 1 hears node 2 announce the group", CASE_BOUND, || {
+        if remote_announces(&c.nodes[0], GROUP) {
+            Ok(())
+        } else {
+            Err(format!("{}", c.nodes[1].status()["multicast"]))
+        }
+    });
+    let took = allowed_at.elapsed();
+    let st2 = c.nodes[1].status();
+    assert_eq!(
+        st2["multicast"]["refused_reports"].as_u64().unwrap_or(0),
+        refused,
+        "the group came back through a new (refused or not) report rather than the policy change"
+    );
+    eprintln!("pruning: x/b allowed at runtime, node 1 saw node 2 announce {GROUP} after {took:?}");
+    let before = c.nodes[0].status();
+    send_multicast(&c.pods[sender], GROUP, PORT, "p2", N);
+    let xb = &rx[0].1;
+    let ok = wait_until(Duration::from_secs(5), || lines(xb, "p2") >= N);
+    assert!(ok, "x/b got {} of {N} once allowed", lines(xb, "p2"));
+    assert_eq!(lines(&rx[1].1, "p2"), 0, "y/b is still denied");
+    let after = c.nodes[0].status();
+    assert!(
+        group_counter(&after, GROUP, "tx_copies")
+            >= group_counter(&before, GROUP, "tx_copies") + N as u64,
+        "node 1 counted no copies to node 2: {}",
+        after["multicast"]
+    );
     c.set_policies(&[]);
 }

@@ -185,6 +185,46 @@ pub fn mld(data: &[u8]) {
     multicast_control(data, parsed);
 }
 
+/// The per-listener table under a policy that lets the report's source receive
+/// 239.0.0.0/8 only: what it announces is always allowed, and every refused report
+/// record is counted once at most.
+fn listeners_under_policy(
+    data: &[u8],
+    msg: &crate::multicast::Control,
+    config: crate::multicast::GroupConfig,
+) {
+    use crate::multicast::{packet_source, GroupFilter, Listeners, ReceivePolicy};
+    use crate::policy::AddrSet;
+    use std::time::{Duration, Instant};
+
+    let Some(source) = packet_source(data) else {
+        return;
+    };
+    let mut groups = AddrSet::new();
+    groups.insert_net(ipnet::IpNet::V4(
+        ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(239, 0, 0, 0), 8).expect("constant"),
+    ));
+    let policy = ReceivePolicy::new([(ipnet::IpNet::from(source), Some(groups))]);
+    let mut l = Listeners::new(config, GroupFilter::default());
+    let t0 = Instant::now();
+    l.handle_report(t0, source, msg);
+    let before = l.groups();
+    l.set_policy(policy.clone());
+    l.handle_report(t0 + Duration::from_secs(1), source, msg);
+    for g in l.groups() {
+        assert!(policy.allows(source, g) && before.contains(&g));
+        assert!(l.is_member(source, g));
+    }
+    for (g, who) in l.denied() {
+        assert!(!policy.allows(who, g));
+    }
+    assert!(l.refused() <= crate::multicast::MAX_RECORDS as u64);
+    l.set_policy(ReceivePolicy::default());
+    assert_eq!(l.groups(), before);
+    l.handle_timeout(t0 + Duration::from_secs(100_000));
+    assert!(l.groups().is_empty() && l.denied().is_empty());
+}
+
 fn multicast_control(
     data: &[u8],
     parsed: Result<crate::multicast::Control, crate::multicast::ParseError>,
@@ -201,7 +241,8 @@ fn multicast_control(
         max_sources: 2,
         ..GroupConfig::default()
     };
-    let mut table = GroupTable::new(config, GroupFilter::default());
+    let mut table = GroupTable::new(config.clone(), GroupFilter::default());
+    let config_small = || config.clone();
     if let Ok(msg) = &parsed {
         // Whatever parses as IGMP/MLD is control traffic and parses the same way
         // through the generic entry point.
@@ -232,6 +273,7 @@ fn multicast_control(
             }
         }
         while table.poll_event().is_some() {}
+        listeners_under_policy(data, msg, config_small());
     }
     let mut members = Membership::new(Some(0));
     members.set_peer_groups(0, table.groups());

@@ -45,6 +45,8 @@ pub(crate) enum Command {
     NodeAdded(String),
     /// Kubernetes: every Node's facts, after a full list and on every change.
     Nodes(Vec<weftnet_proto::node::NodeFacts>),
+    /// NetworkPolicy: which groups each local pod may receive.
+    ReceivePolicy(weftnet_proto::multicast::ReceivePolicy),
 }
 
 /// Seeds as written, each with its address if it resolved.
@@ -277,6 +279,7 @@ impl Shell {
                         Some(Command::NodeDeleted(name)) => self.node.handle_node_deleted(&name, now),
                         Some(Command::NodeAdded(name)) => self.node.handle_node_added(&name, now),
                         Some(Command::Nodes(nodes)) => self.node.handle_nodes(nodes, now),
+                        Some(Command::ReceivePolicy(p)) => self.node.set_receive_policy(p, now),
                         None => return,
                     }
                 }

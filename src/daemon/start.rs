@@ -151,6 +151,12 @@ pub(super) async fn start(
     let shell = tokio::spawn(shell.run(Arc::clone(&dp), control_rx, snoop_rx, commands_rx));
     let mut others = Vec::new();
     let policy_view = policy.as_ref().map(|p| p.view.clone());
+    if let Some(view) = policy_view.clone() {
+        others.push(tokio::spawn(crate::policy::follow_receive_policy(
+            view,
+            commands_tx.clone(),
+        )));
+    }
     let policy_cluster = policy.map(|p| {
         others.push(p.task);
         p.cluster

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use weftnet_proto::multicast::ReceivePolicy;
 use weftnet_proto::policy::{compile, Cluster, Direction, Pod, PodKey, PodRules};
 
 /// How often the drop counters are read.
@@ -48,6 +49,19 @@ impl Local {
                     .collect()
             }
             Local::Fixed(t) => t.clone(),
+        }
+    }
+
+    /// Which groups each local pod may receive, for the report path (PROTOCOL.md
+    /// §7.11 rule 3). Standalone rules do not govern what a prefix receives (their
+    /// `groups` limit sending only), so they leave every report open.
+    fn receive_policy(&self, targets: &[Target]) -> ReceivePolicy {
+        match self {
+            Local::Node { .. } => ReceivePolicy::new(targets.iter().flat_map(|t| {
+                let groups = t.rules.receivable_groups();
+                t.nets.iter().map(move |n| (*n, groups.clone()))
+            })),
+            Local::Fixed(_) => ReceivePolicy::default(),
         }
     }
 }
@@ -92,6 +106,8 @@ pub(crate) struct PolicyView {
     pub(crate) applied_at: Option<Instant>,
     pub(crate) error: Option<String>,
     pub(crate) rules: Vec<PodRules>,
+    /// Which groups each local pod may receive (for the multicast report path).
+    pub(crate) receive: ReceivePolicy,
     /// Drops per pod and direction since start.
     pub(crate) drops: BTreeMap<(PodKey, Direction), u64>,
 }
@@ -163,6 +179,7 @@ impl Enforcer {
 
     async fn update(&mut self, cluster: &Cluster) {
         let targets = self.local.targets(cluster);
+        let receive = self.local.receive_policy(&targets);
         let ruleset = nft::render(&targets);
         let changed = ruleset.script != self.current.script;
         let mut error = None;
@@ -194,6 +211,11 @@ impl Enforcer {
             v.policies = cluster.policies.len();
             v.pods_known = cluster.pods.len();
             v.rules = targets.into_iter().map(|t| t.rules).collect();
+            // Reports follow the rules in force: a ruleset that failed to apply
+            // leaves the previous verdict too.
+            if error.is_none() {
+                v.receive = receive;
+            }
             if applied {
                 v.applied += 1;
                 v.applied_at = Some(Instant::now());

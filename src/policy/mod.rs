@@ -68,6 +68,29 @@ pub(crate) async fn start(local: Local, bridged: bool, teardown: &mut Teardown) 
     })
 }
 
+/// Hands the node reconciler each new multicast receive verdict the enforcer
+/// publishes (PROTOCOL.md §7.11 rule 3), so the announced groups follow the policies
+/// in force; ends when either side is gone.
+pub(crate) async fn follow_receive_policy(
+    mut view: watch::Receiver<PolicyView>,
+    commands: tokio::sync::mpsc::Sender<crate::cluster::Command>,
+) {
+    let mut last = weftnet_proto::multicast::ReceivePolicy::default();
+    loop {
+        let next = view.borrow_and_update().receive.clone();
+        if next != last {
+            let send = commands.send(crate::cluster::Command::ReceivePolicy(next.clone()));
+            if send.await.is_err() {
+                return;
+            }
+            last = next;
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Removes a policy table an earlier run left, when this run enforces no policy
 /// (enforcement turned off across a restart). Without nft installed there is none.
 pub(crate) async fn remove_leftover() {

@@ -28,7 +28,10 @@
 //!   (IPv6 and Hop-by-Hop headers, max response code in milliseconds, pseudo-header).
 //! - `query`: the IGMPv3/MLDv2 query layout they share, built and read once
 //!   ([`QueryParams`]), as `parse_report_records` reads both reports.
-//! - [`groups`]: [`GroupTable`] (local memberships and their timers) and [`Querier`].
+//! - [`groups`]: [`GroupTable`] (one listener's memberships and their timers) and
+//!   [`Querier`].
+//! - [`listeners`]: [`Listeners`] (a table per listener, the policy verdict in the
+//!   report path: what the node announces) and [`ReceivePolicy`].
 //! - [`policy`]: [`GroupFilter`] (which groups may cross the mesh), [`RateLimit`].
 //! - [`replicate`]: [`Membership`] and the [`Replicator`]'s per-packet decisions.
 //!
@@ -37,12 +40,14 @@
 pub(crate) mod checksum;
 pub mod groups;
 pub mod igmp;
+pub mod listeners;
 pub mod mld;
 pub mod policy;
 mod query;
 pub mod replicate;
 
 pub use groups::{FilterMode, GroupConfig, GroupEvent, GroupTable, Querier, SourceFilter};
+pub use listeners::{packet_source, Listeners, ReceivePolicy};
 pub use policy::{is_multicast, Action, FilterReason, GroupFilter, RateLimit};
 pub use query::QueryParams;
 pub use replicate::{McastDrop, Membership, Replication, Replicator};

@@ -46,7 +46,9 @@ pub use status::{state_name, Status};
 use crate::cert::Certificate;
 use crate::gossip::{ConfigError, Gossip, GossipConfig, Member, NodeRecord};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::multicast::{parse_control, GroupConfig, GroupFilter, GroupTable, Querier};
+use crate::multicast::{
+    packet_source, parse_control, GroupConfig, GroupFilter, Listeners, Querier, ReceivePolicy,
+};
 use diagnose::Diagnostics;
 use ipnet::IpNet;
 use process::own_prefixes;
@@ -232,7 +234,7 @@ pub struct Node {
     evidence: evidence::Evidence,
     /// When the evidence keeping a dead member's tunnel runs out.
     evidence_expiry: Option<Instant>,
-    groups: GroupTable,
+    groups: Listeners,
     querier: Querier,
     errors: BTreeMap<&'static str, u64>,
     effects: VecDeque<Effect>,
@@ -323,7 +325,7 @@ impl Node {
             authority: checks,
             evidence: evidence::Evidence::default(),
             evidence_expiry: None,
-            groups: GroupTable::new(GroupConfig::default(), config.group_filter),
+            groups: Listeners::new(GroupConfig::default(), config.group_filter),
             querier: Querier::new(GroupConfig::default(), now),
             errors: BTreeMap::new(),
             effects: VecDeque::new(),
@@ -396,12 +398,26 @@ impl Node {
         self.process(now, dead_with_traffic);
     }
 
-    /// An IGMP or MLD packet seen on the overlay (or the bridge).
+    /// An IGMP or MLD packet seen on the overlay (or the bridge). Its source address
+    /// is the listener whose membership it states.
     pub fn handle_snooped(&mut self, packet: &[u8], now: Instant) {
-        match parse_control(packet) {
-            Ok(control) => self.groups.handle_report(now, &control),
-            Err(e) => tracing::trace!(error = ?e, "unparseable IGMP/MLD packet"),
+        match (parse_control(packet), packet_source(packet)) {
+            (Ok(control), Some(listener)) => self.groups.handle_report(now, listener, &control),
+            (Err(e), _) => tracing::trace!(error = ?e, "unparseable IGMP/MLD packet"),
+            (Ok(_), None) => {}
         }
+        self.process(now, false);
+    }
+
+    /// NetworkPolicy: which groups each local address may receive (PROTOCOL.md §7.11
+    /// rule 3). The announced groups follow at once, both ways, from the memberships
+    /// already snooped.
+    pub fn set_receive_policy(&mut self, policy: ReceivePolicy, now: Instant) {
+        tracing::debug!(
+            restricted = policy.restricted(),
+            "multicast receive policy updated"
+        );
+        self.groups.set_policy(policy);
         self.process(now, false);
     }
 

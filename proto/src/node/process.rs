@@ -31,7 +31,6 @@ impl Node {
         }
         let groups_changed = self.groups.take_changed();
         if groups_changed {
-            while self.groups.poll_event().is_some() {}
             self.announce(now);
         }
         let claim_pending = self.blocks.claiming() && self.blocks.claim_due().is_some();
@@ -320,6 +319,8 @@ impl Node {
             errors: self.errors.clone(),
             refused_prefixes: self.authority.refused(),
             local_groups: self.groups.groups(),
+            refused_reports: self.groups.refused(),
+            denied_members: self.groups.denied(),
         };
         if next != self.status {
             self.status = next;

@@ -34,8 +34,14 @@ pub struct Status {
     /// Prefixes members announced that the authority refused (each member and prefix
     /// counted once).
     pub refused_prefixes: u64,
-    /// Multicast groups with a member on this node.
+    /// Multicast groups with a member on this node that may receive them (what the
+    /// node announces).
     pub local_groups: Vec<IpAddr>,
+    /// IGMP/MLD report records refused by NetworkPolicy since start (a join of a
+    /// group the listener may not receive; PROTOCOL.md §7.11).
+    pub refused_reports: u64,
+    /// Memberships snooped but refused by policy: (group, listener address).
+    pub denied_members: Vec<(IpAddr, IpAddr)>,
 }
 
 /// The lower-case name of a member state, as status shows it.

@@ -134,6 +134,34 @@ impl PodRules {
     }
 }
 
+impl PodRules {
+    /// The multicast groups this pod may receive at all, for the report path
+    /// (PROTOCOL.md §7.11 rule 3): `None` for every group, else the groups that some
+    /// egress rule lets it reach over UDP (rule 2a), or none if its ingress is
+    /// isolated and no ingress rule admits UDP from anyone (rule 2b can never hold).
+    /// Multicast is UDP: rules limited to TCP or SCTP ports never carry it.
+    pub fn receivable_groups(&self) -> Option<AddrSet> {
+        let udp = |a: &&Allow| match &a.ports {
+            Ports::Any => true,
+            Ports::Only(ranges) => ranges.iter().any(|r| r.protocol == Protocol::Udp),
+        };
+        if let Some(list) = &self.ingress {
+            if !list.iter().any(|a| udp(&a)) {
+                return Some(AddrSet::new());
+            }
+        }
+        let list = self.egress.as_ref()?;
+        let mut groups = AddrSet::new();
+        for a in list.iter().filter(udp) {
+            match &a.peers {
+                Peers::Any => return None,
+                Peers::Only(set) => groups.extend(set),
+            }
+        }
+        Some(groups)
+    }
+}
+
 /// Whether `pod` can be selected or be a peer: it has an address and its own network.
 fn eligible(pod: &Pod) -> bool {
     !pod.host_network && !pod.ips.is_empty()

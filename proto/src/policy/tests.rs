@@ -439,6 +439,74 @@ fn host_network_pods_are_neither_selected_nor_pod_peers() {
     assert!(rules.iter().all(|r| r.pod.name != "h"));
 }
 
+#[test]
+fn receivable_groups_follow_egress_ip_blocks_and_ingress() {
+    let group_rule = |cidr: &str, ports: Vec<PolicyPort>| Rule {
+        peers: vec![Peer::Block(IpBlock {
+            cidr: cidr.parse().expect("net"),
+            except: vec!["239.9.9.128/25".parse().expect("net")],
+        })],
+        ports,
+    };
+    let g = |s: &str| -> IpAddr { s.parse().expect("group") };
+    let of = |c: &Cluster, key: &str| {
+        compile(c, |_| true)
+            .into_iter()
+            .find(|r| r.pod.to_string() == key)
+            .expect("pod")
+            .receivable_groups()
+    };
+    // no policy: every group
+    assert_eq!(of(&cluster(vec![]), "x/a"), None);
+    // egress isolated: the groups an ipBlock covers, minus except, over UDP only
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((false, true)),
+        vec![],
+        vec![
+            group_rule(
+                "239.9.9.0/24",
+                vec![port(UDP, Some(PortRef::Number(6000)), None)],
+            ),
+            group_rule("239.1.0.0/16", vec![port(TCP, None, None)]),
+        ],
+    )]);
+    let set = of(&c, "x/a").expect("isolated");
+    assert!(set.contains(g("239.9.9.9")));
+    assert!(!set.contains(g("239.9.9.200")));
+    assert!(
+        !set.contains(g("239.1.1.1")),
+        "a TCP-only rule carries no multicast"
+    );
+    // ingress isolated with no rule: nothing, whatever egress allows
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((true, false)),
+        vec![],
+        vec![],
+    )]);
+    assert!(of(&c, "x/a").expect("isolated").is_empty());
+    assert_eq!(of(&c, "y/a"), None);
+    // ingress isolated with a UDP rule from some pods, egress open: every group
+    let from_b = Rule {
+        peers: vec![Peer::Pods {
+            namespaces: None,
+            pods: Some(Selector::all()),
+        }],
+        ports: vec![port(UDP, None, None)],
+    };
+    let c = cluster(vec![policy(
+        "x",
+        Selector::all(),
+        Some((true, false)),
+        vec![from_b],
+        vec![],
+    )]);
+    assert_eq!(of(&c, "x/a"), None);
+}
+
 // --- Random clusters against the reference model ---
 
 fn arb_labels() -> impl Strategy<Value = BTreeMap<String, String>> {
@@ -641,6 +709,31 @@ proptest! {
                     let ing = by_ip.get(&d.ip).is_none_or(|r| r.allows(Direction::Ingress, s.ip, t));
                     let want = allowed(&c, *s, *d, t);
                     prop_assert_eq!(eg && ing, want, "{:?} -> {:?} {:?}", s.ip, d.ip, t);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refused_groups_could_never_be_delivered(c in arb_cluster()) {
+        // Whatever receivable_groups leaves out, no UDP datagram from any source to
+        // that address passes both the receiver's egress and ingress rules.
+        let rules = compile(&c, |_| true);
+        let mut addrs: Vec<IpAddr> = c.pods.values().map(|p| p.ips[0]).collect();
+        addrs.push("10.0.3.5".parse().expect("ip"));
+        addrs.push("10.9.9.9".parse().expect("ip"));
+        for r in &rules {
+            let receivable = r.receivable_groups();
+            for group in &addrs {
+                if receivable.as_ref().is_none_or(|s| s.contains(*group)) { continue; }
+                for src in &addrs {
+                    for port in [80u16, 81, 85, 1000] {
+                        let t = Some((UDP, port));
+                        prop_assert!(
+                            !(r.allows(Direction::Egress, *group, t) && r.allows(Direction::Ingress, *src, t)),
+                            "{} refused {:?} yet {:?} reaches it on {}", r.pod, group, src, port
+                        );
+                    }
                 }
             }
         }
