@@ -469,6 +469,7 @@ mod tests {
                 prefixes: Vec::new(),
                 version: 1,
                 certificate: None,
+                handover: None,
             },
             state,
             epoch: 1,

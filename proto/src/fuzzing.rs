@@ -110,6 +110,7 @@ pub fn gossip_datagram(data: &[u8]) {
         prefixes: Vec::new(),
         version: 0,
         certificate: None,
+        handover: None,
     };
     let now = std::time::Instant::now();
     let Ok(mut g) = Gossip::new(

@@ -49,6 +49,7 @@ mod config;
 mod digest;
 mod error;
 mod handle;
+mod handover;
 mod member;
 mod merge;
 mod news;
@@ -71,6 +72,7 @@ mod tests;
 
 pub use config::GossipConfig;
 pub use error::{ConfigError, GossipError};
+pub use handover::{Handover, HandoverError, HANDOVER_LEN, MAX_GENERATION};
 pub use member::{Event, Member, MemberState};
 pub use node::{Gossip, ViewDigest};
 pub use record::{NodeRecord, RecordError, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
@@ -95,6 +97,7 @@ pub fn fuzz_plaintext(data: &[u8]) {
         prefixes: Vec::new(),
         version: 0,
         certificate: None,
+        handover: None,
     };
     let now = std::time::Instant::now();
     let Ok(mut g) = Gossip::new(

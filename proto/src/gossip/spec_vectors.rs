@@ -219,6 +219,7 @@ fn entry_encoding_signature_and_hash() {
             .collect(),
         version: num("version"),
         certificate: None,
+        handover: None,
     };
     let claim = Claim {
         epoch: num("epoch"),
