@@ -1,4 +1,4 @@
-//! Node key rotation on disk (PROTOCOL.md §6.12; the decisions are in
+//! Node key rotation on disk (PROTOCOL.md §6.13; the decisions are in
 //! `weftnet_proto::gossip::Handover`): which key this node runs with, and how a new
 //! one is made.
 //!

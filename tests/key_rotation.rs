@@ -1,4 +1,4 @@
-//! End-to-end tests of node key rotation (PROTOCOL.md §6.12): `weftnet rotate-key`
+//! End-to-end tests of node key rotation (PROTOCOL.md §6.13): `weftnet rotate-key`
 //! on either end of a running TCP stream, and `--key-lifetime` rotating on its own.
 //! Every node must end with the new key for the rotated member, no member and no
 //! tunnel with the old one, and the stream must survive.

@@ -138,6 +138,11 @@ pub fn signed_entry(data: &[u8]) {
     crate::gossip::fuzz_signed_entry(data);
 }
 
+/// A key hand-over and a record body decoded from arbitrary bytes (PROTOCOL.md §6.13).
+pub fn handover(data: &[u8]) {
+    crate::gossip::fuzz_handover(data);
+}
+
 /// The signature check on arbitrary input: `key[32] | signature[64] | message`. A
 /// signature that verifies must not verify for another message.
 pub fn signature(data: &[u8]) {

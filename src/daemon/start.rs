@@ -192,6 +192,7 @@ pub(super) async fn start(
                 kube: kube_view.clone(),
                 policy: policy_view.clone(),
                 started,
+                key: (identity.since, identity.generation()),
             }));
         }
         tracing::info!(

@@ -302,7 +302,7 @@ pub(crate) struct Body {
     pub(crate) handover: Option<Handover>,
 }
 
-/// Bit 7 of the name length byte: a hand-over follows the certificate (§6.12).
+/// Bit 7 of the name length byte: a hand-over follows the certificate (§6.13).
 pub(crate) const HANDOVER_FLAG: u8 = 0x80;
 
 /// Appends the record part of an entry: name, endpoint, prefixes, certificate and,

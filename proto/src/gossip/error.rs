@@ -50,11 +50,11 @@ pub enum GossipError {
     /// the datagram was applied.
     #[error("gossip entry without a valid certificate")]
     Uncertified,
-    /// An entry's key was retired by a key rotation (§6.12): a stale relay, or a
+    /// An entry's key was retired by a key rotation (§6.13): a stale relay, or a
     /// stolen old key. Only such entries were left out.
     #[error("gossip entry of a retired key")]
     RetiredKey,
-    /// A record's hand-over (§6.12) is forged (the datagram was dropped), or
+    /// A record's hand-over (§6.13) is forged (the datagram was dropped), or
     /// replayed, rolled back or forked (only that entry was left out).
     #[error("gossip entry with a refused key hand-over")]
     BadHandover,

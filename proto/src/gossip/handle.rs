@@ -145,7 +145,7 @@ impl Gossip {
     /// epoch is not beyond the clock bound, its owner signed it, and a hand-over in
     /// its record is the old key's (else the datagram is dropped). An entry is left
     /// out (`Ok(Some(why))`) when its key was retired by a rotation, when its
-    /// hand-over is replayed, rolled back or forked (§6.12), or, with a cluster CA,
+    /// hand-over is replayed, rolled back or forked (§6.13), or, with a cluster CA,
     /// when it is live and its record carries no certificate valid now for its key
     /// and name: it admits nobody, and an honest relay may still hold it when a
     /// certificate expires. Signatures are not checked again for the statement the

@@ -1,4 +1,4 @@
-//! Node key rotation (PROTOCOL.md §6.12): the hand-over statement an old key signs to
+//! Node key rotation (PROTOCOL.md §6.13): the hand-over statement an old key signs to
 //! name its successor, and the register of retired keys every node keeps.
 //!
 //! A node's identity is its WireGuard key, so a new key is a new member unless the
@@ -60,7 +60,7 @@ pub enum HandoverError {
     ToRetired,
 }
 
-/// The bytes the old key signs (PROTOCOL.md §6.12).
+/// The bytes the old key signs (PROTOCOL.md §6.13).
 pub(crate) fn signed_message(
     name: &str,
     old: &PublicKey,

@@ -149,3 +149,39 @@ pub fn fuzz_signed_entry(data: &[u8]) {
         }
     }
 }
+
+/// Decodes arbitrary bytes as a key hand-over (PROTOCOL.md §6.13) and as a record body
+/// (which may carry one): what decodes re-encodes to the same bytes, and verifying a
+/// hand-over and checking it against the retired-key register never panic. Must never
+/// panic.
+#[doc(hidden)]
+pub fn fuzz_handover(data: &[u8]) {
+    if let Some(h) = data.get(..HANDOVER_LEN).and_then(Handover::decode) {
+        let mut out = Vec::new();
+        h.encode(&mut out);
+        assert_eq!(
+            out,
+            data[..HANDOVER_LEN],
+            "hand-overs re-encode to the same bytes"
+        );
+        let name = String::from_utf8_lossy(&data[HANDOVER_LEN..]);
+        let _ = h.verify(&h.new, &name);
+        let mut retired = handover::Retired::default();
+        if retired.check(&h, &name) == Ok(true) {
+            retired.insert(&h, &name);
+            assert_eq!(retired.check(&h, &name), Ok(false), "known after insert");
+        }
+    }
+    if let Ok(b) = codec::parse_record_body(data) {
+        let mut out = Vec::new();
+        codec::encode_record_body(
+            &mut out,
+            &b.name,
+            b.endpoint,
+            &b.prefixes,
+            b.certificate.as_ref(),
+            b.handover.as_ref(),
+        );
+        assert_eq!(out, data, "record bodies re-encode to the same bytes");
+    }
+}

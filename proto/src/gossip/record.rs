@@ -36,7 +36,7 @@ pub struct NodeRecord {
     pub version: u64,
     /// The node's certificate from the cluster CA, when the mesh has one (§8).
     pub certificate: Option<Certificate>,
-    /// After a key rotation: the old key's signed hand-over to this key (§6.12).
+    /// After a key rotation: the old key's signed hand-over to this key (§6.13).
     pub handover: Option<Handover>,
 }
 

@@ -260,7 +260,7 @@ impl Sim {
     }
 
     /// Restarts host `i` with a rotated key: `identity` is its new private key and
-    /// `handover` the old key's statement for it (PROTOCOL.md §6.12); it rejoins
+    /// `handover` the old key's statement for it (PROTOCOL.md §6.13); it rejoins
     /// through the hosts `seeds`.
     pub fn rotate(&mut self, i: usize, identity: PrivateKey, handover: Handover, seeds: &[usize]) {
         let node = &mut self.nodes[i];

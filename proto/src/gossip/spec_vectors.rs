@@ -1,4 +1,4 @@
-//! Checks the gossip test vectors written in `proto/PROTOCOL.md` §6.12 against the
+//! Checks the gossip test vectors written in `proto/PROTOCOL.md` §6.12 and §6.13 against the
 //! code. The vectors are parsed from the document, so the spec and the code cannot
 //! drift apart silently (like `tests/vectors.rs` does for §5).
 

@@ -143,7 +143,7 @@ pub struct GossipSetup {
     /// set; PROTOCOL.md §8).
     pub certificate: Option<Certificate>,
     /// After a key rotation: the old key's hand-over to this key, announced in the
-    /// record so that peers move the node to the new key (PROTOCOL.md §6.12).
+    /// record so that peers move the node to the new key (PROTOCOL.md §6.13).
     pub handover: Option<Handover>,
     /// This node's name in the mesh.
     pub name: String,

@@ -1,4 +1,4 @@
-//! Key rotation (PROTOCOL.md §6.12) at one node: a verified hand-over moves the node
+//! Key rotation (PROTOCOL.md §6.13) at one node: a verified hand-over moves the node
 //! to its new key with no death or leave; entries of the retired key, and forged,
 //! replayed, rolled-back, forked or misnamed hand-overs are left out and counted.
 
