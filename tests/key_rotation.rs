@@ -179,3 +179,24 @@ fn a_tcp_stream_survives_rotate_key_on_either_end_and_a_lifetime_rotates_on_its_
         .unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// A node without gossip (static peers name it by its key) refuses to rotate, with
+/// one line that says why, and keeps running with its key.
+#[test]
+fn rotate_key_without_gossip_is_refused_and_changes_nothing() {
+    let ns = Netns::new("rotnogossip");
+    let mut d = Daemon::start(&ns, &["--address", "10.47.0.1/16"], "");
+    let key = d.public_key();
+    let out = d.cli(&[
+        "rotate-key",
+        "--state-dir",
+        d.state_dir().to_str().expect("utf-8 path"),
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key rotation needs gossip"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(d.is_running());
+    assert_eq!(d.public_key(), key);
+    assert!(!d.state_dir().join("rotated.key").exists());
+}
