@@ -369,6 +369,9 @@ impl Config {
             .enumerate()
             .map(|(i, p)| parse_peer(i + 1, p))
             .collect::<Result<Vec<_>>>()?;
+        if !peers.is_empty() && cluster.as_ref().is_some_and(|c| c.key_lifetime.is_some()) {
+            bail!("--key-lifetime cannot be used with [[peer]] entries: static peers name this node by its key on their side and cannot follow a rotation; remove the key lifetime or the static peers");
+        }
         let config = Self {
             interface,
             addresses,

@@ -257,7 +257,7 @@ pub(super) async fn start(
 }
 
 /// Why a node cannot rotate its key.
-const NO_ROTATION: &str = "key rotation needs gossip (a cluster secret) and no cluster CA: static [[peer]] entries name this node by its key and cannot follow, and with a CA the new key needs a certificate only the CA can sign (rotate by hand: new key, `weftnet ca sign`, restart)";
+const NO_ROTATION: &str = "key rotation needs gossip (a cluster secret), no static [[peer]] and no cluster CA: static peers name this node by its key on their side and cannot follow, and with a CA the new key needs a certificate only the CA can sign (rotate by hand: new key, `weftnet ca sign`, restart)";
 
 /// A key rotation, shared by `weftnet rotate-key` and `--key-lifetime`.
 type Rotator = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -270,6 +270,9 @@ fn rotator(
     rotate: Arc<Notify>,
     rotated: Arc<AtomicBool>,
 ) -> Option<Rotator> {
+    if !config.peers.is_empty() {
+        return None;
+    }
     let c = config.cluster.as_ref().filter(|c| c.ca.is_none())?;
     let (state_dir, name, identity) = (config.state_dir.clone(), c.name.clone(), identity.clone());
     Some(Arc::new(move || {

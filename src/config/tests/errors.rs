@@ -192,4 +192,7 @@ fn key_lifetime_is_a_duration_with_a_secret_and_without_a_ca() {
         "",
     );
     assert!(e.contains("cannot be used with --ca-file"), "{e}");
+    let peer = format!("[[peer]]\n{PEER}\nallowed_ips = [\"10.48.0.0/24\"]\n");
+    let e = error(&[&s[..], &["--key-lifetime", "1d"]].concat(), &peer);
+    assert!(e.contains("cannot be used with [[peer]]"), "{e}");
 }
