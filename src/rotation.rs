@@ -163,6 +163,12 @@ pub(crate) fn rotate(state_dir: &Path, current: &Identity, name: &str) -> Result
     Ok(new.public_key())
 }
 
+/// The files that hold this node's rotated key (uninstall keeps them unless told to
+/// purge the key, like the configured key file).
+pub(crate) fn files(state_dir: &Path) -> [PathBuf; 2] {
+    [rotated_path(state_dir), previous_path(state_dir)]
+}
+
 /// Called once the daemon runs with its current key: the previous one is no longer
 /// needed.
 pub(crate) fn confirm(state_dir: &Path) {
