@@ -2,7 +2,7 @@
 //! [`crate::config::settings`], for flags, the environment (`WEFTNET_<KEY>`) and the TOML
 //! config file alike; [`crate::config`] stacks them (flags win over the environment,
 //! which wins over the file). `uninstall` takes the same settings as `up`; `status`,
-//! `leave` and `forget` take the config file for its `state_dir`.
+//! `leave`, `forget` and `rotate-key` take the config file for its `state_dir`.
 
 use crate::config::settings::Settings;
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +32,9 @@ pub(crate) enum Command {
     Leave(StateDirArgs),
     /// Remove a dead or departed node's record from the whole mesh.
     Forget(ForgetArgs),
+    /// Give the running daemon a new key: the old key signs a hand-over, the daemon
+    /// restarts in place with the new key and the mesh moves to it by gossip.
+    RotateKey(StateDirArgs),
     /// Remove everything weftnet put on this node (interfaces, bridge, guard route, nat
     /// chain, CNI files, state); give the settings `up` ran with. The daemon must be
     /// stopped.

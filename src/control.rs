@@ -25,6 +25,7 @@ pub(crate) enum Request {
     Status,
     Leave,
     Forget { node: String },
+    RotateKey,
 }
 
 /// What the daemon does with requests.
@@ -32,6 +33,9 @@ pub(crate) struct Handler {
     pub(crate) report: Box<dyn Fn() -> StatusReport + Send + Sync>,
     pub(crate) commands: tokio::sync::mpsc::Sender<crate::cluster::Command>,
     pub(crate) shutdown: std::sync::Arc<tokio::sync::Notify>,
+    /// Makes and stores a new key, then has the daemon restart with it; returns the
+    /// new public key (base64).
+    pub(crate) rotate: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
 }
 
 impl Handler {
@@ -41,6 +45,10 @@ impl Handler {
             Request::Status => {
                 serde_json::to_value((self.report)()).unwrap_or_else(|e| error(e.to_string()))
             }
+            Request::RotateKey => match (self.rotate)() {
+                Ok(key) => serde_json::json!({ "rotated": key }),
+                Err(e) => error(e),
+            },
             Request::Leave => {
                 self.shutdown.notify_one();
                 serde_json::json!({ "leaving": true })
@@ -185,4 +193,35 @@ pub(crate) fn forget(state_dir: &Path, node: &str) -> Result<()> {
         .unwrap_or("?");
     println!("forgot {node} ({key}) across the mesh");
     Ok(())
+}
+
+/// `weftnet rotate-key`: asks the daemon to rotate its key, then waits (bounded) until
+/// it runs with the new one.
+pub(crate) fn rotate_key(state_dir: &Path) -> Result<()> {
+    let before = request(state_dir, &Request::Status)?;
+    let old = before
+        .get("public_key")
+        .and_then(|k| k.as_str())
+        .unwrap_or("?")
+        .to_string();
+    let answer = request(state_dir, &Request::RotateKey)?;
+    let new = answer
+        .get("rotated")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| anyhow!("the daemon sent an unreadable answer: {answer}"))?
+        .to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let running = request(state_dir, &Request::Status).ok().and_then(|s| {
+            s.get("public_key")
+                .and_then(|k| k.as_str())
+                .map(String::from)
+        });
+        if running.as_deref() == Some(new.as_str()) {
+            println!("rotated the key: {old} -> {new}; the mesh moves to the new key by gossip");
+            return Ok(());
+        }
+    }
+    bail!("the daemon stored the new key {new} but does not run with it after 30 s: check its log")
 }

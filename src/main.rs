@@ -20,6 +20,7 @@ mod masquerade;
 mod metrics;
 mod netlink;
 mod policy;
+mod rotation;
 mod status;
 mod system;
 mod tun;
@@ -78,6 +79,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Forget(args) => {
             control::forget(&config::state_dir_of(&args.state)?, &args.node)
         }
+        cli::Command::RotateKey(state) => control::rotate_key(&config::state_dir_of(&state)?),
         cli::Command::Uninstall(args) => uninstall::run(&args),
         cli::Command::Ca(cli::CaCommand::Init(args)) => ca::init(&args),
         cli::Command::Ca(cli::CaCommand::Sign(args)) => ca::sign(&args),

@@ -55,6 +55,9 @@ pub(crate) struct Snapshot {
     pub(crate) offload: &'static str,
     /// When the process started, in seconds since the Unix epoch.
     pub(crate) start_time_seconds: f64,
+    /// The node key's age in seconds, and its rotations so far.
+    pub(crate) key_age_seconds: f64,
+    pub(crate) key_generation: u64,
     /// Kubernetes mode only: whether the API server answers.
     pub(crate) kube_api_reachable: Option<bool>,
     /// NetworkPolicy enforcement, when on.
@@ -68,6 +71,8 @@ pub(crate) struct Sources {
     pub(crate) kube: Option<watch::Receiver<KubeView>>,
     pub(crate) policy: Option<watch::Receiver<crate::policy::PolicyView>>,
     pub(crate) started: SystemTime,
+    /// When the node's key was made, and its rotations so far.
+    pub(crate) key: (SystemTime, u64),
 }
 
 impl std::fmt::Debug for Sources {
@@ -89,6 +94,10 @@ impl Sources {
                 .started
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            key_age_seconds: SystemTime::now()
+                .duration_since(self.key.0)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            key_generation: self.key.1,
             kube_api_reachable: self.kube.as_ref().map(|k| k.borrow().api_reachable),
             policy: self.policy.as_ref().map(|p| p.borrow().status()),
             status,
@@ -357,6 +366,18 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
         "When the daemon started, in seconds since the Unix epoch.",
         s.start_time_seconds,
     )?;
+    gauge(
+        enc,
+        "weftnet_key_age_seconds",
+        "Age of this node's key (since it was made or last rotated).",
+        s.key_age_seconds,
+    )?;
+    gauge(
+        enc,
+        "weftnet_key_generation",
+        "Rotations of this node's key so far (weftnet rotate-key, --key-lifetime).",
+        s.key_generation,
+    )?;
     if let Some(up) = s.kube_api_reachable {
         gauge(
             enc,
@@ -481,6 +502,7 @@ mod tests {
                 prefixes: Vec::new(),
                 version: 1,
                 certificate: None,
+                handover: None,
             },
             state,
             epoch: 1,
@@ -568,6 +590,8 @@ mod tests {
             dataplane_running: true,
             offload: "tso",
             start_time_seconds: 1_700_000_000.5,
+            key_age_seconds: 12.0,
+            key_generation: 2,
             kube_api_reachable: None,
             policy: None,
         };
@@ -645,6 +669,8 @@ mod tests {
         assert_eq!(v("weftnet_dataplane_running"), "1");
         assert_eq!(v("weftnet_tun_offload{path=\"tso\"}"), "1");
         assert_eq!(v("weftnet_start_time_seconds"), "1700000000.5");
+        assert_eq!(v("weftnet_key_generation"), "2");
+        assert_eq!(v("weftnet_key_age_seconds"), "12.0");
         assert!(!t.contains("weftnet_kubernetes"), "{t}");
         assert!(
             t.contains("# TYPE weftnet_peer_rx_bytes_total counter\n"),

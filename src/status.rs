@@ -16,6 +16,12 @@ use weftnet_proto::node::{split_prefixes, state_name, SeedStatus, Status};
 pub(crate) struct StatusReport {
     pub(crate) interface: String,
     pub(crate) public_key: String,
+    /// Seconds since this node's key was made (or last rotated).
+    #[serde(default)]
+    pub(crate) key_age_secs: u64,
+    /// Rotations of this node's key so far (`weftnet rotate-key`, `--key-lifetime`).
+    #[serde(default)]
+    pub(crate) key_generation: u64,
     pub(crate) listen_port: u16,
     pub(crate) addresses: Vec<String>,
     pub(crate) mtu: u32,
@@ -237,6 +243,9 @@ impl PeerStatus {
 pub(crate) struct NodeInfo {
     pub(crate) listen_port: u16,
     pub(crate) mtu: u32,
+    /// When this node's key was made, and its rotations so far.
+    pub(crate) key_since: std::time::SystemTime,
+    pub(crate) key_generation: u64,
 }
 
 /// Dropped packets and rejected datagrams by reason (`drops` in the report, and the
@@ -325,6 +334,11 @@ impl StatusReport {
         Self {
             interface: dp.interface().to_string(),
             public_key: dp.public_key().to_base64(),
+            key_age_secs: std::time::SystemTime::now()
+                .duration_since(node.key_since)
+                .unwrap_or_default()
+                .as_secs(),
+            key_generation: node.key_generation,
             listen_port: node.listen_port,
             addresses: status.addresses.iter().map(|a| a.to_string()).collect(),
             mtu: node.mtu,
@@ -343,9 +357,11 @@ impl StatusReport {
 
     fn render(&self) -> String {
         let mut s = format!(
-            "interface: {}\n  public key: {}\n  listening port: {}\n  addresses: {}\n  mtu: {}\n  offload: {}\n",
+            "interface: {}\n  public key: {}\n  key age: {}s (rotations: {})\n  listening port: {}\n  addresses: {}\n  mtu: {}\n  offload: {}\n",
             self.interface,
             self.public_key,
+            self.key_age_secs,
+            self.key_generation,
             self.listen_port,
             self.addresses.join(", "),
             self.mtu,

@@ -209,13 +209,19 @@ fn files(plan: &Plan, report: &mut Report) -> Result<bool> {
     }
     let cni = report.removed > before;
     state(plan, report)?;
-    if plan.private_key_file.exists() {
+    let rotated = crate::rotation::files(&plan.state_dir);
+    for (path, what) in std::iter::once((&plan.private_key_file, "private key"))
+        .chain(rotated.iter().map(|p| (p, "rotated private key")))
+    {
+        if !path.exists() {
+            continue;
+        }
         if plan.purge_key {
-            remove_file(&plan.private_key_file, "private key", report)?;
+            remove_file(path, what, report)?;
         } else {
             report.kept(format!(
-                "private key {} (give --purge-key to remove it)",
-                plan.private_key_file.display()
+                "{what} {} (give --purge-key to remove it)",
+                path.display()
             ));
         }
     }
@@ -227,7 +233,7 @@ fn files(plan: &Plan, report: &mut Report) -> Result<bool> {
 }
 
 /// The files the daemon keeps in its state directory (control socket, epoch, block,
-/// caches), but the private key. Subdirectories are not weftnet's and stay.
+/// caches), but the private key and a rotated one (`rotated.key`). Subdirectories are not weftnet's and stay.
 fn state(plan: &Plan, report: &mut Report) -> Result<()> {
     let entries = match std::fs::read_dir(&plan.state_dir) {
         Ok(entries) => entries,
@@ -245,7 +251,9 @@ fn state(plan: &Plan, report: &mut Report) -> Result<()> {
             )
         })?;
         let path = entry.path();
-        if path == plan.private_key_file || entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let key = path == plan.private_key_file
+            || crate::rotation::files(&plan.state_dir).contains(&path);
+        if key || entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         remove_file(&path, "state file", report)?;
@@ -326,5 +334,34 @@ mod tests {
         assert_eq!(p.private_key_file, PathBuf::from("/srv/weft/private.key"));
         assert_eq!(p.cni_conf_dir, PathBuf::from("/x/net.d"));
         assert!(p.purge_key);
+    }
+
+    #[test]
+    fn state_files_go_but_the_keys_and_a_rotated_key_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_str().expect("utf-8");
+        let p = plan(&["weftnet", "uninstall", "--state-dir", d]);
+        for f in [
+            "private.key",
+            "rotated.key",
+            "rotated.key.previous",
+            "epoch",
+            "block",
+        ] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        let mut report = Report::default();
+        state(&p, &mut report).expect("state");
+        let left: Vec<bool> = [
+            "private.key",
+            "rotated.key",
+            "rotated.key.previous",
+            "epoch",
+            "block",
+        ]
+        .iter()
+        .map(|f| dir.path().join(f).exists())
+        .collect();
+        assert_eq!(left, [true, true, true, false, false]);
     }
 }

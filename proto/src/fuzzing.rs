@@ -110,6 +110,7 @@ pub fn gossip_datagram(data: &[u8]) {
         prefixes: Vec::new(),
         version: 0,
         certificate: None,
+        handover: None,
     };
     let now = std::time::Instant::now();
     let Ok(mut g) = Gossip::new(
@@ -135,6 +136,11 @@ pub fn gossip_datagram(data: &[u8]) {
 /// One gossip entry decoded from arbitrary bytes and its owner signature checked.
 pub fn signed_entry(data: &[u8]) {
     crate::gossip::fuzz_signed_entry(data);
+}
+
+/// A key hand-over and a record body decoded from arbitrary bytes (PROTOCOL.md §6.13).
+pub fn handover(data: &[u8]) {
+    crate::gossip::fuzz_handover(data);
 }
 
 /// The signature check on arbitrary input: `key[32] | signature[64] | message`. A

@@ -85,6 +85,11 @@ fn signed_entry_corpus() {
 }
 
 #[test]
+fn handover_corpus() {
+    replay("handover", fuzzing::handover);
+}
+
+#[test]
 fn signature_corpus() {
     replay("signature", fuzzing::signature);
 }

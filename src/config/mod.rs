@@ -150,6 +150,8 @@ pub(crate) struct ClusterConfig {
     pub(crate) name: String,
     /// The cluster CA certificate and this node's certificate (both or neither).
     pub(crate) ca: Option<(PathBuf, PathBuf)>,
+    /// Rotate the node's key on its own when it is this old.
+    pub(crate) key_lifetime: Option<std::time::Duration>,
 }
 
 /// Parses each text of an optional list.
@@ -184,6 +186,7 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
             (range.is_some(), "--range"),
             (advertise.is_some(), "--advertise-address"),
             (ca.is_some(), "--ca-file"),
+            (s.key_lifetime.is_some(), "--key-lifetime"),
         ];
         if let Some((_, what)) = needs.iter().find(|(used, _)| *used) {
             bail!("{what} needs the cluster secret: give --secret-file FILE (create one with `weftnet gensecret --output FILE`)");
@@ -194,6 +197,14 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
     for seed in &join {
         check_join(seed)?;
     }
+    let key_lifetime = s
+        .key_lifetime
+        .as_deref()
+        .map(crate::rotation::parse_lifetime)
+        .transpose()?;
+    if key_lifetime.is_some() && ca.is_some() {
+        bail!("--key-lifetime cannot be used with --ca-file: with a cluster CA a new key needs a certificate from the CA, which the node cannot sign itself; rotate by hand (new key, `weftnet ca sign`, restart)");
+    }
     Ok(Some(ClusterConfig {
         secret_files,
         join,
@@ -201,6 +212,7 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
         range,
         name,
         ca,
+        key_lifetime,
     }))
 }
 
@@ -357,6 +369,9 @@ impl Config {
             .enumerate()
             .map(|(i, p)| parse_peer(i + 1, p))
             .collect::<Result<Vec<_>>>()?;
+        if !peers.is_empty() && cluster.as_ref().is_some_and(|c| c.key_lifetime.is_some()) {
+            bail!("--key-lifetime cannot be used with [[peer]] entries: static peers name this node by its key on their side and cannot follow a rotation; remove the key lifetime or the static peers");
+        }
         let config = Self {
             interface,
             addresses,

@@ -179,6 +179,10 @@ settings_group! {
         /// This node's certificate from `weftnet ca sign`. Needs --ca-file.
         #[arg(long, env = "WEFTNET_CERT_FILE", value_name = "FILE")]
         pub(crate) cert_file: Option<PathBuf>,
+        /// Rotate this node's key on its own when it is this old, e.g. 30d, 12h, 90s
+        /// (as `weftnet rotate-key` does) [default: never].
+        #[arg(long, env = "WEFTNET_KEY_LIFETIME", value_name = "DURATION")]
+        pub(crate) key_lifetime: Option<String>,
     }
 }
 

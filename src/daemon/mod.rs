@@ -62,20 +62,45 @@ pub(crate) fn run(args: UpArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(up(config, started, state_dir_was))
+    let rotated = runtime.block_on(up(config, started, state_dir_was))?;
+    drop(runtime);
+    if rotated {
+        return Err(restart_in_place());
+    }
+    Ok(())
+}
+
+/// After `weftnet rotate-key`: runs this program again in this process (same process
+/// id, same arguments), as a restart does, so it starts with the new key. Returns only
+/// on failure.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    tracing::info!("restarting in place with the new key");
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "weftnet".into());
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .exec();
+    anyhow::anyhow!(
+        "cannot restart with the new key ({err}): start weftnet again; it runs with the new key"
+    )
 }
 
 /// The node's key, secrets and (in Kubernetes mode) Node facts, then everything else
 /// under one [`Teardown`] that runs on every way out.
 /// `state_dir_was`: the state directory's mode before it was set to 0700, if it was
-/// another (logged once the node is up).
-async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>) -> Result<()> {
+/// another (logged once the node is up). Returns whether the key was rotated (the
+/// caller restarts in place).
+async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>) -> Result<bool> {
     let secrets = match &config.cluster {
         Some(c) => cluster::read_secrets(&c.secret_files)?,
         None => Default::default(),
     };
     let key_existed = config.private_key_file.exists();
     let key = keyfile::load_private_key(&config.private_key_file, config.private_key_is_default)?;
+    let identity = crate::rotation::load(&config.state_dir, key, &config.private_key_file)?;
+    let key = identity.key.clone();
     if config
         .peers
         .iter()
@@ -90,7 +115,7 @@ async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>)
         r = kube::prepare(&mut config) => r?,
         _ = stop_signal() => {
             tracing::info!("stopped while waiting for the Kubernetes API server");
-            return Ok(());
+            return Ok(false);
         }
     };
     if !key_existed {
@@ -99,26 +124,37 @@ async fn up(mut config: Config, started: SystemTime, state_dir_was: Option<u32>)
     let state_dir = config.state_dir.clone();
     let netlink = Arc::new(Netlink::connect()?);
     let mut teardown = Teardown::new(Arc::clone(&netlink));
-    let (result, stop) =
-        match start::start(config, key, secrets, kube, started, &netlink, &mut teardown).await {
-            Ok(running) => {
-                teardown.started();
-                if let Some(mode) = state_dir_was {
-                    tracing::info!(
-                        path = %state_dir.display(),
-                        was = format!("{mode:04o}"),
-                        "state directory set to mode 0700"
-                    );
-                }
-                running.run().await
+    let rotated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (result, stop) = match start::start(
+        config,
+        identity,
+        secrets,
+        kube,
+        (started, Arc::clone(&rotated)),
+        &netlink,
+        &mut teardown,
+    )
+    .await
+    {
+        Ok(running) => {
+            teardown.started();
+            if let Some(mode) = state_dir_was {
+                tracing::info!(
+                    path = %state_dir.display(),
+                    was = format!("{mode:04o}"),
+                    "state directory set to mode 0700"
+                );
             }
-            Err(e) => (Err(e), Stop::Failed),
-        };
+            running.run().await
+        }
+        Err(e) => (Err(e), Stop::Failed),
+    };
     teardown.remove(stop).await;
-    if result.is_ok() {
+    let rotated = rotated.load(std::sync::atomic::Ordering::SeqCst) && stop == Stop::Restart;
+    if result.is_ok() && !rotated {
         tracing::info!("weftnet stopped");
     }
-    result
+    result.map(|()| rotated)
 }
 
 /// Resolves on SIGINT or SIGTERM (used while nothing exists yet).
@@ -145,6 +181,8 @@ struct Running {
     server: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
     shutdown: Arc<Notify>,
+    /// Notified when the key was rotated: the node restarts with the new key.
+    rotate: Arc<Notify>,
     /// Turns `Some` when a data-plane thread dies.
     failure: watch::Receiver<Option<String>>,
 }
@@ -195,6 +233,7 @@ impl Running {
             _ = quit.recv() => (Ok("SIGQUIT"), Stop::Restart),
             _ = int.recv() => (Ok("SIGINT"), Stop::Leave),
             _ = self.shutdown.notified() => (Ok("weftnet leave"), Stop::Leave),
+            _ = self.rotate.notified() => (Ok("key rotation"), Stop::Restart),
             _ = &mut self.server => (Err(anyhow::anyhow!("the control socket task ended")), Stop::Restart),
             _ = &mut self.shell => (Err(anyhow::anyhow!("the control plane task ended")), Stop::Restart),
             failed = self.failure.wait_for(Option::is_some) => {

@@ -13,6 +13,7 @@ use crate::control;
 use crate::dataplane::{Dataplane, L2Port};
 use crate::kube::{self, KubeView};
 use crate::netlink::Netlink;
+use crate::rotation::Identity;
 use crate::status::{NodeInfo, StatusReport};
 use crate::system;
 use crate::tun::Tun;
@@ -20,8 +21,9 @@ use crate::udp::Udp;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use weftnet_proto::gossip::GossipConfig;
 use weftnet_proto::keys::PrivateKey;
@@ -56,17 +58,18 @@ struct HostSide {
 /// `started` is when the process started (for the metrics).
 pub(super) async fn start(
     config: Config,
-    key: PrivateKey,
+    identity: Identity,
     secrets: zeroize::Zeroizing<Vec<[u8; 32]>>,
     kube: Option<kube::Started>,
-    started: SystemTime,
+    (started, rotated): (SystemTime, Arc<AtomicBool>),
     netlink: &Arc<Netlink>,
     teardown: &mut Teardown,
 ) -> Result<Running> {
+    let key = identity.key.clone();
     // Certificates are checked before anything is created.
     let trust = trust(&config, &key)?;
     let host = host_side(&config, netlink, teardown).await?;
-    let node = reconciler(&config, &key, secrets, trust, &host)?;
+    let node = reconciler(&config, &key, identity.handover, secrets, trust, &host)?;
     let clustered = node.status().clustered;
     let links = Links {
         overlay: host.overlay,
@@ -195,6 +198,7 @@ pub(super) async fn start(
                 kube: kube_view.clone(),
                 policy: policy_view.clone(),
                 started,
+                key: (identity.since, identity.generation()),
             }));
         }
         tracing::info!(
@@ -207,7 +211,20 @@ pub(super) async fn start(
     let node_info = NodeInfo {
         listen_port: config.listen_port,
         mtu: host.mtu,
+        key_since: identity.since,
+        key_generation: identity.generation(),
     };
+    let rotate = Arc::new(Notify::new());
+    let rotator = rotator(&config, &identity, Arc::clone(&rotate), rotated);
+    if let (Some(lifetime), Some(r)) = (
+        config.cluster.as_ref().and_then(|c| c.key_lifetime),
+        rotator.clone(),
+    ) {
+        others.push(tokio::spawn(rotate_when_old(identity.age(), lifetime, r)));
+    }
+    if identity.handover.is_some() {
+        crate::rotation::confirm(&config.state_dir);
+    }
     let report_dp = Arc::clone(&dp);
     let handler = control::Handler {
         report: Box::new(move || {
@@ -219,6 +236,10 @@ pub(super) async fn start(
         }),
         commands: commands_tx.clone(),
         shutdown: Arc::clone(&shutdown),
+        rotate: Box::new(move || match &rotator {
+            Some(r) => r(),
+            None => Err(NO_ROTATION.to_string()),
+        }),
     };
     let server = tokio::spawn(control::serve(listener, handler));
     tracing::info!(
@@ -237,7 +258,59 @@ pub(super) async fn start(
         server,
         others,
         shutdown,
+        rotate,
     })
+}
+
+/// Why a node cannot rotate its key.
+const NO_ROTATION: &str = "key rotation needs gossip (a cluster secret), no static [[peer]] and no cluster CA: static peers name this node by its key on their side and cannot follow, and with a CA the new key needs a certificate only the CA can sign (rotate by hand: new key, `weftnet ca sign`, restart)";
+
+/// A key rotation, shared by `weftnet rotate-key` and `--key-lifetime`.
+type Rotator = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Makes a new key, stores it with its hand-over and has the daemon restart with it
+/// (`None` where rotation is not possible). Only the first call rotates.
+fn rotator(
+    config: &Config,
+    identity: &Identity,
+    rotate: Arc<Notify>,
+    rotated: Arc<AtomicBool>,
+) -> Option<Rotator> {
+    if !config.peers.is_empty() {
+        return None;
+    }
+    let c = config.cluster.as_ref().filter(|c| c.ca.is_none())?;
+    let (state_dir, name, identity) = (config.state_dir.clone(), c.name.clone(), identity.clone());
+    Some(Arc::new(move || {
+        if rotated.swap(true, Ordering::SeqCst) {
+            return Err("a key rotation is already under way".into());
+        }
+        match crate::rotation::rotate(&state_dir, &identity, &name) {
+            Ok(new) => {
+                tracing::info!(old = %identity.key.public_key(), new = %new, generation = identity.generation() + 1, "rotated this node's key; restarting with it");
+                rotate.notify_one();
+                Ok(new.to_base64())
+            }
+            Err(e) => {
+                rotated.store(false, Ordering::SeqCst);
+                tracing::error!(error = %format!("{e:#}"), "cannot rotate this node's key");
+                Err(format!("{e:#}"))
+            }
+        }
+    }))
+}
+
+/// `--key-lifetime`: rotates once the key is `lifetime` old (it is `age` now); a
+/// failure is retried a minute later.
+async fn rotate_when_old(age: Duration, lifetime: Duration, rotate: Rotator) {
+    tokio::time::sleep(lifetime.saturating_sub(age)).await;
+    loop {
+        tracing::info!(lifetime = ?lifetime, "this node's key reached --key-lifetime");
+        if rotate().is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
 }
 
 /// The host side: ports, the overlay interface, the advertised endpoint, the bridge
@@ -418,6 +491,7 @@ fn trust(
 fn reconciler(
     config: &Config,
     key: &PrivateKey,
+    handover: Option<weftnet_proto::gossip::Handover>,
     secrets: zeroize::Zeroizing<Vec<[u8; 32]>>,
     trust: Option<([u8; 32], weftnet_proto::cert::Certificate)>,
     host: &HostSide,
@@ -431,6 +505,7 @@ fn reconciler(
             secrets,
             identity: key.clone(),
             certificate: trust.map(|(_, cert)| cert),
+            handover,
             name: c.name.clone(),
             endpoint,
             epoch: cluster::next_epoch(&config.state_dir.join("epoch"))?,

@@ -4,6 +4,7 @@
 //! never panic and bound every count an authenticated peer controls. Signatures and
 //! sender MACs (`proof`) are checked by the caller, not while decoding.
 
+use super::handover::{Handover, HANDOVER_LEN};
 use super::member::{Claim, Rank};
 use super::record::{NodeRecord, RecordBody, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
 use crate::cert::{Certificate, MAX_CERT_LEN};
@@ -245,6 +246,7 @@ pub(crate) fn record_entry_len(record: &NodeRecord) -> usize {
         + SIGNATURE_LEN
         + 2
         + record.certificate.as_ref().map_or(0, |c| c.encode().len())
+        + record.handover.map_or(0, |_| HANDOVER_LEN)
         + 1
         + record.name.len()
         + addr_len(record.endpoint.ip())
@@ -297,9 +299,14 @@ pub(crate) struct Body {
     pub(crate) endpoint: SocketAddr,
     pub(crate) prefixes: Vec<IpNet>,
     pub(crate) certificate: Option<Certificate>,
+    pub(crate) handover: Option<Handover>,
 }
 
-/// Appends the record part of an entry: name, endpoint, prefixes, certificate.
+/// Bit 7 of the name length byte: a hand-over follows the certificate (§6.13).
+pub(crate) const HANDOVER_FLAG: u8 = 0x80;
+
+/// Appends the record part of an entry: name, endpoint, prefixes, certificate and,
+/// after a rotation, the hand-over.
 /// Lengths must have been validated ([`NodeRecord::validate`]); longer values are cut.
 pub(crate) fn encode_record_body(
     out: &mut Vec<u8>,
@@ -307,9 +314,11 @@ pub(crate) fn encode_record_body(
     endpoint: SocketAddr,
     prefixes: &[IpNet],
     certificate: Option<&Certificate>,
+    handover: Option<&Handover>,
 ) {
     let name = &name.as_bytes()[..name.len().min(MAX_NAME_LEN)];
-    out.push(name.len() as u8);
+    let flag = if handover.is_some() { HANDOVER_FLAG } else { 0 };
+    out.push(name.len() as u8 | flag);
     out.extend_from_slice(name);
     put_endpoint(out, endpoint);
     let n = prefixes.len().min(MAX_PREFIXES);
@@ -322,10 +331,14 @@ pub(crate) fn encode_record_body(
     let cert = &cert[..cert.len().min(MAX_CERT_LEN)];
     out.extend_from_slice(&(cert.len() as u16).to_le_bytes());
     out.extend_from_slice(cert);
+    if let Some(h) = handover {
+        h.encode(out);
+    }
 }
 
 fn read_record_body(r: &mut Reader<'_>) -> Result<Body, Malformed> {
-    let name_len = usize::from(r.u8()?);
+    let first = r.u8()?;
+    let name_len = usize::from(first & !HANDOVER_FLAG);
     if name_len > MAX_NAME_LEN {
         return Err(Malformed);
     }
@@ -347,11 +360,17 @@ fn read_record_body(r: &mut Reader<'_>) -> Result<Body, Malformed> {
         0 => None,
         n => Some(Certificate::decode(r.take(n)?).map_err(|_| Malformed)?),
     };
+    let handover = if first & HANDOVER_FLAG != 0 {
+        Some(Handover::decode(r.take(HANDOVER_LEN)?).ok_or(Malformed)?)
+    } else {
+        None
+    };
     Ok(Body {
         name: name.to_string(),
         endpoint,
         prefixes,
         certificate,
+        handover,
     })
 }
 
@@ -628,6 +647,7 @@ mod tests {
             ],
             version: 2,
             certificate: None,
+            handover: None,
         });
         let claim = Claim {
             epoch: 1_700_000_000_000,

@@ -4,7 +4,8 @@
 use super::record::RecordError;
 
 /// Why [`super::Gossip::handle_datagram`] dropped a datagram. Nothing in it was
-/// applied, except for [`GossipError::Uncertified`].
+/// applied, except for [`GossipError::Uncertified`], [`GossipError::RetiredKey`]
+/// and [`GossipError::BadHandover`] (only the entries at fault were left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum GossipError {
     /// Not a gossip datagram, too short, or the plaintext does not parse.
@@ -49,6 +50,14 @@ pub enum GossipError {
     /// the datagram was applied.
     #[error("gossip entry without a valid certificate")]
     Uncertified,
+    /// An entry's key was retired by a key rotation (§6.13): a stale relay, or a
+    /// stolen old key. Only such entries were left out.
+    #[error("gossip entry of a retired key")]
+    RetiredKey,
+    /// A record's hand-over (§6.13) is forged (the datagram was dropped), or
+    /// replayed, rolled back or forked (only that entry was left out).
+    #[error("gossip entry with a refused key hand-over")]
+    BadHandover,
 }
 
 impl GossipError {
@@ -66,10 +75,12 @@ impl GossipError {
         Self::BadSender,
         Self::BadSignature,
         Self::Uncertified,
+        Self::RetiredKey,
+        Self::BadHandover,
     ];
 
     /// Number of errors (the length of [`GossipError::ALL`]).
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 14;
 
     /// Stable snake_case counter name.
     pub fn as_str(self) -> &'static str {
@@ -86,6 +97,8 @@ impl GossipError {
             Self::BadSender => "gossip_bad_sender",
             Self::BadSignature => "gossip_bad_signature",
             Self::Uncertified => "gossip_uncertified",
+            Self::RetiredKey => "gossip_retired_key",
+            Self::BadHandover => "gossip_bad_handover",
         }
     }
 
@@ -104,6 +117,8 @@ impl GossipError {
             Self::BadSender => 9,
             Self::BadSignature => 10,
             Self::Uncertified => 11,
+            Self::RetiredKey => 12,
+            Self::BadHandover => 13,
         }
     }
 
@@ -136,6 +151,9 @@ pub enum ConfigError {
     /// With a cluster CA: this node's own certificate is missing or not valid.
     #[error("this node's certificate: {0}")]
     Certificate(String),
+    /// This node's own hand-over (after a key rotation) does not verify.
+    #[error("this node's key hand-over: {0}")]
+    Handover(super::handover::HandoverError),
 }
 
 #[cfg(test)]

@@ -17,8 +17,9 @@ const MAX_STRANGERS: usize = 1024;
 impl Gossip {
     /// Processes one gossip datagram: the raw UDP payload, starting with the 0x40
     /// type byte, from the underlay address `from`. On error nothing was applied,
-    /// except for [`GossipError::Uncertified`]: then only the entries without a valid
-    /// certificate were left out. The error names the counter to bump.
+    /// except for [`GossipError::Uncertified`], [`GossipError::RetiredKey`] and a
+    /// refused (not forged) [`GossipError::BadHandover`]: then only those entries were
+    /// left out. The error names the counter to bump.
     pub fn handle_datagram(
         &mut self,
         from: SocketAddr,
@@ -57,15 +58,16 @@ impl Gossip {
         if !sender_ok {
             return Err(GossipError::BadSender);
         }
-        // Entries whose certificate is not valid are left out (the rest applies) and
-        // counted once for the datagram.
-        let mut uncertified = vec![false; messages.len()];
-        for (m, skip) in messages.iter().zip(&mut uncertified) {
+        // Entries whose certificate is not valid, entries of retired keys and
+        // refused hand-overs are left out (the rest applies) and counted once for the
+        // datagram.
+        let mut skipped = vec![None; messages.len()];
+        for (m, skip) in messages.iter().zip(&mut skipped) {
             if let Message::Entry { entry, .. } = m {
-                *skip = !self.check_entry(entry, limit)?;
+                *skip = self.check_entry(entry, limit)?;
             }
         }
-        let uncertified_any = uncertified.contains(&true);
+        let skipped_any = skipped.iter().flatten().next().copied();
         if unknown_receiver {
             // Stateless: no replay state, nothing applied; a Challenge no larger than
             // the Join goes to the (unproven) source.
@@ -82,9 +84,9 @@ impl Gossip {
         }
         let mut rest = Vec::with_capacity(messages.len());
         let mut synced = false;
-        for (m, skip) in messages.into_iter().zip(uncertified) {
+        for (m, skip) in messages.into_iter().zip(skipped) {
             match m {
-                Message::Entry { .. } if skip => {}
+                Message::Entry { .. } if skip.is_some() => {}
                 Message::Entry { entry, rumor } => {
                     synced |= self.apply_entry(entry, rumor) && !rumor
                 }
@@ -125,10 +127,10 @@ impl Gossip {
             }
         }
         self.limit = None;
-        if uncertified_any {
-            return Err(GossipError::Uncertified);
+        match skipped_any {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether the sender MAC of `plaintext` is right for `sender` (PROTOCOL.md §6.3).
@@ -140,13 +142,15 @@ impl Gossip {
     }
 
     /// Checks one received entry before anything of its datagram is applied: its
-    /// epoch is not beyond the clock bound and its owner signed it (else the datagram
-    /// is dropped). With a cluster CA, a live entry whose record carries no
-    /// certificate valid now for its key and name is left out (`Ok(false)`): it
-    /// admits nobody, and an honest relay may still hold it when a certificate
-    /// expires. The signature is not checked again for the statement the table
-    /// already holds.
-    fn check_entry(&self, e: &Entry, epoch_limit: u64) -> Result<bool, GossipError> {
+    /// epoch is not beyond the clock bound, its owner signed it, and a hand-over in
+    /// its record is the old key's (else the datagram is dropped). An entry is left
+    /// out (`Ok(Some(why))`) when its key was retired by a rotation, when its
+    /// hand-over is replayed, rolled back or forked (§6.13), or, with a cluster CA,
+    /// when it is live and its record carries no certificate valid now for its key
+    /// and name: it admits nobody, and an honest relay may still hold it when a
+    /// certificate expires. Signatures are not checked again for the statement the
+    /// table already holds.
+    fn check_entry(&self, e: &Entry, epoch_limit: u64) -> Result<Option<GossipError>, GossipError> {
         if e.claim.epoch > epoch_limit {
             return Err(GossipError::FutureEpoch);
         }
@@ -159,10 +163,26 @@ impl Gossip {
         if !known && !e.verify() {
             return Err(GossipError::BadSignature);
         }
-        if let (Some(ca), Some(body), true) = (&self.config.ca, &e.record, e.claim.rank.is_live()) {
-            let b = codec::parse_record_body(body.bytes()).map_err(|_| GossipError::Malformed)?;
+        // Tombstones of retired keys are taken, so that digests converge.
+        if self.retired.contains(&e.key) && e.claim.rank != super::member::Rank::Forgotten {
+            return Ok(Some(GossipError::RetiredKey));
+        }
+        let Some(body) = &e.record else {
+            return Ok(None);
+        };
+        let b = codec::parse_record_body(body.bytes()).map_err(|_| GossipError::Malformed)?;
+        if let Some(h) = &b.handover {
+            if !known {
+                h.verify(&e.key, &b.name)
+                    .map_err(|_| GossipError::BadHandover)?;
+            }
+            if self.retired.check(h, &b.name).is_err() {
+                return Ok(Some(GossipError::BadHandover));
+            }
+        }
+        if let (Some(ca), true) = (&self.config.ca, e.claim.rank.is_live()) {
             let Some(cert) = b.certificate else {
-                return Ok(false);
+                return Ok(Some(GossipError::Uncertified));
             };
             let now = self.now_secs();
             let ok = if known {
@@ -171,9 +191,9 @@ impl Gossip {
             } else {
                 cert.verify_for(ca, now, &e.key, &b.name).is_ok()
             };
-            return Ok(ok);
+            return Ok((!ok).then_some(GossipError::Uncertified));
         }
-        Ok(true)
+        Ok(None)
     }
 
     /// Rejects replays and records the sequence number.

@@ -55,6 +55,16 @@ pub enum Event {
     /// A node's record was removed (by [`super::Gossip::forget`] somewhere in the mesh,
     /// or because it stayed dead or left for the configured reap time).
     Forgotten(PublicKey),
+    /// A node rotated its key (PROTOCOL.md §6.13): `old` is retired (its entry is a
+    /// tombstone, with no death or leave) and `new` carries the node from now on.
+    Rotated {
+        /// The retired key.
+        old: PublicKey,
+        /// Its successor.
+        new: PublicKey,
+        /// The node's name.
+        name: String,
+    },
 }
 
 /// Wire rank of a state: at equal epoch and incarnation the higher rank wins.

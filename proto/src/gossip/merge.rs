@@ -91,6 +91,7 @@ impl Gossip {
             self.consider_self(&e);
             return false;
         }
+        let rotated = self.retire_predecessor(&e);
         let old = self.table.get(&e.key).map(|s| {
             (
                 Current {
@@ -103,7 +104,7 @@ impl Gossip {
             )
         });
         let Some((mut claim, version, take)) = merge(old.map(|(c, _)| c), &e) else {
-            return false;
+            return rotated;
         };
         if old.is_none() && self.table.len() >= self.config.max_members {
             return false;
@@ -127,6 +128,43 @@ impl Gossip {
         } else if rumor {
             self.news.push(e.key);
         }
+        true
+    }
+
+    /// Takes the hand-over in `e`'s record, if it is news (checked by
+    /// `check_entry`): the old key is retired and its entry becomes a tombstone,
+    /// with no death or leave, so the member's tunnel and routes move to the new key
+    /// instead of being torn down. Returns whether the view changed.
+    fn retire_predecessor(&mut self, e: &Entry) -> bool {
+        let Some(body) = &e.record else {
+            return false;
+        };
+        let Ok(b) = super::codec::parse_record_body(body.bytes()) else {
+            return false;
+        };
+        let Some(h) = b.handover else {
+            return false;
+        };
+        if self.retired.check(&h, &b.name) != Ok(true) {
+            return false;
+        }
+        self.retired.insert(&h, &b.name);
+        if let Some(slot) = self.table.get(&h.old) {
+            if slot.claim.rank != Rank::Forgotten {
+                let claim = Claim {
+                    rank: Rank::Forgotten,
+                    ..slot.claim
+                };
+                let version = slot.version;
+                let deadline = later(self.now, self.config.tombstone_ttl);
+                self.table.set(h.old, claim, version, None, Some(deadline));
+            }
+        }
+        self.events.push_back(Event::Rotated {
+            old: h.old,
+            new: h.new,
+            name: b.name,
+        });
         true
     }
 

@@ -49,6 +49,7 @@ mod config;
 mod digest;
 mod error;
 mod handle;
+mod handover;
 mod member;
 mod merge;
 mod news;
@@ -71,6 +72,7 @@ mod tests;
 
 pub use config::GossipConfig;
 pub use error::{ConfigError, GossipError};
+pub use handover::{Handover, HandoverError, HANDOVER_LEN, MAX_GENERATION};
 pub use member::{Event, Member, MemberState};
 pub use node::{Gossip, ViewDigest};
 pub use record::{NodeRecord, RecordError, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
@@ -95,6 +97,7 @@ pub fn fuzz_plaintext(data: &[u8]) {
         prefixes: Vec::new(),
         version: 0,
         certificate: None,
+        handover: None,
     };
     let now = std::time::Instant::now();
     let Ok(mut g) = Gossip::new(
@@ -144,5 +147,41 @@ pub fn fuzz_signed_entry(data: &[u8]) {
             assert_eq!(body.hash(), e.proof.body_hash);
             let _ = body.to_record(e.key, e.version);
         }
+    }
+}
+
+/// Decodes arbitrary bytes as a key hand-over (PROTOCOL.md §6.13) and as a record body
+/// (which may carry one): what decodes re-encodes to the same bytes, and verifying a
+/// hand-over and checking it against the retired-key register never panic. Must never
+/// panic.
+#[doc(hidden)]
+pub fn fuzz_handover(data: &[u8]) {
+    if let Some(h) = data.get(..HANDOVER_LEN).and_then(Handover::decode) {
+        let mut out = Vec::new();
+        h.encode(&mut out);
+        assert_eq!(
+            out,
+            data[..HANDOVER_LEN],
+            "hand-overs re-encode to the same bytes"
+        );
+        let name = String::from_utf8_lossy(&data[HANDOVER_LEN..]);
+        let _ = h.verify(&h.new, &name);
+        let mut retired = handover::Retired::default();
+        if retired.check(&h, &name) == Ok(true) {
+            retired.insert(&h, &name);
+            assert_eq!(retired.check(&h, &name), Ok(false), "known after insert");
+        }
+    }
+    if let Ok(b) = codec::parse_record_body(data) {
+        let mut out = Vec::new();
+        codec::encode_record_body(
+            &mut out,
+            &b.name,
+            b.endpoint,
+            &b.prefixes,
+            b.certificate.as_ref(),
+            b.handover.as_ref(),
+        );
+        assert_eq!(out, data, "record bodies re-encode to the same bytes");
     }
 }

@@ -7,6 +7,7 @@
 use super::codec::{self, Proof};
 use super::config::GossipConfig;
 use super::error::ConfigError;
+use super::handover::Retired;
 use super::member::{Claim, Event, Member, Rank};
 use super::news::News;
 use super::probe::{Probe, Relay};
@@ -84,6 +85,8 @@ pub struct Gossip {
     pub(super) sync_tokens: TokenBucket,
     pub(super) scratch: Vec<u8>,
     pub(super) left: bool,
+    /// Keys retired by rotations (this node's own old keys included).
+    pub(super) retired: Retired,
     /// The latest `now` passed in (never goes backwards).
     pub(super) now: Instant,
     pub(super) next_probe: Instant,
@@ -169,6 +172,12 @@ impl Gossip {
         }
         me.normalize();
         me.validate()?;
+        let mut retired = Retired::default();
+        if let Some(h) = &me.handover {
+            h.verify(&me.public_key, &me.name)
+                .map_err(ConfigError::Handover)?;
+            retired.insert(h, &me.name);
+        }
         if let Some(ca) = &config.ca {
             let secs = boot_epoch / 1000;
             match &me.certificate {
@@ -245,6 +254,7 @@ impl Gossip {
             seeds: Vec::new(),
             scratch: Vec::new(),
             left: false,
+            retired,
             now,
             next_probe,
             next_gossip: now,

@@ -4,6 +4,7 @@
 //! (PROTOCOL.md §6.5); the signature travels as the entry's [`super::codec::Proof`].
 
 use super::codec;
+use super::handover::Handover;
 use crate::cert::Certificate;
 use crate::keys::PublicKey;
 use ipnet::IpNet;
@@ -35,6 +36,8 @@ pub struct NodeRecord {
     pub version: u64,
     /// The node's certificate from the cluster CA, when the mesh has one (§8).
     pub certificate: Option<Certificate>,
+    /// After a key rotation: the old key's signed hand-over to this key (§6.13).
+    pub handover: Option<Handover>,
 }
 
 /// Why a record cannot be announced.
@@ -96,6 +99,7 @@ impl RecordBody {
             r.endpoint,
             &r.prefixes,
             r.certificate.as_ref(),
+            r.handover.as_ref(),
         );
         Self(out.into())
     }
@@ -127,6 +131,7 @@ impl RecordBody {
             endpoint: SocketAddr::from(([0, 0, 0, 0], 0)),
             prefixes: Vec::new(),
             certificate: None,
+            handover: None,
         });
         NodeRecord {
             public_key,
@@ -135,6 +140,7 @@ impl RecordBody {
             prefixes: b.prefixes,
             version,
             certificate: b.certificate,
+            handover: b.handover,
         }
     }
 }
@@ -151,6 +157,7 @@ mod tests {
             prefixes: vec!["10.47.1.0/24".parse().expect("net")],
             version: 0,
             certificate: None,
+            handover: None,
         }
     }
 

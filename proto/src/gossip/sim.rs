@@ -5,7 +5,7 @@
 //! one seed.
 
 use super::rng::Rng;
-use super::{Event, Gossip, GossipConfig, GossipError, NodeRecord};
+use super::{Event, Gossip, GossipConfig, GossipError, Handover, NodeRecord};
 use crate::keys::{PrivateKey, PublicKey};
 use blake2::digest::Digest as _;
 use blake2::Blake2s256;
@@ -197,6 +197,7 @@ impl Sim {
             prefixes,
             version: 0,
             certificate: None,
+            handover: None,
         };
         self.nodes.push(SimNode {
             gossip: None,
@@ -256,6 +257,19 @@ impl Sim {
     /// Restarts host `i` with a new boot epoch and the same key and record.
     pub fn restart(&mut self, i: usize) {
         self.boot(i);
+    }
+
+    /// Restarts host `i` with a rotated key: `identity` is its new private key and
+    /// `handover` the old key's statement for it (PROTOCOL.md §6.13); it rejoins
+    /// through the hosts `seeds`.
+    pub fn rotate(&mut self, i: usize, identity: PrivateKey, handover: Handover, seeds: &[usize]) {
+        let node = &mut self.nodes[i];
+        node.key = identity.public_key();
+        node.record.public_key = node.key;
+        node.record.handover = Some(handover);
+        node.identity = identity;
+        self.boot(i);
+        self.join(i, seeds);
     }
 
     /// Moves host `i` to the underlay address `addr` (a roaming host): its datagrams

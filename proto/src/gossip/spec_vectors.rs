@@ -1,4 +1,4 @@
-//! Checks the gossip test vectors written in `proto/PROTOCOL.md` §6.12 against the
+//! Checks the gossip test vectors written in `proto/PROTOCOL.md` §6.12 and §6.13 against the
 //! code. The vectors are parsed from the document, so the spec and the code cannot
 //! drift apart silently (like `tests/vectors.rs` does for §5).
 
@@ -219,6 +219,7 @@ fn entry_encoding_signature_and_hash() {
             .collect(),
         version: num("version"),
         certificate: None,
+        handover: None,
     };
     let claim = Claim {
         epoch: num("epoch"),
@@ -283,4 +284,43 @@ fn certificate_encoding() {
     check_hex(h, "encoded", &cert.encode());
     let back = Certificate::decode(&cert.encode()).expect("decodes");
     assert_eq!(back.verify(&ca.public_key(), back.not_before), Ok(()));
+}
+
+#[test]
+fn handover_encoding_and_signature() {
+    let h = "#### 6.13.1";
+    let lines = block(h);
+    let old = PrivateKey::from_bytes(arr32(&hex_field(&lines, "old_private")));
+    let new = PrivateKey::from_bytes(arr32(&hex_field(&lines, "new_private")));
+    check_hex(h, "old", old.public_key().as_bytes());
+    check_hex(h, "new", new.public_key().as_bytes());
+    let name = field(&lines, "name").trim_matches('"');
+    let generation: u64 = field(&lines, "generation").parse().expect("number");
+    let m = super::handover::signed_message(name, &old.public_key(), &new.public_key(), generation);
+    check_hex(h, "signed", &m);
+    let handover = super::Handover::sign(&Signer::new(&old), name, new.public_key(), generation);
+    check_hex(h, "signature", &handover.signature);
+    let mut bytes = Vec::new();
+    handover.encode(&mut bytes);
+    check_hex(h, "encoded", &bytes);
+    assert_eq!(handover.verify(&new.public_key(), name), Ok(()));
+    assert_eq!(super::Handover::decode(&bytes), Some(handover));
+    // The new key's record carries it after the certificate, flagged in bit 7 of the
+    // name length.
+    let record = NodeRecord {
+        public_key: new.public_key(),
+        name: name.to_string(),
+        endpoint: field(&lines, "endpoint").parse().expect("endpoint"),
+        prefixes: field(&lines, "prefixes")
+            .split_whitespace()
+            .map(|p| p.parse().expect("prefix"))
+            .collect(),
+        version: 0,
+        certificate: None,
+        handover: Some(handover),
+    };
+    let body = RecordBody::from_record(&record);
+    check_hex(h, "body", body.bytes());
+    let back = super::codec::parse_record_body(body.bytes()).expect("parses");
+    assert_eq!(back.handover, Some(handover));
 }

@@ -316,6 +316,7 @@ mod tests {
                 prefixes: prefixes.iter().map(|p| n(p)).collect(),
                 version: 1,
                 certificate: None,
+                handover: None,
             },
             state: crate::gossip::MemberState::Alive,
             epoch: 1,

@@ -44,7 +44,7 @@ pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPA
 pub use status::{state_name, Status};
 
 use crate::cert::Certificate;
-use crate::gossip::{ConfigError, Gossip, GossipConfig, Member, NodeRecord};
+use crate::gossip::{ConfigError, Gossip, GossipConfig, Handover, Member, NodeRecord};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::multicast::{
     packet_source, parse_control, GroupConfig, GroupFilter, Listeners, Querier, ReceivePolicy,
@@ -144,6 +144,9 @@ pub struct GossipSetup {
     /// This node's certificate from the cluster CA (required when `config.ca` is
     /// set; PROTOCOL.md §8).
     pub certificate: Option<Certificate>,
+    /// After a key rotation: the old key's hand-over to this key, announced in the
+    /// record so that peers move the node to the new key (PROTOCOL.md §6.13).
+    pub handover: Option<Handover>,
     /// This node's name in the mesh.
     pub name: String,
     /// Where other nodes reach this one.
@@ -169,6 +172,7 @@ impl std::fmt::Debug for GossipSetup {
             )
             .field("identity", &self.identity)
             .field("certificate", &self.certificate)
+            .field("handover", &self.handover)
             .field("name", &self.name)
             .field("endpoint", &self.endpoint)
             .field("epoch", &self.epoch)
@@ -293,6 +297,7 @@ impl Node {
                     prefixes: own_prefixes(&config.addresses, &blocks.held()),
                     version: 0,
                     certificate: g.certificate,
+                    handover: g.handover,
                 };
                 Some(Gossip::new(
                     g.config,

@@ -160,6 +160,7 @@ mod tests {
                 prefixes: vec![n(&format!("10.47.{key}.0/24")), n("239.1.1.1/32")],
                 version: 1,
                 certificate: None,
+                handover: None,
             },
             state,
             epoch: 1,

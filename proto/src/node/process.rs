@@ -352,5 +352,8 @@ fn log_event(event: &Event) {
             tracing::info!(key = %public_key, state = state_name(*state), "member down")
         }
         Event::Forgotten(k) => tracing::info!(key = %k, "member forgotten"),
+        Event::Rotated { old, new, name } => {
+            tracing::info!(%name, old = %old, new = %new, "member rotated its key")
+        }
     }
 }

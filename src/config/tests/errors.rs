@@ -159,3 +159,40 @@ fn bad_metrics_and_log_format_name_the_fix() {
     let e = error(&base, "log_format = \"logfmt\"\n");
     assert_eq!(e, "invalid --log-format \"logfmt\": use text or json");
 }
+
+#[test]
+fn key_lifetime_is_a_duration_with_a_secret_and_without_a_ca() {
+    let s = ["--secret-file", "/x", "--range", "10.47.0.0/16"];
+    let (a, _f) = args(&s, "[cluster]\nkey_lifetime = \"30d\"\n");
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(
+        c.cluster.expect("cluster").key_lifetime,
+        Some(std::time::Duration::from_secs(30 * 86_400))
+    );
+    assert!(
+        error(&["--address", "10.47.0.1/16", "--key-lifetime", "1d"], "")
+            .contains("--key-lifetime needs the cluster secret")
+    );
+    assert!(
+        error(&[&s[..], &["--key-lifetime", "3s"]].concat(), "").contains("invalid --key-lifetime")
+    );
+    let e = error(
+        &[
+            &s[..],
+            &[
+                "--key-lifetime",
+                "1d",
+                "--ca-file",
+                "/ca",
+                "--cert-file",
+                "/c",
+            ],
+        ]
+        .concat(),
+        "",
+    );
+    assert!(e.contains("cannot be used with --ca-file"), "{e}");
+    let peer = format!("[[peer]]\n{PEER}\nallowed_ips = [\"10.48.0.0/24\"]\n");
+    let e = error(&[&s[..], &["--key-lifetime", "1d"]].concat(), &peer);
+    assert!(e.contains("cannot be used with [[peer]]"), "{e}");
+}

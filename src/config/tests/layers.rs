@@ -206,6 +206,7 @@ fn every_up_flag_has_its_environment_variable() {
             "name",
             "ca-file",
             "cert-file",
+            "key-lifetime",
             "multicast-allow",
             "multicast-deny",
             "multicast-link-local",

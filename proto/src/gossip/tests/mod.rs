@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 mod attacks;
 mod records;
+mod rotation;
 
 const SECRET: [u8; 32] = [5; 32];
 
@@ -48,6 +49,7 @@ fn record(i: u8) -> NodeRecord {
         prefixes: vec![],
         version: 0,
         certificate: None,
+        handover: None,
     }
 }
 

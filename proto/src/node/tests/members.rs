@@ -301,3 +301,103 @@ fn a_node_restarted_on_its_persistent_interface_changes_nothing_and_calls_its_pe
         .map(|p| p.first_contact);
     assert_eq!(a_calls_c, Some(true));
 }
+
+/// A node restarted on its interface with a rotated key (PROTOCOL.md §6.13): the others
+/// move its block's route and allowed IPs to the new key's peer with no gap in the
+/// route, no death or leave, no block conflict, and no peer left with the old key.
+#[test]
+fn a_rotated_key_moves_the_member_with_its_block_and_routes() {
+    let (mut net, [a, b, c]) = Net::three_joined();
+    let block = net.block(c).expect("c holds a block");
+    let allowed = |net: &Net, i: usize, key: PublicKey| {
+        net.hosts[i]
+            .peers
+            .iter()
+            .find(|p| p.peer.public_key == key)
+            .map(|p| p.peer.allowed_ips.clone())
+    };
+    let before = allowed(&net, a, key_of(c)).expect("a has c as a peer");
+    assert!(before.contains(&block));
+    let routes_a = net.hosts[a].routes.clone();
+    let fresh = crate::keys::PrivateKey::from_bytes([99; 32]);
+    let handover = crate::gossip::Handover::sign(
+        &crate::identity::Signer::new(&identity_of(c)),
+        "c",
+        fresh.public_key(),
+        1,
+    );
+    let host = HostState {
+        addresses: net.hosts[c]
+            .addresses
+            .iter()
+            .filter(|(l, _)| *l == Link::Overlay)
+            .map(|(_, a)| *a)
+            .collect(),
+        routes: net.hosts[c].routes.clone().into_iter().collect(),
+    };
+    let known = net.hosts[c].members_saved.clone();
+    let base = net.config(c, &Spec::named("c"));
+    let rotated = Node::adopting(
+        NodeConfig {
+            public_key: fresh.public_key(),
+            saved_block: Some(block),
+            gossip: base.gossip.clone().map(|g| GossipSetup {
+                identity: fresh.clone(),
+                handover: Some(handover),
+                known,
+                ..g
+            }),
+            ..base
+        },
+        host,
+        net.now,
+    )
+    .expect("node");
+    net.hosts[c].node = rotated;
+    net.hosts[c].peers.clear();
+    net.drain(c);
+    // Step by step: the route to c's block never goes away at a, and nobody sees c
+    // dead or left.
+    for _ in 0..40 {
+        net.run(Duration::from_millis(100));
+        assert_eq!(net.hosts[a].routes, routes_a, "a's routes changed");
+        for i in [a, b] {
+            let st = net.hosts[i].node.status();
+            assert!(
+                !st.members
+                    .iter()
+                    .any(|m| m.record.name == "c" && !m.state.is_live()),
+                "{i} saw c down: {:?}",
+                st.members
+            );
+        }
+    }
+    for i in [a, b] {
+        assert_eq!(
+            allowed(&net, i, fresh.public_key()),
+            Some(before.clone()),
+            "{i}: the new key's peer has c's prefixes"
+        );
+        assert_eq!(
+            allowed(&net, i, key_of(c)),
+            None,
+            "{i}: no peer with the old key"
+        );
+        let names: Vec<&str> = net.hosts[i]
+            .node
+            .status()
+            .members
+            .iter()
+            .map(|m| m.record.name.as_str())
+            .collect();
+        assert_eq!(names.iter().filter(|n| **n == "c").count(), 1, "{names:?}");
+    }
+    assert_eq!(net.block(c), Some(block), "c kept its block");
+    assert_eq!(net.block(a), net.hosts[a].saved, "a kept its block");
+    let c_peers: BTreeSet<PublicKey> = net.hosts[c]
+        .peers
+        .iter()
+        .map(|p| p.peer.public_key)
+        .collect();
+    assert_eq!(c_peers, [key_of(a), key_of(b)].into());
+}

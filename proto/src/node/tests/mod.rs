@@ -110,6 +110,7 @@ impl Net {
                 secrets: vec![[spec.secret; 32]].into(),
                 identity: identity_of(i),
                 certificate: None,
+                handover: None,
                 name: spec.name.into(),
                 endpoint: addr_of(i),
                 epoch: (self.now - self.base).as_millis() as u64,
