@@ -376,19 +376,19 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
     };
     counters(
         enc,
-        "weftnet_worker_tun_reads_total",
+        "weftnet_worker_tun_reads",
         "Reads from the worker's TUN queue (a packet, or a TCP super-packet with offloads).",
         per_worker(|w| w.0),
     )?;
     counters(
         enc,
-        "weftnet_worker_udp_datagrams_total",
+        "weftnet_worker_udp_datagrams",
         "Datagrams received on the worker's UDP socket.",
         per_worker(|w| w.1),
     )?;
     counters(
         enc,
-        "weftnet_peer_lock_waits_total",
+        "weftnet_peer_lock_waits",
         "Times a data-plane thread waited for a peer's WireGuard session held by another thread (boringtun's Tunn takes &mut for both directions).",
         vec![(Vec::new(), s.peer_lock_waits)],
     )?;
