@@ -48,7 +48,9 @@ pub fn lane(packet: &[u8], workers: usize) -> usize {
 
 /// Source and destination address bytes, the protocol, and the transport header when
 /// the packet has ports to hash (TCP or UDP, not a fragment).
-fn fields(packet: &[u8]) -> Option<(&[u8], &[u8], u8, Option<&[u8]>)> {
+type Fields<'a> = (&'a [u8], &'a [u8], u8, Option<&'a [u8]>);
+
+fn fields(packet: &[u8]) -> Option<Fields<'_>> {
     match packet.first()? >> 4 {
         4 => {
             let ihl = usize::from(packet.first()? & 0x0f) * 4;

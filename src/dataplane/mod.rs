@@ -121,6 +121,9 @@ pub(crate) struct Dataplane {
     icmp_budget: pmtu::IcmpBudget,
 }
 
+/// The body of a data-plane thread.
+type ThreadBody = dyn FnOnce(&Dataplane) -> anyhow::Result<()> + Send;
+
 /// What the TUN workers share for outbound multicast and broadcast.
 struct TxReplication {
     replicator: Replicator,
@@ -238,7 +241,7 @@ impl Dataplane {
     /// L2 thread in bridge mode. A thread that ends before [`Self::stop`] (an I/O
     /// error, a panic) raises [`Self::failure`].
     pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<Vec<JoinHandle<()>>> {
-        let spawn = |name: &str, f: Box<dyn FnOnce(&Dataplane) -> anyhow::Result<()> + Send>| {
+        let spawn = |name: &str, f: Box<ThreadBody>| {
             let me = Arc::clone(self);
             self.lifecycle.spawn(name, move || f(&me))
         };
