@@ -35,7 +35,14 @@ pub fn hash(packet: &[u8]) -> u32 {
     for part in [a.0, a.1, b.0, b.1] {
         h = fnv(h, part);
     }
-    h
+    // FNV's low bits are the parity of the input's low bits (Linux picks even ephemeral
+    // ports for connect(), which would put every flow on one of two workers): mix every
+    // bit into every other (murmur3's finaliser).
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 /// The worker (of `workers`, at least one) that carries `packet`'s flow.
@@ -133,6 +140,16 @@ mod tests {
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
         assert_eq!(lane(&v4(TCP, [1; 4], 1, [2; 4], 2), 1), 0);
         assert_eq!(lane(&v4(TCP, [1; 4], 1, [2; 4], 2), 0), 0);
+    }
+
+    #[test]
+    fn even_ports_alone_spread_over_two_lanes() {
+        // Linux's connect() takes even ephemeral ports: the lanes must not follow parity.
+        let mut seen = [0usize; 2];
+        for sport in (40000..40400).step_by(2) {
+            seen[lane(&v4(TCP, [10, 0, 0, 1], sport, [10, 0, 0, 2], 5201), 2)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 70), "{seen:?}");
     }
 
     #[test]
