@@ -388,7 +388,7 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
     )?;
     counters(
         enc,
-        "weftnet_peer_lock_waits",
+        "weftnet_session_lock_waits",
         "Times a data-plane thread waited for a peer's WireGuard session held by another thread (boringtun's Tunn takes &mut for both directions).",
         vec![(Vec::new(), s.peer_lock_waits)],
     )?;
@@ -686,7 +686,7 @@ mod tests {
         assert_eq!(v("weftnet_tun_multi_queue"), "1");
         assert_eq!(v("weftnet_worker_tun_reads_total{worker=\"1\"}"), "30");
         assert_eq!(v("weftnet_worker_udp_datagrams_total{worker=\"0\"}"), "20");
-        assert_eq!(v("weftnet_peer_lock_waits_total"), "7");
+        assert_eq!(v("weftnet_session_lock_waits_total"), "7");
         assert_eq!(v("weftnet_start_time_seconds"), "1700000000.5");
         assert!(!t.contains("weftnet_kubernetes"), "{t}");
         assert!(

@@ -70,6 +70,15 @@ impl Tun {
     /// stopped to get every queue. Likewise one queue attaches to an existing
     /// multi-queue device as one queue of it.
     pub(crate) fn attach_or_create(name: &str, existed: bool, queues: usize) -> Result<Vec<Self>> {
+        // A multi-queue device takes any number of attachers: refuse one that another
+        // process reads (the kernel turns the carrier on while a queue is attached), as
+        // the kernel refuses a second reader of a single-queue one.
+        if existed && has_carrier(name) {
+            return Err(attach_error(
+                name,
+                &anyhow!("its carrier is on: another process has it open"),
+            ));
+        }
         let multi = queues > 1;
         let first = match Self::create_offloaded(name, multi) {
             Ok(t) => t,
@@ -250,6 +259,11 @@ impl Tun {
     pub(crate) fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
+}
+
+/// Whether the interface `name` has its carrier on (for a TUN: a queue is attached).
+fn has_carrier(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier")).is_ok_and(|c| c.trim() == "1")
 }
 
 /// Why attaching to an existing interface `name` failed, with the fix.

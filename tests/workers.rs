@@ -294,7 +294,26 @@ fn status_and_metrics_report_workers_and_restarts_keep_the_tun() {
         .map(|i| m[&format!("weftnet_worker_tun_reads_total{{worker=\"{i}\"}}")])
         .sum();
     assert!(reads >= 1.0, "the pings were read from some queue: {m:#?}");
-    assert!(m.contains_key("weftnet_peer_lock_waits_total"), "{m:#?}");
+    assert!(m.contains_key("weftnet_session_lock_waits_total"), "{m:#?}");
+
+    // A second daemon cannot take queues of the multi-queue weft0 the first one reads.
+    let second = Daemon::try_start(
+        h0,
+        &[
+            "--address",
+            "10.211.0.9/24",
+            "--listen-port",
+            "51821",
+            "--workers",
+            "2",
+        ],
+        "",
+    );
+    match second {
+        Ok(_) => panic!("a second daemon attached to the weft0 another one reads"),
+        Err(e) => assert!(e.contains("cannot attach"), "{e}"),
+    }
+    assert_ping(h0, &ov4(2), "the first daemon after the second was refused");
 
     // SIGTERM keeps the interface; a run with 2 workers attaches to 2 of its queues,
     // and a run with 1 to one of them (the device stays multi-queue).
