@@ -49,6 +49,8 @@
 #   WEFTNET_BIN      weftnet binary (default target/release/weftnet in the repo;
 #                    built with `cargo build --release` if that default is missing)
 #   BORINGTUN_THREADS  --threads for boringtun-cli (default: its own default, 4)
+#   WEFTNET_WORKERS  weftnet's data-plane workers (--workers; passed through the
+#                    environment; default: the number of cores)
 #   KEEP_WORKDIR=1   keep the temp dir with daemon logs for debugging
 #
 # Missing tools: `apt-get install -y --no-install-recommends iperf3 wireguard-go

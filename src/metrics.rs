@@ -53,6 +53,13 @@ pub(crate) struct Snapshot {
     pub(crate) dataplane_running: bool,
     /// The TUN offload path (`tso`, `vnet-hdr`, `off`).
     pub(crate) offload: &'static str,
+    /// Per data-plane worker: TUN reads and UDP datagrams received (one entry per
+    /// worker, TUN queue and UDP socket).
+    pub(crate) workers: Vec<(u64, u64)>,
+    /// Whether the TUN is multi-queue.
+    pub(crate) multi_queue: bool,
+    /// Times a thread waited for a peer's session held by another thread.
+    pub(crate) peer_lock_waits: u64,
     /// When the process started, in seconds since the Unix epoch.
     pub(crate) start_time_seconds: f64,
     /// The node key's age in seconds, and its rotations so far.
@@ -90,6 +97,9 @@ impl Sources {
             groups: self.dp.group_counters(),
             dataplane_running: self.dp.running(),
             offload: self.dp.offload(),
+            workers: self.dp.worker_counts(),
+            multi_queue: self.dp.multi_queue(),
+            peer_lock_waits: self.dp.lock_waits(),
             start_time_seconds: self
                 .started
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -362,6 +372,49 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
     )?;
     gauge(
         enc,
+        "weftnet_dataplane_workers",
+        "Data-plane workers: each reads one TUN queue and receives on one UDP socket.",
+        count(s.workers.len()),
+    )?;
+    gauge(
+        enc,
+        "weftnet_tun_queues",
+        "Queues of the TUN device, one per worker.",
+        count(s.workers.len()),
+    )?;
+    gauge(
+        enc,
+        "weftnet_tun_multi_queue",
+        "1 when the TUN device is multi-queue (IFF_MULTI_QUEUE), 0 for one queue.",
+        flag(s.multi_queue),
+    )?;
+    let per_worker = |f: fn(&(u64, u64)) -> u64| -> Vec<Sample<u64>> {
+        s.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (vec![("worker", i.to_string())], f(w)))
+            .collect()
+    };
+    counters(
+        enc,
+        "weftnet_worker_tun_reads",
+        "Reads from the worker's TUN queue (a packet, or a TCP super-packet with offloads).",
+        per_worker(|w| w.0),
+    )?;
+    counters(
+        enc,
+        "weftnet_worker_udp_datagrams",
+        "Datagrams received on the worker's UDP socket.",
+        per_worker(|w| w.1),
+    )?;
+    counters(
+        enc,
+        "weftnet_session_lock_waits",
+        "Times a data-plane thread waited for a peer's WireGuard session held by another thread (boringtun's Tunn takes &mut for both directions).",
+        vec![(Vec::new(), s.peer_lock_waits)],
+    )?;
+    gauge(
+        enc,
         "weftnet_start_time_seconds",
         "When the daemon started, in seconds since the Unix epoch.",
         s.start_time_seconds,
@@ -589,6 +642,9 @@ mod tests {
             )],
             dataplane_running: true,
             offload: "tso",
+            workers: vec![(10, 20), (30, 40)],
+            multi_queue: true,
+            peer_lock_waits: 7,
             start_time_seconds: 1_700_000_000.5,
             key_age_seconds: 12.0,
             key_generation: 2,
@@ -668,6 +724,12 @@ mod tests {
         assert_eq!(v("weftnet_claiming"), "0");
         assert_eq!(v("weftnet_dataplane_running"), "1");
         assert_eq!(v("weftnet_tun_offload{path=\"tso\"}"), "1");
+        assert_eq!(v("weftnet_dataplane_workers"), "2");
+        assert_eq!(v("weftnet_tun_queues"), "2");
+        assert_eq!(v("weftnet_tun_multi_queue"), "1");
+        assert_eq!(v("weftnet_worker_tun_reads_total{worker=\"1\"}"), "30");
+        assert_eq!(v("weftnet_worker_udp_datagrams_total{worker=\"0\"}"), "20");
+        assert_eq!(v("weftnet_session_lock_waits_total"), "7");
         assert_eq!(v("weftnet_start_time_seconds"), "1700000000.5");
         assert_eq!(v("weftnet_key_generation"), "2");
         assert_eq!(v("weftnet_key_age_seconds"), "12.0");

@@ -28,6 +28,9 @@ pub(crate) struct StatusReport {
     /// The TUN offload path: `tso`, `vnet-hdr` or `off` (README, Benchmark).
     #[serde(default)]
     pub(crate) offload: String,
+    /// The data-plane workers (TUN queues, UDP sockets).
+    #[serde(default)]
+    pub(crate) workers: WorkersStatus,
     pub(crate) peers: Vec<PeerStatus>,
     /// Gossip membership; absent without a cluster secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +48,24 @@ pub(crate) struct StatusReport {
     /// NetworkPolicy enforcement: policies in force per local pod, drops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) policy: Option<crate::policy::PolicyStatus>,
+}
+
+/// The data-plane workers: one TUN queue and one UDP socket each.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct WorkersStatus {
+    /// How many workers run.
+    pub(crate) count: usize,
+    /// Queues of the TUN device (one per worker).
+    pub(crate) tun_queues: usize,
+    /// Whether the TUN device is multi-queue (`IFF_MULTI_QUEUE`).
+    pub(crate) multi_queue: bool,
+    /// UDP sockets on the listening port (one per worker, `SO_REUSEPORT`).
+    pub(crate) udp_sockets: usize,
+    /// Per worker: reads from its TUN queue and datagrams received on its socket.
+    pub(crate) tun_reads: Vec<u64>,
+    pub(crate) udp_datagrams: Vec<u64>,
+    /// Times a thread waited for a peer's session held by another thread.
+    pub(crate) peer_lock_waits: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -343,6 +364,18 @@ impl StatusReport {
             addresses: status.addresses.iter().map(|a| a.to_string()).collect(),
             mtu: node.mtu,
             offload: dp.offload().to_string(),
+            workers: {
+                let counts = dp.worker_counts();
+                WorkersStatus {
+                    count: dp.workers(),
+                    tun_queues: dp.workers(),
+                    multi_queue: dp.multi_queue(),
+                    udp_sockets: dp.workers(),
+                    tun_reads: counts.iter().map(|c| c.0).collect(),
+                    udp_datagrams: counts.iter().map(|c| c.1).collect(),
+                    peer_lock_waits: dp.lock_waits(),
+                }
+            },
             peers: peers.iter().map(PeerStatus::from).collect(),
             cluster,
             multicast,
@@ -367,6 +400,17 @@ impl StatusReport {
             self.mtu,
             self.offload
         );
+        s.push_str(&format!(
+            "  workers: {} (TUN queues: {}{}, UDP sockets: {})\n",
+            self.workers.count,
+            self.workers.tun_queues,
+            if self.workers.multi_queue {
+                ", multi-queue"
+            } else {
+                ""
+            },
+            self.workers.udp_sockets
+        ));
         if let Some(c) = &self.cluster {
             s.push_str(&format!(
                 "  name: {}\n  advertised endpoint: {}\n",

@@ -10,6 +10,10 @@
 //! every read and write then starts with a virtio-net header and may carry a TCP
 //! super-packet of up to 64 KiB (see `weftnet_proto::offload`). The functions for that
 //! are together at the end of this file.
+//!
+//! With more than one data-plane worker the overlay TUN is multi-queue
+//! (`IFF_MULTI_QUEUE`): one descriptor per queue, each read by its own worker; the
+//! kernel steers each flow to one queue ([`Tun::attach_or_create`]).
 
 use anyhow::{anyhow, Result};
 use std::fs::{File, OpenOptions};
@@ -24,6 +28,7 @@ const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
 const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// `_IOW('T', 208, unsigned int)`.
@@ -48,22 +53,83 @@ pub(crate) struct Tun {
     /// Which offloads are on (every read and write carries a virtio-net header unless
     /// this is [`Offload::Off`]).
     offload: Offload,
+    /// One queue of a multi-queue device (`IFF_MULTI_QUEUE`).
+    multi_queue: bool,
 }
 
 impl Tun {
     /// Attaches to the TUN interface `name` that an earlier run left (persistent), or
-    /// creates it; then makes it persistent. Returns the device and whether it existed
-    /// (`existed` is the caller's check, made before, that a link of that name exists).
-    pub(crate) fn attach_or_create(name: &str, existed: bool) -> Result<Self> {
-        let tun = Self::create_offloaded(name).map_err(|e| {
-            if existed {
-                attach_error(name, &e)
-            } else {
-                e
+    /// creates it, with `queues` queues; then makes it persistent. Returns one device
+    /// per queue (at least one). `existed` is the caller's check, made before, that a
+    /// link of that name exists.
+    ///
+    /// More than one queue needs a multi-queue device. An existing single-queue device
+    /// (left by a run with one worker, or by a weftnet before workers) is attached with
+    /// one queue rather than recreated, so that its addresses and routes, and the
+    /// traffic on them, survive the restart; remove it (`ip link del`) while weftnet is
+    /// stopped to get every queue. Likewise one queue attaches to an existing
+    /// multi-queue device as one queue of it.
+    pub(crate) fn attach_or_create(name: &str, existed: bool, queues: usize) -> Result<Vec<Self>> {
+        // A multi-queue device takes any number of attachers: refuse one that another
+        // process reads (the kernel turns the carrier on while a queue is attached), as
+        // the kernel refuses a second reader of a single-queue one.
+        if existed && has_carrier(name) {
+            return Err(attach_error(
+                name,
+                &anyhow!("its carrier is on: another process has it open"),
+            ));
+        }
+        let multi = queues > 1;
+        let first = match Self::create_offloaded(name, multi) {
+            Ok(t) => t,
+            Err(e) if existed => match Self::create_offloaded(name, !multi) {
+                Ok(t) => {
+                    tracing::info!(
+                        interface = name,
+                        multi_queue = !multi,
+                        "attached to the existing interface in its own queue mode"
+                    );
+                    t
+                }
+                Err(_) => return Err(attach_error(name, &e)),
+            },
+            Err(e) => return Err(e),
+        };
+        first.set_persist(true)?;
+        let mut all = vec![first];
+        if all[0].multi_queue && multi {
+            for _ in 1..queues {
+                let q = all[0].another_queue()?;
+                all.push(q);
             }
-        })?;
-        tun.set_persist(true)?;
-        Ok(tun)
+        } else if multi {
+            tracing::warn!(
+                interface = name,
+                "interface {name} is a single-queue TUN left by an earlier run: running with 1 worker; stop weftnet and remove it (ip link del {name}) to use {queues}"
+            );
+        }
+        Ok(all)
+    }
+
+    /// Another queue of this multi-queue device, with the same header and offloads.
+    fn another_queue(&self) -> Result<Self> {
+        let mut q = Self::open(&self.name, false, self.offload != Offload::Off, true)?;
+        if self.offload == Offload::Tso {
+            q.offload = if set_offload(q.fd()).is_ok() {
+                Offload::Tso
+            } else {
+                return Err(anyhow!(
+                    "interface {}: a new queue refused the offloads the first one has; set WEFTNET_TUN_OFFLOAD=off or use --workers 1",
+                    self.name
+                ));
+            };
+        }
+        Ok(q)
+    }
+
+    /// Whether this is one queue of a multi-queue device.
+    pub(crate) fn multi_queue(&self) -> bool {
+        self.multi_queue
     }
 
     /// Makes the interface outlive this process (`true`: a restarted daemon attaches
@@ -97,10 +163,10 @@ impl Tun {
                 "invalid L2 port name {name:?}: use a shorter --interface (at most 12 characters)"
             ));
         }
-        Self::open(name, true, false)
+        Self::open(name, true, false, false)
     }
 
-    fn open(name: &str, tap: bool, vnet: bool) -> Result<Self> {
+    fn open(name: &str, tap: bool, vnet: bool, multi_queue: bool) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -119,7 +185,8 @@ impl Tun {
             name: [0; libc::IFNAMSIZ],
             flags: if tap { IFF_TAP } else { IFF_TUN }
                 | IFF_NO_PI
-                | if vnet { IFF_VNET_HDR } else { 0 },
+                | if vnet { IFF_VNET_HDR } else { 0 }
+                | if multi_queue { IFF_MULTI_QUEUE } else { 0 },
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -148,6 +215,7 @@ impl Tun {
             file,
             name: name.to_string(),
             offload: if vnet { Offload::VnetHdr } else { Offload::Off },
+            multi_queue,
         })
     }
 
@@ -193,6 +261,11 @@ impl Tun {
     }
 }
 
+/// Whether the interface `name` has its carrier on (for a TUN: a queue is attached).
+fn has_carrier(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier")).is_ok_and(|c| c.trim() == "1")
+}
+
 /// Why attaching to an existing interface `name` failed, with the fix.
 fn attach_error(name: &str, e: &anyhow::Error) -> anyhow::Error {
     tracing::debug!(error = %format!("{e:#}"), interface = name, "cannot attach");
@@ -236,30 +309,26 @@ impl Tun {
     /// it, and falls back step by step: without `TUNSETOFFLOAD` (headers only), then
     /// without `IFF_VNET_HDR` (plain packets). `WEFTNET_TUN_OFFLOAD=off` asks for plain
     /// packets.
-    pub(crate) fn create_offloaded(name: &str) -> Result<Self> {
+    /// `multi_queue`: open the first queue of a multi-queue device.
+    pub(crate) fn create_offloaded(name: &str, multi_queue: bool) -> Result<Self> {
         if std::env::var(OFFLOAD_ENV).is_ok_and(|v| v == "off" || v == "0") {
-            return Self::open(name, false, false);
+            return Self::open(name, false, false, multi_queue);
         }
-        let mut tun = match Self::open(name, false, true) {
+        let mut tun = match Self::open(name, false, true, multi_queue) {
             Ok(t) => t,
             Err(e) => {
                 // Without headers, or not at all (then that error is the one to report).
-                let plain = Self::open(name, false, false)?;
+                let plain = Self::open(name, false, false, multi_queue)?;
                 tracing::info!(error = %e, "TUN without virtio-net headers");
                 return Ok(plain);
             }
         };
-        let features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned int); the fd
-        // is a valid TUN descriptor attached to an interface.
-        let rc = unsafe { libc::ioctl(tun.fd(), TUNSETOFFLOAD, features as libc::c_ulong) };
-        if rc == 0 {
-            tun.offload = Offload::Tso;
-        } else {
-            tracing::info!(
-                error = %io::Error::last_os_error(),
+        match set_offload(tun.fd()) {
+            Ok(()) => tun.offload = Offload::Tso,
+            Err(e) => tracing::info!(
+                error = %e,
                 "TUN offloads refused; reading plain packets with virtio-net headers"
-            );
+            ),
         }
         Ok(tun)
     }
@@ -295,6 +364,19 @@ impl Tun {
         } else {
             Ok((n as usize).saturating_sub(hdr.len()))
         }
+    }
+}
+
+/// Turns on checksum and TCP segmentation offload (IPv4 and IPv6) on a TUN descriptor.
+fn set_offload(fd: RawFd) -> io::Result<()> {
+    let features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned int); the fd is a
+    // valid TUN descriptor attached to an interface.
+    let rc = unsafe { libc::ioctl(fd, TUNSETOFFLOAD, features as libc::c_ulong) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

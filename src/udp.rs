@@ -2,6 +2,11 @@
 //! fallback to IPv4 only, batched receive (recvmmsg and UDP GRO) and segmented send
 //! (UDP GSO) through `quinn-udp`, which probes the kernel once and degrades to one
 //! datagram per call where offloads are missing.
+//!
+//! With several data-plane workers the port is served by a group of sockets
+//! (`SO_REUSEPORT`, [`Udp::bind_group`]), one per worker. The kernel picks the socket
+//! of a datagram by a hash of its addresses and ports, so all datagrams of one peer
+//! (one address and port pair) reach one socket, in order.
 
 use anyhow::{anyhow, Result};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -19,8 +24,11 @@ pub(crate) struct Udp {
 
 const SOCKET_BUFFER: usize = 8 << 20;
 
-fn bind(domain: Domain, port: u16) -> io::Result<Socket> {
+fn bind(domain: Domain, port: u16, reuse_port: bool) -> io::Result<Socket> {
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     let addr: SocketAddr = if domain == Domain::IPV6 {
         s.set_only_v6(false)?;
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))
@@ -37,10 +45,25 @@ fn bind(domain: Domain, port: u16) -> io::Result<Socket> {
 impl Udp {
     /// Binds `port` on all addresses, IPv6 and IPv4 if the host has IPv6.
     pub(crate) fn bind(port: u16) -> Result<Self> {
-        let (socket, dual_stack) = match bind(Domain::IPV6, port) {
+        Self::bind_with(port, false)
+    }
+
+    /// Binds `count` sockets to `port` (one if `count` is 1, else a `SO_REUSEPORT`
+    /// group). A port held by anyone else is refused as by [`Udp::bind`]: a plain
+    /// socket is bound first to check, then closed, and the group binds after it.
+    pub(crate) fn bind_group(port: u16, count: usize) -> Result<Vec<Self>> {
+        if count <= 1 {
+            return Ok(vec![Self::bind(port)?]);
+        }
+        drop(Self::bind(port)?);
+        (0..count).map(|_| Self::bind_with(port, true)).collect()
+    }
+
+    fn bind_with(port: u16, reuse_port: bool) -> Result<Self> {
+        let (socket, dual_stack) = match bind(Domain::IPV6, port, reuse_port) {
             Ok(s) => (s, true),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(in_use(port)),
-            Err(_) => match bind(Domain::IPV4, port) {
+            Err(_) => match bind(Domain::IPV4, port, reuse_port) {
                 Ok(s) => (s, false),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(in_use(port)),
                 Err(e) => return Err(anyhow!("cannot bind UDP port {port}: {e}")),
@@ -182,6 +205,21 @@ mod tests {
     fn port_in_use_is_reported() {
         let a = Udp::bind(0).expect("ephemeral");
         let port = a.local_port().expect("port");
+        let e = format!("{:#}", Udp::bind(port).err().expect("in use"));
+        assert!(e.contains("already in use"), "{e}");
+    }
+
+    #[test]
+    fn a_group_shares_its_port_and_refuses_one_in_use() {
+        let group = Udp::bind_group(0, 1).expect("one");
+        assert_eq!(group.len(), 1);
+        // An ephemeral port for the group: bind one, free it, take it with the group.
+        let port = Udp::bind(0).expect("probe").local_port().expect("port");
+        let group = Udp::bind_group(port, 3).expect("group");
+        assert_eq!(group.len(), 3);
+        assert!(group.iter().all(|u| u.local_port() == Some(port)));
+        let e = format!("{:#}", Udp::bind_group(port, 2).err().expect("in use"));
+        assert!(e.contains("already in use"), "{e}");
         let e = format!("{:#}", Udp::bind(port).err().expect("in use"));
         assert!(e.contains("already in use"), "{e}");
     }

@@ -18,10 +18,14 @@ pub fn wire_classify(data: &[u8]) {
     }
 }
 
-/// `IpHeader::parse` on arbitrary bytes; a parsed length never exceeds the input.
+/// `IpHeader::parse` on arbitrary bytes; a parsed length never exceeds the input. The
+/// same bytes given a worker by their flow (`flow::lane`): always one of the workers.
 pub fn ip_header(data: &[u8]) {
     if let Ok(h) = IpHeader::parse(data) {
         assert!(h.total_len <= data.len());
+    }
+    for workers in [0, 1, 3, 8] {
+        assert!(crate::flow::lane(data, workers) < workers.max(1));
     }
 }
 

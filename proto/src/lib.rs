@@ -20,6 +20,7 @@
 //! - [`parking`]: handshake initiations from keys not yet peers, parked briefly.
 //! - [`pmtu`]: path MTU per peer: probing (PLPMTUD) and the probe format.
 //! - [`offload`]: TUN offloads: the virtio-net header, TSO split, receive coalescing.
+//! - [`flow`]: which data-plane worker a flow belongs to (a symmetric flow hash).
 //! - [`multicast`]: IGMP/MLD snooping, local group membership and the querier,
 //!   group filters and multicast replication decisions.
 //! - [`policy`]: NetworkPolicy semantics: policies, pods and namespaces to per-pod
@@ -34,6 +35,7 @@
 
 pub mod cert;
 pub mod ethernet;
+pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gossip;

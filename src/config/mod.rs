@@ -25,6 +25,8 @@ pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/weftnet";
 /// IPv6 (40) + UDP (8) + WireGuard data header and tag (32): the worst-case overhead.
 pub(crate) const WIREGUARD_OVERHEAD: u32 = 80;
 pub(crate) const MIN_MTU: u32 = 1280;
+/// Most data-plane workers (`--workers`); the kernel allows 256 TUN queues.
+pub(crate) const MAX_WORKERS: usize = 64;
 pub(crate) const DEFAULT_BRIDGE: &str = "weftbr0";
 pub(crate) const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub(crate) const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
@@ -105,6 +107,8 @@ pub(crate) struct Config {
     pub(crate) addresses: Vec<IpNet>,
     pub(crate) listen_port: u16,
     pub(crate) mtu: Option<u32>,
+    /// Data-plane workers (TUN queues, UDP sockets).
+    pub(crate) workers: usize,
     pub(crate) state_dir: PathBuf,
     pub(crate) private_key_file: PathBuf,
     /// Whether the key file is the default one, which is created when missing.
@@ -357,6 +361,15 @@ impl Config {
                 );
             }
         }
+        let workers = match s.workers {
+            Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
+            Some(n) => bail!(
+                "invalid --workers {n}: choose a value from 1 to {MAX_WORKERS} (usually the number of cores, the default)"
+            ),
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS),
+        };
         let state_dir = state_dir_or_default(s.state_dir);
         let private_key_is_default = s.private_key_file.is_none();
         let private_key_file = s
@@ -377,6 +390,7 @@ impl Config {
             addresses,
             listen_port,
             mtu: s.mtu,
+            workers,
             state_dir,
             private_key_file,
             private_key_is_default,

@@ -41,8 +41,10 @@ struct HostSide {
     socket: PathBuf,
     /// The HTTP listeners (probes, metrics; one when both have the same address).
     listeners: Vec<crate::http::Listener>,
-    udp: Udp,
-    tun: Tun,
+    /// A UDP socket per worker.
+    udp: Vec<Udp>,
+    /// A TUN queue per worker (fewer when the interface is an old single-queue one).
+    tun: Vec<Tun>,
     overlay: u32,
     mtu: u32,
     endpoint: Option<SocketAddr>,
@@ -107,7 +109,7 @@ pub(super) async fn start(
             l2: host.l2,
             mtu: u16::try_from(host.mtu).unwrap_or(u16::MAX),
         },
-    );
+    )?;
     let added = shell
         .start(&dp)
         .await
@@ -330,14 +332,15 @@ async fn host_side(
     .filter_map(|(flag, addr)| Some((flag, addr?)))
     .collect();
     let listeners = crate::http::bind(&wanted)?;
-    let udp = Udp::bind(config.listen_port)?;
+    let udp = Udp::bind_group(config.listen_port, config.workers)?;
     let mtu = config
         .mtu
         .unwrap_or_else(|| {
             system::underlay_mtu(&config.interface).saturating_sub(WIREGUARD_OVERHEAD)
         })
         .max(crate::config::MIN_MTU);
-    let (tun, overlay, adopted) = overlay_interface(&config.interface, netlink, teardown).await?;
+    let (tun, overlay, adopted) =
+        overlay_interface(&config.interface, config.workers, netlink, teardown).await?;
     let restarted = adopted.is_some();
     let adopted = adopted.unwrap_or_default();
     failpoint("interface")?;
@@ -396,11 +399,12 @@ async fn host_side(
 /// Kept across restarts; a failed start removes it only if this start created it.
 async fn overlay_interface(
     name: &str,
+    queues: usize,
     netlink: &Netlink,
     teardown: &mut Teardown,
-) -> Result<(Tun, u32, Option<HostState>)> {
+) -> Result<(Vec<Tun>, u32, Option<HostState>)> {
     let existed = system::interface_exists(name);
-    let tun = Tun::attach_or_create(name, existed)?;
+    let tun = Tun::attach_or_create(name, existed, queues)?;
     let overlay = netlink.link_index(name).await?;
     teardown.push_for(
         Created::Link {

@@ -2,7 +2,9 @@
 //! (gossip) datagrams are handed to the control plane unopened. With the TUN's
 //! virtio-net header on, the decrypted unicast packets of one receive call are
 //! coalesced (`weftnet_proto::offload::Coalescer`): consecutive TCP segments of a flow
-//! reach the kernel as one super-packet in one write.
+//! reach the kernel as one super-packet in one write. Each worker receives on its own
+//! UDP socket; what it writes goes to the TUN queue of the packet's flow, so the
+//! kernel sends that flow's replies to the same worker's queue.
 
 use super::mesh::Mesh;
 use super::multicast::has_multicast_dst;
@@ -15,10 +17,22 @@ use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use weftnet_proto::offload::Coalescer;
+use weftnet_proto::offload::{Coalescer, VNET_HDR_LEN};
 use weftnet_proto::pmtu::probe;
 use weftnet_proto::session::{identify_initiator, Initiator, Output};
 use weftnet_proto::wire::{self, Datagram};
+
+/// A worker's delivery to the TUN: its coalescer when the TUN takes super-packets.
+pub(super) struct Rx {
+    gro: Option<Coalescer>,
+}
+
+impl Rx {
+    /// Delivery one packet per write (no coalescing).
+    pub(super) fn plain() -> Self {
+        Self { gro: None }
+    }
+}
 
 /// Receive buffers per UDP receive call.
 const RX_BATCH: usize = 8;
@@ -33,23 +47,28 @@ fn socket_unusable(e: &std::io::Error) -> bool {
 }
 
 impl Dataplane {
-    /// Receives until stopped; fails if the socket cannot be polled or is unusable.
-    pub(super) fn udp_loop(&self) -> anyhow::Result<()> {
-        let slot = BUF.max(1500 * self.udp.gro_segments());
+    /// Receives on worker `lane`'s socket until stopped; fails if the socket cannot be
+    /// polled or is unusable.
+    pub(super) fn udp_loop(&self, lane: usize) -> anyhow::Result<()> {
+        let udp = &self.udp[lane];
+        let received = &self.lane_udp_datagrams[lane];
+        let slot = BUF.max(1500 * udp.gro_segments());
         let mut storage = vec![0u8; slot * RX_BATCH];
         let mut meta = vec![RecvMeta::default(); RX_BATCH];
         let mut out = vec![0u8; BUF];
-        let mut gro = (self.tun.offload() != Offload::Off).then(Coalescer::new);
+        let mut rx = Rx {
+            gro: (self.tun[0].offload() != Offload::Off).then(Coalescer::new),
+        };
         while !self.stopping() {
             // Fixed-size array: no allocation per receive call.
             let mut chunks = storage.chunks_mut(slot);
             let mut bufs: [IoSliceMut<'_>; RX_BATCH] =
                 std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
-            let n = match self.udp.recv(&mut bufs, &mut meta) {
+            let n = match udp.recv(&mut bufs, &mut meta) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.counters.add_udp_async_errors(self.udp.drain_errors());
-                    wait_readable(self.udp.fd(), POLL_MS).context("polling the UDP socket")?;
+                    self.counters.add_udp_async_errors(udp.drain_errors());
+                    wait_readable(udp.fd(), POLL_MS).context("polling the UDP socket")?;
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -60,7 +79,7 @@ impl Dataplane {
                     // The error of an earlier send (e.g. port unreachable) surfaces
                     // here once; its details wait on the error queue.
                     tracing::debug!(error = %e, "UDP receive error");
-                    self.counters.add_udp_async_errors(self.udp.drain_errors());
+                    self.counters.add_udp_async_errors(udp.drain_errors());
                     continue;
                 }
             };
@@ -69,10 +88,11 @@ impl Dataplane {
                 let from = canonical(m.addr);
                 let len = m.len.min(buf.len());
                 for datagram in buf[..len].chunks(m.stride.max(1)) {
-                    self.handle_datagram(&mesh, datagram, from, &mut out, &mut gro);
+                    received.fetch_add(1, Ordering::Relaxed);
+                    self.handle_datagram(&mesh, datagram, from, &mut out, &mut rx);
                 }
             }
-            if let Some(gro) = gro.as_mut() {
+            if let Some(gro) = rx.gro.as_mut() {
                 self.flush_coalesced(gro);
             }
         }
@@ -80,8 +100,8 @@ impl Dataplane {
     }
 
     /// Writes a decrypted unicast packet to the TUN, or queues it for coalescing.
-    fn deliver(&self, packet: &[u8], gro: &mut Option<Coalescer>) {
-        match gro {
+    fn deliver(&self, packet: &[u8], rx: &mut Rx) {
+        match &mut rx.gro {
             Some(gro) => {
                 if gro.is_full() {
                     self.flush_coalesced(gro);
@@ -89,7 +109,7 @@ impl Dataplane {
                 gro.push(packet);
             }
             None => {
-                if let Err(e) = self.tun.write(packet) {
+                if let Err(e) = self.write_tun(packet) {
                     self.counters.bump_tun_write_error();
                     tracing::debug!(error = %e, "TUN write failed");
                 }
@@ -97,10 +117,12 @@ impl Dataplane {
         }
     }
 
-    /// Writes what the coalescer holds, one super-packet or packet per write.
+    /// Writes what the coalescer holds, one super-packet or packet per write, each to
+    /// the TUN queue of its flow.
     fn flush_coalesced(&self, gro: &mut Coalescer) {
         gro.flush(|write| {
-            if let Err(e) = self.tun.write_offloaded(write) {
+            let queue = self.queue_of(write.get(VNET_HDR_LEN..).unwrap_or_default());
+            if let Err(e) = queue.write_offloaded(write) {
                 self.counters.bump_tun_write_error();
                 tracing::debug!(error = %e, "TUN write failed");
             }
@@ -113,7 +135,7 @@ impl Dataplane {
         datagram: &[u8],
         from: SocketAddr,
         out: &mut [u8],
-        gro: &mut Option<Coalescer>,
+        rx: &mut Rx,
     ) {
         let kind = match wire::classify(datagram) {
             Ok(k) => k,
@@ -163,7 +185,7 @@ impl Dataplane {
             return;
         };
         let authenticated = !matches!(kind, Datagram::CookieReply { .. });
-        let mut st = peer.state.lock();
+        let mut st = self.lock_peer(peer);
         match st.session.decapsulate(Some(from.ip()), datagram, out) {
             Output::Done => {
                 if authenticated {
@@ -206,7 +228,7 @@ impl Dataplane {
                 match mesh.router.inbound(peer_id, packet) {
                     Ok(_) => {
                         peer.rx_packets.fetch_add(1, Ordering::Relaxed);
-                        self.deliver(packet, gro);
+                        self.deliver(packet, rx);
                     }
                     Err(reason) => {
                         self.counters.bump_router(reason);

@@ -1,6 +1,14 @@
 //! The packet path: threads that move packets between the TUN device and the UDP
 //! socket through each peer's WireGuard session, and the timer thread that drives the
-//! WireGuard timers. Decisions (which peer, accept or drop) are made by the sans-IO
+//! WireGuard timers.
+//!
+//! The threads come in workers (`--workers`, default one per core): worker `i` reads
+//! TUN queue `i` (encrypts, sends on UDP socket `i`) and receives on UDP socket `i`
+//! (decrypts, writes to the TUN). A flow stays on one worker both ways: the kernel
+//! steers a flow to the TUN queue its packets were last written to, and a decrypted
+//! packet is written to the queue of its flow (`weftnet_proto::flow::lane`); on the UDP
+//! side `SO_REUSEPORT` hashes each peer's address and port to one socket. So TCP sees
+//! no reordering, and flows to one peer are encrypted on several workers. Decisions (which peer, accept or drop) are made by the sans-IO
 //! `weftnet_proto::router`; this module only moves bytes and counts.
 //!
 //! - [`mesh`]: the peer set, an immutable snapshot swapped atomically on change.
@@ -12,7 +20,10 @@
 //! - [`pmtu`]: path MTU probes per peer, and ICMP errors for packets too big.
 //!
 //! Each peer's session sits behind its own mutex, so peers never contend with each
-//! other, and readers of the peer set never take a lock.
+//! other, and readers of the peer set never take a lock. Both directions of one peer
+//! (and workers encrypting for the same peer) do take turns on that mutex: boringtun's
+//! `Tunn` takes `&mut self` to encrypt and to decrypt (it updates its timers and byte
+//! counts on both). How often a worker has to wait is counted (`lock_waits`).
 
 mod counters;
 mod inbound;
@@ -38,11 +49,12 @@ use lifecycle::Lifecycle;
 use mesh::Mesh;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weftnet_proto::keys::{PrivateKey, PublicKey};
-use weftnet_proto::multicast::Replicator;
+use weftnet_proto::multicast::{RateLimit, Replicator};
 use weftnet_proto::parking::Parking;
 use weftnet_proto::session::{Limiter, Output, SessionError};
 
@@ -52,6 +64,13 @@ const TICK: Duration = Duration::from_millis(250);
 const POLL_MS: i32 = 200;
 /// Buffer size: the largest IP packet plus WireGuard overhead.
 const BUF: usize = 65536 + 64;
+
+/// A byte budget at `--multicast-rate-limit`, if one is set.
+fn rate_limit(multicast: &MulticastConfig) -> Option<RateLimit> {
+    multicast
+        .rate_limit
+        .map(|r| RateLimit::new(r, r.max(64 * 1024)))
+}
 
 /// A datagram for the control plane (first byte in the gossip range).
 pub(crate) type ControlDatagram = (SocketAddr, Vec<u8>);
@@ -63,8 +82,21 @@ pub(crate) struct Dataplane {
     mesh: ArcSwap<Mesh>,
     /// Serialises peer-set changes (readers never take it).
     change: Mutex<()>,
-    tun: Tun,
-    udp: Udp,
+    /// The TUN queues, one per worker (never empty; queue 0 also takes the writes of
+    /// the other threads).
+    tun: Vec<Tun>,
+    /// The UDP sockets, one per worker (as many as `tun`; socket 0 also sends for the
+    /// control plane and the timers).
+    udp: Vec<Udp>,
+    /// Outbound multicast and broadcast state, shared by the TUN workers so that the
+    /// rate limits hold for the node, not per worker.
+    tx_replication: Mutex<TxReplication>,
+    /// Per worker: packets (or super-packets) read from its TUN queue, and datagrams
+    /// received on its UDP socket.
+    lane_tun_reads: Vec<AtomicU64>,
+    lane_udp_datagrams: Vec<AtomicU64>,
+    /// Times a thread found a peer's session locked by another and waited.
+    lock_waits: AtomicU64,
     pub(crate) counters: Counters,
     /// The stop request and the failure signal of the threads.
     lifecycle: Arc<Lifecycle>,
@@ -89,6 +121,15 @@ pub(crate) struct Dataplane {
     icmp_budget: pmtu::IcmpBudget,
 }
 
+/// The body of a data-plane thread.
+type ThreadBody = dyn FnOnce(&Dataplane) -> anyhow::Result<()> + Send;
+
+/// What the TUN workers share for outbound multicast and broadcast.
+struct TxReplication {
+    replicator: Replicator,
+    broadcast_rate: Option<RateLimit>,
+}
+
 /// The channels and settings a data plane is built with.
 pub(crate) struct Options {
     /// Where gossip datagrams go (none: dropped and counted).
@@ -105,17 +146,41 @@ pub(crate) struct Options {
 }
 
 impl Dataplane {
-    /// A data plane with no peers yet. Gossip datagrams and snooped IGMP/MLD reports
-    /// go to the channels in `options` (and are dropped when those are full).
-    pub(crate) fn new(key: PrivateKey, tun: Tun, udp: Udp, options: Options) -> Arc<Self> {
+    /// A data plane with no peers yet, with a worker per TUN queue in `tun` (one UDP
+    /// socket of `udp` each; extra sockets are closed). Gossip datagrams and snooped
+    /// IGMP/MLD reports go to the channels in `options` (and are dropped when those are
+    /// full).
+    pub(crate) fn new(
+        key: PrivateKey,
+        tun: Vec<Tun>,
+        mut udp: Vec<Udp>,
+        options: Options,
+    ) -> anyhow::Result<Arc<Self>> {
+        if tun.is_empty() || udp.len() < tun.len() {
+            anyhow::bail!(
+                "the data plane needs a UDP socket per TUN queue ({} queues, {} sockets)",
+                tun.len(),
+                udp.len()
+            );
+        }
+        udp.truncate(tun.len());
+        let workers = tun.len();
         let limiter = Limiter::new(&key.public_key());
-        Arc::new(Self {
+        let rate_limit = rate_limit(&options.multicast);
+        Ok(Arc::new(Self {
             key,
             limiter,
             mesh: ArcSwap::from_pointee(Mesh::default()),
             change: Mutex::new(()),
             tun,
             udp,
+            tx_replication: Mutex::new(TxReplication {
+                replicator: Replicator::new(options.multicast.filter.clone(), rate_limit.clone()),
+                broadcast_rate: rate_limit,
+            }),
+            lane_tun_reads: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            lane_udp_datagrams: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            lock_waits: AtomicU64::new(0),
             counters: Counters::default(),
             lifecycle: Arc::new(Lifecycle::default()),
             control: options.control,
@@ -129,7 +194,7 @@ impl Dataplane {
             parked: Mutex::new(Parking::default()),
             mtu: options.mtu,
             icmp_budget: pmtu::IcmpBudget::default(),
-        })
+        }))
     }
 
     /// Replaces the peer set. Peers that stay keep their sessions; new ones get fresh
@@ -152,7 +217,7 @@ impl Dataplane {
         if !waiting.is_empty() {
             let mut out = vec![0u8; BUF];
             for (from, datagram) in waiting {
-                self.handle_datagram(&next, &datagram, from, &mut out, &mut None);
+                self.handle_datagram(&next, &datagram, from, &mut out, &mut inbound::Rx::plain());
             }
         }
     }
@@ -171,23 +236,86 @@ impl Dataplane {
         }
     }
 
-    /// Starts the TUN, UDP and timer threads (and the L2 thread in bridge mode). A
-    /// thread that ends before [`Self::stop`] (an I/O error, a panic) raises
-    /// [`Self::failure`].
+    /// Starts the workers' TUN and UDP threads (`weft-tun`/`weft-udp` with one
+    /// worker, `weft-tun-<i>`/`weft-udp-<i>` with several), the timer thread, and the
+    /// L2 thread in bridge mode. A thread that ends before [`Self::stop`] (an I/O
+    /// error, a panic) raises [`Self::failure`].
     pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<Vec<JoinHandle<()>>> {
-        let spawn = |name: &str, f: fn(&Dataplane) -> anyhow::Result<()>| {
+        let spawn = |name: &str, f: Box<ThreadBody>| {
             let me = Arc::clone(self);
             self.lifecycle.spawn(name, move || f(&me))
         };
-        let mut threads = vec![
-            spawn("weft-tun", Dataplane::tun_loop)?,
-            spawn("weft-udp", Dataplane::udp_loop)?,
-            spawn("weft-timers", Dataplane::timer_loop)?,
-        ];
+        let workers = self.workers();
+        let name = |what: &str, lane: usize| match workers {
+            1 => format!("weft-{what}"),
+            _ => format!("weft-{what}-{lane}"),
+        };
+        let mut threads = Vec::with_capacity(2 * workers + 2);
+        for lane in 0..workers {
+            threads.push(spawn(
+                &name("tun", lane),
+                Box::new(move |dp| dp.tun_loop(lane)),
+            )?);
+            threads.push(spawn(
+                &name("udp", lane),
+                Box::new(move |dp| dp.udp_loop(lane)),
+            )?);
+        }
+        threads.push(spawn("weft-timers", Box::new(Dataplane::timer_loop))?);
         if self.l2.is_some() {
-            threads.push(spawn("weft-l2", Dataplane::l2_loop)?);
+            threads.push(spawn("weft-l2", Box::new(Dataplane::l2_loop))?);
         }
         Ok(threads)
+    }
+
+    /// How many workers run (TUN queues, UDP sockets).
+    pub(crate) fn workers(&self) -> usize {
+        self.tun.len()
+    }
+
+    /// Whether the TUN is multi-queue (false: one queue, as a single worker or an
+    /// interface left single-queue by an earlier run has).
+    pub(crate) fn multi_queue(&self) -> bool {
+        self.tun[0].multi_queue()
+    }
+
+    /// Per worker: TUN reads and UDP datagrams received so far.
+    pub(crate) fn worker_counts(&self) -> Vec<(u64, u64)> {
+        self.lane_tun_reads
+            .iter()
+            .zip(&self.lane_udp_datagrams)
+            .map(|(t, u)| (t.load(Ordering::Relaxed), u.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Times a thread waited for a peer's session held by another thread.
+    pub(crate) fn lock_waits(&self) -> u64 {
+        self.lock_waits.load(Ordering::Relaxed)
+    }
+
+    /// Writes a plain packet to the TUN queue of its flow (see the module doc).
+    fn write_tun(&self, packet: &[u8]) -> std::io::Result<usize> {
+        self.queue_of(packet).write(packet)
+    }
+
+    /// The TUN queue of `packet`'s flow.
+    fn queue_of(&self, packet: &[u8]) -> &Tun {
+        let lane = weftnet_proto::flow::lane(packet, self.tun.len());
+        self.tun.get(lane).unwrap_or(&self.tun[0])
+    }
+
+    /// Locks `peer`'s state, counting a wait when another thread holds it.
+    fn lock_peer<'a>(
+        &self,
+        peer: &'a mesh::LivePeer,
+    ) -> parking_lot::MutexGuard<'a, mesh::PeerState> {
+        match peer.state.try_lock() {
+            Some(guard) => guard,
+            None => {
+                self.lock_waits.fetch_add(1, Ordering::Relaxed);
+                peer.state.lock()
+            }
+        }
     }
 
     /// Asks the threads to finish; they notice within [`POLL_MS`]. Their exits then
@@ -226,12 +354,12 @@ impl Dataplane {
     }
 
     pub(crate) fn interface(&self) -> &str {
-        self.tun.name()
+        self.tun[0].name()
     }
 
     /// The TUN offload path in use: `tso`, `vnet-hdr` or `off`.
     pub(crate) fn offload(&self) -> &'static str {
-        self.tun.offload().as_str()
+        self.tun[0].offload().as_str()
     }
 
     /// Sends a control-plane (gossip) datagram from the shared port.
@@ -243,12 +371,15 @@ impl Dataplane {
         self.mesh.load().reports()
     }
 
+    /// Sends one datagram from socket 0.
     fn send(&self, bytes: &[u8], to: SocketAddr) {
-        self.send_segments(bytes, None, to);
+        self.send_segments(0, bytes, None, to);
     }
 
-    fn send_segments(&self, bytes: &[u8], segment: Option<usize>, to: SocketAddr) {
-        if let Err(e) = self.udp.send(bytes, segment, to) {
+    /// Sends from worker `lane`'s socket.
+    fn send_segments(&self, lane: usize, bytes: &[u8], segment: Option<usize>, to: SocketAddr) {
+        let udp = self.udp.get(lane).unwrap_or(&self.udp[0]);
+        if let Err(e) = udp.send(bytes, segment, to) {
             self.counters.bump_udp_send_error();
             tracing::debug!(%to, error = %e, "UDP send failed");
         }

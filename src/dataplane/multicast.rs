@@ -139,7 +139,7 @@ impl Dataplane {
                     c.rx_bytes += len;
                 });
                 if !self.write_l2(packet) {
-                    if let Err(e) = self.tun.write(packet) {
+                    if let Err(e) = self.write_tun(packet) {
                         self.counters.bump_tun_write_error();
                         tracing::debug!(error = %e, "TUN write failed");
                     }
@@ -196,7 +196,7 @@ impl Dataplane {
         }
         match mesh.router.inbound(peer_id, packet) {
             Ok(_) => {
-                if let Err(e) = self.tun.write(packet) {
+                if let Err(e) = self.write_tun(packet) {
                     self.counters.bump_tun_write_error();
                     tracing::debug!(error = %e, "TUN write failed");
                 }
@@ -212,7 +212,7 @@ impl Dataplane {
     /// Writes a locally made packet (the querier's IGMP/MLD queries) into the TUN, as
     /// if it came from the link, and in bridge mode to the bridge as well.
     pub(crate) fn inject(&self, packet: &[u8]) {
-        if let Err(e) = self.tun.write(packet) {
+        if let Err(e) = self.write_tun(packet) {
             self.counters.bump_tun_write_error();
             tracing::debug!(error = %e, "injecting a packet into the TUN failed");
         }

@@ -2,7 +2,8 @@
 //! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
 //! UDP GSO send. With the TUN's offloads on, one read may be a TCP super-packet of up
 //! to 64 KiB: it is split into MTU-sized packets (`weftnet_proto::offload::split`)
-//! whose ciphertexts then leave together in one or two GSO sends.
+//! whose ciphertexts then leave together in one or two GSO sends. Each worker runs
+//! this loop on its own TUN queue and sends on its own UDP socket.
 
 use super::mesh::{LivePeer, Mesh};
 use super::multicast::has_multicast_dst;
@@ -11,7 +12,7 @@ use crate::tun::{wait_readable, Offload, Tun};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use weftnet_proto::multicast::{RateLimit, Replicator};
+use weftnet_proto::multicast::RateLimit;
 use weftnet_proto::offload::split;
 use weftnet_proto::session::Output;
 
@@ -21,19 +22,27 @@ const TX_BATCH: usize = 64;
 const GSO_MAX_BYTES: usize = 65000;
 
 impl Dataplane {
-    /// Reads the TUN device until stopped; fails if it cannot be read or polled.
-    pub(super) fn tun_loop(&self) -> anyhow::Result<()> {
-        // One byte budget for multicast and one for broadcast, each at the rate limit.
-        let mut replicator = Replicator::new(self.multicast.filter.clone(), self.rate_limit());
-        let mut broadcast_rate = self.rate_limit();
+    /// Reads worker `lane`'s TUN queue until stopped; fails if it cannot be read or
+    /// polled.
+    pub(super) fn tun_loop(&self, lane: usize) -> anyhow::Result<()> {
+        let what = if self.workers() == 1 {
+            "the TUN device".to_string()
+        } else {
+            format!("TUN queue {lane}")
+        };
         self.drain(
-            &self.tun,
-            "the TUN device",
+            &self.tun[lane],
+            lane,
+            &what,
             |mesh, packet, scratch, batch| {
                 if self.is_broadcast(packet) {
-                    self.broadcast_out(mesh, &mut broadcast_rate, packet, scratch, batch);
+                    // One byte budget for multicast and one for broadcast, each at the
+                    // rate limit, for all workers together.
+                    let mut shared = self.tx_replication.lock();
+                    self.broadcast_out(mesh, &mut shared.broadcast_rate, packet, scratch, batch);
                 } else if has_multicast_dst(packet) {
-                    self.multicast_out(mesh, &mut replicator, packet, scratch, batch);
+                    let mut shared = self.tx_replication.lock();
+                    self.multicast_out(mesh, &mut shared.replicator, packet, scratch, batch);
                 } else {
                     self.handle_outbound(mesh, packet, scratch, batch);
                 }
@@ -43,19 +52,19 @@ impl Dataplane {
 
     /// A byte budget at `--multicast-rate-limit`, if one is set.
     pub(super) fn rate_limit(&self) -> Option<RateLimit> {
-        self.multicast
-            .rate_limit
-            .map(|r| RateLimit::new(r, r.max(64 * 1024)))
+        super::rate_limit(&self.multicast)
     }
 
-    /// Reads `device` (the TUN, or the L2 port) until stopped, handing each packet or
-    /// frame to `handle` with the current peer set, a scratch buffer and the send batch.
+    /// Reads `device` (a TUN queue, or the L2 port) until stopped, handing each packet
+    /// or frame to `handle` with the current peer set, a scratch buffer and the send
+    /// batch, which leaves from worker `lane`'s socket.
     /// The batch is flushed every [`TX_BATCH`] reads and whenever the device is empty;
     /// the peer set is reloaded at each flush. Fails if `device` (named `what` in the
     /// error) cannot be read or polled.
     pub(super) fn drain(
         &self,
         device: &Tun,
+        lane: usize,
         what: &str,
         mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
     ) -> anyhow::Result<()> {
@@ -68,11 +77,16 @@ impl Dataplane {
         } else {
             Vec::new()
         };
-        let mut batch = TxBatch::new(self.udp.max_segments());
+        let mut batch = TxBatch::new(self.udp[lane].max_segments(), lane);
+        let reads = &self.lane_tun_reads[lane];
         let mut in_batch = 0;
         let mut mesh = self.mesh.load_full();
         while !self.stopping() {
-            match device.read(&mut buf) {
+            let read = device.read(&mut buf);
+            if read.is_ok() {
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+            match read {
                 Ok(n) if offloaded => {
                     let read = &mut buf[..n];
                     let split = split(read, &mut segment, |packet| {
@@ -142,7 +156,7 @@ impl Dataplane {
         scratch: &mut [u8],
         batch: &mut TxBatch,
     ) -> bool {
-        let mut st = peer.state.lock();
+        let mut st = self.lock_peer(peer);
         let endpoint = st.endpoint;
         match st.session.encapsulate(packet, scratch) {
             Output::Network(bytes) => {
@@ -172,6 +186,8 @@ const MAX_RUNS: usize = 8;
 pub(super) struct TxBatch {
     runs: Vec<Run>,
     max_segments: usize,
+    /// The worker whose socket sends.
+    lane: usize,
 }
 
 struct Run {
@@ -204,19 +220,24 @@ impl Run {
 }
 
 impl TxBatch {
-    pub(super) fn new(max_segments: usize) -> Self {
+    pub(super) fn new(max_segments: usize, lane: usize) -> Self {
         Self {
             runs: Vec::with_capacity(MAX_RUNS),
             max_segments,
+            lane,
         }
     }
 
     pub(super) fn push(&mut self, dp: &Dataplane, datagram: &[u8], to: SocketAddr) {
-        self.push_with(datagram, to, &mut |b, seg, to| dp.send_segments(b, seg, to));
+        let lane = self.lane;
+        self.push_with(datagram, to, &mut |b, seg, to| {
+            dp.send_segments(lane, b, seg, to)
+        });
     }
 
     pub(super) fn flush(&mut self, dp: &Dataplane) {
-        self.flush_with(&mut |b, seg, to| dp.send_segments(b, seg, to));
+        let lane = self.lane;
+        self.flush_with(&mut |b, seg, to| dp.send_segments(lane, b, seg, to));
     }
 
     /// Queues `datagram` for `to`; runs that cannot take it go to `send` first.
@@ -281,7 +302,7 @@ mod tests {
 
     #[test]
     fn copies_for_several_endpoints_leave_in_one_send_each() {
-        let mut b = TxBatch::new(64);
+        let mut b = TxBatch::new(64, 0);
         let mut sent: Sent = Vec::new();
         let mut send = |buf: &[u8], seg: Option<usize>, to| sent.push((buf.to_vec(), seg, to));
         // Three copies of each of five packets, interleaved as multicast replication
@@ -303,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_short_datagram_ends_a_run_and_order_per_endpoint_is_kept() {
-        let mut b = TxBatch::new(64);
+        let mut b = TxBatch::new(64, 0);
         let mut sent: Sent = Vec::new();
         let mut send = |buf: &[u8], seg: Option<usize>, to| sent.push((buf.to_vec(), seg, to));
         b.push_with(&[1; 100], addr(1), &mut send);
@@ -319,7 +340,7 @@ mod tests {
 
     #[test]
     fn segment_limit_and_too_many_endpoints_flush_early() {
-        let mut b = TxBatch::new(2);
+        let mut b = TxBatch::new(2, 0);
         let sent = std::cell::RefCell::new(Sent::new());
         let mut send =
             |buf: &[u8], seg: Option<usize>, to| sent.borrow_mut().push((buf.to_vec(), seg, to));

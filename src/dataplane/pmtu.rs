@@ -128,7 +128,7 @@ impl Dataplane {
         }
         let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
         if let Some(n) = icmp::too_big(packet, mtu, scratch) {
-            if let Err(e) = self.tun.write(&scratch[..n]) {
+            if let Err(e) = self.write_tun(&scratch[..n]) {
                 self.counters.bump_tun_write_error();
                 tracing::debug!(error = %e, "TUN write of an ICMP too-big error failed");
             }

@@ -133,6 +133,10 @@ fn errors_name_the_problem_and_the_fix() {
     )
     .contains("invalid interface name"));
     assert!(error(&["--address", "10.47.0.1/16", "--mtu", "100"], "").contains("invalid --mtu"));
+    assert!(
+        error(&["--address", "10.47.0.1/16", "--workers", "0"], "").contains("invalid --workers 0")
+    );
+    assert!(error(&["--address", "10.47.0.1/16", "--workers", "65"], "").contains("from 1 to 64"));
     assert!(error(
         &["--address", "10.47.0.1/16"],
         &format!("[[peer]]\n{PEER}\n[[peer]]\n{PEER}\n")

@@ -196,6 +196,7 @@ fn every_up_flag_has_its_environment_variable() {
             "address",
             "listen-port",
             "mtu",
+            "workers",
             "state-dir",
             "private-key-file",
             "secret-file",

@@ -76,6 +76,9 @@ fn flags_win_over_file_and_defaults_apply() {
     let c = Config::load(&a).expect("valid");
     assert_eq!(c.interface, "wfile");
     assert_eq!(c.listen_port, 6000);
+    // One worker per core unless set.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(c.workers, cores.min(MAX_WORKERS));
     assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     assert!(c.private_key_is_default);
     assert_eq!(c.peers.len(), 1);
