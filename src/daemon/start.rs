@@ -68,9 +68,11 @@ pub(super) async fn start(
     let host = host_side(&config, netlink, teardown).await?;
     let node = reconciler(&config, &key, secrets, trust, &host)?;
     let clustered = node.status().clustered;
+    let chained = config.kube.as_ref().and_then(|k| k.chained);
     let links = Links {
         overlay: host.overlay,
         bridge: host.bridge,
+        table: chained.map(|_| crate::chained::TABLE),
     };
     let (mut shell, status) =
         Shell::new(node, Arc::clone(netlink), links, config.state_dir.clone());
@@ -172,6 +174,7 @@ pub(super) async fn start(
             shutdown: Arc::clone(&shutdown),
             status: status.clone(),
             policy: policy_cluster,
+            netlink: Arc::clone(netlink),
         });
         others.extend(tasks);
         kube_view = Some(view);
@@ -179,7 +182,7 @@ pub(super) async fn start(
     for listener in host.listeners {
         let mut routes = Vec::new();
         if listener.serves.contains(&crate::health::FLAG) {
-            let checks = health_checks(&dp, kube_view.clone(), status.clone());
+            let checks = health_checks(&dp, kube_view.clone(), status.clone(), chained.is_some());
             routes.extend(crate::health::routes(checks));
         }
         if listener.serves.contains(&crate::metrics::FLAG) {
@@ -297,6 +300,14 @@ async fn host_side(
         );
     }
     failpoint("masquerade")?;
+    if let Some(k) = config.kube.as_ref().filter(|k| k.chained.is_some()) {
+        teardown.push_for(
+            Created::Chained {
+                conf_dir: k.cni_conf_dir.clone(),
+            },
+            Lifetime::Node { created: true },
+        );
+    }
     Ok(HostSide {
         socket,
         listeners,
@@ -469,6 +480,7 @@ fn health_checks(
     dp: &Arc<Dataplane>,
     kube: Option<watch::Receiver<KubeView>>,
     status: watch::Receiver<Status>,
+    chained: bool,
 ) -> crate::health::Checks {
     let live_dp = Arc::clone(dp);
     crate::health::Checks {
@@ -483,10 +495,13 @@ fn health_checks(
             let Some(k) = &kube else {
                 return Ok(());
             };
-            if status.borrow().blocks.is_empty() {
+            if !chained && status.borrow().blocks.is_empty() {
                 return Err("no pod CIDR yet: claiming a block from --range".into());
             }
             if k.borrow().cni_config.is_none() {
+                if chained {
+                    return Err("the chained CNI config is not written yet: is aws-node's 10-aws.conflist there?".into());
+                }
                 return Err("the CNI network config is not written yet".into());
             }
             Ok(())
