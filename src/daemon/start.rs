@@ -472,6 +472,12 @@ fn reconciler(
         Instant::now(),
     )
     .map_err(|e| anyhow::anyhow!("cannot start gossip: {e}"))
+    .map(|mut node| {
+        if config.kube.as_ref().is_some_and(|k| k.chained.is_some()) {
+            node.await_pod_addresses();
+        }
+        node
+    })
 }
 
 /// The probes: live while the data plane runs; ready once the node has a block and,

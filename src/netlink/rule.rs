@@ -105,7 +105,13 @@ impl Netlink {
 
     /// Adds the rule `from ADDRESS lookup TABLE` at `priority`; one there is fine.
     pub(crate) async fn add_source_rule(&self, source: IpAddr, table: u32, priority: u32) -> Result<()> {
-        let req = self.handle.rule().add().table_id(table).priority(priority);
+        let req = self
+            .handle
+            .rule()
+            .add()
+            .table_id(table)
+            .priority(priority)
+            .action(RuleAction::ToTable);
         let r = match source {
             IpAddr::V4(a) => req.v4().source_prefix(a, 32).execute().await,
             IpAddr::V6(a) => req.v6().source_prefix(a, 128).execute().await,

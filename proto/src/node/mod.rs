@@ -490,6 +490,13 @@ impl Node {
         self.process(now, false);
     }
 
+    /// Chained mode, from start: no member's prefix is routed until the Nodes and the
+    /// Pods are listed ([`Node::handle_pod_addresses`]), and then only its own Node's
+    /// pods.
+    pub fn await_pod_addresses(&mut self) {
+        self.authority.set_pod_addresses(BTreeMap::new());
+    }
+
     /// Chained mode: every Node's pod addresses, as the API server lists them. From
     /// then on a member may announce only its own Node's pods ([`authority`]).
     pub fn handle_pod_addresses(
