@@ -197,8 +197,8 @@ fn counter(ns: &Netns, table: &str, name: &str) -> u64 {
 /// Counts echo requests from `src` to `dst` arriving in the pod's own namespace.
 fn watch_arrivals(pod: &Pod, src: &str) {
     let script = format!(
-        "table ip seen {{ counter echo {{}}\n chain in {{ type filter hook input priority 0;\n\
-         ip saddr {src} ip daddr {} icmp type echo-request counter name echo; }} }}\n",
+        "table ip seen {{\n counter echo {{}}\n chain in {{\n type filter hook input priority 0;\n\
+         ip saddr {src} ip daddr {} icmp type echo-request counter name echo\n }}\n}}\n",
         pod.ip
     );
     let mut cmd = pod.ns.command("nft", &["-f", "-"]);
