@@ -199,7 +199,13 @@ fn files(plan: &Plan, report: &mut Report) -> Result<bool> {
     let before = report.removed;
     let tmp = |name: &str| format!(".{name}.tmp");
     let chained = crate::chained::conflist::CONFLIST;
-    for name in [chained, &tmp(chained), CONFLIST, OLD_CONFLIST, &tmp(CONFLIST)] {
+    for name in [
+        chained,
+        &tmp(chained),
+        CONFLIST,
+        OLD_CONFLIST,
+        &tmp(CONFLIST),
+    ] {
         remove_file(&plan.cni_conf_dir.join(name), "CNI network config", report)?;
     }
     for name in [PLUGIN, &tmp(PLUGIN)] {

@@ -69,11 +69,19 @@ fn aws_conflist(range: &str, ipam_dir: &Path) -> Value {
 }
 
 impl ChainedNode {
-    fn start(host: &Host, name: &str, kubeconfig: &Path, secret: &Path, dir: &Path, range: &str) -> Self {
+    fn start(
+        host: &Host,
+        name: &str,
+        kubeconfig: &Path,
+        secret: &Path,
+        dir: &Path,
+        range: &str,
+    ) -> Self {
         let cni = dir.join(name);
         std::fs::create_dir_all(cni.join("net.d")).expect("net.d");
         let aws = aws_conflist(range, &cni.join("ipam"));
-        std::fs::write(cni.join("net.d").join("10-aws.conflist"), aws.to_string()).expect("aws conflist");
+        std::fs::write(cni.join("net.d").join("10-aws.conflist"), aws.to_string())
+            .expect("aws conflist");
         let mut args = kube_args(name, kubeconfig, secret, &cni, None);
         args.push("--chained".into());
         args.push("--require-encryption".into());
@@ -92,7 +100,14 @@ impl ChainedNode {
         self.cni.join("net.d").join("05-weftnet-chained.conflist")
     }
     /// Runs one plugin as the runtime does.
-    fn plugin(&self, plugin: &str, command: &str, id: &str, pod: &Netns, config: &Value) -> (bool, Value) {
+    fn plugin(
+        &self,
+        plugin: &str,
+        command: &str,
+        id: &str,
+        pod: &Netns,
+        config: &Value,
+    ) -> (bool, Value) {
         let dir = if plugin == "weftnet" {
             self.cni.join("bin")
         } else {
@@ -151,8 +166,17 @@ impl ChainedNode {
             .and_then(|i| i["name"].as_str())
             .expect("host veth")
             .to_string();
-        api.put("pods", pod_object("default", &id, &self.name, &ip, &[], &[]));
-        Pod { ns, id, ip, veth, result }
+        api.put(
+            "pods",
+            pod_object("default", &id, &self.name, &ip, &[], &[]),
+        );
+        Pod {
+            ns,
+            id,
+            ip,
+            veth,
+            result,
+        }
     }
     fn table(&self) -> String {
         self.ns().ip(&["route", "show", "table", "51820"])
@@ -216,9 +240,9 @@ fn pings(from: &Pod, to: &str, count: u32) -> bool {
 
 /// Where the node routes a packet from `from` (arriving on its veth) to `to`.
 fn route_dev(node: &ChainedNode, from: &Pod, to: &str) -> String {
-    let out = node
-        .ns()
-        .ip(&["-j", "route", "get", to, "from", &from.ip, "iif", &from.veth]);
+    let out = node.ns().ip(&[
+        "-j", "route", "get", to, "from", &from.ip, "iif", &from.veth,
+    ]);
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
     v[0]["dev"].as_str().unwrap_or_default().to_string()
 }
@@ -236,7 +260,13 @@ fn chained_beside_a_vpc_style_cni() {
         h.ip(&["route", "add", ranges[i], "via", &via]);
     }
     for (i, r) in ranges.iter().enumerate() {
-        vpc.ip(&["route", "add", r, "via", &u.host(i).underlay_v4().to_string()]);
+        vpc.ip(&[
+            "route",
+            "add",
+            r,
+            "via",
+            &u.host(i).underlay_v4().to_string(),
+        ]);
     }
     // The API server runs off the nodes, so only weftnet talks between them.
     let api = FakeApi::start_in(vpc, vpc.underlay_v4().into());
@@ -253,10 +283,15 @@ fn chained_beside_a_vpc_style_cni() {
     }
     for n in [&n1, &n2] {
         wait_for(&format!("{}: chained conflist", n.name), BOUND, || {
-            n.chained_conflist().exists().then_some(()).ok_or("not written".into())
+            n.chained_conflist()
+                .exists()
+                .then_some(())
+                .ok_or("not written".into())
         });
     }
-    let list: Value = serde_json::from_str(&std::fs::read_to_string(n1.chained_conflist()).expect("read")).expect("json");
+    let list: Value =
+        serde_json::from_str(&std::fs::read_to_string(n1.chained_conflist()).expect("read"))
+            .expect("json");
     assert_eq!(list["name"], "aws-cni");
     assert_eq!(list["plugins"][0]["type"], "ptp");
     assert_eq!(list["plugins"][1]["type"], "weftnet");
@@ -274,17 +309,21 @@ fn chained_beside_a_vpc_style_cni() {
 
     // Each node routes the other's pod into the tunnel, from its own pods only.
     for (n, remote, local) in [(&n1, &b1, &a1), (&n2, &a1, &b1)] {
-        wait_for(&format!("{}: route to {}", n.name, remote.ip), BOUND, || {
-            let t = n.table();
-            let rules = n.rules();
-            if !t.contains(&format!("{} dev weft0", remote.ip)) {
-                return Err(format!("table 51820: {t}"));
-            }
-            if !rules.contains(&format!("100:\tfrom {} lookup 51820", local.ip)) {
-                return Err(format!("rules: {rules}"));
-            }
-            Ok(())
-        });
+        wait_for(
+            &format!("{}: route to {}", n.name, remote.ip),
+            BOUND,
+            || {
+                let t = n.table();
+                let rules = n.rules();
+                if !t.contains(&format!("{} dev weft0", remote.ip)) {
+                    return Err(format!("table 51820: {t}"));
+                }
+                if !rules.contains(&format!("100:\tfrom {} lookup 51820", local.ip)) {
+                    return Err(format!("rules: {rules}"));
+                }
+                Ok(())
+            },
+        );
     }
 
     // Pod to pod across nodes: arrives with the original addresses; the underlay
@@ -293,10 +332,23 @@ fn chained_beside_a_vpc_style_cni() {
     let clear = |h: &Host| counter(h, "cap", "clear");
     let (c1, c2) = (clear(h1), clear(h2));
     let wg = counter(h1, "cap", "wg");
-    assert!(pings(&a1, &b1.ip, 10), "a1 cannot ping b1 through the tunnel");
-    assert!(counter(&b1.ns, "seen", "echo") >= 5, "b1 did not see a1's own address");
-    assert_eq!((clear(h1), clear(h2)), (c1, c2), "pod addresses crossed the underlay in clear");
-    assert!(counter(h1, "cap", "wg") >= wg + 10, "the pings did not go through UDP 51820");
+    assert!(
+        pings(&a1, &b1.ip, 10),
+        "a1 cannot ping b1 through the tunnel"
+    );
+    assert!(
+        counter(&b1.ns, "seen", "echo") >= 5,
+        "b1 did not see a1's own address"
+    );
+    assert_eq!(
+        (clear(h1), clear(h2)),
+        (c1, c2),
+        "pod addresses crossed the underlay in clear"
+    );
+    assert!(
+        counter(h1, "cap", "wg") >= wg + 10,
+        "the pings did not go through UDP 51820"
+    );
     assert_eq!(route_dev(&n1, &a1, &b1.ip), "weft0");
 
     // Same node and pod to VPC: the primary's path, untouched.
@@ -305,7 +357,10 @@ fn chained_beside_a_vpc_style_cni() {
     let vpc_ip = vpc.underlay_v4().to_string();
     assert!(pings(&a1, &vpc_ip, 3), "a1 cannot reach the VPC host");
     assert_eq!(route_dev(&n1, &a1, &vpc_ip), "eth0");
-    assert!(clear(h1) > c1, "pod-to-VPC traffic should leave with the pod's address, as before");
+    assert!(
+        clear(h1) > c1,
+        "pod-to-VPC traffic should leave with the pod's address, as before"
+    );
     assert_eq!(
         counter(h1, "cap", "other") + counter(h2, "cap", "other"),
         0,
@@ -317,22 +372,34 @@ fn chained_beside_a_vpc_style_cni() {
     n1.chain("DEL", &a2.id, &a2.ns, Some(&a2.result));
     wait_for("a2's rule removed", BOUND, || {
         let r = n1.rules();
-        (!r.contains(&format!("from {} lookup", a2.ip))).then_some(()).ok_or(r)
+        (!r.contains(&format!("from {} lookup", a2.ip)))
+            .then_some(())
+            .ok_or(r)
     });
 
     // --require-encryption, peer down: nothing in clear, before and after the peer
     // is declared dead (then a blackhole route is all that is left for its pods).
     n2.d.kill();
     let (c1, c2) = (clear(h1), clear(h2));
-    assert!(!pings(&a1, &b1.ip, 5), "b1 answered with its node's weftnet down");
+    assert!(
+        !pings(&a1, &b1.ip, 5),
+        "b1 answered with its node's weftnet down"
+    );
     wait_for("node1 drops node2's route", Duration::from_secs(60), || {
         let t = n1.table();
         let gone = !t.contains(&format!("{} dev weft0", b1.ip));
         let hole = t.contains(&format!("blackhole {}", b1.ip));
         (gone && hole).then_some(()).ok_or(t)
     });
-    assert!(!pings(&a1, &b1.ip, 5), "b1 answered with its node's weftnet down");
-    assert_eq!((clear(h1), clear(h2)), (c1, c2), "traffic leaked in clear with the peer down");
+    assert!(
+        !pings(&a1, &b1.ip, 5),
+        "b1 answered with its node's weftnet down"
+    );
+    assert_eq!(
+        (clear(h1), clear(h2)),
+        (c1, c2),
+        "traffic leaked in clear with the peer down"
+    );
 
     // Removing weftnet: uninstall on node2 (its daemon is gone), stop for good on
     // node1. The VPC path is back, in clear, and aws-node's config is untouched.
@@ -354,9 +421,18 @@ fn chained_beside_a_vpc_style_cni() {
     let mut n1 = n1;
     assert!(n1.d.stop_for_good().success(), "{}", n1.d.logs());
     for n in [&n1, &n2] {
-        assert!(!n.chained_conflist().exists(), "{}: chained conflist left", n.name);
+        assert!(
+            !n.chained_conflist().exists(),
+            "{}: chained conflist left",
+            n.name
+        );
         assert!(n.cni.join("net.d").join("10-aws.conflist").exists());
-        assert!(!n.rules().contains("lookup 51820"), "{}: rules left: {}", n.name, n.rules());
+        assert!(
+            !n.rules().contains("lookup 51820"),
+            "{}: rules left: {}",
+            n.name,
+            n.rules()
+        );
         assert_eq!(n.table().trim(), "", "{}: table 51820 left", n.name);
     }
     let c1 = clear(h1);

@@ -26,10 +26,6 @@ const MAIN: &str = "deploy/kubernetes/weftnet.yaml";
 /// Chained mode beside the AWS VPC CNI: the same checks apply.
 const VPC_CNI: &str = "deploy/kubernetes/weftnet-vpc-cni.yaml";
 
-fn manifest_text() -> String {
-    read(MAIN)
-}
-
 fn manifest_text_of(file: &str) -> String {
     read(file)
 }
@@ -299,7 +295,12 @@ fn vpc_cni_cluster_role_only_reads_nodes_and_pods() {
         }
     }
     let want: BTreeSet<String> = [
-        "/nodes:get", "/nodes:list", "/nodes:watch", "/pods:get", "/pods:list", "/pods:watch",
+        "/nodes:get",
+        "/nodes:list",
+        "/nodes:watch",
+        "/pods:get",
+        "/pods:list",
+        "/pods:watch",
     ]
     .map(String::from)
     .into();
@@ -308,7 +309,10 @@ fn vpc_cni_cluster_role_only_reads_nodes_and_pods() {
     for flag in ["--kubernetes", "--chained"] {
         assert!(args.contains(&flag.to_string()), "{flag} in args");
     }
-    assert!(flag_value(&args, "--range").is_none(), "chained mode keeps the VPC's addresses");
+    assert!(
+        flag_value(&args, "--range").is_none(),
+        "chained mode keeps the VPC's addresses"
+    );
 }
 
 #[test]
@@ -445,10 +449,10 @@ fn every_path_flag_is_mounted_in(file: &str) {
         m.mount_path, secret_file,
         "the secret file is a subPath mount"
     );
-    let file = m.sub_path.clone().expect("subPath");
+    let sub = m.sub_path.clone().expect("subPath");
     let items = secret.items.expect("secret items");
     assert!(
-        items.iter().any(|i| i.path == file && i.key == "secret"),
+        items.iter().any(|i| i.path == sub && i.key == "secret"),
         "{items:?}"
     );
     let create = format!("create secret generic {name} --from-file=secret=");

@@ -29,8 +29,7 @@ pub(crate) fn primary(dir: &Path) -> Option<PathBuf> {
 /// then weftnet in chained mode (an older weftnet entry is replaced). `None` with the
 /// reason if the primary's file is not a conflist.
 pub(crate) fn compose(text: &str, data_dir: &Path) -> Result<String, String> {
-    let mut doc: Value =
-        serde_json::from_str(text).map_err(|e| format!("it is not JSON ({e})"))?;
+    let mut doc: Value = serde_json::from_str(text).map_err(|e| format!("it is not JSON ({e})"))?;
     let plugins = doc
         .get_mut("plugins")
         .and_then(Value::as_array_mut)
@@ -66,8 +65,12 @@ pub(crate) fn sync(dir: &Path, data_dir: &Path) -> Result<Synced, String> {
     };
     let text = std::fs::read_to_string(&primary)
         .map_err(|e| format!("cannot read {}: {e}", primary.display()))?;
-    let chained = compose(&text, data_dir)
-        .map_err(|why| format!("{} cannot be chained: {why}: fix the primary CNI's config", primary.display()))?;
+    let chained = compose(&text, data_dir).map_err(|why| {
+        format!(
+            "{} cannot be chained: {why}: fix the primary CNI's config",
+            primary.display()
+        )
+    })?;
     let path = dir.join(CONFLIST);
     if std::fs::read_to_string(&path).ok().as_deref() == Some(chained.as_str()) {
         return Ok(Synced::Written(path));
@@ -86,7 +89,9 @@ pub(crate) fn remove(dir: &Path) {
     match std::fs::remove_file(&path) {
         Ok(()) => tracing::info!(path = %path.display(), "removed the chained CNI config"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot remove the chained CNI config; remove it by hand"),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot remove the chained CNI config; remove it by hand")
+        }
     }
 }
 
@@ -110,7 +115,10 @@ mod tests {
         assert_eq!(v["disableCheck"], true);
         let plugins = v["plugins"].as_array().expect("plugins");
         assert_eq!(plugins.len(), 4);
-        assert_eq!(plugins[..3], orig["plugins"].as_array().expect("plugins")[..]);
+        assert_eq!(
+            plugins[..3],
+            orig["plugins"].as_array().expect("plugins")[..]
+        );
         assert_eq!(
             plugins[3],
             json!({"type": "weftnet", "mode": "chained", "dataDir": "/var/lib/cni/weftnet"})
@@ -138,15 +146,24 @@ mod tests {
             .filter(|n| n.ends_with(".conflist") && n != "00-weftnet.conflist")
             .collect();
         names.sort();
-        assert_eq!(names[0], CONFLIST, "the chained file sorts before aws-node's");
+        assert_eq!(
+            names[0], CONFLIST,
+            "the chained file sorts before aws-node's"
+        );
         // aws-node rewrites its file: the chained one follows
-        std::fs::write(dir.path().join("10-aws.conflist"), AWS.replace("9001", "1500"))
-            .expect("write");
+        std::fs::write(
+            dir.path().join("10-aws.conflist"),
+            AWS.replace("9001", "1500"),
+        )
+        .expect("write");
         sync(dir.path(), data).expect("sync");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("1500") && text.contains("chained"), "{text}");
         remove(dir.path());
         assert!(!path.exists());
-        assert!(dir.path().join("10-aws.conflist").exists(), "aws-node's file stays");
+        assert!(
+            dir.path().join("10-aws.conflist").exists(),
+            "aws-node's file stays"
+        );
     }
 }

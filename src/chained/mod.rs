@@ -94,11 +94,17 @@ impl Chained {
             .map(|r| r.address)
             .collect();
         for ip in local.difference(&done.rules.clone()) {
-            match self.netlink.add_source_rule(*ip, TABLE, RULE_PRIORITY).await {
+            match self
+                .netlink
+                .add_source_rule(*ip, TABLE, RULE_PRIORITY)
+                .await
+            {
                 Ok(()) => {
                     done.rules.insert(*ip);
                 }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), pod = %ip, "cannot add the pod's rule; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), pod = %ip, "cannot add the pod's rule; retrying")
+                }
             }
         }
         let gone: Vec<IpAddr> = done.rules.difference(&local).copied().collect();
@@ -165,15 +171,25 @@ impl Chained {
             .flat_map(|(_, ips)| ips.iter().map(|ip| IpNet::from(*ip)))
             .collect();
         for p in wanted.difference(&done.blackholes.clone()) {
-            match self.netlink.add_blackhole(*p, TABLE, BLACKHOLE_METRIC).await {
+            match self
+                .netlink
+                .add_blackhole(*p, TABLE, BLACKHOLE_METRIC)
+                .await
+            {
                 Ok(()) => {
                     done.blackholes.insert(*p);
                 }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), pod = %p, "cannot add the blackhole route"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), pod = %p, "cannot add the blackhole route")
+                }
             }
         }
         for p in done.blackholes.clone().difference(&wanted) {
-            if let Err(e) = self.netlink.del_blackhole(*p, TABLE, BLACKHOLE_METRIC).await {
+            if let Err(e) = self
+                .netlink
+                .del_blackhole(*p, TABLE, BLACKHOLE_METRIC)
+                .await
+            {
                 tracing::warn!(error = %format!("{e:#}"), pod = %p, "cannot remove a blackhole route");
             }
             done.blackholes.remove(p);

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 
 /// Pod addresses by Node name.
 pub(crate) type PodMap = BTreeMap<String, BTreeSet<IpAddr>>;
+/// The counted pods by (namespace, name): their Node and addresses.
+type Pods = BTreeMap<(String, String), (String, Vec<IpAddr>)>;
 
 /// A Pod's Node and addresses, if it counts (scheduled, has addresses, not host
 /// network, not finished).
@@ -39,18 +41,20 @@ fn key(p: &Pod) -> (String, String) {
 pub(crate) fn by_node<'a>(pods: impl Iterator<Item = &'a (String, Vec<IpAddr>)>) -> PodMap {
     let mut map = PodMap::new();
     for (node, ips) in pods {
-        map.entry(node.clone()).or_default().extend(ips.iter().copied());
+        map.entry(node.clone())
+            .or_default()
+            .extend(ips.iter().copied());
     }
     map
 }
 
 /// Watches until the daemon stops (the stream retries with backoff forever).
 pub(crate) async fn run(client: Client, out: watch::Sender<Option<Arc<PodMap>>>) {
-    let stream = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())
-        .default_backoff();
+    let stream =
+        watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
-    let mut live: BTreeMap<(String, String), (String, Vec<IpAddr>)> = BTreeMap::new();
-    let mut relist: Option<BTreeMap<(String, String), (String, Vec<IpAddr>)>> = None;
+    let mut live: Pods = BTreeMap::new();
+    let mut relist: Option<Pods> = None;
     let mut listed = false;
     while let Some(item) = stream.next().await {
         let changed = match item {
@@ -108,9 +112,11 @@ mod tests {
 
     #[test]
     fn only_scheduled_running_pod_network_pods_count() {
-        let p = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "x"},
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "x"},
             "spec": {"nodeName": "n1", "containers": []},
-            "status": {"podIP": "172.31.1.5", "podIPs": [{"ip": "172.31.1.5"}, {"ip": "fd31::5"}]}}));
+            "status": {"podIP": "172.31.1.5", "podIPs": [{"ip": "172.31.1.5"}, {"ip": "fd31::5"}]}}),
+        );
         let (node, ips) = entry(&p).expect("counts");
         assert_eq!(node, "n1");
         assert_eq!(ips.len(), 2);
@@ -125,7 +131,13 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": []},
             "status": {"phase": "Succeeded", "podIP": "172.31.1.7"}}));
         assert!(entry(&done).is_none(), "finished");
-        let map = by_node([("n1".to_string(), ips.clone()), ("n2".to_string(), vec!["172.31.2.5".parse().expect("ip")])].iter());
+        let map = by_node(
+            [
+                ("n1".to_string(), ips.clone()),
+                ("n2".to_string(), vec!["172.31.2.5".parse().expect("ip")]),
+            ]
+            .iter(),
+        );
         assert_eq!(map["n1"].len(), 2);
         assert_eq!(map["n2"].len(), 1);
     }

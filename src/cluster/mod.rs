@@ -155,7 +155,11 @@ impl Shell {
                 Effect::Notice(notice) => tracing::warn!("{notice}"),
                 Effect::DelRoute { prefix } => {
                     let removed = match self.links.table {
-                        Some(t) => self.netlink.del_table_route(self.links.overlay, *prefix, t).await,
+                        Some(t) => {
+                            self.netlink
+                                .del_table_route(self.links.overlay, *prefix, t)
+                                .await
+                        }
                         None => self.netlink.del_route(self.links.overlay, *prefix).await,
                     };
                     if let Err(e) = removed {
@@ -190,7 +194,11 @@ impl Shell {
                 }
                 Effect::AddRoute { prefix, src } => {
                     let added = match self.links.table {
-                        Some(t) => self.netlink.add_table_route(self.links.overlay, *prefix, t).await,
+                        Some(t) => {
+                            self.netlink
+                                .add_table_route(self.links.overlay, *prefix, t)
+                                .await
+                        }
                         None => {
                             self.netlink
                                 .add_route_src(self.links.overlay, *prefix, *src)

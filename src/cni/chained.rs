@@ -40,7 +40,11 @@ pub(crate) struct Record {
 pub(crate) fn is_chained(bytes: &[u8]) -> bool {
     serde_json::from_slice::<Value>(bytes)
         .ok()
-        .and_then(|v| v.get("mode").and_then(Value::as_str).map(|m| m == "chained"))
+        .and_then(|v| {
+            v.get("mode")
+                .and_then(Value::as_str)
+                .map(|m| m == "chained")
+        })
         .unwrap_or(false)
 }
 

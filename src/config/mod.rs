@@ -302,12 +302,21 @@ impl Config {
             }
         }
         let chained = kube.as_ref().is_some_and(|k| k.chained.is_some());
-        if chained && (s.bridge.is_some() || range.is_some() || !blocks.is_empty() || !addresses.is_empty()) {
+        if chained
+            && (s.bridge.is_some()
+                || range.is_some()
+                || !blocks.is_empty()
+                || !addresses.is_empty())
+        {
             bail!("--chained keeps the other CNI's pod addresses: remove --bridge, --range, --block and --address");
         }
         let bridge = s
             .bridge
-            .or_else(|| kube.as_ref().filter(|_| !chained).map(|_| DEFAULT_BRIDGE.to_string()))
+            .or_else(|| {
+                kube.as_ref()
+                    .filter(|_| !chained)
+                    .map(|_| DEFAULT_BRIDGE.to_string())
+            })
             .map(|b| parse_interface_name(&b))
             .transpose()?;
         if bridge.is_some() && cluster.is_none() {

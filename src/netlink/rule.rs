@@ -35,34 +35,58 @@ fn blackhole(prefix: IpNet, table: u32, metric: u32) -> RouteMessage {
 
 impl Netlink {
     /// Routes `prefix` into interface `index` in `table`; one already there is fine.
-    pub(crate) async fn add_table_route(&self, index: u32, prefix: IpNet, table: u32) -> Result<()> {
+    pub(crate) async fn add_table_route(
+        &self,
+        index: u32,
+        prefix: IpNet,
+        table: u32,
+    ) -> Result<()> {
         let mut m = in_table(prefix, table);
         m.attributes.push(RouteAttribute::Oif(index));
-        created(self.handle.route().add(m).execute().await)
-            .map_err(failed(format!("cannot add route {prefix} to table {table}")))?;
+        created(self.handle.route().add(m).execute().await).map_err(failed(format!(
+            "cannot add route {prefix} to table {table}"
+        )))?;
         Ok(())
     }
 
     /// Removes the route for `prefix` into interface `index` from `table`.
-    pub(crate) async fn del_table_route(&self, index: u32, prefix: IpNet, table: u32) -> Result<()> {
+    pub(crate) async fn del_table_route(
+        &self,
+        index: u32,
+        prefix: IpNet,
+        table: u32,
+    ) -> Result<()> {
         let mut m = in_table(prefix, table);
         m.attributes.push(RouteAttribute::Oif(index));
-        removed(self.handle.route().del(m).execute().await)
-            .map_err(failed(format!("cannot remove route {prefix} from table {table}")))?;
+        removed(self.handle.route().del(m).execute().await).map_err(failed(format!(
+            "cannot remove route {prefix} from table {table}"
+        )))?;
         Ok(())
     }
 
     /// Adds a `blackhole` route for `prefix` in `table` with this metric.
     pub(crate) async fn add_blackhole(&self, prefix: IpNet, table: u32, metric: u32) -> Result<()> {
-        created(self.handle.route().add(blackhole(prefix, table, metric)).execute().await)
-            .map_err(failed(format!("cannot add blackhole route {prefix}")))?;
+        created(
+            self.handle
+                .route()
+                .add(blackhole(prefix, table, metric))
+                .execute()
+                .await,
+        )
+        .map_err(failed(format!("cannot add blackhole route {prefix}")))?;
         Ok(())
     }
 
     /// Removes the `blackhole` route for `prefix`; one already gone is fine.
     pub(crate) async fn del_blackhole(&self, prefix: IpNet, table: u32, metric: u32) -> Result<()> {
-        removed(self.handle.route().del(blackhole(prefix, table, metric)).execute().await)
-            .map_err(failed(format!("cannot remove blackhole route {prefix}")))?;
+        removed(
+            self.handle
+                .route()
+                .del(blackhole(prefix, table, metric))
+                .execute()
+                .await,
+        )
+        .map_err(failed(format!("cannot remove blackhole route {prefix}")))?;
         Ok(())
     }
 
@@ -104,7 +128,12 @@ impl Netlink {
     }
 
     /// Adds the rule `from ADDRESS lookup TABLE` at `priority`; one there is fine.
-    pub(crate) async fn add_source_rule(&self, source: IpAddr, table: u32, priority: u32) -> Result<()> {
+    pub(crate) async fn add_source_rule(
+        &self,
+        source: IpAddr,
+        table: u32,
+        priority: u32,
+    ) -> Result<()> {
         let req = self
             .handle
             .rule()
@@ -116,16 +145,26 @@ impl Netlink {
             IpAddr::V4(a) => req.v4().source_prefix(a, 32).execute().await,
             IpAddr::V6(a) => req.v6().source_prefix(a, 128).execute().await,
         };
-        created(r).map_err(failed(format!("cannot add the rule from {source} lookup {table}")))?;
+        created(r).map_err(failed(format!(
+            "cannot add the rule from {source} lookup {table}"
+        )))?;
         Ok(())
     }
 
     /// The rules to `table` at `priority`, of both families.
-    pub(crate) async fn source_rules(&self, table: u32, priority: u32) -> Result<Vec<(IpAddr, RuleMessage)>> {
+    pub(crate) async fn source_rules(
+        &self,
+        table: u32,
+        priority: u32,
+    ) -> Result<Vec<(IpAddr, RuleMessage)>> {
         let mut found = Vec::new();
         for version in [IpVersion::V4, IpVersion::V6] {
             let mut rules = self.handle.rule().get(version).execute();
-            while let Some(rule) = rules.try_next().await.map_err(failed("cannot list rules"))? {
+            while let Some(rule) = rules
+                .try_next()
+                .await
+                .map_err(failed("cannot list rules"))?
+            {
                 if let Some(source) = source_rule(&rule, table, priority) {
                     found.push((source, rule));
                 }

@@ -499,11 +499,7 @@ impl Node {
 
     /// Chained mode: every Node's pod addresses, as the API server lists them. From
     /// then on a member may announce only its own Node's pods ([`authority`]).
-    pub fn handle_pod_addresses(
-        &mut self,
-        pods: BTreeMap<String, BTreeSet<IpAddr>>,
-        now: Instant,
-    ) {
+    pub fn handle_pod_addresses(&mut self, pods: BTreeMap<String, BTreeSet<IpAddr>>, now: Instant) {
         self.authority.set_pod_addresses(pods);
         self.process(now, true);
     }

@@ -26,7 +26,9 @@ fn pods_are_announced_and_routed_only_as_the_api_server_places_them() {
         net.hosts[i].node.await_pod_addresses();
     }
     let now = net.now;
-    net.hosts[a].node.handle_local_pods(vec![ip("172.31.1.5"), ip("172.31.1.5")], now);
+    net.hosts[a]
+        .node
+        .handle_local_pods(vec![ip("172.31.1.5"), ip("172.31.1.5")], now);
     // b also claims a pod of a's and a whole range: neither is its to announce.
     net.hosts[b].node.handle_local_pods(
         vec![ip("172.31.2.7"), ip("172.31.1.9"), ip("fd31::2:7")],
@@ -45,21 +47,41 @@ fn pods_are_announced_and_routed_only_as_the_api_server_places_them() {
             .map(|m| m.record.prefixes.clone())
             .unwrap_or_default()
     };
-    assert!(record(b).contains(&n("172.31.1.5/32")), "a announces its pod once");
-    assert_eq!(record(b).iter().filter(|p| **p == n("172.31.1.5/32")).count(), 1);
-    assert!(net.hosts[a].routes.is_empty(), "nothing routed before the API is known");
+    assert!(
+        record(b).contains(&n("172.31.1.5/32")),
+        "a announces its pod once"
+    );
+    assert_eq!(
+        record(b)
+            .iter()
+            .filter(|p| **p == n("172.31.1.5/32"))
+            .count(),
+        1
+    );
+    assert!(
+        net.hosts[a].routes.is_empty(),
+        "nothing routed before the API is known"
+    );
     let facts = |name: &str, i: usize| NodeFacts {
         name: name.into(),
         pod_cidrs: vec![],
         internal_ips: vec![addr_of(i).ip()],
     };
     let pods: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::from([
-        ("a".to_string(), BTreeSet::from([ip("172.31.1.5"), ip("172.31.1.9")])),
-        ("b".to_string(), BTreeSet::from([ip("172.31.2.7"), ip("fd31::2:7")])),
+        (
+            "a".to_string(),
+            BTreeSet::from([ip("172.31.1.5"), ip("172.31.1.9")]),
+        ),
+        (
+            "b".to_string(),
+            BTreeSet::from([ip("172.31.2.7"), ip("fd31::2:7")]),
+        ),
     ]);
     for i in [a, b] {
         let now = net.now;
-        net.hosts[i].node.handle_nodes(vec![facts("a", a), facts("b", b)], now);
+        net.hosts[i]
+            .node
+            .handle_nodes(vec![facts("a", a), facts("b", b)], now);
         net.hosts[i].node.handle_pod_addresses(pods.clone(), now);
         net.drain(i);
     }
