@@ -19,172 +19,13 @@
 
 mod common;
 
+use common::chained::*;
 use common::kube_api::FakeApi;
-use common::kube_node::{kube_args, pod_object};
 use common::mesh::{gensecret, wait_for};
 use common::*;
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
-
-const BOUND: Duration = Duration::from_secs(40);
-/// The reference plugins, where Debian installs them.
-const CNI_PLUGINS: &str = "/usr/lib/cni";
-const PODS: &str = "172.31.0.0/16";
-
-/// A node: its host namespace, daemon, CNI directories and pod range.
-struct ChainedNode {
-    name: String,
-    d: Daemon,
-    cni: PathBuf,
-}
-
-/// A pod: its namespace, address and host-side veth.
-struct Pod {
-    ns: Netns,
-    id: String,
-    ip: String,
-    veth: String,
-    result: Value,
-}
-
-/// `10-aws.conflist` of the simulated VPC CNI: `ptp` with `host-local` IPAM over the
-/// node's slice of the VPC, under the VPC CNI's network name.
-fn aws_conflist(range: &str, ipam_dir: &Path) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": "aws-cni",
-        "plugins": [{
-            "type": "ptp",
-            "ipMasq": false,
-            "mtu": 1500,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": range}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": ipam_dir.display().to_string(),
-            }
-        }]
-    })
-}
-
-impl ChainedNode {
-    fn start(
-        host: &Host,
-        name: &str,
-        kubeconfig: &Path,
-        secret: &Path,
-        dir: &Path,
-        range: &str,
-    ) -> Self {
-        let cni = dir.join(name);
-        std::fs::create_dir_all(cni.join("net.d")).expect("net.d");
-        let aws = aws_conflist(range, &cni.join("ipam"));
-        std::fs::write(cni.join("net.d").join("10-aws.conflist"), aws.to_string())
-            .expect("aws conflist");
-        let mut args = kube_args(name, kubeconfig, secret, &cni, None);
-        args.push("--chained".into());
-        args.push("--require-encryption".into());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let d = Daemon::start(host, &args, "");
-        ChainedNode {
-            name: name.into(),
-            d,
-            cni,
-        }
-    }
-    fn ns(&self) -> &Netns {
-        self.d.netns()
-    }
-    fn chained_conflist(&self) -> PathBuf {
-        self.cni.join("net.d").join("05-weftnet-chained.conflist")
-    }
-    /// Runs one plugin as the runtime does.
-    fn plugin(
-        &self,
-        plugin: &str,
-        command: &str,
-        id: &str,
-        pod: &Netns,
-        config: &Value,
-    ) -> (bool, Value) {
-        let dir = if plugin == "weftnet" {
-            self.cni.join("bin")
-        } else {
-            PathBuf::from(CNI_PLUGINS)
-        };
-        let args: Vec<String> = vec![
-            "-i".into(),
-            format!("CNI_COMMAND={command}"),
-            format!("CNI_CONTAINERID={id}"),
-            format!("CNI_NETNS=/var/run/netns/{}", pod.name()),
-            "CNI_IFNAME=eth0".into(),
-            format!("CNI_PATH={}:{CNI_PLUGINS}", self.cni.join("bin").display()),
-            dir.join(plugin).display().to_string(),
-        ];
-        let mut cmd = self.ns().command("env", &args);
-        let input = serde_json::to_vec(config).expect("config");
-        let out = run_bounded(&mut cmd, Some(&input), EXEC_TIMEOUT);
-        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), v)
-    }
-    /// Runs the chained conflist for `command` (ADD in order, DEL in reverse, each
-    /// plugin with the previous result), as libcni does; returns the final result.
-    fn chain(&self, command: &str, id: &str, pod: &Netns, cached: Option<&Value>) -> Value {
-        let text = std::fs::read_to_string(self.chained_conflist()).expect("chained conflist");
-        let list: Value = serde_json::from_str(&text).expect("conflist JSON");
-        let mut plugins = list["plugins"].as_array().expect("plugins").clone();
-        if command == "DEL" {
-            plugins.reverse();
-        }
-        let mut prev = cached.cloned();
-        for p in plugins {
-            let mut conf = p.clone();
-            conf["name"] = list["name"].clone();
-            conf["cniVersion"] = list["cniVersion"].clone();
-            if let Some(r) = &prev {
-                conf["prevResult"] = r.clone();
-            }
-            let kind = p["type"].as_str().expect("type").to_string();
-            let (ok, out) = self.plugin(&kind, command, id, pod, &conf);
-            assert!(ok, "{}: {kind} {command} failed: {out}", self.name);
-            if command == "ADD" {
-                prev = Some(out);
-            }
-        }
-        prev.unwrap_or(Value::Null)
-    }
-    fn add_pod(&self, api: &FakeApi, tag: &str) -> Pod {
-        let ns = Netns::new(tag);
-        let id = format!("{}-{tag}", self.name);
-        let result = self.chain("ADD", &id, &ns, None);
-        let ip = result["ips"][0]["address"].as_str().expect("address");
-        let ip = ip.split('/').next().unwrap_or(ip).to_string();
-        let veth = result["interfaces"]
-            .as_array()
-            .and_then(|is| is.iter().find(|i| i.get("sandbox").is_none()))
-            .and_then(|i| i["name"].as_str())
-            .expect("host veth")
-            .to_string();
-        api.put(
-            "pods",
-            pod_object("default", &id, &self.name, &ip, &[], &[]),
-        );
-        Pod {
-            ns,
-            id,
-            ip,
-            veth,
-            result,
-        }
-    }
-    fn table(&self) -> String {
-        self.ns().ip(&["route", "show", "table", "51820"])
-    }
-    fn rules(&self) -> String {
-        self.ns().ip(&["rule", "show"])
-    }
-}
 
 /// Counters on a host's underlay interface: packets carrying a pod address, UDP to
 /// port 51820 between the nodes, and anything else between the nodes.
@@ -230,14 +71,6 @@ fn watch_arrivals(pod: &Pod, src: &str) {
     assert!(out.status.success(), "nft: {}", describe(&out));
 }
 
-fn pings(from: &Pod, to: &str, count: u32) -> bool {
-    let c = count.to_string();
-    from.ns
-        .exec("ping", &["-c", &c, "-i", "0.2", "-W", "1", "-q", to])
-        .status
-        .success()
-}
-
 /// Where the node routes a packet from `from` (arriving on its veth) to `to`.
 fn route_dev(node: &ChainedNode, from: &Pod, to: &str) -> String {
     let out = node.ns().ip(&[
@@ -254,20 +87,7 @@ fn chained_beside_a_vpc_style_cni() {
     let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
     let ranges = ["172.31.1.0/24", "172.31.2.0/24"];
     // The VPC: pod addresses are routed to their node with no overlay.
-    for (h, i) in [(h1, 1), (h2, 0)] {
-        h.sysctl(&[("net.ipv4.ip_forward", "1")]);
-        let via = u.host(i).underlay_v4().to_string();
-        h.ip(&["route", "add", ranges[i], "via", &via]);
-    }
-    for (i, r) in ranges.iter().enumerate() {
-        vpc.ip(&[
-            "route",
-            "add",
-            r,
-            "via",
-            &u.host(i).underlay_v4().to_string(),
-        ]);
-    }
+    route_vpc(&[h1, h2], vpc, &ranges);
     // The API server runs off the nodes, so only weftnet talks between them.
     let api = FakeApi::start_in(vpc, vpc.underlay_v4().into());
     let kubeconfig = dir.path().join("kubeconfig");
@@ -275,8 +95,25 @@ fn chained_beside_a_vpc_style_cni() {
     api.add_node("node1", h1.underlay_v4(), None);
     api.add_node("node2", h2.underlay_v4(), None);
     let secret = gensecret(dir.path(), "secret");
-    let n1 = ChainedNode::start(h1, "node1", &kubeconfig, &secret, dir.path(), ranges[0]);
-    let mut n2 = ChainedNode::start(h2, "node2", &kubeconfig, &secret, dir.path(), ranges[1]);
+    let strict = ["--require-encryption"];
+    let n1 = ChainedNode::start(
+        h1,
+        "node1",
+        &kubeconfig,
+        &secret,
+        dir.path(),
+        ranges[0],
+        &strict,
+    );
+    let mut n2 = ChainedNode::start(
+        h2,
+        "node2",
+        &kubeconfig,
+        &secret,
+        dir.path(),
+        ranges[1],
+        &strict,
+    );
     let nodes = [h1.underlay_v4().to_string(), h2.underlay_v4().to_string()];
     for h in [h1, h2] {
         install_counters(h, &nodes);
