@@ -67,6 +67,12 @@ impl Chained {
             Ok(found) => done.rules = found.into_iter().map(|(ip, _)| ip).collect(),
             Err(e) => tracing::warn!(error = %e, "cannot list the rules of an earlier run"),
         }
+        // An earlier run's blackholes: those of pods gone since are removed once the
+        // Pods are listed.
+        match self.netlink.blackholes(TABLE, BLACKHOLE_METRIC).await {
+            Ok(found) => done.blackholes = found.into_iter().collect(),
+            Err(e) => tracing::warn!(error = %e, "cannot list the blackholes of an earlier run"),
+        }
         let mut tick = tokio::time::interval(POLL);
         let mut last: Option<Arc<PodMap>> = None;
         loop {

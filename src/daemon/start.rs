@@ -261,7 +261,14 @@ async fn host_side(
             system::underlay_mtu(&config.interface).saturating_sub(WIREGUARD_OVERHEAD)
         })
         .max(crate::config::MIN_MTU);
-    let (tun, overlay, adopted) = overlay_interface(&config.interface, netlink, teardown).await?;
+    // Chained mode's routes into the overlay are in its own table.
+    let table = config
+        .kube
+        .as_ref()
+        .and_then(|k| k.chained)
+        .map(|_| crate::chained::TABLE);
+    let (tun, overlay, adopted) =
+        overlay_interface(&config.interface, table, netlink, teardown).await?;
     let restarted = adopted.is_some();
     let adopted = adopted.unwrap_or_default();
     failpoint("interface")?;
@@ -328,6 +335,7 @@ async fn host_side(
 /// Kept across restarts; a failed start removes it only if this start created it.
 async fn overlay_interface(
     name: &str,
+    table: Option<u32>,
     netlink: &Netlink,
     teardown: &mut Teardown,
 ) -> Result<(Tun, u32, Option<HostState>)> {
@@ -351,7 +359,10 @@ async fn overlay_interface(
             .into_iter()
             .filter(|a| !is_link_local(a.addr()))
             .collect(),
-        routes: netlink.routes_into(overlay).await?,
+        routes: match table {
+            Some(t) => netlink.routes_into_table(overlay, t).await?,
+            None => netlink.routes_into(overlay).await?,
+        },
     };
     tracing::info!(
         interface = name,

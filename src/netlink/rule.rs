@@ -7,7 +7,7 @@ use super::{created, failed, removed, Netlink};
 use anyhow::Result;
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{IpVersion, RouteMessageBuilder};
@@ -113,6 +113,30 @@ impl Netlink {
                 if t == table {
                     found.push(route);
                 }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The destinations of the `blackhole` routes of `table` with this metric (an
+    /// earlier run's, adopted at start).
+    pub(crate) async fn blackholes(&self, table: u32, metric: u32) -> Result<Vec<IpNet>> {
+        let mut found = Vec::new();
+        for route in self.table_routes(table).await? {
+            if route.header.kind != RouteType::BlackHole
+                || !route.attributes.contains(&RouteAttribute::Priority(metric))
+            {
+                continue;
+            }
+            let dst = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                _ => None,
+            });
+            if let Some(p) =
+                dst.and_then(|d| IpNet::new(d, route.header.destination_prefix_length).ok())
+            {
+                found.push(p);
             }
         }
         Ok(found)
