@@ -11,6 +11,7 @@
 //!   the underlay see no packet carrying a pod address and nothing between the nodes
 //!   but UDP to port 51820;
 //! - same-node and pod-to-VPC traffic take the primary's path, untouched;
+//! - a restart (SIGTERM) keeps the rules and leaks nothing in clear;
 //! - with `--require-encryption` and the peer down, nothing leaks in clear;
 //! - DEL removes a pod's record and rule; removing weftnet (uninstall, stop for good)
 //!   removes the chained config, rules and table and restores plain VPC routing.
@@ -204,6 +205,32 @@ fn chained_beside_a_vpc_style_cni() {
         "something other than UDP 51820 crossed between the nodes"
     );
 
+    // A restart (SIGTERM, as in an upgrade) keeps the rules, and in strict mode
+    // nothing leaves in clear while the new run rejoins; then the tunnel carries on.
+    let (c1, c2) = (clear(h1), clear(h2));
+    let mut n1 = n1;
+    n1.d.restart();
+    assert!(
+        n1.rules().contains(&format!("from {} lookup 51820", a1.ip)),
+        "the rule outlived the restart"
+    );
+    let _ = pings(&a1, &b1.ip, 3);
+    wait_for("node1 routes b1 again", BOUND, || {
+        let t = n1.table();
+        t.contains(&format!("{} dev weft0", b1.ip))
+            .then_some(())
+            .ok_or(t)
+    });
+    assert!(
+        pings(&a1, &b1.ip, 5),
+        "a1 cannot ping b1 after node1's restart"
+    );
+    assert_eq!(
+        (clear(h1), clear(h2)),
+        (c1, c2),
+        "pod addresses crossed the underlay in clear around the restart"
+    );
+
     // DEL through the chain: the record and the rule go.
     n1.chain("DEL", &a2.id, &a2.ns, Some(&a2.result));
     n1.chain("DEL", &a2.id, &a2.ns, Some(&a2.result));
@@ -255,7 +282,6 @@ fn chained_beside_a_vpc_style_cni() {
         path(&n2.cni.join("data")),
     ]);
     assert!(out.status.success(), "uninstall: {}", describe(&out));
-    let mut n1 = n1;
     assert!(n1.d.stop_for_good().success(), "{}", n1.d.logs());
     for n in [&n1, &n2] {
         assert!(
