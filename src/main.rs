@@ -5,6 +5,7 @@
 mod accept;
 mod bridge;
 mod ca;
+mod chained;
 mod cli;
 mod cluster;
 mod cni;

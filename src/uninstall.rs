@@ -1,7 +1,7 @@
 //! `weftnet uninstall`: removes what weftnet put on this node, given the settings
 //! `weftnet up` ran with (the config file and flags): the overlay interface and the L2
 //! port if left, the bridge when nothing else is attached to it, the `unreachable`
-//! guard routes, the masquerade chain, the NetworkPolicy table, the CNI network config, plugin and data, and the
+//! guard routes, chained mode's rules and routing table, the masquerade chain, the NetworkPolicy table, the CNI network config, plugin and data, and the
 //! state directory's files (the private key only with `--purge-key`). It refuses to
 //! run while a daemon answers on the control socket, and a second run finds nothing.
 //! The Node's annotations and condition are the operator's to remove (see README).
@@ -169,6 +169,15 @@ async fn network(plan: &Plan, report: &mut Report) -> Result<()> {
             }
         }
     }
+    let table = crate::chained::TABLE;
+    let rules = netlink
+        .source_rules(table, crate::chained::RULE_PRIORITY)
+        .await?;
+    for (ip, rule) in rules {
+        netlink.del_rule(rule).await?;
+        report.removed(format!("rule from {ip} lookup {table}"));
+    }
+    netlink.flush_table(table).await?;
     let mut guards = netlink.unreachable_routes(UNREACHABLE_METRIC).await?;
     if let Some(range) = plan.range {
         if !guards.contains(&range) {
@@ -189,7 +198,14 @@ async fn network(plan: &Plan, report: &mut Report) -> Result<()> {
 fn files(plan: &Plan, report: &mut Report) -> Result<bool> {
     let before = report.removed;
     let tmp = |name: &str| format!(".{name}.tmp");
-    for name in [CONFLIST, OLD_CONFLIST, &tmp(CONFLIST)] {
+    let chained = crate::chained::conflist::CONFLIST;
+    for name in [
+        chained,
+        &tmp(chained),
+        CONFLIST,
+        OLD_CONFLIST,
+        &tmp(CONFLIST),
+    ] {
         remove_file(&plan.cni_conf_dir.join(name), "CNI network config", report)?;
     }
     for name in [PLUGIN, &tmp(PLUGIN)] {

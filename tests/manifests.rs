@@ -22,13 +22,17 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn manifest_text() -> String {
-    read("deploy/kubernetes/weftnet.yaml")
+const MAIN: &str = "deploy/kubernetes/weftnet.yaml";
+/// Chained mode beside the AWS VPC CNI: the same checks apply.
+const VPC_CNI: &str = "deploy/kubernetes/weftnet-vpc-cni.yaml";
+
+fn manifest_text_of(file: &str) -> String {
+    read(file)
 }
 
 /// Every non-empty YAML document of the manifest, as JSON.
-fn documents() -> Vec<Value> {
-    let text = manifest_text();
+fn documents_of(file: &str) -> Vec<Value> {
+    let text = manifest_text_of(file);
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).expect("manifest document is valid YAML"))
         .filter(|v| !v.is_null())
@@ -36,7 +40,11 @@ fn documents() -> Vec<Value> {
 }
 
 fn doc(kind: &str) -> Value {
-    let docs: Vec<Value> = documents()
+    doc_of(MAIN, kind)
+}
+
+fn doc_of(file: &str, kind: &str) -> Value {
+    let docs: Vec<Value> = documents_of(file)
         .into_iter()
         .filter(|d| d["kind"] == kind)
         .collect();
@@ -63,7 +71,11 @@ fn typed<T: DeserializeOwned + Serialize>(v: &Value) -> T {
 }
 
 fn daemonset() -> DaemonSet {
-    typed(&doc("DaemonSet"))
+    daemonset_of(MAIN)
+}
+
+fn daemonset_of(file: &str) -> DaemonSet {
+    typed(&doc_of(file, "DaemonSet"))
 }
 
 fn pod_spec(ds: &DaemonSet) -> PodSpec {
@@ -109,9 +121,8 @@ fn has_flag(help: &str, flag: &str) -> bool {
     })
 }
 
-#[test]
-fn every_document_is_a_valid_kubernetes_object() {
-    let kinds: Vec<String> = documents()
+fn every_document_is_a_valid_kubernetes_object_in(file: &str) {
+    let kinds: Vec<String> = documents_of(file)
         .iter()
         .map(|d| d["kind"].as_str().unwrap_or("").to_owned())
         .collect();
@@ -124,8 +135,8 @@ fn every_document_is_a_valid_kubernetes_object() {
             "DaemonSet"
         ]
     );
-    let sa: ServiceAccount = typed(&doc("ServiceAccount"));
-    let ds = daemonset();
+    let sa: ServiceAccount = typed(&doc_of(file, "ServiceAccount"));
+    let ds = daemonset_of(file);
     for (what, meta) in [
         ("ServiceAccount", &sa.metadata),
         ("DaemonSet", &ds.metadata),
@@ -137,8 +148,18 @@ fn every_document_is_a_valid_kubernetes_object() {
             "{what} namespace"
         );
     }
-    let _: ClusterRole = typed(&doc("ClusterRole"));
-    let _: ClusterRoleBinding = typed(&doc("ClusterRoleBinding"));
+    let _: ClusterRole = typed(&doc_of(file, "ClusterRole"));
+    let _: ClusterRoleBinding = typed(&doc_of(file, "ClusterRoleBinding"));
+}
+
+#[test]
+fn every_document_is_a_valid_kubernetes_object() {
+    every_document_is_a_valid_kubernetes_object_in(MAIN);
+}
+
+#[test]
+fn every_document_is_a_valid_kubernetes_object_vpc_cni() {
+    every_document_is_a_valid_kubernetes_object_in(VPC_CNI);
 }
 
 #[test]
@@ -197,9 +218,8 @@ fn cluster_role_is_least_privilege_and_bound_to_the_daemonset() {
     assert_eq!(spec.service_account_name.as_deref(), Some("weftnet"));
 }
 
-#[test]
-fn daemonset_runs_on_every_node_with_only_network_capabilities() {
-    let ds = daemonset();
+fn daemonset_runs_on_every_node_with_only_network_capabilities_in(file: &str) {
+    let ds = daemonset_of(file);
     let spec = pod_spec(&ds);
     assert_eq!(spec.host_network, Some(true));
     assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
@@ -259,9 +279,54 @@ fn daemonset_runs_on_every_node_with_only_network_capabilities() {
     assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
 }
 
+/// Chained mode reads Nodes (seeds, the authority) and Pods (which addresses each
+/// node may announce) and writes nothing.
 #[test]
-fn probes_use_the_health_endpoint() {
-    let c = container(&daemonset());
+fn vpc_cni_cluster_role_only_reads_nodes_and_pods() {
+    let role: ClusterRole = typed(&doc_of(VPC_CNI, "ClusterRole"));
+    let mut grants = BTreeSet::new();
+    for rule in role.rules.expect("rules") {
+        for group in rule.api_groups.expect("apiGroups") {
+            for res in rule.resources.clone().expect("resources") {
+                for verb in &rule.verbs {
+                    grants.insert(format!("{group}/{res}:{verb}"));
+                }
+            }
+        }
+    }
+    let want: BTreeSet<String> = [
+        "/nodes:get",
+        "/nodes:list",
+        "/nodes:watch",
+        "/pods:get",
+        "/pods:list",
+        "/pods:watch",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(grants, want);
+    let args = args(&container(&daemonset_of(VPC_CNI)));
+    for flag in ["--kubernetes", "--chained"] {
+        assert!(args.contains(&flag.to_string()), "{flag} in args");
+    }
+    assert!(
+        flag_value(&args, "--range").is_none(),
+        "chained mode keeps the VPC's addresses"
+    );
+}
+
+#[test]
+fn daemonset_runs_on_every_node_with_only_network_capabilities() {
+    daemonset_runs_on_every_node_with_only_network_capabilities_in(MAIN);
+}
+
+#[test]
+fn daemonset_runs_on_every_node_with_only_network_capabilities_vpc_cni() {
+    daemonset_runs_on_every_node_with_only_network_capabilities_in(VPC_CNI);
+}
+
+fn probes_use_the_health_endpoint_in(file: &str) {
+    let c = container(&daemonset_of(file));
     let args = args(&c);
     let listen = flag_value(&args, "--health-listen").expect("--health-listen in args");
     let (host, port) = listen
@@ -298,8 +363,17 @@ fn probes_use_the_health_endpoint() {
 }
 
 #[test]
-fn every_container_flag_exists_in_weftnet_up() {
-    let c = container(&daemonset());
+fn probes_use_the_health_endpoint() {
+    probes_use_the_health_endpoint_in(MAIN);
+}
+
+#[test]
+fn probes_use_the_health_endpoint_vpc_cni() {
+    probes_use_the_health_endpoint_in(VPC_CNI);
+}
+
+fn every_container_flag_exists_in_weftnet_up_in(file: &str) {
+    let c = container(&daemonset_of(file));
     assert_eq!(
         c.command.as_deref(),
         Some(&["/usr/local/bin/weftnet".to_owned()][..])
@@ -319,8 +393,17 @@ fn every_container_flag_exists_in_weftnet_up() {
 }
 
 #[test]
-fn every_path_flag_is_mounted() {
-    let ds = daemonset();
+fn every_container_flag_exists_in_weftnet_up() {
+    every_container_flag_exists_in_weftnet_up_in(MAIN);
+}
+
+#[test]
+fn every_container_flag_exists_in_weftnet_up_vpc_cni() {
+    every_container_flag_exists_in_weftnet_up_in(VPC_CNI);
+}
+
+fn every_path_flag_is_mounted_in(file: &str) {
+    let ds = daemonset_of(file);
     let spec = pod_spec(&ds);
     let c = container(&ds);
     let mounts = c.volume_mounts.clone().expect("volumeMounts");
@@ -366,15 +449,15 @@ fn every_path_flag_is_mounted() {
         m.mount_path, secret_file,
         "the secret file is a subPath mount"
     );
-    let file = m.sub_path.clone().expect("subPath");
+    let sub = m.sub_path.clone().expect("subPath");
     let items = secret.items.expect("secret items");
     assert!(
-        items.iter().any(|i| i.path == file && i.key == "secret"),
+        items.iter().any(|i| i.path == sub && i.key == "secret"),
         "{items:?}"
     );
     let create = format!("create secret generic {name} --from-file=secret=");
     assert!(
-        manifest_text().contains(&create),
+        manifest_text_of(file).contains(&create),
         "header comment must say `{create}...`"
     );
     // The CNI plugin runs on the host, so its data and the daemon's state (control socket)
@@ -401,6 +484,16 @@ fn every_path_flag_is_mounted() {
         (hp.path.as_str(), hp.type_.as_deref()),
         ("/dev/net/tun", Some("CharDevice"))
     );
+}
+
+#[test]
+fn every_path_flag_is_mounted() {
+    every_path_flag_is_mounted_in(MAIN);
+}
+
+#[test]
+fn every_path_flag_is_mounted_vpc_cni() {
+    every_path_flag_is_mounted_in(VPC_CNI);
 }
 
 /// `COPY [--flags] SRC... DEST` lines of the Dockerfile: (flags, sources, destination).
@@ -494,9 +587,8 @@ fn cleanup_daemonset() -> DaemonSet {
     typed(&docs[0])
 }
 
-#[test]
-fn rolling_updates_go_one_node_at_a_time_without_surge() {
-    let ds = daemonset();
+fn rolling_updates_go_one_node_at_a_time_without_surge_in(file: &str) {
+    let ds = daemonset_of(file);
     let spec = ds.spec.as_ref().expect("spec");
     assert!(
         spec.min_ready_seconds.unwrap_or(0) >= 5,
@@ -511,6 +603,16 @@ fn rolling_updates_go_one_node_at_a_time_without_surge() {
     assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
     // A surge pod would race the old one for weft0 and the UDP port.
     assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)));
+}
+
+#[test]
+fn rolling_updates_go_one_node_at_a_time_without_surge() {
+    rolling_updates_go_one_node_at_a_time_without_surge_in(MAIN);
+}
+
+#[test]
+fn rolling_updates_go_one_node_at_a_time_without_surge_vpc_cni() {
+    rolling_updates_go_one_node_at_a_time_without_surge_in(VPC_CNI);
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub(crate) enum Command {
     Nodes(Vec<weftnet_proto::node::NodeFacts>),
     /// NetworkPolicy: which groups each local pod may receive.
     ReceivePolicy(weftnet_proto::multicast::ReceivePolicy),
+    /// Chained mode: this node's pods, as the CNI plugin recorded them.
+    LocalPods(Vec<std::net::IpAddr>),
+    /// Chained mode: every Node's pod addresses, as the API server lists them.
+    PodAddresses(crate::chained::pods::PodMap),
 }
 
 /// Seeds as written, each with its address if it resolved.
@@ -57,6 +61,8 @@ type Lookups = Vec<(String, Option<SocketAddr>)>;
 pub(crate) struct Links {
     pub(crate) overlay: u32,
     pub(crate) bridge: Option<u32>,
+    /// Chained mode: routes into the overlay go into this table, not the main one.
+    pub(crate) table: Option<u32>,
 }
 
 impl Links {
@@ -150,7 +156,15 @@ impl Shell {
                 Effect::Resolve(names) => spawn_lookup(names.clone(), self.lookups_tx.clone()),
                 Effect::Notice(notice) => tracing::warn!("{notice}"),
                 Effect::DelRoute { prefix } => {
-                    if let Err(e) = self.netlink.del_route(self.links.overlay, *prefix).await {
+                    let removed = match self.links.table {
+                        Some(t) => {
+                            self.netlink
+                                .del_table_route(self.links.overlay, *prefix, t)
+                                .await
+                        }
+                        None => self.netlink.del_route(self.links.overlay, *prefix).await,
+                    };
+                    if let Err(e) = removed {
                         tracing::warn!(error = %e, %prefix, "cannot remove a route");
                     }
                 }
@@ -181,10 +195,18 @@ impl Shell {
                     }
                 }
                 Effect::AddRoute { prefix, src } => {
-                    let added = self
-                        .netlink
-                        .add_route_src(self.links.overlay, *prefix, *src)
-                        .await;
+                    let added = match self.links.table {
+                        Some(t) => {
+                            self.netlink
+                                .add_table_route(self.links.overlay, *prefix, t)
+                                .await
+                        }
+                        None => {
+                            self.netlink
+                                .add_route_src(self.links.overlay, *prefix, *src)
+                                .await
+                        }
+                    };
                     if let Err(error) = added {
                         self.refused(effect, error, strict)?;
                     }
@@ -280,6 +302,8 @@ impl Shell {
                         Some(Command::NodeAdded(name)) => self.node.handle_node_added(&name, now),
                         Some(Command::Nodes(nodes)) => self.node.handle_nodes(nodes, now),
                         Some(Command::ReceivePolicy(p)) => self.node.set_receive_policy(p, now),
+                        Some(Command::LocalPods(pods)) => self.node.handle_local_pods(pods, now),
+                        Some(Command::PodAddresses(pods)) => self.node.handle_pod_addresses(pods, now),
                         None => return,
                     }
                 }

@@ -29,7 +29,7 @@ impl Env {
         }
     }
 
-    fn container_id(&self) -> Result<&str> {
+    pub(super) fn container_id(&self) -> Result<&str> {
         let id = required(&self.container_id, "CNI_CONTAINERID", "the container's id")?;
         let valid = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && id
@@ -44,7 +44,7 @@ impl Env {
         Ok(id)
     }
 
-    fn ifname(&self) -> Result<&str> {
+    pub(super) fn ifname(&self) -> Result<&str> {
         let name = required(
             &self.ifname,
             "CNI_IFNAME",

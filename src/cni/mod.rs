@@ -3,6 +3,7 @@
 //! the network config on stdin, runs ADD, DEL, CHECK or VERSION, and prints the result
 //! or the CNI error JSON on stdout.
 
+pub(crate) mod chained;
 mod commands;
 mod config;
 mod error;
@@ -68,8 +69,16 @@ pub(crate) fn run() -> ExitCode {
 }
 
 fn dispatch(command: &str, stdin: &[u8]) -> error::Result<Option<String>> {
-    let conf = config::parse(stdin)?;
     let env = commands::Env::from_process();
+    if chained::is_chained(stdin) {
+        let conf = chained::parse(stdin)?;
+        return match command {
+            "ADD" => chained::add(&conf, &env).map(Some),
+            "DEL" => chained::del(&conf, &env).map(|()| None),
+            _ => chained::check(&conf, &env).map(|()| None),
+        };
+    }
+    let conf = config::parse(stdin)?;
     match command {
         "ADD" => commands::add(&conf, &env).map(Some),
         "DEL" => commands::del(&conf, &env).map(|()| None),

@@ -70,6 +70,15 @@ pub(crate) struct KubeConfig {
     pub(crate) cni_conf_dir: PathBuf,
     /// The CNI plugin's allocation directory, as a path on the node.
     pub(crate) cni_data_dir: PathBuf,
+    /// Chained mode (beside another CNI), with or without `--require-encryption`.
+    pub(crate) chained: Option<Chained>,
+}
+
+/// Chained mode's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chained {
+    /// Drop traffic to a peer's pods while its tunnel is not up.
+    pub(crate) require_encryption: bool,
 }
 
 /// Which multicast groups cross the mesh, and how fast.
@@ -246,7 +255,13 @@ fn multicast_config(s: MulticastSettings) -> Result<MulticastConfig> {
 /// `[kubernetes]`: `None` unless enabled.
 fn kube_config(s: KubeSettings) -> Result<Option<KubeConfig>> {
     if !s.enabled {
+        if s.chained || s.require_encryption {
+            bail!("--chained and --require-encryption need --kubernetes (chained mode runs beside another CNI in a cluster): add --kubernetes");
+        }
         return Ok(None);
+    }
+    if s.require_encryption && !s.chained {
+        bail!("--require-encryption is for chained mode (as the pod network weftnet always encrypts): add --chained, or leave --require-encryption out");
     }
     let node_name = s
         .node_name
@@ -259,6 +274,9 @@ fn kube_config(s: KubeSettings) -> Result<Option<KubeConfig>> {
         cni_bin_dir: dir(s.cni_bin_dir, DEFAULT_CNI_BIN_DIR),
         cni_conf_dir: dir(s.cni_conf_dir, DEFAULT_CNI_CONF_DIR),
         cni_data_dir: dir(s.cni_data_dir, DEFAULT_CNI_DATA_DIR),
+        chained: s.chained.then_some(Chained {
+            require_encryption: s.require_encryption,
+        }),
     }))
 }
 
@@ -299,9 +317,22 @@ impl Config {
                 }
             }
         }
+        let chained = kube.as_ref().is_some_and(|k| k.chained.is_some());
+        if chained
+            && (s.bridge.is_some()
+                || range.is_some()
+                || !blocks.is_empty()
+                || !addresses.is_empty())
+        {
+            bail!("--chained keeps the other CNI's pod addresses: remove --bridge, --range, --block and --address");
+        }
         let bridge = s
             .bridge
-            .or_else(|| kube.as_ref().map(|_| DEFAULT_BRIDGE.to_string()))
+            .or_else(|| {
+                kube.as_ref()
+                    .filter(|_| !chained)
+                    .map(|_| DEFAULT_BRIDGE.to_string())
+            })
             .map(|b| parse_interface_name(&b))
             .transpose()?;
         if bridge.is_some() && cluster.is_none() {
@@ -327,7 +358,10 @@ impl Config {
         if masquerade && range.is_none() {
             bail!("--masquerade needs --range (the cluster's pod range), so that traffic between pods keeps its source: give --range or --masquerade=false");
         }
-        let network_policy = s.network_policy.unwrap_or(kube.is_some());
+        let network_policy = s.network_policy.unwrap_or(kube.is_some() && !chained);
+        if network_policy && chained {
+            bail!("--network-policy is not available with --chained yet (the other CNI's policy engine stays in charge): leave --network-policy out");
+        }
         let policies = crate::policy::standalone::targets(s.policy.as_deref().unwrap_or_default())?;
         if !policies.is_empty() && kube.is_some() {
             bail!("[[policy]] is for standalone hosts; in Kubernetes mode use NetworkPolicies: remove the [[policy]] tables");

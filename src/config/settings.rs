@@ -260,6 +260,17 @@ settings_group! {
         /// [default: /var/lib/cni/weftnet].
         #[arg(long, env = "WEFTNET_CNI_DATA_DIR", value_name = "DIR")]
         pub(crate) cni_data_dir: Option<PathBuf>,
+        /// Chained mode: run beside another CNI (the AWS VPC CNI) instead of as the pod
+        /// network: pods keep their addresses, weftnet encrypts pod traffic between
+        /// nodes (needs --kubernetes).
+        #[arg(long = "chained", env = "WEFTNET_CHAINED")]
+        #[serde(default)]
+        pub(crate) chained: bool,
+        /// Chained mode: while a peer's tunnel is not up, drop traffic to its pods
+        /// instead of letting it take the other CNI's path in clear.
+        #[arg(long = "require-encryption", env = "WEFTNET_REQUIRE_ENCRYPTION")]
+        #[serde(default)]
+        pub(crate) require_encryption: bool,
     }
 }
 

@@ -73,9 +73,11 @@ pub(super) async fn start(
     let host = host_side(&config, netlink, teardown).await?;
     let node = reconciler(&config, &key, identity.handover, secrets, trust, &host)?;
     let clustered = node.status().clustered;
+    let chained = config.kube.as_ref().and_then(|k| k.chained);
     let links = Links {
         overlay: host.overlay,
         bridge: host.bridge,
+        table: chained.map(|_| crate::chained::TABLE),
     };
     let (mut shell, status) =
         Shell::new(node, Arc::clone(netlink), links, config.state_dir.clone());
@@ -183,6 +185,7 @@ pub(super) async fn start(
             shutdown: Arc::clone(&shutdown),
             status: status.clone(),
             policy: policy_cluster,
+            netlink: Arc::clone(netlink),
         });
         others.extend(tasks);
         kube_view = Some(view);
@@ -190,7 +193,7 @@ pub(super) async fn start(
     for listener in host.listeners {
         let mut routes = Vec::new();
         if listener.serves.contains(&crate::health::FLAG) {
-            let checks = health_checks(&dp, kube_view.clone(), status.clone());
+            let checks = health_checks(&dp, kube_view.clone(), status.clone(), chained.is_some());
             routes.extend(crate::health::routes(checks));
         }
         if listener.serves.contains(&crate::metrics::FLAG) {
@@ -339,8 +342,14 @@ async fn host_side(
             system::underlay_mtu(&config.interface).saturating_sub(WIREGUARD_OVERHEAD)
         })
         .max(crate::config::MIN_MTU);
+    // Chained mode's routes into the overlay are in its own table.
+    let table = config
+        .kube
+        .as_ref()
+        .and_then(|k| k.chained)
+        .map(|_| crate::chained::TABLE);
     let (tun, overlay, adopted) =
-        overlay_interface(&config.interface, config.workers, netlink, teardown).await?;
+        overlay_interface(&config.interface, config.workers, table, netlink, teardown).await?;
     let restarted = adopted.is_some();
     let adopted = adopted.unwrap_or_default();
     failpoint("interface")?;
@@ -379,6 +388,14 @@ async fn host_side(
         );
     }
     failpoint("masquerade")?;
+    if let Some(k) = config.kube.as_ref().filter(|k| k.chained.is_some()) {
+        teardown.push_for(
+            Created::Chained {
+                conf_dir: k.cni_conf_dir.clone(),
+            },
+            Lifetime::Node { created: true },
+        );
+    }
     Ok(HostSide {
         socket,
         listeners,
@@ -400,6 +417,7 @@ async fn host_side(
 async fn overlay_interface(
     name: &str,
     queues: usize,
+    table: Option<u32>,
     netlink: &Netlink,
     teardown: &mut Teardown,
 ) -> Result<(Vec<Tun>, u32, Option<HostState>)> {
@@ -423,7 +441,10 @@ async fn overlay_interface(
             .into_iter()
             .filter(|a| !is_link_local(a.addr()))
             .collect(),
-        routes: netlink.routes_into(overlay).await?,
+        routes: match table {
+            Some(t) => netlink.routes_into_table(overlay, t).await?,
+            None => netlink.routes_into(overlay).await?,
+        },
     };
     tracing::info!(
         interface = name,
@@ -546,6 +567,12 @@ fn reconciler(
         Instant::now(),
     )
     .map_err(|e| anyhow::anyhow!("cannot start gossip: {e}"))
+    .map(|mut node| {
+        if config.kube.as_ref().is_some_and(|k| k.chained.is_some()) {
+            node.await_pod_addresses();
+        }
+        node
+    })
 }
 
 /// The probes: live while the data plane runs; ready once the node has a block and,
@@ -554,6 +581,7 @@ fn health_checks(
     dp: &Arc<Dataplane>,
     kube: Option<watch::Receiver<KubeView>>,
     status: watch::Receiver<Status>,
+    chained: bool,
 ) -> crate::health::Checks {
     let live_dp = Arc::clone(dp);
     crate::health::Checks {
@@ -568,10 +596,13 @@ fn health_checks(
             let Some(k) = &kube else {
                 return Ok(());
             };
-            if status.borrow().blocks.is_empty() {
+            if !chained && status.borrow().blocks.is_empty() {
                 return Err("no pod CIDR yet: claiming a block from --range".into());
             }
             if k.borrow().cni_config.is_none() {
+                if chained {
+                    return Err("the chained CNI config is not written yet: is aws-node's 10-aws.conflist there?".into());
+                }
                 return Err("the CNI network config is not written yet".into());
             }
             Ok(())

@@ -39,6 +39,8 @@ pub(crate) enum Created {
     File(PathBuf),
     /// A sysctl weftnet changed, with its old value.
     Sysctl { path: &'static str, old: String },
+    /// Chained mode's conflist (in this directory), rules and routing table.
+    Chained { conf_dir: PathBuf },
 }
 
 /// How long a thing weftnet holds stays on the host.
@@ -178,6 +180,7 @@ async fn remove(netlink: &Netlink, created: Created, stop: Stop) {
             let _ = std::fs::remove_file(&path);
         }
         Created::Sysctl { path, old } => restore(path, &old),
+        Created::Chained { conf_dir } => crate::chained::remove(netlink, &conf_dir).await,
     }
 }
 
@@ -212,6 +215,7 @@ impl Drop for Teardown {
                     let _ = std::fs::remove_file(&path);
                 }
                 Created::Sysctl { path, old } => restore(path, &old),
+                Created::Chained { conf_dir } => crate::chained::conflist::remove(&conf_dir),
                 Created::Link { .. } | Created::Address { .. } | Created::GuardRoute { .. } => {}
             }
         }

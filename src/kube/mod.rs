@@ -17,7 +17,7 @@
 
 mod client;
 mod nodes;
-mod policy;
+pub(crate) mod policy;
 mod policy_watch;
 pub(crate) mod publish;
 mod start;
@@ -97,6 +97,8 @@ pub(crate) struct Running {
     /// NetworkPolicy enforcement: where the watched cluster goes (`None`: off).
     pub(crate) policy:
         Option<tokio::sync::watch::Sender<std::sync::Arc<weftnet_proto::policy::Cluster>>>,
+    /// The host's routing (chained mode's rules and table).
+    pub(crate) netlink: std::sync::Arc<crate::netlink::Netlink>,
 }
 
 /// Starts the Node watch and the publisher; returns their tasks and the view they
@@ -127,10 +129,25 @@ pub(crate) fn spawn(
         client: r.started.client.clone(),
         node: r.config.node_name.clone(),
         port: r.listen_port,
-        commands: r.commands,
+        commands: r.commands.clone(),
         view: std::sync::Arc::clone(&view),
         shutdown: r.shutdown,
     };
+    tasks.push(tokio::spawn(watch.run()));
+    if let Some(c) = r.config.chained {
+        // Beside another CNI: no pod network config, annotations or condition of
+        // weftnet's own; the chained task keeps the chain and the routing.
+        let chained = crate::chained::Chained {
+            client: r.started.client,
+            config: r.config,
+            require_encryption: c.require_encryption,
+            netlink: r.netlink,
+            commands: r.commands,
+            view,
+        };
+        tasks.push(tokio::spawn(chained.run()));
+        return (tasks, view_rx);
+    }
     let publish = Publish {
         client: r.started.client,
         config: r.config,
@@ -141,7 +158,6 @@ pub(crate) fn spawn(
         status: r.status,
         view,
     };
-    tasks.push(tokio::spawn(watch.run()));
     tasks.push(tokio::spawn(publish.run()));
     (tasks, view_rx)
 }

@@ -271,6 +271,7 @@ mod tests {
             cni_bin_dir: dir.path().join("bin"),
             cni_conf_dir: conf.clone(),
             cni_data_dir: dir.path().join("data"),
+            chained: None,
         };
         let blocks = ["10.244.1.0/24".parse().expect("net")];
         let path = write_conflist(&cfg, "weftbr0", &blocks, 1420).expect("written");

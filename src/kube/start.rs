@@ -24,7 +24,8 @@ pub(crate) async fn prepare(config: &mut Config) -> Result<Option<Started>> {
     let client = connect(&k).await?;
     let facts = read_start_facts(&client, &k, &config.state_dir).await?;
     let range = config.cluster.as_ref().and_then(|c| c.range);
-    if config.blocks.is_empty() {
+    let chained = k.chained.is_some();
+    if config.blocks.is_empty() && !chained {
         config.blocks = facts.pod_cidrs.clone();
     }
     if let Some((r, _)) = range {
@@ -34,7 +35,7 @@ pub(crate) async fn prepare(config: &mut Config) -> Result<Option<Started>> {
             }
         }
     }
-    if config.blocks.is_empty() && range.is_none() {
+    if config.blocks.is_empty() && range.is_none() && !chained {
         bail!("Node {} has no spec.podCIDR and no --range is set: give --range with the cluster's pod CIDR so nodes claim blocks by gossip, or let the cluster allocate pod CIDRs (kube-controller-manager --allocate-node-cidrs)", k.node_name);
     }
     let port = config.listen_port;

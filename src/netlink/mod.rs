@@ -8,6 +8,7 @@
 mod addr;
 mod link;
 mod route;
+mod rule;
 
 use anyhow::{anyhow, Result};
 use futures::{TryStream, TryStreamExt};

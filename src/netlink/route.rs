@@ -74,7 +74,17 @@ impl Netlink {
     /// add` makes `boot` routes, and the kernel's own are `kernel`), with their
     /// preferred source.
     pub(crate) async fn routes_into(&self, index: u32) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
-        self.routes_matching(|route| weftnet_route(route, index))
+        self.routes_into_table(index, u32::from(RouteHeader::RT_TABLE_MAIN))
+            .await
+    }
+
+    /// [`Netlink::routes_into`] for the routes of `table` (chained mode's own table).
+    pub(crate) async fn routes_into_table(
+        &self,
+        index: u32,
+        table: u32,
+    ) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
+        self.routes_matching(|route| weftnet_route(route, index, table))
             .await
     }
 
@@ -177,7 +187,11 @@ fn unreachable_prefix(route: &RouteMessage, metric: u32) -> Option<IpNet> {
 
 /// `route`'s destination and preferred source if weftnet added it into interface
 /// `index` (see [`Netlink::routes_into`]).
-fn weftnet_route(route: &RouteMessage, index: u32) -> Option<(IpNet, Option<IpAddr>)> {
+fn weftnet_route(
+    route: &RouteMessage,
+    index: u32,
+    wanted_table: u32,
+) -> Option<(IpNet, Option<IpAddr>)> {
     if route.header.kind != RouteType::Unicast || route.header.protocol != RouteProtocol::Static {
         return None;
     }
@@ -192,7 +206,7 @@ fn weftnet_route(route: &RouteMessage, index: u32) -> Option<(IpNet, Option<IpAd
             _ => {}
         }
     }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || oif != Some(index) {
+    if table != wanted_table || oif != Some(index) {
         return None;
     }
     let prefix = IpNet::new(destination?, route.header.destination_prefix_length).ok()?;
@@ -236,14 +250,20 @@ mod tests {
         ours.attributes.push(RouteAttribute::Oif(7));
         let src: IpAddr = "10.47.1.1".parse().expect("ip");
         ours.attributes.push(RouteAttribute::PrefSource(src.into()));
-        assert_eq!(weftnet_route(&ours, 7), Some((prefix, Some(src))));
-        assert_eq!(weftnet_route(&ours, 8), None, "another interface");
+        let main = u32::from(RouteHeader::RT_TABLE_MAIN);
+        assert_eq!(weftnet_route(&ours, 7, main), Some((prefix, Some(src))));
+        assert_eq!(weftnet_route(&ours, 8, main), None, "another interface");
+        assert_eq!(weftnet_route(&ours, 7, 51820), None, "another table");
+        let mut chained = ours.clone();
+        chained.attributes.push(RouteAttribute::Table(51820));
+        assert_eq!(weftnet_route(&chained, 7, 51820), Some((prefix, Some(src))));
+        assert_eq!(weftnet_route(&chained, 7, main), None);
         let mut by_hand = ours.clone();
         by_hand.header.protocol = RouteProtocol::Boot;
-        assert_eq!(weftnet_route(&by_hand, 7), None, "ip route add");
+        assert_eq!(weftnet_route(&by_hand, 7, main), None, "ip route add");
         let mut guard = unreachable(prefix, 7);
         guard.attributes.push(RouteAttribute::Oif(7));
-        assert_eq!(weftnet_route(&guard, 7), None);
+        assert_eq!(weftnet_route(&guard, 7, main), None);
     }
 
     #[test]

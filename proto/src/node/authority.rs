@@ -41,6 +41,8 @@ pub enum Refusal {
     /// Cluster CA: outside the blocks of the member's certificate (and not a block of
     /// the range it may claim), or no certificate.
     OutsideCertificate,
+    /// Chained mode: not the address of a Pod on the member's Node (as a host prefix).
+    NotItsPod,
 }
 
 /// A Kubernetes Node as the authority reads it.
@@ -66,6 +68,7 @@ impl Refusal {
             Self::NoNode => "no Kubernetes Node of that name at that address",
             Self::OutsideNodePodCidrs => "outside its Node's pod CIDRs",
             Self::OutsideCertificate => "outside the blocks of its certificate",
+            Self::NotItsPod => "not the address of a Pod on its Node",
         }
     }
 }
@@ -101,6 +104,9 @@ pub struct Authority {
     nodes: Option<BTreeMap<String, NodeFacts>>,
     /// Cluster CA: prefixes must be in the member's certificate.
     certificates: bool,
+    /// Chained mode (beside another CNI), once the Pods are listed: each Node's pod
+    /// addresses. A member's prefixes must then be host prefixes of its own Node's pods.
+    pods: Option<BTreeMap<String, BTreeSet<IpAddr>>>,
     /// Refusals already logged.
     logged: BTreeSet<(PublicKey, IpNet)>,
     refused: u64,
@@ -122,6 +128,7 @@ impl Authority {
             reserved,
             nodes: None,
             certificates: false,
+            pods: None,
             logged: BTreeSet::new(),
             refused: 0,
         }
@@ -162,6 +169,14 @@ impl Authority {
     /// on, members are admitted only as their Node allows.
     pub fn set_nodes(&mut self, nodes: Vec<NodeFacts>) {
         self.nodes = Some(nodes.into_iter().map(|n| (n.name.clone(), n)).collect());
+    }
+
+    /// Chained mode: the pods' addresses by Node name (`spec.nodeName`, `podIPs`), as
+    /// the API server lists them. From the first call on, a member may announce only
+    /// host prefixes (/32, /128) of pods on its own Node; its Node's pod CIDRs no
+    /// longer count.
+    pub fn set_pod_addresses(&mut self, pods: BTreeMap<String, BTreeSet<IpAddr>>) {
+        self.pods = Some(pods);
     }
 
     /// With a cluster CA: from now on a member's prefixes must lie in the blocks of its
@@ -209,12 +224,27 @@ impl Authority {
             }
         }
         let Some(nodes) = &self.nodes else {
-            return Ok(());
+            return match &self.pods {
+                // Chained mode before the Nodes are known: nothing is routed yet.
+                Some(_) => Err(Refusal::NoNode),
+                None => Ok(()),
+            };
         };
         let node = nodes
             .get(&member.record.name)
             .filter(|n| n.internal_ips.contains(&member.record.endpoint.ip()))
             .ok_or(Refusal::NoNode)?;
+        if let Some(pods) = &self.pods {
+            let host = prefix.prefix_len() == prefix.max_prefix_len();
+            let its_pod = pods
+                .get(&node.name)
+                .is_some_and(|ips| ips.contains(&prefix.addr()));
+            return if host && its_pod {
+                Ok(())
+            } else {
+                Err(Refusal::NotItsPod)
+            };
+        }
         let in_pod_cidrs = node.pod_cidrs.iter().any(|c| c.contains(prefix));
         // A Node without a pod CIDR of the family claims a block from the range.
         let has_family = node
@@ -393,6 +423,48 @@ mod tests {
         );
         // The other family is not the range's to confine.
         assert_eq!(a.check(&n("fd44:0:0:1::/64"), &[]), Ok(()));
+    }
+
+    /// Chained mode: a member may announce its own Node's pods as host prefixes, and
+    /// nothing else (not another Node's pod, not a pod CIDR, not before the Pods and
+    /// Nodes are known).
+    #[test]
+    fn in_chained_mode_a_member_announces_only_its_nodes_pods() {
+        let mut a = Authority::new(None, &[], vec![]);
+        a.set_pod_addresses(BTreeMap::from([
+            (
+                "node-2".to_string(),
+                BTreeSet::from([ip("172.31.2.10"), ip("fd31::2:10")]),
+            ),
+            ("node-3".to_string(), BTreeSet::from([ip("172.31.3.10")])),
+        ]));
+        let m = member("node-2", "192.0.2.2:51820", &[]);
+        assert_eq!(
+            a.check_member(&m, &n("172.31.2.10/32"), &[]),
+            Err(Refusal::NoNode),
+            "Nodes not known yet"
+        );
+        a.set_nodes(vec![NodeFacts {
+            name: "node-2".into(),
+            pod_cidrs: vec![n("172.31.0.0/16")],
+            internal_ips: vec![ip("192.0.2.2")],
+        }]);
+        assert_eq!(a.check_member(&m, &n("172.31.2.10/32"), &[]), Ok(()));
+        assert_eq!(a.check_member(&m, &n("fd31::2:10/128"), &[]), Ok(()));
+        for (p, why) in [
+            ("172.31.3.10/32", Refusal::NotItsPod),
+            ("172.31.2.0/24", Refusal::NotItsPod),
+            ("172.31.2.10/31", Refusal::NotItsPod),
+            ("172.31.0.0/16", Refusal::NotItsPod),
+            ("0.0.0.0/0", Refusal::Reserved),
+        ] {
+            assert_eq!(a.check_member(&m, &n(p), &[]), Err(why), "{p}");
+        }
+        let elsewhere = member("node-2", "192.0.2.99:51820", &[]);
+        assert_eq!(
+            a.check_member(&elsewhere, &n("172.31.2.10/32"), &[]),
+            Err(Refusal::NoNode)
+        );
     }
 
     /// With a cluster CA, a member with a certificate for block X cannot announce

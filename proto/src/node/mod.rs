@@ -234,6 +234,9 @@ pub struct Node {
     diagnostics: Diagnostics,
     /// What members may claim.
     authority: Authority,
+    /// Chained mode: the addresses of this node's pods (host prefixes), announced
+    /// beside the node's own prefixes.
+    local_pods: Vec<IpNet>,
     /// When each peer's tunnel last carried authenticated traffic.
     evidence: evidence::Evidence,
     /// When the evidence keeping a dead member's tunnel runs out.
@@ -328,6 +331,7 @@ impl Node {
             conflicts_seen: HashSet::new(),
             diagnostics,
             authority: checks,
+            local_pods: Vec::new(),
             evidence: evidence::Evidence::default(),
             evidence_expiry: None,
             groups: Listeners::new(GroupConfig::default(), config.group_filter),
@@ -490,6 +494,34 @@ impl Node {
             );
         }
         self.authority.set_nodes(nodes);
+        self.process(now, true);
+    }
+
+    /// Chained mode: the addresses of this node's pods (as the CNI plugin recorded
+    /// them), announced as host prefixes from now on.
+    pub fn handle_local_pods(&mut self, pods: Vec<IpAddr>, now: Instant) {
+        let mut prefixes: Vec<IpNet> = pods.into_iter().map(IpNet::from).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        if prefixes != self.local_pods {
+            tracing::info!(pods = prefixes.len(), "announcing this node's pods");
+            self.local_pods = prefixes;
+            self.announce(now);
+        }
+        self.process(now, false);
+    }
+
+    /// Chained mode, from start: no member's prefix is routed until the Nodes and the
+    /// Pods are listed ([`Node::handle_pod_addresses`]), and then only its own Node's
+    /// pods.
+    pub fn await_pod_addresses(&mut self) {
+        self.authority.set_pod_addresses(BTreeMap::new());
+    }
+
+    /// Chained mode: every Node's pod addresses, as the API server lists them. From
+    /// then on a member may announce only its own Node's pods ([`authority`]).
+    pub fn handle_pod_addresses(&mut self, pods: BTreeMap<String, BTreeSet<IpAddr>>, now: Instant) {
+        self.authority.set_pod_addresses(pods);
         self.process(now, true);
     }
 

@@ -151,6 +151,7 @@ impl Node {
             return;
         };
         let mut prefixes = own_prefixes(&self.addresses, &self.blocks.held());
+        prefixes.extend(self.local_pods.iter().copied());
         let groups = self.groups.groups();
         if groups.len() > MAX_ANNOUNCED_GROUPS {
             tracing::warn!(

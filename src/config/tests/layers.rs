@@ -227,8 +227,65 @@ fn every_up_flag_has_its_environment_variable() {
             "cni-bin-dir",
             "cni-conf-dir",
             "cni-data-dir",
+            "chained",
+            "require-encryption",
         ]
     );
+}
+
+#[test]
+fn chained_mode_settings_and_their_errors() {
+    let kube = [
+        "--kubernetes",
+        "--node-name",
+        "n1",
+        "--secret-file",
+        "/x",
+        "--chained",
+    ];
+    let (a, _f) = args(&kube, "");
+    let c = Config::load(&a).expect("valid");
+    let k = c.kube.expect("kube");
+    assert_eq!(
+        k.chained,
+        Some(crate::config::Chained {
+            require_encryption: false
+        })
+    );
+    assert_eq!(c.bridge, None, "no bridge beside another CNI");
+    assert!(!c.masquerade && !c.network_policy);
+    let mut strict = kube.to_vec();
+    strict.push("--require-encryption");
+    let (a, _f) = args(&strict, "");
+    let k = Config::load(&a).expect("valid").kube.expect("kube");
+    assert_eq!(k.chained.map(|c| c.require_encryption), Some(true));
+    for (extra, named) in [
+        (vec!["--range", "10.244.0.0/16"], "--range"),
+        (vec!["--bridge", "br0"], "--bridge"),
+        (vec!["--network-policy"], "--network-policy"),
+    ] {
+        let mut argv = kube.to_vec();
+        argv.extend(extra);
+        let (a, _f) = args(&argv, "");
+        let e = Config::load(&a).expect_err("refused").to_string();
+        assert!(e.contains(named) && e.contains(": "), "{e}");
+    }
+    let (a, _f) = args(&["--address", "10.47.0.1/16", "--chained"], "");
+    let e = Config::load(&a).expect_err("refused").to_string();
+    assert!(e.contains("--kubernetes"), "{e}");
+    let (a, _f) = args(
+        &[
+            "--kubernetes",
+            "--node-name",
+            "n1",
+            "--secret-file",
+            "/x",
+            "--require-encryption",
+        ],
+        "",
+    );
+    let e = Config::load(&a).expect_err("refused").to_string();
+    assert!(e.contains("--chained"), "{e}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use diagnose::SEED_ANSWER_BOUND;
 use std::collections::BTreeMap;
 
 mod blocks;
+mod chained;
 mod diagnostics;
 mod members;
 

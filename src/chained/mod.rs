@@ -1,0 +1,223 @@
+//! Chained mode (`weftnet up --kubernetes --chained`): weftnet beside another CNI (the
+//! AWS VPC CNI), which keeps assigning pod addresses and plumbing pods. weftnet adds
+//! itself to the end of that CNI's plugin chain (the plugin then records each pod's
+//! addresses), announces this node's pods by gossip, and sends traffic from a local
+//! pod to a pod on another node through that node's tunnel by policy routing: one
+//! rule per local pod, `from POD lookup 51820`, at priority 100 (ahead of the VPC
+//! CNI's rules at 512 and up), and in table 51820 a route into the overlay for each
+//! admitted remote pod (the reconciler's routes). Anything with no route there (the
+//! VPC, the internet, the node, same-node pods, Services before DNAT) falls through
+//! to the other CNI's rules as before. With `--require-encryption`, table 51820 also
+//! holds a `blackhole` route (metric 4096) for every pod on another Node, so traffic
+//! to a pod whose node has no tunnel up is dropped instead of sent in clear.
+//!
+//! - [`conflist`]: the chained network config beside the primary's.
+//! - [`pods`]: the Pod watch (the authority for announced pods).
+
+pub(crate) mod conflist;
+pub(crate) mod pods;
+
+use crate::cluster::Command;
+use crate::config::KubeConfig;
+use crate::kube::KubeView;
+use crate::netlink::Netlink;
+use ipnet::IpNet;
+use pods::PodMap;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// weftnet's routing table in chained mode.
+pub(crate) const TABLE: u32 = 51820;
+/// Priority of the per-pod rules: ahead of the VPC CNI's (512, 1024, 1536).
+pub(crate) const RULE_PRIORITY: u32 = 100;
+/// Metric of the `--require-encryption` blackhole routes, below the overlay routes'.
+pub(crate) const BLACKHOLE_METRIC: u32 = 4096;
+/// How often the plugin's records and the primary's conflist are looked at.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The chained-mode task.
+pub(crate) struct Chained {
+    pub(crate) client: kube::Client,
+    pub(crate) config: KubeConfig,
+    pub(crate) require_encryption: bool,
+    pub(crate) netlink: Arc<Netlink>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) view: Arc<watch::Sender<KubeView>>,
+}
+
+/// What the task has installed.
+#[derive(Default)]
+struct Installed {
+    rules: BTreeSet<IpAddr>,
+    announced: Option<BTreeSet<IpAddr>>,
+    blackholes: BTreeSet<IpNet>,
+    conflist_error: Option<String>,
+}
+
+impl Chained {
+    /// Runs until the daemon stops.
+    pub(crate) async fn run(self) {
+        let (pods_tx, mut pods_rx) = watch::channel(None);
+        let watcher = tokio::spawn(pods::run(self.client.clone(), pods_tx));
+        let mut done = Installed::default();
+        match self.netlink.source_rules(TABLE, RULE_PRIORITY).await {
+            Ok(found) => done.rules = found.into_iter().map(|(ip, _)| ip).collect(),
+            Err(e) => tracing::warn!(error = %e, "cannot list the rules of an earlier run"),
+        }
+        // An earlier run's blackholes: those of pods gone since are removed once the
+        // Pods are listed.
+        match self.netlink.blackholes(TABLE, BLACKHOLE_METRIC).await {
+            Ok(found) => done.blackholes = found.into_iter().collect(),
+            Err(e) => tracing::warn!(error = %e, "cannot list the blackholes of an earlier run"),
+        }
+        let mut tick = tokio::time::interval(POLL);
+        let mut last: Option<Arc<PodMap>> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = pods_rx.changed() => if changed.is_err() { break },
+            }
+            self.local_pods(&mut done).await;
+            self.conflist(&mut done);
+            let map = pods_rx.borrow_and_update().clone();
+            if let Some(map) = map {
+                if !last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &map)) {
+                    self.pods(&map, &mut done).await;
+                    last = Some(map);
+                }
+            }
+        }
+        watcher.abort();
+    }
+
+    /// The plugin's records: a rule per local pod, and the pods announced.
+    async fn local_pods(&self, done: &mut Installed) {
+        let local: BTreeSet<IpAddr> = crate::cni::chained::records(&self.config.cni_data_dir)
+            .into_iter()
+            .map(|r| r.address)
+            .collect();
+        for ip in local.difference(&done.rules.clone()) {
+            match self
+                .netlink
+                .add_source_rule(*ip, TABLE, RULE_PRIORITY)
+                .await
+            {
+                Ok(()) => {
+                    done.rules.insert(*ip);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), pod = %ip, "cannot add the pod's rule; retrying")
+                }
+            }
+        }
+        let gone: Vec<IpAddr> = done.rules.difference(&local).copied().collect();
+        if !gone.is_empty() {
+            match self.netlink.source_rules(TABLE, RULE_PRIORITY).await {
+                Ok(rules) => {
+                    for (ip, rule) in rules.into_iter().filter(|(ip, _)| gone.contains(ip)) {
+                        if let Err(e) = self.netlink.del_rule(rule).await {
+                            tracing::warn!(error = %format!("{e:#}"), pod = %ip, "cannot remove a rule");
+                        }
+                    }
+                    for ip in &gone {
+                        done.rules.remove(ip);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list rules"),
+            }
+        }
+        if done.announced.as_ref() != Some(&local) {
+            let pods = local.iter().copied().collect();
+            if self.commands.send(Command::LocalPods(pods)).await.is_ok() {
+                done.announced = Some(local);
+            }
+        }
+    }
+
+    /// Keeps the chained conflist composed from the primary's.
+    fn conflist(&self, done: &mut Installed) {
+        let outcome = conflist::sync(&self.config.cni_conf_dir, &self.config.cni_data_dir);
+        let (path, error) = match outcome {
+            Ok(conflist::Synced::Written(p)) => (Some(p), None),
+            Ok(conflist::Synced::NoPrimary) => (
+                None,
+                Some(format!(
+                    "no primary CNI config in {} yet: weftnet chains after it once aws-node writes 10-aws.conflist",
+                    self.config.cni_conf_dir.display()
+                )),
+            ),
+            Err(e) => (None, Some(e)),
+        };
+        if error != done.conflist_error {
+            if let Some(e) = &error {
+                tracing::warn!("{e}");
+            }
+            done.conflist_error = error;
+        }
+        self.view
+            .send_if_modified(|v| std::mem::replace(&mut v.cni_config, path.clone()) != path);
+    }
+
+    /// The cluster's pods: the authority for announcements, and the blackholes.
+    async fn pods(&self, map: &Arc<PodMap>, done: &mut Installed) {
+        let _ = self
+            .commands
+            .send(Command::PodAddresses(PodMap::clone(map)))
+            .await;
+        if !self.require_encryption {
+            return;
+        }
+        let me = &self.config.node_name;
+        let wanted: BTreeSet<IpNet> = map
+            .iter()
+            .filter(|(node, _)| *node != me)
+            .flat_map(|(_, ips)| ips.iter().map(|ip| IpNet::from(*ip)))
+            .collect();
+        for p in wanted.difference(&done.blackholes.clone()) {
+            match self
+                .netlink
+                .add_blackhole(*p, TABLE, BLACKHOLE_METRIC)
+                .await
+            {
+                Ok(()) => {
+                    done.blackholes.insert(*p);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), pod = %p, "cannot add the blackhole route")
+                }
+            }
+        }
+        for p in done.blackholes.clone().difference(&wanted) {
+            if let Err(e) = self
+                .netlink
+                .del_blackhole(*p, TABLE, BLACKHOLE_METRIC)
+                .await
+            {
+                tracing::warn!(error = %format!("{e:#}"), pod = %p, "cannot remove a blackhole route");
+            }
+            done.blackholes.remove(p);
+        }
+    }
+}
+
+/// Removes everything chained mode put on the host: the chained conflist first (new
+/// pods get the primary's network alone), then the rules and the table.
+pub(crate) async fn remove(netlink: &Netlink, conf_dir: &std::path::Path) {
+    conflist::remove(conf_dir);
+    match netlink.source_rules(TABLE, RULE_PRIORITY).await {
+        Ok(rules) => {
+            for (ip, rule) in rules {
+                if let Err(e) = netlink.del_rule(rule).await {
+                    tracing::warn!(error = %format!("{e:#}"), pod = %ip, "cannot remove a rule");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list the chained rules"),
+    }
+    if let Err(e) = netlink.flush_table(TABLE).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot empty routing table {TABLE}");
+    }
+}

@@ -1,0 +1,304 @@
+//! End-to-end test of chained mode (`weftnet up --kubernetes --chained`), beside a
+//! simulated AWS VPC CNI. Two "nodes" and a "VPC host" are namespaces on one underlay
+//! where pod addresses are routed with no overlay, as the VPC routes secondary
+//! addresses (each host has a route to each node's pod range via that node). Pods are
+//! plumbed by a primary plugin that is not weftnet: the reference `ptp` and
+//! `host-local` plugins (Debian's containernetworking-plugins), which give each pod a
+//! /32 host route on a veth, as the VPC CNI does. The test runs the chained conflist
+//! that weftnet composes from `10-aws.conflist` exactly as a runtime does (each plugin
+//! in order, `prevResult` passed on). It shows:
+//! - pod to pod across nodes arrives with the original addresses, while counters on
+//!   the underlay see no packet carrying a pod address and nothing between the nodes
+//!   but UDP to port 51820;
+//! - same-node and pod-to-VPC traffic take the primary's path, untouched;
+//! - a restart (SIGTERM) keeps the rules and leaks nothing in clear;
+//! - with `--require-encryption` and the peer down, nothing leaks in clear;
+//! - DEL removes a pod's record and rule; removing weftnet (uninstall, stop for good)
+//!   removes the chained config, rules and table and restores plain VPC routing.
+//!
+//! Run as root (`cargo test --test chained`); everything is created inside namespaces.
+
+mod common;
+
+use common::chained::*;
+use common::kube_api::FakeApi;
+use common::mesh::{gensecret, wait_for};
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// Counters on a host's underlay interface: packets carrying a pod address, UDP to
+/// port 51820 between the nodes, and anything else between the nodes.
+fn install_counters(ns: &Netns, nodes: &[String]) {
+    let set = nodes.join(", ");
+    let script = format!(
+        "table inet cap {{\n\
+         counter clear {{}}\n counter wg {{}}\n counter other {{}}\n\
+         chain c {{\n\
+           ip saddr {PODS} counter name clear accept\n\
+           ip daddr {PODS} counter name clear accept\n\
+           ip saddr {{ {set} }} ip daddr {{ {set} }} udp dport 51820 counter name wg accept\n\
+           ip saddr {{ {set} }} ip daddr {{ {set} }} counter name other accept\n\
+         }}\n\
+         chain pre {{ type filter hook prerouting priority -300; iifname \"eth0\" jump c; }}\n\
+         chain post {{ type filter hook postrouting priority 300; oifname \"eth0\" jump c; }}\n\
+         }}\n"
+    );
+    let mut cmd = ns.command("nft", &["-f", "-"]);
+    let out = run_bounded(&mut cmd, Some(script.as_bytes()), EXEC_TIMEOUT);
+    assert!(out.status.success(), "nft: {}", describe(&out));
+}
+
+fn counter(ns: &Netns, table: &str, name: &str) -> u64 {
+    let family = if table == "cap" { "inet" } else { "ip" };
+    let text = ns.run("nft", &["list", "counter", family, table, name]);
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {text}"))
+}
+
+/// Counts echo requests from `src` to `dst` arriving in the pod's own namespace.
+fn watch_arrivals(pod: &Pod, src: &str) {
+    let script = format!(
+        "table ip seen {{\n counter echo {{}}\n chain in {{\n type filter hook input priority 0;\n\
+         ip saddr {src} ip daddr {} icmp type echo-request counter name echo\n }}\n}}\n",
+        pod.ip
+    );
+    let mut cmd = pod.ns.command("nft", &["-f", "-"]);
+    let out = run_bounded(&mut cmd, Some(script.as_bytes()), EXEC_TIMEOUT);
+    assert!(out.status.success(), "nft: {}", describe(&out));
+}
+
+/// Where the node routes a packet from `from` (arriving on its veth) to `to`.
+fn route_dev(node: &ChainedNode, from: &Pod, to: &str) -> String {
+    let out = node.ns().ip(&[
+        "-j", "route", "get", to, "from", &from.ip, "iif", &from.veth,
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    v[0]["dev"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn chained_beside_a_vpc_style_cni() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("chained");
+    let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
+    let ranges = ["172.31.1.0/24", "172.31.2.0/24"];
+    // The VPC: pod addresses are routed to their node with no overlay.
+    route_vpc(&[h1, h2], vpc, &ranges);
+    // The API server runs off the nodes, so only weftnet talks between them.
+    let api = FakeApi::start_in(vpc, vpc.underlay_v4().into());
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    api.add_node("node1", h1.underlay_v4(), None);
+    api.add_node("node2", h2.underlay_v4(), None);
+    let secret = gensecret(dir.path(), "secret");
+    let strict = ["--require-encryption"];
+    let n1 = ChainedNode::start(
+        h1,
+        "node1",
+        &kubeconfig,
+        &secret,
+        dir.path(),
+        ranges[0],
+        &strict,
+    );
+    let mut n2 = ChainedNode::start(
+        h2,
+        "node2",
+        &kubeconfig,
+        &secret,
+        dir.path(),
+        ranges[1],
+        &strict,
+    );
+    let nodes = [h1.underlay_v4().to_string(), h2.underlay_v4().to_string()];
+    for h in [h1, h2] {
+        install_counters(h, &nodes);
+    }
+    for n in [&n1, &n2] {
+        wait_for(&format!("{}: chained conflist", n.name), BOUND, || {
+            n.chained_conflist()
+                .exists()
+                .then_some(())
+                .ok_or("not written".into())
+        });
+    }
+    let list: Value =
+        serde_json::from_str(&std::fs::read_to_string(n1.chained_conflist()).expect("read"))
+            .expect("json");
+    assert_eq!(list["name"], "aws-cni");
+    assert_eq!(list["plugins"][0]["type"], "ptp");
+    assert_eq!(list["plugins"][1]["type"], "weftnet");
+
+    let a1 = n1.add_pod(&api, "a1");
+    let a2 = n1.add_pod(&api, "a2");
+    let b1 = n2.add_pod(&api, "b1");
+    // CHECK of the whole chain's weftnet entry passes on the pod it recorded.
+    let mut check = list["plugins"][1].clone();
+    check["name"] = list["name"].clone();
+    check["cniVersion"] = list["cniVersion"].clone();
+    check["prevResult"] = a1.result.clone();
+    let (ok, out) = n1.plugin("weftnet", "CHECK", &a1.id, &a1.ns, &check);
+    assert!(ok, "CHECK: {out}");
+
+    // Each node routes the other's pod into the tunnel, from its own pods only.
+    for (n, remote, local) in [(&n1, &b1, &a1), (&n2, &a1, &b1)] {
+        wait_for(
+            &format!("{}: route to {}", n.name, remote.ip),
+            BOUND,
+            || {
+                let t = n.table();
+                let rules = n.rules();
+                if !t.contains(&format!("{} dev weft0", remote.ip)) {
+                    return Err(format!("table 51820: {t}"));
+                }
+                if !rules.contains(&format!("100:\tfrom {} lookup 51820", local.ip)) {
+                    return Err(format!("rules: {rules}"));
+                }
+                Ok(())
+            },
+        );
+    }
+
+    // Pod to pod across nodes: arrives with the original addresses; the underlay
+    // carries only UDP 51820 between the nodes, never a pod address.
+    watch_arrivals(&b1, &a1.ip);
+    let clear = |h: &Host| counter(h, "cap", "clear");
+    let (c1, c2) = (clear(h1), clear(h2));
+    let wg = counter(h1, "cap", "wg");
+    assert!(
+        pings(&a1, &b1.ip, 10),
+        "a1 cannot ping b1 through the tunnel"
+    );
+    assert!(
+        counter(&b1.ns, "seen", "echo") >= 5,
+        "b1 did not see a1's own address"
+    );
+    assert_eq!(
+        (clear(h1), clear(h2)),
+        (c1, c2),
+        "pod addresses crossed the underlay in clear"
+    );
+    assert!(
+        counter(h1, "cap", "wg") >= wg + 10,
+        "the pings did not go through UDP 51820"
+    );
+    assert_eq!(route_dev(&n1, &a1, &b1.ip), "weft0");
+
+    // Same node and pod to VPC: the primary's path, untouched.
+    assert!(pings(&a1, &a2.ip, 3), "a1 cannot ping a2 on the same node");
+    assert_eq!(route_dev(&n1, &a1, &a2.ip), a2.veth);
+    let vpc_ip = vpc.underlay_v4().to_string();
+    assert!(pings(&a1, &vpc_ip, 3), "a1 cannot reach the VPC host");
+    assert_eq!(route_dev(&n1, &a1, &vpc_ip), "eth0");
+    assert!(
+        clear(h1) > c1,
+        "pod-to-VPC traffic should leave with the pod's address, as before"
+    );
+    assert_eq!(
+        counter(h1, "cap", "other") + counter(h2, "cap", "other"),
+        0,
+        "something other than UDP 51820 crossed between the nodes"
+    );
+
+    // A restart (SIGTERM, as in an upgrade) keeps the rules, and in strict mode
+    // nothing leaves in clear while the new run rejoins; then the tunnel carries on.
+    let (c1, c2) = (clear(h1), clear(h2));
+    let mut n1 = n1;
+    n1.d.restart();
+    assert!(
+        n1.rules().contains(&format!("from {} lookup 51820", a1.ip)),
+        "the rule outlived the restart"
+    );
+    let _ = pings(&a1, &b1.ip, 3);
+    wait_for("node1 routes b1 again", BOUND, || {
+        let t = n1.table();
+        t.contains(&format!("{} dev weft0", b1.ip))
+            .then_some(())
+            .ok_or(t)
+    });
+    assert!(
+        pings(&a1, &b1.ip, 5),
+        "a1 cannot ping b1 after node1's restart"
+    );
+    assert_eq!(
+        (clear(h1), clear(h2)),
+        (c1, c2),
+        "pod addresses crossed the underlay in clear around the restart"
+    );
+
+    // DEL through the chain: the record and the rule go.
+    n1.chain("DEL", &a2.id, &a2.ns, Some(&a2.result));
+    n1.chain("DEL", &a2.id, &a2.ns, Some(&a2.result));
+    wait_for("a2's rule removed", BOUND, || {
+        let r = n1.rules();
+        (!r.contains(&format!("from {} lookup", a2.ip)))
+            .then_some(())
+            .ok_or(r)
+    });
+
+    // --require-encryption, peer down: nothing in clear, before and after the peer
+    // is declared dead (then a blackhole route is all that is left for its pods).
+    n2.d.kill();
+    let (c1, c2) = (clear(h1), clear(h2));
+    assert!(
+        !pings(&a1, &b1.ip, 5),
+        "b1 answered with its node's weftnet down"
+    );
+    wait_for("node1 drops node2's route", Duration::from_secs(60), || {
+        let t = n1.table();
+        let gone = !t.contains(&format!("{} dev weft0", b1.ip));
+        let hole = t.contains(&format!("blackhole {}", b1.ip));
+        (gone && hole).then_some(()).ok_or(t)
+    });
+    assert!(
+        !pings(&a1, &b1.ip, 5),
+        "b1 answered with its node's weftnet down"
+    );
+    assert_eq!(
+        (clear(h1), clear(h2)),
+        (c1, c2),
+        "traffic leaked in clear with the peer down"
+    );
+
+    // Removing weftnet: uninstall on node2 (its daemon is gone), stop for good on
+    // node1. The VPC path is back, in clear, and aws-node's config is untouched.
+    let path = |p: &Path| p.display().to_string();
+    let out = n2.d.cli(&[
+        "uninstall".to_string(),
+        "--config".into(),
+        path(n2.d.config_path()),
+        "--state-dir".into(),
+        path(n2.d.state_dir()),
+        "--cni-bin-dir".into(),
+        path(&n2.cni.join("bin")),
+        "--cni-conf-dir".into(),
+        path(&n2.cni.join("net.d")),
+        "--cni-data-dir".into(),
+        path(&n2.cni.join("data")),
+    ]);
+    assert!(out.status.success(), "uninstall: {}", describe(&out));
+    assert!(n1.d.stop_for_good().success(), "{}", n1.d.logs());
+    for n in [&n1, &n2] {
+        assert!(
+            !n.chained_conflist().exists(),
+            "{}: chained conflist left",
+            n.name
+        );
+        assert!(n.cni.join("net.d").join("10-aws.conflist").exists());
+        assert!(
+            !n.rules().contains("lookup 51820"),
+            "{}: rules left: {}",
+            n.name,
+            n.rules()
+        );
+        assert_eq!(n.table().trim(), "", "{}: table 51820 left", n.name);
+    }
+    let c1 = clear(h1);
+    assert!(pings(&a1, &b1.ip, 3), "plain VPC routing is not back");
+    assert!(clear(h1) > c1, "the VPC path carries pod addresses again");
+}
