@@ -162,20 +162,29 @@ fn every_document_is_a_valid_kubernetes_object_vpc_cni() {
     every_document_is_a_valid_kubernetes_object_in(VPC_CNI);
 }
 
-#[test]
-fn cluster_role_is_least_privilege_and_bound_to_the_daemonset() {
-    let role: ClusterRole = typed(&doc("ClusterRole"));
+/// Every grant of `role` as `apiGroup/resource:verb` (the core group is empty, so
+/// `/pods:get`); panics on a rule without apiGroups or resources.
+fn grants_of(role: &ClusterRole) -> BTreeSet<String> {
     let mut grants = BTreeSet::new();
-    for rule in role.rules.expect("rules") {
-        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
-        for group in rule.api_groups.expect("apiGroups") {
-            for res in rule.resources.clone().expect("resources") {
+    for rule in role.rules.as_deref().expect("rules") {
+        for group in rule.api_groups.as_deref().expect("apiGroups") {
+            for res in rule.resources.as_deref().expect("resources") {
                 for verb in &rule.verbs {
                     grants.insert(format!("{group}/{res}:{verb}"));
                 }
             }
         }
     }
+    grants
+}
+
+#[test]
+fn cluster_role_is_least_privilege_and_bound_to_the_daemonset() {
+    let role: ClusterRole = typed(&doc("ClusterRole"));
+    for rule in role.rules.as_deref().expect("rules") {
+        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+    }
+    let grants = grants_of(&role);
     let want: BTreeSet<String> = [
         "/nodes:get",
         "/nodes:list",
@@ -284,16 +293,7 @@ fn daemonset_runs_on_every_node_with_only_network_capabilities_in(file: &str) {
 #[test]
 fn vpc_cni_cluster_role_only_reads_nodes_and_pods() {
     let role: ClusterRole = typed(&doc_of(VPC_CNI, "ClusterRole"));
-    let mut grants = BTreeSet::new();
-    for rule in role.rules.expect("rules") {
-        for group in rule.api_groups.expect("apiGroups") {
-            for res in rule.resources.clone().expect("resources") {
-                for verb in &rule.verbs {
-                    grants.insert(format!("{group}/{res}:{verb}"));
-                }
-            }
-        }
-    }
+    let grants = grants_of(&role);
     let want: BTreeSet<String> = [
         "/nodes:get",
         "/nodes:list",
