@@ -92,8 +92,7 @@ fn a_tcp_stream_survives_rotate_key_on_either_end_and_a_lifetime_rotates_on_its_
     });
     let server_addr = block_addr(&nodes[1]);
     let (client, server) = (nodes[0].d.netns().clone(), nodes[1].d.netns().clone());
-    let stream =
-        std::thread::spawn(move || iperf3_json(&client, &server, server_addr, STREAM_SECS, &[]));
+    let stream = BackgroundStream::start(client, server, server_addr, STREAM_SECS);
     let t0 = Instant::now();
     // n1 (the client) at 3 s, n2 (the server) at 9 s.
     for (i, at) in [(0usize, 3u64), (1, 9)] {
@@ -131,21 +130,7 @@ fn a_tcp_stream_survives_rotate_key_on_either_end_and_a_lifetime_rotates_on_its_
         });
         eprintln!("{name}: every node switched to the new key in {took:?}");
     }
-    let report: Value = stream
-        .join()
-        .unwrap_or_else(|_| panic!("the TCP stream failed across the rotations"));
-    let end = &report["end"];
-    let received = end["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let secs = end["sum_received"]["seconds"].as_f64().unwrap_or(0.0);
-    eprintln!(
-        "iperf3 across 2 rotations: {received} bytes in {secs:.1} s, {} retransmits",
-        end["sum_sent"]["retransmits"]
-    );
-    assert!(received > 0, "nothing received: {end:#}");
-    assert!(
-        secs >= f64::from(STREAM_SECS) - 1.0,
-        "the stream ended early: {end:#}"
-    );
+    stream.assert_survived("2 rotations");
 
     // n3 rotates on its own once its key is LIFETIME old; the others follow.
     let n3_first = nodes[2].key.clone();

@@ -8,7 +8,6 @@ mod common;
 
 use common::mesh::*;
 use common::*;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Length of the TCP stream that must survive the restarts.
@@ -82,8 +81,7 @@ fn a_tcp_stream_survives_two_restarts_of_both_ends() {
     });
     let server_addr = block_addr(&nodes[1]);
     let (client, server) = (nodes[0].d.netns().clone(), nodes[1].d.netns().clone());
-    let stream =
-        std::thread::spawn(move || iperf3_json(&client, &server, server_addr, STREAM_SECS, &[]));
+    let stream = BackgroundStream::start(client, server, server_addr, STREAM_SECS);
     let t0 = Instant::now();
     // n1, n2, n1, n2: each end restarted twice while the stream runs.
     for (round, at) in [(0usize, 4u64), (1, 9), (0, 14), (1, 19)] {
@@ -102,21 +100,7 @@ fn a_tcp_stream_survives_two_restarts_of_both_ends() {
         t0.elapsed() < Duration::from_secs(STREAM_SECS as u64),
         "the restarts took longer than the stream; nothing was checked"
     );
-    let report: Value = stream
-        .join()
-        .unwrap_or_else(|_| panic!("the TCP stream failed across the restarts"));
-    let end = &report["end"];
-    let received = end["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let secs = end["sum_received"]["seconds"].as_f64().unwrap_or(0.0);
-    eprintln!(
-        "iperf3 across 4 restarts: {received} bytes in {secs:.1} s, {} retransmits",
-        end["sum_sent"]["retransmits"]
-    );
-    assert!(received > 0, "nothing received: {end:#}");
-    assert!(
-        secs >= f64::from(STREAM_SECS) - 1.0,
-        "the stream ended early: {end:#}"
-    );
+    stream.assert_survived("4 restarts");
     // Neither restart was a leave.
     for (a, b) in [(0, 1), (1, 0)] {
         assert_eq!(

@@ -1,7 +1,8 @@
-//! Traffic helpers: ping and iperf3.
+//! Traffic helpers: ping, iperf3, and a TCP stream kept running while a test disturbs the path.
 
 use super::*;
 use std::fmt::Display;
+use std::thread::JoinHandle;
 
 static IPERF_PORT: AtomicU32 = AtomicU32::new(0);
 
@@ -90,4 +91,47 @@ pub fn iperf3(client: &Netns, server: &Netns, server_addr: impl Display, seconds
         .or_else(|| end["sum"]["bits_per_second"].as_f64())
         .unwrap_or_else(|| panic!("no bits_per_second in iperf3 report: {end}"));
     bps / 1e9
+}
+
+/// A TCP iperf3 stream of `seconds` s from `client` to `server_addr` in `server`, run on a
+/// thread of its own so that a test can restart or rekey the ends while it runs.
+pub struct BackgroundStream {
+    handle: JoinHandle<serde_json::Value>,
+    seconds: u32,
+}
+
+impl BackgroundStream {
+    /// Starts the stream (see [`iperf3_json`]).
+    pub fn start(
+        client: Netns,
+        server: Netns,
+        server_addr: impl Display + Send + 'static,
+        seconds: u32,
+    ) -> Self {
+        let handle =
+            std::thread::spawn(move || iperf3_json(&client, &server, server_addr, seconds, &[]));
+        BackgroundStream { handle, seconds }
+    }
+
+    /// Waits for the stream to end and asserts it survived `across` (e.g. "4 restarts"):
+    /// the client succeeded, bytes arrived, and the receiver ran for the full length
+    /// (less one second). Prints bytes, seconds and retransmits.
+    pub fn assert_survived(self, across: &str) {
+        let report = self
+            .handle
+            .join()
+            .unwrap_or_else(|_| panic!("the TCP stream failed across {across}"));
+        let end = &report["end"];
+        let received = end["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        let secs = end["sum_received"]["seconds"].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "iperf3 across {across}: {received} bytes in {secs:.1} s, {} retransmits",
+            end["sum_sent"]["retransmits"]
+        );
+        assert!(received > 0, "nothing received: {end:#}");
+        assert!(
+            secs >= f64::from(self.seconds) - 1.0,
+            "the stream ended early: {end:#}"
+        );
+    }
 }
