@@ -11,22 +11,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench::{env_u64, median};
 use common::chained::*;
 use common::kube_api::FakeApi;
 use common::mesh::{gensecret, wait_for};
 use common::*;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// Average round trip in ms of `count` pings from `from` to `to`.
 fn rtt_ms(from: &Pod, to: &str, count: u64) -> f64 {
@@ -42,7 +31,11 @@ fn rtt_ms(from: &Pod, to: &str, count: u64) -> f64 {
 }
 
 fn main() {
-    let (runs, seconds, count) = (env("RUNS", 3), env("SECONDS", 5), env("COUNT", 100));
+    let (runs, seconds, count) = (
+        env_u64("RUNS", 3),
+        env_u64("SECONDS", 5),
+        env_u64("COUNT", 100),
+    );
     let u = Underlay::bridge(3);
     let dir = temp_dir("bench-chained");
     let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));

@@ -18,6 +18,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench::{env_u64, median};
 use common::kube_api::FakeApi;
 use common::kube_node::*;
 use common::mesh::*;
@@ -27,22 +28,10 @@ use serde_json::json;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    let rounds = env("ROUNDS", 10);
-    let runs = env("RUNS", 3);
-    let seconds = env("SECONDS", 5) as u32;
+    let rounds = env_u64("ROUNDS", 10);
+    let runs = env_u64("RUNS", 3);
+    let seconds = env_u64("SECONDS", 5) as u32;
     let u = Underlay::bridge(2);
     let dir = temp_dir("netpol-bench");
     let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
