@@ -468,6 +468,23 @@ fn wait_isolated(node: &KubeNode, key: &str, direction: &str) {
     });
 }
 
+/// In each pod of `keys`, a receiver (socat) that joins `group` on eth0 and prints
+/// every datagram to `port` on its stdout; paired with its pod's key.
+fn join_multicast<'a>(
+    c: &Cluster,
+    keys: &[&'a str],
+    group: &str,
+    port: u16,
+) -> Vec<(&'a str, Proc)> {
+    keys.iter()
+        .map(|k| {
+            let pod = c.pods.iter().find(|p| p.is(k)).expect("pod");
+            let recv = format!("UDP4-RECV:{port},ip-add-membership={group}:eth0");
+            (*k, pod.netns.spawn("socat", &["-u", &recv, "STDOUT"]))
+        })
+        .collect()
+}
+
 /// Sends `count` datagrams `TAG i` from `pod` to `group:port`.
 fn send_multicast(pod: &Pod, group: &str, port: u16, tag: &str, count: usize) {
     for i in 0..count {
@@ -502,14 +519,7 @@ fn multicast_cases(c: &mut Cluster) {
     c.set_policies(std::slice::from_ref(&deny_ya));
     wait_isolated(&c.nodes[0], "y/a", "ingress");
     let receivers = ["x/c", "y/a", "x/b", "y/b"];
-    let rx: Vec<(&str, Proc)> = receivers
-        .iter()
-        .map(|k| {
-            let pod = c.pods.iter().find(|p| p.is(k)).expect("pod");
-            let recv = format!("UDP4-RECV:{PORT},ip-add-membership={GROUP}:eth0");
-            (*k, pod.netns.spawn("socat", &["-u", &recv, "STDOUT"]))
-        })
-        .collect();
+    let rx = join_multicast(c, &receivers, GROUP, PORT);
     wait_for(
         "the group is known on node 1",
         Duration::from_secs(20),
@@ -652,14 +662,7 @@ fn pruning_cases(c: &mut Cluster) {
     c.set_policies(&[deny_b("x"), deny_b("y")]);
     wait_isolated(&c.nodes[1], "x/b", "ingress");
     wait_isolated(&c.nodes[1], "y/b", "ingress");
-    let rx: Vec<(&str, Proc)> = ["x/b", "y/b"]
-        .iter()
-        .map(|k| {
-            let pod = c.pods.iter().find(|p| p.is(k)).expect("pod");
-            let recv = format!("UDP4-RECV:{PORT},ip-add-membership={GROUP}:eth0");
-            (*k, pod.netns.spawn("socat", &["-u", &recv, "STDOUT"]))
-        })
-        .collect();
+    let rx = join_multicast(c, &["x/b", "y/b"], GROUP, PORT);
     let ips: Vec<String> = ["x/b", "y/b"]
         .iter()
         .map(|k| c.pods.iter().find(|p| p.is(k)).expect("pod").ip.to_string())
