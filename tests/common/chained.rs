@@ -8,7 +8,7 @@
 //! `prevResult` passed on); weftnet started with `--kubernetes --chained`.
 
 use super::kube_api::FakeApi;
-use super::kube_node::{kube_args, pod_object};
+use super::kube_node::{conflist_plugin, kube_args, pod_object, run_cni_plugin};
 use super::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -103,20 +103,16 @@ impl ChainedNode {
         } else {
             PathBuf::from(CNI_PLUGINS)
         };
-        let args: Vec<String> = vec![
-            "-i".into(),
-            format!("CNI_COMMAND={command}"),
-            format!("CNI_CONTAINERID={id}"),
-            format!("CNI_NETNS=/var/run/netns/{}", pod.name()),
-            "CNI_IFNAME=eth0".into(),
-            format!("CNI_PATH={}:{CNI_PLUGINS}", self.cni.join("bin").display()),
-            dir.join(plugin).display().to_string(),
-        ];
-        let mut cmd = self.ns().command("env", &args);
-        let input = serde_json::to_vec(config).expect("config");
-        let out = run_bounded(&mut cmd, Some(&input), EXEC_TIMEOUT);
-        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), v)
+        let cni_path = format!("{}:{CNI_PLUGINS}", self.cni.join("bin").display());
+        run_cni_plugin(
+            self.ns(),
+            &dir.join(plugin),
+            &cni_path,
+            command,
+            id,
+            Some(pod),
+            config,
+        )
     }
     /// Runs the chained conflist for `command` (ADD in order, DEL in reverse, each
     /// plugin with the previous result), as libcni does; returns the final result.
@@ -140,9 +136,7 @@ impl ChainedNode {
         }
         let mut prev = cached.cloned();
         for p in plugins {
-            let mut conf = p.clone();
-            conf["name"] = list["name"].clone();
-            conf["cniVersion"] = list["cniVersion"].clone();
+            let mut conf = conflist_plugin(&list, &p);
             if let Some(r) = &prev {
                 conf["prevResult"] = r.clone();
             }

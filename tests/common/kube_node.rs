@@ -38,6 +38,46 @@ pub fn kube_args(
     a
 }
 
+/// Runs the CNI plugin `binary` in the node namespace `node` as a container runtime
+/// does: `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS` (the path of `pod`, empty when
+/// there is none), `CNI_IFNAME=eth0` and `CNI_PATH=cni_path` in its environment and
+/// `config` on its stdin. Returns whether it exited 0 and its JSON output (null when
+/// it printed none).
+pub fn run_cni_plugin(
+    node: &Netns,
+    binary: &Path,
+    cni_path: &str,
+    command: &str,
+    id: &str,
+    pod: Option<&Netns>,
+    config: &Value,
+) -> (bool, Value) {
+    let netns = pod.map(|p| format!("/var/run/netns/{}", p.name()));
+    let args: Vec<String> = vec![
+        "-i".into(),
+        format!("CNI_COMMAND={command}"),
+        format!("CNI_CONTAINERID={id}"),
+        format!("CNI_NETNS={}", netns.unwrap_or_default()),
+        "CNI_IFNAME=eth0".to_string(),
+        format!("CNI_PATH={cni_path}"),
+        binary.display().to_string(),
+    ];
+    let mut cmd = node.command("env", &args);
+    let input = serde_json::to_vec(config).expect("config JSON");
+    let out = run_bounded(&mut cmd, Some(&input), EXEC_TIMEOUT);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), json)
+}
+
+/// The network config a runtime passes to `plugin`, one entry of the conflist `list`:
+/// the entry with the list's `name` and `cniVersion`.
+pub fn conflist_plugin(list: &Value, plugin: &Value) -> Value {
+    let mut conf = plugin.clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf
+}
+
 impl KubeNode {
     /// Starts Node `name` on `host` with its CNI directories under `dir/name`.
     pub fn start(
@@ -70,10 +110,7 @@ impl KubeNode {
         let path = self.cni.join("net.d").join("00-weftnet.conflist");
         let text = std::fs::read_to_string(&path).expect("conflist");
         let list: Value = serde_json::from_str(&text).expect("conflist JSON");
-        let mut plugin = list["plugins"][0].clone();
-        plugin["name"] = list["name"].clone();
-        plugin["cniVersion"] = list["cniVersion"].clone();
-        plugin
+        conflist_plugin(&list, &list["plugins"][0])
     }
     /// Runs the installed plugin in this node's namespace, as the runtime does.
     pub fn cni(
@@ -83,21 +120,17 @@ impl KubeNode {
         pod: Option<&Netns>,
         config: &Value,
     ) -> (bool, Value) {
-        let netns = pod.map(|p| format!("/var/run/netns/{}", p.name()));
-        let mut args: Vec<String> = vec![
-            "-i".into(),
-            format!("CNI_COMMAND={command}"),
-            format!("CNI_CONTAINERID={id}"),
-            format!("CNI_NETNS={}", netns.unwrap_or_default()),
-            "CNI_IFNAME=eth0".to_string(),
-            format!("CNI_PATH={}", self.cni.join("bin").display()),
-        ];
-        args.push(self.cni.join("bin").join("weftnet").display().to_string());
-        let mut cmd = self.ns().command("env", &args);
-        let input = serde_json::to_vec(config).expect("config JSON");
-        let out = run_bounded(&mut cmd, Some(&input), EXEC_TIMEOUT);
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), json)
+        let bin = self.cni.join("bin");
+        let cni_path = bin.display().to_string();
+        run_cni_plugin(
+            self.ns(),
+            &bin.join("weftnet"),
+            &cni_path,
+            command,
+            id,
+            pod,
+            config,
+        )
     }
     /// ADD for a new pod; returns its IPv4 address.
     pub fn add_pod(&self, id: &str, pod: &Netns) -> String {
