@@ -13,8 +13,7 @@ mod common;
 
 use common::bench::{env_u64, median};
 use common::chained::*;
-use common::kube_api::FakeApi;
-use common::mesh::{gensecret, wait_for};
+use common::mesh::wait_for;
 use common::*;
 
 /// Average round trip in ms of `count` pings from `from` to `to`.
@@ -39,39 +38,9 @@ fn main() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("bench-chained");
     let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
-    let ranges = ["172.31.1.0/24", "172.31.2.0/24"];
-    route_vpc(&[h1, h2], vpc, &ranges);
-    let api = FakeApi::start_in(vpc, vpc.underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    api.add_node("node1", h1.underlay_v4(), None);
-    api.add_node("node2", h2.underlay_v4(), None);
-    let secret = gensecret(dir.path(), "secret");
-    let n1 = ChainedNode::start(
-        h1,
-        "node1",
-        &kubeconfig,
-        &secret,
-        dir.path(),
-        ranges[0],
-        &[],
-    );
-    let n2 = ChainedNode::start(
-        h2,
-        "node2",
-        &kubeconfig,
-        &secret,
-        dir.path(),
-        ranges[1],
-        &[],
-    );
+    let (api, n1, n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &[]);
     for n in [&n1, &n2] {
-        wait_for("chained conflist", BOUND, || {
-            n.chained_conflist()
-                .exists()
-                .then_some(())
-                .ok_or("not written".into())
-        });
+        n.wait_for_conflist();
     }
     let aws = |n: &ChainedNode| n.cni.join("net.d").join("10-aws.conflist");
     let plain = (

@@ -21,8 +21,7 @@
 mod common;
 
 use common::chained::*;
-use common::kube_api::FakeApi;
-use common::mesh::{gensecret, wait_for};
+use common::mesh::wait_for;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -86,46 +85,14 @@ fn chained_beside_a_vpc_style_cni() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("chained");
     let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
-    let ranges = ["172.31.1.0/24", "172.31.2.0/24"];
-    // The VPC: pod addresses are routed to their node with no overlay.
-    route_vpc(&[h1, h2], vpc, &ranges);
-    // The API server runs off the nodes, so only weftnet talks between them.
-    let api = FakeApi::start_in(vpc, vpc.underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    api.add_node("node1", h1.underlay_v4(), None);
-    api.add_node("node2", h2.underlay_v4(), None);
-    let secret = gensecret(dir.path(), "secret");
     let strict = ["--require-encryption"];
-    let n1 = ChainedNode::start(
-        h1,
-        "node1",
-        &kubeconfig,
-        &secret,
-        dir.path(),
-        ranges[0],
-        &strict,
-    );
-    let mut n2 = ChainedNode::start(
-        h2,
-        "node2",
-        &kubeconfig,
-        &secret,
-        dir.path(),
-        ranges[1],
-        &strict,
-    );
+    let (api, n1, mut n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &strict);
     let nodes = [h1.underlay_v4().to_string(), h2.underlay_v4().to_string()];
     for h in [h1, h2] {
         install_counters(h, &nodes);
     }
     for n in [&n1, &n2] {
-        wait_for(&format!("{}: chained conflist", n.name), BOUND, || {
-            n.chained_conflist()
-                .exists()
-                .then_some(())
-                .ok_or("not written".into())
-        });
+        n.wait_for_conflist();
     }
     let list: Value =
         serde_json::from_str(&std::fs::read_to_string(n1.chained_conflist()).expect("read"))

@@ -9,6 +9,7 @@
 
 use super::kube_api::FakeApi;
 use super::kube_node::{conflist_plugin, kube_args, pod_object, run_cni_plugin};
+use super::mesh::{gensecret, wait_for};
 use super::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -88,6 +89,15 @@ impl ChainedNode {
     }
     pub fn chained_conflist(&self) -> PathBuf {
         self.cni.join("net.d").join("05-weftnet-chained.conflist")
+    }
+    /// Waits (up to [`BOUND`]) until the daemon has written its chained conflist.
+    pub fn wait_for_conflist(&self) {
+        wait_for(&format!("{}: chained conflist", self.name), BOUND, || {
+            self.chained_conflist()
+                .exists()
+                .then_some(())
+                .ok_or("not written".into())
+        });
     }
     /// Runs one plugin as the runtime does.
     pub fn plugin(
@@ -187,6 +197,33 @@ impl ChainedNode {
     pub fn rules(&self) -> String {
         self.ns().ip(&["rule", "show"])
     }
+}
+
+/// Pod ranges of [`start_beside_vpc`]'s nodes, slices of [`PODS`].
+pub const RANGES: [&str; 2] = ["172.31.1.0/24", "172.31.2.0/24"];
+
+/// Two chained nodes, `node1` on `h1` and `node2` on `h2` (pod ranges [`RANGES`]),
+/// each running with `extra` flags, their files under `dir`. The VPC routes the pod
+/// ranges to their nodes with no overlay ([`route_vpc`]); the API server runs on
+/// `vpc`, off the nodes, so only weftnet talks between them. Returns at once: the
+/// daemons may not have written their chained conflists yet.
+pub fn start_beside_vpc(
+    h1: &Host,
+    h2: &Host,
+    vpc: &Host,
+    dir: &Path,
+    extra: &[&str],
+) -> (FakeApi, ChainedNode, ChainedNode) {
+    route_vpc(&[h1, h2], vpc, &RANGES);
+    let api = FakeApi::start_in(vpc, vpc.underlay_v4().into());
+    let kubeconfig = dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    api.add_node("node1", h1.underlay_v4(), None);
+    api.add_node("node2", h2.underlay_v4(), None);
+    let secret = gensecret(dir, "secret");
+    let n1 = ChainedNode::start(h1, "node1", &kubeconfig, &secret, dir, RANGES[0], extra);
+    let n2 = ChainedNode::start(h2, "node2", &kubeconfig, &secret, dir, RANGES[1], extra);
+    (api, n1, n2)
 }
 
 /// The VPC: pod ranges routed to their nodes (`ranges[i]` via node `i`) on the nodes
