@@ -19,15 +19,6 @@ const LIFETIME: &str = "20s";
 /// How long the mesh may take to move to a new key.
 const SWITCH_BOUND: Duration = Duration::from_secs(20);
 
-fn block_addr(n: &Node) -> std::net::Ipv4Addr {
-    let st = n.d.status_json();
-    let block = st["cluster"]["block"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{} has no block: {st:#}", n.name))
-        .to_owned();
-    first_host(&block)
-}
-
 /// `weftnet rotate-key --state-dir DIR`, which waits until the daemon runs with the
 /// new key; returns the new key.
 fn rotate_key(n: &Node) -> String {
@@ -90,7 +81,7 @@ fn a_tcp_stream_survives_rotate_key_on_either_end_and_a_lifetime_rotates_on_its_
         }
         extra
     });
-    let server_addr = block_addr(&nodes[1]);
+    let server_addr = nodes[1].block_host();
     let (client, server) = (nodes[0].d.netns().clone(), nodes[1].d.netns().clone());
     let stream = BackgroundStream::start(client, server, server_addr, STREAM_SECS);
     let t0 = Instant::now();

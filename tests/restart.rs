@@ -21,15 +21,6 @@ fn ifindex(d: &Daemon) -> String {
     out.split(':').next().unwrap_or_default().trim().to_owned()
 }
 
-fn block_addr(n: &Node) -> std::net::Ipv4Addr {
-    let st = n.d.status_json();
-    let block = st["cluster"]["block"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{} has no block: {st:#}", n.name))
-        .to_owned();
-    first_host(&block)
-}
-
 fn state_of(n: &Node, key: &str) -> Option<String> {
     let st = n.d.status_json();
     st["cluster"]["members"]
@@ -79,7 +70,7 @@ fn a_tcp_stream_survives_two_restarts_of_both_ends() {
     let mut nodes = start_mesh(u.hosts(), dir.path(), |_| {
         vec!["--range".into(), RANGE.into()]
     });
-    let server_addr = block_addr(&nodes[1]);
+    let server_addr = nodes[1].block_host();
     let (client, server) = (nodes[0].d.netns().clone(), nodes[1].d.netns().clone());
     let stream = BackgroundStream::start(client, server, server_addr, STREAM_SECS);
     let t0 = Instant::now();
@@ -131,7 +122,7 @@ fn ping_gap(stdout: &str) -> (u64, u64, u64) {
 
 /// Pings `to` from `from` every 10 ms while `node` restarts; returns the gap in ms.
 fn gap_across_restart(nodes: &mut [Node], from: usize, to: usize, restarted: usize) -> u64 {
-    let addr = block_addr(&nodes[to]).to_string();
+    let addr = nodes[to].block_host().to_string();
     let mut ping = nodes[from]
         .d
         .netns()

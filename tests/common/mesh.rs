@@ -28,6 +28,19 @@ pub struct Node {
     pub key: String,
 }
 
+impl Node {
+    /// The overlay address of this node's block (its first host), read from its status;
+    /// panics when it has claimed none.
+    pub fn block_host(&self) -> std::net::Ipv4Addr {
+        let st = self.d.status_json();
+        let block = st["cluster"]["block"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} has no block: {st:#}", self.name))
+            .to_owned();
+        first_host(&block)
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({:?})", self.name, self.d)
