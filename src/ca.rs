@@ -7,6 +7,7 @@
 //! certificate.
 
 use crate::cli::{CaInitArgs, CaSignArgs};
+use crate::duration::unit_seconds;
 use crate::keyfile;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::STANDARD;
@@ -214,21 +215,18 @@ fn expiry(text: &str, now: u64) -> Result<u64> {
         }
         return Ok(secs);
     }
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "y" => 365 * 86_400,
-        _ => return Err(bad()),
-    };
-    if n == 0 {
+    let units = [
+        ("s", 1),
+        ("m", 60),
+        ("h", 3600),
+        ("d", 86_400),
+        ("y", 365 * 86_400),
+    ];
+    let secs = unit_seconds(t, &units).ok_or_else(bad)?;
+    if secs == 0 {
         return Err(bad());
     }
-    Ok(now.saturating_add(n.saturating_mul(mult)))
+    Ok(now.saturating_add(secs))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -13,6 +13,7 @@ mod config;
 mod control;
 mod daemon;
 mod dataplane;
+mod duration;
 mod health;
 mod http;
 mod keyfile;

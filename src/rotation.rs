@@ -11,6 +11,7 @@
 //! restarts in place (same process, same arguments) the way `systemctl restart`
 //! does: the overlay interface stays, and the peers move the node to the new key.
 
+use crate::duration::unit_seconds;
 use crate::keyfile;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::STANDARD;
@@ -192,17 +193,8 @@ pub(crate) fn parse_lifetime(text: &str) -> Result<Duration> {
     let bad = || {
         anyhow!("invalid --key-lifetime {t:?}: give a duration such as 30d, 12h, 30m or 90s (at least {}s)", MIN_LIFETIME.as_secs())
     };
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    let d = Duration::from_secs(n.saturating_mul(mult));
+    let units = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)];
+    let d = Duration::from_secs(unit_seconds(t, &units).ok_or_else(bad)?);
     if d < MIN_LIFETIME {
         return Err(bad());
     }

@@ -7,7 +7,7 @@
 //! verifies that every address of the result is recorded for the container.
 
 use super::commands::Env;
-use super::config::SUPPORTED_VERSIONS;
+use super::config::{check_defined, invalid, parse_data_dir, SUPPORTED_VERSIONS};
 use super::error::{code, CniError, Result};
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
@@ -48,10 +48,6 @@ pub(crate) fn is_chained(bytes: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-fn invalid(msg: impl Into<String>) -> CniError {
-    CniError::new(code::INVALID_CONFIG, msg)
-}
-
 /// Parses the chained plugin object.
 pub(crate) fn parse(bytes: &[u8]) -> Result<ChainedConf> {
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(bytes) else {
@@ -77,16 +73,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<ChainedConf> {
             ))
         }
     };
-    let data_dir = match obj.get("dataDir") {
-        None | Some(Value::Null) => PathBuf::from(crate::config::DEFAULT_CNI_DATA_DIR),
-        Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
-        Some(other) => {
-            return Err(invalid(format!(
-                "network config field \"dataDir\" is {other}, not an absolute path: use e.g. \"{}\" or leave it out",
-                crate::config::DEFAULT_CNI_DATA_DIR
-            )))
-        }
-    };
+    let data_dir = parse_data_dir(&obj)?;
     let prev = match obj.get("prevResult") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -260,15 +247,7 @@ pub(crate) fn del(conf: &ChainedConf, env: &Env) -> Result<()> {
 
 /// CHECK: every address of the previous result is recorded for the container.
 pub(crate) fn check(conf: &ChainedConf, env: &Env) -> Result<()> {
-    if conf.cni_version.starts_with("0.3.") {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            format!(
-                "CHECK is not defined for cniVersion {}: use cniVersion 0.4.0 or later",
-                conf.cni_version
-            ),
-        ));
-    }
+    check_defined(&conf.cni_version)?;
     let id = env.container_id()?;
     let ifname = env.ifname()?;
     let Some(prev) = &conf.prev else {

@@ -247,15 +247,7 @@ fn check_failed(msg: String) -> CniError {
 
 /// CHECK: the pod interface carries its addresses and the host end is on the bridge.
 pub(crate) fn check(conf: &NetConf, env: &Env) -> Result<()> {
-    if conf.cni_version.starts_with("0.3.") {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            format!(
-                "CHECK is not defined for cniVersion {}: use cniVersion 0.4.0 or later",
-                conf.cni_version
-            ),
-        ));
-    }
+    config::check_defined(&conf.cni_version)?;
     let id = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = open_netns(env.netns_path()?)?;

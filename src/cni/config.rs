@@ -53,8 +53,35 @@ pub(crate) fn conflist(bridge: &str, ranges: &[IpNet], mtu: u32, data_dir: &Path
     text
 }
 
-fn invalid(msg: impl Into<String>) -> CniError {
+/// An `INVALID_CONFIG` error with this message.
+pub(crate) fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(code::INVALID_CONFIG, msg)
+}
+
+/// The config's `"dataDir"`: an absolute path, or the default when absent.
+pub(crate) fn parse_data_dir(obj: &Map<String, Value>) -> Result<PathBuf> {
+    match obj.get("dataDir") {
+        None | Some(Value::Null) => Ok(PathBuf::from(crate::config::DEFAULT_CNI_DATA_DIR)),
+        Some(Value::String(s)) if s.starts_with('/') => Ok(PathBuf::from(s)),
+        Some(other) => Err(invalid(format!(
+            "network config field \"dataDir\" is {other}, not an absolute path: use e.g. \"{}\" or leave it out",
+            crate::config::DEFAULT_CNI_DATA_DIR
+        ))),
+    }
+}
+
+/// CHECK is defined from cniVersion 0.4.0 on: an `INCOMPATIBLE_VERSION` error for a
+/// 0.3.x config.
+pub(crate) fn check_defined(cni_version: &str) -> Result<()> {
+    if cni_version.starts_with("0.3.") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "CHECK is not defined for cniVersion {cni_version}: use cniVersion 0.4.0 or later"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The cniVersion of a config, if it has a readable one: errors are reported in it.
@@ -96,16 +123,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<NetConf> {
     }
     let ranges = parse_ranges(&obj)?;
     let mtu = parse_mtu(&obj, &ranges)?;
-    let data_dir = match obj.get("dataDir") {
-        None | Some(Value::Null) => PathBuf::from(crate::config::DEFAULT_CNI_DATA_DIR),
-        Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
-        Some(other) => {
-            return Err(invalid(format!(
-                "network config field \"dataDir\" is {other}, not an absolute path: use e.g. \"{}\" or leave it out",
-                crate::config::DEFAULT_CNI_DATA_DIR
-            )))
-        }
-    };
+    let data_dir = parse_data_dir(&obj)?;
     Ok(NetConf {
         cni_version,
         name,

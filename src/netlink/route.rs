@@ -65,7 +65,7 @@ impl Netlink {
     /// The prefixes of the `unreachable` routes with this metric in the main table, of
     /// both address families.
     pub(crate) async fn unreachable_routes(&self, metric: u32) -> Result<Vec<IpNet>> {
-        self.routes_matching(|route| unreachable_prefix(route, metric))
+        self.routes_matching(|route| unreachable_prefix(&route, metric))
             .await
     }
 
@@ -84,14 +84,15 @@ impl Netlink {
         index: u32,
         table: u32,
     ) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
-        self.routes_matching(|route| weftnet_route(route, index, table))
+        self.routes_matching(|route| weftnet_route(&route, index, table))
             .await
     }
 
-    /// What `pick` takes from the routes of both address families.
-    async fn routes_matching<T>(
+    /// What `pick` takes from the routes of both address families, as the kernel
+    /// lists them (every table).
+    pub(super) async fn routes_matching<T>(
         &self,
-        pick: impl Fn(&RouteMessage) -> Option<T>,
+        pick: impl Fn(RouteMessage) -> Option<T>,
     ) -> Result<Vec<T>> {
         let mut found = Vec::new();
         let dumps = [
@@ -105,7 +106,7 @@ impl Netlink {
                 .await
                 .map_err(failed("cannot list routes"))?
             {
-                if let Some(r) = pick(&route) {
+                if let Some(r) = pick(route) {
                     found.push(r);
                 }
             }

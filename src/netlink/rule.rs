@@ -26,6 +26,13 @@ fn in_table(prefix: IpNet, table: u32) -> RouteMessage {
     }
 }
 
+/// The route for `prefix` in `table` out of interface `index`.
+fn through(index: u32, prefix: IpNet, table: u32) -> RouteMessage {
+    let mut m = in_table(prefix, table);
+    m.attributes.push(RouteAttribute::Oif(index));
+    m
+}
+
 fn blackhole(prefix: IpNet, table: u32, metric: u32) -> RouteMessage {
     let mut m = in_table(prefix, table);
     m.header.kind = RouteType::BlackHole;
@@ -41,9 +48,14 @@ impl Netlink {
         prefix: IpNet,
         table: u32,
     ) -> Result<()> {
-        let mut m = in_table(prefix, table);
-        m.attributes.push(RouteAttribute::Oif(index));
-        created(self.handle.route().add(m).execute().await).map_err(failed(format!(
+        created(
+            self.handle
+                .route()
+                .add(through(index, prefix, table))
+                .execute()
+                .await,
+        )
+        .map_err(failed(format!(
             "cannot add route {prefix} to table {table}"
         )))?;
         Ok(())
@@ -56,9 +68,14 @@ impl Netlink {
         prefix: IpNet,
         table: u32,
     ) -> Result<()> {
-        let mut m = in_table(prefix, table);
-        m.attributes.push(RouteAttribute::Oif(index));
-        removed(self.handle.route().del(m).execute().await).map_err(failed(format!(
+        removed(
+            self.handle
+                .route()
+                .del(through(index, prefix, table))
+                .execute()
+                .await,
+        )
+        .map_err(failed(format!(
             "cannot remove route {prefix} from table {table}"
         )))?;
         Ok(())
@@ -92,30 +109,8 @@ impl Netlink {
 
     /// Every route of `table`, of both families, as the kernel lists them.
     async fn table_routes(&self, table: u32) -> Result<Vec<RouteMessage>> {
-        let mut found = Vec::new();
-        let dumps = [
-            RouteMessageBuilder::<Ipv4Addr>::new().build(),
-            RouteMessageBuilder::<Ipv6Addr>::new().build(),
-        ];
-        for dump in dumps {
-            let mut routes = self.handle.route().get(dump).execute();
-            while let Some(route) = routes
-                .try_next()
-                .await
-                .map_err(failed("cannot list routes"))?
-            {
-                let mut t = u32::from(route.header.table);
-                for a in &route.attributes {
-                    if let RouteAttribute::Table(x) = a {
-                        t = *x;
-                    }
-                }
-                if t == table {
-                    found.push(route);
-                }
-            }
-        }
-        Ok(found)
+        self.routes_matching(|route| (table_of(&route) == table).then_some(route))
+            .await
     }
 
     /// The destinations of the `blackhole` routes of `table` with this metric (an
@@ -203,6 +198,18 @@ impl Netlink {
             .map_err(failed("cannot remove a rule"))?;
         Ok(())
     }
+}
+
+/// The table `route` is in: the header's, unless a `Table` attribute (for tables
+/// above 255) overrides it.
+fn table_of(route: &RouteMessage) -> u32 {
+    let mut t = u32::from(route.header.table);
+    for a in &route.attributes {
+        if let RouteAttribute::Table(x) = a {
+            t = *x;
+        }
+    }
+    t
 }
 
 /// The source address of `rule` if it is `from ADDRESS lookup table` at `priority`.

@@ -247,15 +247,7 @@ fn a_node_restarted_on_its_persistent_interface_changes_nothing_and_calls_its_pe
     let known = net.hosts[c].members_saved.clone();
     // SIGTERM: no leave; the interface keeps its addresses and routes.
     net.now += Duration::from_secs(1);
-    let host = HostState {
-        addresses: net.hosts[c]
-            .addresses
-            .iter()
-            .filter(|(l, _)| *l == Link::Overlay)
-            .map(|(_, a)| *a)
-            .collect(),
-        routes: net.hosts[c].routes.clone().into_iter().collect(),
-    };
+    let host = net.host_state(c);
     assert!(!host.addresses.is_empty(), "c had its block's address");
     let (addresses, routes) = (net.hosts[c].addresses.clone(), net.hosts[c].routes.clone());
     let spec = Spec {
@@ -326,15 +318,7 @@ fn a_rotated_key_moves_the_member_with_its_block_and_routes() {
         fresh.public_key(),
         1,
     );
-    let host = HostState {
-        addresses: net.hosts[c]
-            .addresses
-            .iter()
-            .filter(|(l, _)| *l == Link::Overlay)
-            .map(|(_, a)| *a)
-            .collect(),
-        routes: net.hosts[c].routes.clone().into_iter().collect(),
-    };
+    let host = net.host_state(c);
     let known = net.hosts[c].members_saved.clone();
     let base = net.config(c, &Spec::named("c"));
     let rotated = Node::adopting(

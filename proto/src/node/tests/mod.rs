@@ -271,6 +271,20 @@ impl Net {
     }
 
     /// Host `i`'s warnings for which `pick` holds.
+    /// What host `i` shows a node started on it: the overlay's addresses and the
+    /// routes (as after a restart on a persistent interface).
+    fn host_state(&self, i: usize) -> HostState {
+        HostState {
+            addresses: self.hosts[i]
+                .addresses
+                .iter()
+                .filter(|(l, _)| *l == Link::Overlay)
+                .map(|(_, a)| *a)
+                .collect(),
+            routes: self.hosts[i].routes.clone().into_iter().collect(),
+        }
+    }
+
     fn notices(&self, i: usize, pick: impl Fn(&Notice) -> bool) -> Vec<(Instant, Notice)> {
         self.hosts[i]
             .notices
