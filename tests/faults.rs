@@ -80,28 +80,41 @@ fn all_alive(nodes: &[Node]) -> Result<(), String> {
 }
 
 /// A background `ping -i 0.1` from `from` to `to` for `secs` seconds; `finish` returns
-/// (sent, received).
+/// what it saw.
 struct Pinger {
     proc: Proc,
     what: String,
+    count: u64,
 }
+
+/// What a `Pinger` saw.
+struct Pings {
+    sent: u64,
+    received: u64,
+    /// Sequence numbers that got no reply, among all but the last `TAIL`.
+    lost: Vec<u64>,
+}
+
+/// The last pings of a run are not judged: with `-c N -w D`, ping stops at the N-th
+/// reply, so a reply still on its way when that arrives (a late one, not a lost one)
+/// would count as lost. Every test's impairment and heal happen long before its tail.
+const TAIL: u64 = 5;
 
 impl Pinger {
     fn start(from: &Node, to: Ipv4Addr, secs: u32) -> Pinger {
-        let count = (secs * 10).to_string();
+        let count = u64::from(secs) * 10;
         let deadline = (secs + 5).to_string();
         let proc = from.d.netns().spawn(
             "ping",
             &[
                 "-n",
-                "-q",
                 "-4",
                 "-i",
                 "0.1",
                 "-W",
                 "1",
                 "-c",
-                &count,
+                &count.to_string(),
                 "-w",
                 &deadline,
                 &to.to_string(),
@@ -110,10 +123,11 @@ impl Pinger {
         Pinger {
             proc,
             what: format!("{} -> {to}", from.name),
+            count,
         }
     }
 
-    fn finish(mut self) -> (u64, u64) {
+    fn finish(mut self) -> Pings {
         let _ = self.proc.wait_timeout(Duration::from_secs(120));
         let out = self.proc.stdout();
         // "N packets transmitted, M received"
@@ -126,9 +140,22 @@ impl Pinger {
                     .collect()
             })
             .unwrap_or_default();
-        match nums.as_slice() {
-            [sent, received, ..] => (*sent, *received),
-            _ => panic!("{}: no ping summary in {out:?}", self.what),
+        let [sent, received, ..] = nums.as_slice() else {
+            panic!("{}: no ping summary in {out:?}", self.what)
+        };
+        // "64 bytes from A: icmp_seq=N ttl=64 time=0.3 ms" per reply.
+        let answered: BTreeSet<u64> = out
+            .lines()
+            .filter_map(|l| l.split("icmp_seq=").nth(1))
+            .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+            .collect();
+        let lost = (1..=self.count.saturating_sub(TAIL))
+            .filter(|seq| !answered.contains(seq))
+            .collect();
+        Pings {
+            sent: *sent,
+            received: *received,
+            lost,
         }
     }
 }
@@ -193,12 +220,16 @@ fn partition_3_3_heals_without_false_deaths() {
     assert_eq!(blocks.len(), 6, "duplicate blocks: {blocks:?}");
     for p in pingers {
         let what = p.what.clone();
-        let (sent, received) = p.finish();
+        let Pings {
+            sent,
+            received,
+            lost,
+        } = p.finish();
         eprintln!("{what}: {received}/{sent}");
         assert!(sent >= 600, "{what}: only {sent} sent");
-        assert_eq!(
-            sent, received,
-            "{what}: pings lost between nodes never cut off"
+        assert!(
+            lost.is_empty(),
+            "{what}: pings lost between nodes never cut off: {lost:?}"
         );
     }
     // Across the former split, traffic flows again.
@@ -250,9 +281,16 @@ fn a_dead_verdict_keeps_a_tunnel_that_carries_traffic() {
     );
     drop(cut);
     wait_for("n3 alive again", MEMBERSHIP, || all_alive(&nodes));
-    let (sent, received) = pinger.finish();
+    let Pings {
+        sent,
+        received,
+        lost,
+    } = pinger.finish();
     eprintln!("n1 -> n3 through the verdict: {received}/{sent}");
-    assert_eq!(sent, received, "pings lost while n3 was declared dead");
+    assert!(
+        lost.is_empty(),
+        "pings lost while n3 was declared dead: {lost:?}"
+    );
     let age_after = handshake_age(&nodes[0], &nodes[2].key).expect("a session with n3");
     let elapsed = t0.elapsed().as_secs();
     // The same session: its age kept growing (a new one would be seconds old). A
@@ -334,9 +372,10 @@ fn duplication_breaks_neither_membership_nor_traffic() {
     let before: Vec<usize> = nodes.iter().map(downs).collect();
     let dup = Impairment::duplicate(&u, 20);
     let p = Pinger::start(&nodes[0], addr, 20);
-    let (sent, received) = p.finish();
+    let Pings { sent, lost, .. } = p.finish();
     assert!(dup.hits() > 20, "datagrams were duplicated: {}", dup.hits());
-    assert_eq!(sent, received, "pings lost under duplication");
+    assert!(sent >= 190, "only {sent} pings sent");
+    assert!(lost.is_empty(), "pings lost under duplication: {lost:?}");
     for (n, b) in nodes.iter().zip(&before) {
         assert_eq!(downs(n), *b, "{}: false death:\n{}", n.name, n.d.stderr());
     }
