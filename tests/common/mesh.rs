@@ -122,7 +122,7 @@ pub const CONVERGE: Duration = Duration::from_secs(30);
 
 /// A gossip mesh `n1..` on `hosts` (n1 the seed): node `i` runs with the cluster
 /// secret, `--name`, `--join` n1 (except n1 itself) and `extra(i)`. Waits until every
-/// node holds a block and sees all the others alive.
+/// node holds a block, sees all the others alive and routes their blocks.
 pub fn start_mesh(hosts: &[Host], dir: &Path, extra: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
     let secret = gensecret(dir, "secret");
     let nodes: Vec<Node> = hosts
@@ -159,6 +159,29 @@ pub fn start_mesh(hosts: &[Host], dir: &Path, extra: impl Fn(usize) -> Vec<Strin
                 .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
             if alive != nodes.len() - 1 {
                 return Err(format!("{} sees {alive} alive members", n.name));
+            }
+        }
+        // Every node routes every other node's block through its tunnel: a block is
+        // claimed after the join, so a member can be alive before its block has
+        // reached everyone (a first ping would then be lost on the way back).
+        for n in &nodes {
+            let peers = n.d.status_json()["peers"].clone();
+            for other in nodes.iter().filter(|o| o.key != n.key) {
+                let block = other.d.status_json()["cluster"]["block"].clone();
+                let routed = peers.as_array().is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p["public_key"] == other.key.as_str()
+                            && p["allowed_ips"]
+                                .as_array()
+                                .is_some_and(|ips| ips.contains(&block))
+                    })
+                });
+                if !routed {
+                    return Err(format!(
+                        "{} does not route {}'s block {block}",
+                        n.name, other.name
+                    ));
+                }
             }
         }
         Ok(())
