@@ -122,7 +122,7 @@ pub const CONVERGE: Duration = Duration::from_secs(30);
 
 /// A gossip mesh `n1..` on `hosts` (n1 the seed): node `i` runs with the cluster
 /// secret, `--name`, `--join` n1 (except n1 itself) and `extra(i)`. Waits until every
-/// node holds a block, sees all the others alive and routes their blocks.
+/// node holds a block, sees all the others alive and knows their blocks.
 pub fn start_mesh(hosts: &[Host], dir: &Path, extra: impl Fn(usize) -> Vec<String>) -> Vec<Node> {
     let secret = gensecret(dir, "secret");
     let nodes: Vec<Node> = hosts
@@ -161,24 +161,25 @@ pub fn start_mesh(hosts: &[Host], dir: &Path, extra: impl Fn(usize) -> Vec<Strin
                 return Err(format!("{} sees {alive} alive members", n.name));
             }
         }
-        // Every node routes every other node's block through its tunnel: a block is
-        // claimed after the join, so a member can be alive before its block has
-        // reached everyone (a first ping would then be lost on the way back).
+        // Every node knows every other node's block: a block is claimed after the
+        // join, so a member can be alive before its block has reached everyone (a first
+        // ping would then be lost on the way back). Known, not routed: a test may start
+        // a member whose block the others refuse.
         for n in &nodes {
-            let peers = n.d.status_json()["peers"].clone();
+            let members = n.d.status_json()["cluster"]["members"].clone();
             for other in nodes.iter().filter(|o| o.key != n.key) {
                 let block = other.d.status_json()["cluster"]["block"].clone();
-                let routed = peers.as_array().is_some_and(|ps| {
-                    ps.iter().any(|p| {
-                        p["public_key"] == other.key.as_str()
-                            && p["allowed_ips"]
+                let known = members.as_array().is_some_and(|ms| {
+                    ms.iter().any(|m| {
+                        m["public_key"] == other.key.as_str()
+                            && m["prefixes"]
                                 .as_array()
-                                .is_some_and(|ips| ips.contains(&block))
+                                .is_some_and(|ps| ps.contains(&block))
                     })
                 });
-                if !routed {
+                if !known {
                     return Err(format!(
-                        "{} does not route {}'s block {block}",
+                        "{} does not know {}'s block {block}",
                         n.name, other.name
                     ));
                 }
