@@ -6,6 +6,7 @@
 //! [`PolicyView`] for `weftnet status` and the metrics.
 
 use super::nft::{self, Ruleset, Target};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,9 +58,19 @@ impl Local {
     /// `groups` limit sending only), so they leave every report open.
     fn receive_policy(&self, targets: &[Target]) -> ReceivePolicy {
         match self {
-            Local::Node { .. } => ReceivePolicy::new(targets.iter().flat_map(|t| {
+            // A pod's MLD reports come from its link-local address, which the CNI
+            // plugin recorded: it is judged as the pod.
+            Local::Node { cni_data, .. } => ReceivePolicy::new(targets.iter().flat_map(|t| {
                 let groups = t.rules.receivable_groups();
-                t.nets.iter().map(move |n| (*n, groups.clone()))
+                let link_local = t
+                    .port
+                    .as_deref()
+                    .and_then(|port| crate::cni::pod_link_local(cni_data, port));
+                t.nets
+                    .iter()
+                    .copied()
+                    .chain(link_local.map(IpNet::from))
+                    .map(move |n| (n, groups.clone()))
             })),
             Local::Fixed(_) => ReceivePolicy::default(),
         }
