@@ -1,23 +1,25 @@
 //! NetworkPolicy conformance, end to end, in the spirit of the upstream `netpol` e2e
 //! tests and cyclonus: two Kubernetes nodes run `weftnet up --kubernetes` against the
-//! fake API server; five labelled pods in two labelled namespaces (three on node 1,
-//! two on node 2) are wired through the CNI plugin and registered as Pod objects with
-//! named ports; each serves TCP and UDP on ports 80 and 81. Every case puts its
-//! policies into the API server and checks every ordered pair of pods on every port
-//! and protocol (80 probes, run concurrently) against the verdict the case expects,
-//! until they all agree (bounded). Cases: no policy, default deny ingress, egress and
-//! both, allow by pod label, by namespace label, by both, ipBlock with except, named
-//! ports and endPort, egress to a named port, and changes at runtime (a pod's label,
-//! a namespace's label, a policy replaced, policies deleted). Also: the host reaches
-//! its own pods whatever the policy (kubelet probes), status and metrics show the
-//! policies and drops, and the table is gone after the daemon stops. Multicast: a
-//! receiver whose ingress rules deny the sender gets nothing while an allowed one on
-//! the same node gets everything; a sender whose egress rules do not cover the group
-//! reaches nobody, on either node, until a rule allows the group. Pruning: a node
-//! whose only members of a group are denied it refuses and counts their reports, does
-//! not announce the group, and the sender's node sends it no copies; allowing one of
-//! them at runtime makes the node announce the group again without a new report, and
-//! delivery resumes.
+//! fake API server; five labelled dual-stack pods (an IPv4 and an IPv6 address each)
+//! in two labelled namespaces (three on node 1, two on node 2) are wired through the
+//! CNI plugin and registered as Pod objects with named ports; each serves TCP and UDP
+//! on ports 80 and 81 over both families. Every case puts its policies into the API
+//! server and checks every ordered pair of pods over IPv4 and IPv6, on every port and
+//! protocol (160 probes, run concurrently) against the verdict the case expects, until
+//! they all agree (bounded). Cases: no policy, default deny ingress, egress and both,
+//! allow by pod label, by namespace label, by both, ipBlock with except (IPv4, then
+//! IPv6 with port ranges), named ports and endPort, egress to a named port, and
+//! changes at runtime (a pod's label, a namespace's label, a policy replaced, policies
+//! deleted). Also: the host reaches its own pods whatever the policy (kubelet probes),
+//! status and metrics show the policies and drops, and the table is gone after the
+//! daemon stops. Multicast: a receiver whose ingress rules deny the sender gets
+//! nothing while an allowed one on the same node gets everything; a sender whose
+//! egress rules do not cover the group reaches nobody, on either node, until a rule
+//! allows the group. Pruning, over IGMP and over MLD: a node whose only members of a
+//! group are denied it refuses and counts their reports (MLD ones come from the pods'
+//! link-local addresses), does not announce the group, and the sender's node sends it
+//! no copies; allowing one of them at runtime makes the node announce the group again
+//! without a new report, and delivery resumes.
 //! Run as root (`cargo test --test netpol`).
 
 mod common;
