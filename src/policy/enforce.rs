@@ -296,3 +296,41 @@ pub(crate) async fn spawn(
     };
     Ok((tokio::spawn(enforcer.run(cluster)), rx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weftnet_proto::policy::PodKey;
+
+    /// A pod's MLD reports come from its link-local address: the one the CNI plugin
+    /// recorded for the pod's bridge port is judged as the pod.
+    #[test]
+    fn a_pods_recorded_link_local_address_is_judged_as_the_pod() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("weftnet");
+        std::fs::create_dir_all(&store).expect("store");
+        std::fs::write(store.join("wf0001.link-local"), "fe80::1\n").expect("record");
+        let rules = PodRules {
+            pod: PodKey::new("x", "a"),
+            addrs: vec!["10.244.1.2".parse().expect("ip")],
+            // ingress isolated, no rule: it may receive no group
+            ingress: Some(vec![]),
+            egress: None,
+            policies: vec![PodKey::new("x", "deny")],
+        };
+        let target = Target {
+            port: Some("wf0001".into()),
+            ..Target::pod(rules)
+        };
+        let local = Local::Node {
+            name: "node1".into(),
+            cni_data: dir.path().to_path_buf(),
+        };
+        let policy = local.receive_policy(&[target]);
+        let group = "ff05::9".parse().expect("group");
+        assert!(!policy.allows("fe80::1".parse().expect("ip"), group));
+        assert!(!policy.allows("10.244.1.2".parse().expect("ip"), group));
+        // another link-local address (the host's bridge) is no local pod
+        assert!(policy.allows("fe80::2".parse().expect("ip"), group));
+    }
+}
