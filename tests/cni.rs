@@ -98,11 +98,29 @@ fn add(node: &Netns, pod: &Netns, id: &str, conf: &Value) -> Value {
 
 /// Files naming allocated addresses in the store.
 fn allocated(data_dir: &Path) -> Vec<String> {
+    stored(data_dir, |n| n.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// The pods' link-local records (`<host veth>.link-local`) in the store.
+fn link_local_records(data_dir: &Path) -> Vec<String> {
+    stored(data_dir, |n| n.ends_with(".link-local"))
+}
+
+/// The file names in the store for which `keep` holds, sorted; no other file is there
+/// but the lock.
+fn stored(data_dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(data_dir.join("weftnet"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| n != "lock")
+                .inspect(|n| {
+                    assert!(
+                        n.parse::<std::net::IpAddr>().is_ok() || n.ends_with(".link-local"),
+                        "unexpected file {n} in the store"
+                    )
+                })
+                .filter(|n| keep(n))
                 .collect()
         })
         .unwrap_or_default();
@@ -164,6 +182,26 @@ fn add_check_del_two_pods() {
     assert_eq!(r2["ips"][0]["address"], "10.244.1.3/24");
     assert_ne!(r2["interfaces"][0]["name"], r1["interfaces"][0]["name"]);
     assert_eq!(allocated(data.path()), ["10.244.1.2", "10.244.1.3"]);
+    // Each pod's link-local address is recorded beside (the source of its MLD reports).
+    let host2 = r2["interfaces"][0]["name"].as_str().expect("host name");
+    let mut want = vec![
+        format!("{host_if}.link-local"),
+        format!("{host2}.link-local"),
+    ];
+    want.sort();
+    assert_eq!(link_local_records(data.path()), want);
+    let recorded = std::fs::read_to_string(data.path().join("weftnet").join(&want[0]))
+        .expect("link-local record");
+    let pod_of_first = if want[0].starts_with(&host_if) {
+        &pod1
+    } else {
+        &pod2
+    };
+    let lladdr = pod_of_first.ip(&["-o", "-6", "addr", "show", "dev", "eth0", "scope", "link"]);
+    assert!(
+        recorded.trim().starts_with("fe80:") && lladdr.contains(&format!("{}/64", recorded.trim())),
+        "recorded {recorded:?}, the pod has {lladdr}"
+    );
 
     assert!(ping(&pod1, "10.244.1.3", 3), "pod1 cannot ping pod2");
     assert!(ping(&pod2, "10.244.1.2", 3), "pod2 cannot ping pod1");
@@ -202,6 +240,10 @@ fn add_check_del_two_pods() {
     assert!(!pod1.has_link("eth0"), "eth0 still in pod1");
     assert!(!node.has_link(&host_if), "{host_if} still on the node");
     assert_eq!(allocated(data.path()), ["10.244.1.3"]);
+    assert_eq!(
+        link_local_records(data.path()),
+        [format!("{host2}.link-local")]
+    );
     ok_json(
         "DEL c1 again",
         cni(&node, "DEL", &pod_vars("c1", &p1), &conf_bytes),
@@ -258,9 +300,10 @@ fn add_check_del_two_pods() {
         cni(&node, "DEL", &pod_vars("c2", &p2), &conf_bytes),
     );
     assert!(
-        allocated(data.path()).is_empty(),
-        "{:?}",
-        allocated(data.path())
+        allocated(data.path()).is_empty() && link_local_records(data.path()).is_empty(),
+        "{:?} {:?}",
+        allocated(data.path()),
+        link_local_records(data.path())
     );
 }
 

@@ -135,7 +135,10 @@ pub(crate) fn add(conf: &NetConf, env: &Env) -> Result<String> {
         &mut created,
     );
     match outcome {
-        Ok((host_mac, container_mac)) => {
+        Ok((host_mac, container_mac, link_local)) => {
+            if let Some(ll) = link_local {
+                ipam.record_link_local(&host_name, ll)?;
+            }
             let result = AddResult {
                 host: Interface {
                     name: host_name,
@@ -163,7 +166,13 @@ pub(crate) fn add(conf: &NetConf, env: &Env) -> Result<String> {
     }
 }
 
-/// Creates the veth, attaches the host end, configures the pod end. Returns both MACs.
+/// How often (10 ms apart) ADD looks for the pod's link-local address when its IPv6 is
+/// on: 2 s at most.
+const LINK_LOCAL_POLLS: u32 = 200;
+
+/// Creates the veth, attaches the host end, configures the pod end. Returns both MACs
+/// and the pod end's IPv6 link-local address (the source of its MLD reports), if the
+/// kernel gave it one.
 fn plumb(
     conf: &NetConf,
     netns: &File,
@@ -172,7 +181,7 @@ fn plumb(
     ifname: &str,
     leases: &[Lease],
     created: &mut bool,
-) -> Result<(Vec<u8>, Vec<u8>)> {
+) -> Result<(Vec<u8>, Vec<u8>, Option<IpAddr>)> {
     let mtu = conf.mtu;
     let host = on_host(|nl| async move {
         nl.create_veth(host_name, ifname, mtu, netns)
@@ -197,7 +206,7 @@ fn plumb(
         nl.attach_port(host.index, bridge, mtu).await?;
         Ok(host)
     })?;
-    let container_mac = in_netns(netns, |nl| async move {
+    let (container_mac, link_local) = in_netns(netns, |nl| async move {
         let pod = nl.link(ifname).await?.ok_or_else(|| {
             CniError::new(
                 code::NETLINK,
@@ -213,9 +222,28 @@ fn plumb(
         for lease in leases {
             nl.add_default_route(pod.index, lease.gateway()).await?;
         }
-        Ok(pod.mac)
+        // The kernel adds the link-local address once it sees the link operational
+        // (the link watcher's pass, usually milliseconds): wait for it, bounded.
+        // (This thread is in the pod's namespace, so /proc/sys/net is the pod's.)
+        let ipv6_on =
+            std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"))
+                .is_ok_and(|v| v.trim() == "0");
+        let mut link_local = None;
+        for _ in 0..if ipv6_on { LINK_LOCAL_POLLS } else { 0 } {
+            link_local = nl
+                .addresses(pod.index)
+                .await?
+                .into_iter()
+                .map(|n| n.addr())
+                .find(|a| matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()));
+            if link_local.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok((pod.mac, link_local))
     })?;
-    Ok((host.mac, container_mac))
+    Ok((host.mac, container_mac, link_local))
 }
 
 /// DEL: remove the veth and free the addresses; anything already gone is fine.
@@ -237,7 +265,9 @@ pub(crate) fn del(conf: &NetConf, env: &Env) -> Result<()> {
     }
     let host_name = host_veth_name(id, ifname);
     on_host(|nl| async move { Ok(nl.delete_named(&host_name).await?) })?;
-    Ipam::new(&conf.data_dir, &conf.name).release(id, ifname)?;
+    let ipam = Ipam::new(&conf.data_dir, &conf.name);
+    ipam.release(id, ifname)?;
+    ipam.forget_link_local(&host_veth_name(id, ifname))?;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! Pod address allocation, persisted on the node: one file per allocated address under
 //! `<dataDir>/<network>/`, holding the container id and interface name, created with
 //! O_EXCL while an flock on `<dataDir>/<network>/lock` is held, so concurrent plugin
-//! runs never hand out one address twice.
+//! runs never hand out one address twice. Beside them, `<host veth>.link-local` holds
+//! the pod's IPv6 link-local address (the source of its MLD reports, which the node's
+//! multicast policy attributes to the pod; PROTOCOL.md §7.11).
 
 use super::error::{code, CniError, Result};
 use ipnet::IpNet;
@@ -274,6 +276,36 @@ impl Ipam {
     }
 }
 
+impl Ipam {
+    fn link_local_path(&self, host_veth: &str) -> PathBuf {
+        self.dir.join(format!("{host_veth}.link-local"))
+    }
+
+    /// Records the link-local address of the pod behind `host_veth`.
+    pub(crate) fn record_link_local(&self, host_veth: &str, addr: IpAddr) -> Result<()> {
+        let path = self.link_local_path(host_veth);
+        std::fs::write(&path, format!("{addr}\n")).map_err(|e| io_error("write", &path, e))
+    }
+
+    /// Removes that record (nothing recorded is fine).
+    pub(crate) fn forget_link_local(&self, host_veth: &str) -> Result<()> {
+        let path = self.link_local_path(host_veth);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove", &path, e)),
+        }
+    }
+}
+
+/// The link-local address recorded for the pod behind `host_veth` in `network`'s store
+/// under `data_dir` (`None` if none is).
+pub(crate) fn link_local(data_dir: &Path, network: &str, host_veth: &str) -> Option<IpAddr> {
+    let ipam = Ipam::new(data_dir, network);
+    let text = std::fs::read_to_string(ipam.link_local_path(host_veth)).ok()?;
+    text.trim().parse().ok()
+}
+
 fn owner_line(id: &str, ifname: &str) -> String {
     format!("{id}\n{ifname}\n")
 }
@@ -427,6 +459,31 @@ mod tests {
             .allocate(&ranges[..1], "full", "eth0")
             .expect_err("full");
         assert_eq!(e.code, code::EXHAUSTED);
+    }
+
+    #[test]
+    fn link_local_records_are_kept_apart_from_leases() {
+        let (dir, ipam) = store();
+        let first = ipam
+            .allocate(&[net("fd00::/64")], "c1", "eth0")
+            .expect("allocate");
+        let ll = ip("fe80::1c2d:3eff:fe4f:5a6b");
+        ipam.record_link_local("wf0123", ll).expect("record");
+        assert_eq!(link_local(dir.path(), "weftnet", "wf0123"), Some(ll));
+        assert_eq!(link_local(dir.path(), "weftnet", "wf9999"), None);
+        // not an address lease: the next container gets the next address, and the
+        // first one's addresses are exactly its lease
+        let next = ipam
+            .allocate(&[net("fd00::/64")], "c2", "eth0")
+            .expect("allocate");
+        assert_ne!(next[0].address, first[0].address);
+        assert_eq!(
+            ipam.lookup("c1", "eth0").expect("lookup"),
+            vec![first[0].address]
+        );
+        ipam.forget_link_local("wf0123").expect("forget");
+        ipam.forget_link_local("wf0123").expect("forget twice");
+        assert_eq!(link_local(dir.path(), "weftnet", "wf0123"), None);
     }
 
     #[test]

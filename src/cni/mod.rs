@@ -23,6 +23,12 @@ pub(crate) fn pod_port(data_dir: &std::path::Path, ip: std::net::IpAddr) -> Opti
     Some(commands::host_veth_name(id, ifname))
 }
 
+/// The IPv6 link-local address the plugin recorded for the pod behind bridge port
+/// `port` under `data_dir` (`None` if none is).
+pub(crate) fn pod_link_local(data_dir: &std::path::Path, port: &str) -> Option<std::net::IpAddr> {
+    ipam::link_local(data_dir, config::NETWORK_NAME, port)
+}
+
 use error::{code, CniError};
 use std::io::Read;
 use std::process::ExitCode;

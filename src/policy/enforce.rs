@@ -6,6 +6,7 @@
 //! [`PolicyView`] for `weftnet status` and the metrics.
 
 use super::nft::{self, Ruleset, Target};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,9 +58,19 @@ impl Local {
     /// `groups` limit sending only), so they leave every report open.
     fn receive_policy(&self, targets: &[Target]) -> ReceivePolicy {
         match self {
-            Local::Node { .. } => ReceivePolicy::new(targets.iter().flat_map(|t| {
+            // A pod's MLD reports come from its link-local address, which the CNI
+            // plugin recorded: it is judged as the pod.
+            Local::Node { cni_data, .. } => ReceivePolicy::new(targets.iter().flat_map(|t| {
                 let groups = t.rules.receivable_groups();
-                t.nets.iter().map(move |n| (*n, groups.clone()))
+                let link_local = t
+                    .port
+                    .as_deref()
+                    .and_then(|port| crate::cni::pod_link_local(cni_data, port));
+                t.nets
+                    .iter()
+                    .copied()
+                    .chain(link_local.map(IpNet::from))
+                    .map(move |n| (n, groups.clone()))
             })),
             Local::Fixed(_) => ReceivePolicy::default(),
         }
@@ -284,4 +295,42 @@ pub(crate) async fn spawn(
         base: BTreeMap::new(),
     };
     Ok((tokio::spawn(enforcer.run(cluster)), rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weftnet_proto::policy::PodKey;
+
+    /// A pod's MLD reports come from its link-local address: the one the CNI plugin
+    /// recorded for the pod's bridge port is judged as the pod.
+    #[test]
+    fn a_pods_recorded_link_local_address_is_judged_as_the_pod() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("weftnet");
+        std::fs::create_dir_all(&store).expect("store");
+        std::fs::write(store.join("wf0001.link-local"), "fe80::1\n").expect("record");
+        let rules = PodRules {
+            pod: PodKey::new("x", "a"),
+            addrs: vec!["10.244.1.2".parse().expect("ip")],
+            // ingress isolated, no rule: it may receive no group
+            ingress: Some(vec![]),
+            egress: None,
+            policies: vec![PodKey::new("x", "deny")],
+        };
+        let target = Target {
+            port: Some("wf0001".into()),
+            ..Target::pod(rules)
+        };
+        let local = Local::Node {
+            name: "node1".into(),
+            cni_data: dir.path().to_path_buf(),
+        };
+        let policy = local.receive_policy(&[target]);
+        let group = "ff05::9".parse().expect("group");
+        assert!(!policy.allows("fe80::1".parse().expect("ip"), group));
+        assert!(!policy.allows("10.244.1.2".parse().expect("ip"), group));
+        // another link-local address (the host's bridge) is no local pod
+        assert!(policy.allows("fe80::2".parse().expect("ip"), group));
+    }
 }

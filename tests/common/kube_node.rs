@@ -134,12 +134,22 @@ impl KubeNode {
     }
     /// ADD for a new pod; returns its IPv4 address.
     pub fn add_pod(&self, id: &str, pod: &Netns) -> String {
+        self.add_pod_addrs(id, pod).swap_remove(0)
+    }
+    /// ADD for a new pod; returns its addresses (IPv4 first, then IPv6 on a dual-stack
+    /// node), as the result lists them.
+    pub fn add_pod_addrs(&self, id: &str, pod: &Netns) -> Vec<String> {
         let (ok, result) = self.cni("ADD", id, Some(pod), &self.net_config());
         assert!(ok, "{}: CNI ADD failed: {result}", self.name);
-        let addr = result["ips"][0]["address"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no address in the ADD result {result}"));
-        addr.split('/').next().unwrap_or(addr).to_string()
+        let addrs: Vec<String> = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip["address"].as_str())
+            .map(|a| a.split('/').next().unwrap_or(a).to_string())
+            .collect();
+        assert!(!addrs.is_empty(), "no address in the ADD result {result}");
+        addrs
     }
 }
 

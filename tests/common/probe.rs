@@ -1,11 +1,12 @@
 //! Traffic probes between pods for the NetworkPolicy tests, in-process: a thread that
 //! enters a pod's network namespace (setns) serves or probes TCP and UDP ports there.
-//! Servers answer `ok`; a probe is allowed when the answer arrives within its timeout.
+//! Servers answer `ok` (IPv4, or IPv4 and IPv6); a probe is allowed when the answer
+//! arrives within its timeout.
 //! Every socket has a timeout; servers stop when their guard drops.
 
 use super::Netns;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,8 +34,18 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Serves `ports` over TCP and UDP on every address of `netns`.
+    /// Serves `ports` over TCP and UDP on every IPv4 address of `netns`.
     pub fn start(netns: &Netns, ports: &[u16]) -> Servers {
+        Self::start_on(netns, ports, false)
+    }
+
+    /// Serves `ports` over TCP and UDP on every IPv4 and IPv6 address of `netns` (one
+    /// socket per family: the IPv6 ones are `IPV6_V6ONLY`).
+    pub fn start_dual_stack(netns: &Netns, ports: &[u16]) -> Servers {
+        Self::start_on(netns, ports, true)
+    }
+
+    fn start_on(netns: &Netns, ports: &[u16], v6: bool) -> Servers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for &port in ports {
@@ -43,33 +54,64 @@ impl Servers {
                 let udp = UdpSocket::bind(("0.0.0.0", port)).expect("udp bind");
                 (tcp, udp)
             });
-            tcp.set_nonblocking(true).expect("nonblocking");
-            let s = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    match tcp.accept() {
-                        Ok((mut c, _)) => {
-                            let _ = c.set_write_timeout(Some(Duration::from_secs(1)));
-                            let _ = c.write_all(b"ok");
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            }));
-            udp.set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("timeout");
-            let s = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                while !s.load(Ordering::Relaxed) {
-                    if let Ok((_, from)) = udp.recv_from(&mut buf) {
-                        let _ = udp.send_to(b"ok", from);
-                    }
-                }
-            }));
+            serve(tcp, udp, &stop, &mut threads);
+            if v6 {
+                let (tcp, udp) = in_netns(netns, move || bind_v6_only(port));
+                serve(tcp, udp, &stop, &mut threads);
+            }
         }
         Servers { stop, threads }
     }
+}
+
+/// A TCP listener and a UDP socket on `[::]:port` that take IPv6 only.
+fn bind_v6_only(port: u16) -> (TcpListener, UdpSocket) {
+    use socket2::{Domain, Socket, Type};
+    let addr: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, port).into();
+    let open = |ty: Type| {
+        let s = Socket::new(Domain::IPV6, ty, None).expect("ipv6 socket");
+        s.set_only_v6(true).expect("IPV6_V6ONLY");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        s.bind(&addr.into())
+            .unwrap_or_else(|e| panic!("bind [::]:{port}: {e}"));
+        s
+    };
+    let tcp = open(Type::STREAM);
+    tcp.listen(128).expect("listen");
+    (tcp.into(), open(Type::DGRAM).into())
+}
+
+/// Threads that answer `ok` on `tcp` and `udp` until `stop`.
+fn serve(
+    tcp: TcpListener,
+    udp: UdpSocket,
+    stop: &Arc<AtomicBool>,
+    threads: &mut Vec<JoinHandle<()>>,
+) {
+    tcp.set_nonblocking(true).expect("nonblocking");
+    let s = stop.clone();
+    threads.push(std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match tcp.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = c.write_all(b"ok");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }));
+    udp.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let s = stop.clone();
+    threads.push(std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !s.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(b"ok", from);
+            }
+        }
+    }));
 }
 
 impl Drop for Servers {
@@ -106,7 +148,12 @@ pub fn probe(to: IpAddr, proto: Proto, port: u16, timeout: Duration) -> bool {
             c.read_exact(&mut buf).is_ok() && &buf == b"ok"
         }
         Proto::Udp => {
-            let Ok(s) = UdpSocket::bind(("0.0.0.0", 0)) else {
+            let any: IpAddr = if to.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
+            let Ok(s) = UdpSocket::bind((any, 0)) else {
                 return false;
             };
             let _ = s.set_read_timeout(Some(timeout / 2));

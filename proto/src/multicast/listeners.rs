@@ -17,6 +17,13 @@
 //!
 //! Reports are never "sending" (rule 1 of §7.11 does not apply to them): a report
 //! asks to receive, so only the receiving verdict governs it.
+//!
+//! The unspecified address (`::`, `0.0.0.0`) names no listener: an IPv6 host sends its
+//! MLD reports from `::` while its link-local address is tentative (duplicate address
+//! detection), then from that address. So a join from `::` counts only while the
+//! policy restricts no local address, and a leave from any IPv6 listener also ends the
+//! `::` membership of that group (the host that joined from `::` leaves from its
+//! link-local address; the membership is not left to expire on its timer).
 
 use super::groups::{GroupConfig, GroupTable};
 use super::policy::GroupFilter;
@@ -67,8 +74,12 @@ impl ReceivePolicy {
         }
     }
 
-    /// Whether `listener` may receive `group`.
+    /// Whether `listener` may receive `group`. The unspecified address names no one:
+    /// it may receive only while no prefix is restricted.
     pub fn allows(&self, listener: IpAddr, group: IpAddr) -> bool {
+        if listener.is_unspecified() {
+            return self.is_open();
+        }
         match self.table.lookup(listener) {
             None | Some(None) => true,
             Some(Some(groups)) => groups.contains(group),
@@ -109,6 +120,25 @@ fn joins<A>(r: &GroupRecord<A>) -> bool {
             !r.sources.is_empty()
         }
         RecordType::BlockOldSources => false,
+    }
+}
+
+/// The groups an MLD message leaves: a Done, or an MLDv2 record that stops asking to
+/// receive (`TO_IN {}`, `IS_IN {}`).
+fn left_groups(msg: &Control) -> Vec<Ipv6Addr> {
+    match msg {
+        Control::Mld(Message::Leave { group }) => vec![*group],
+        Control::Mld(Message::Report { records, .. }) => records
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.mode,
+                    RecordType::ChangeToInclude | RecordType::ModeIsInclude
+                ) && r.sources.is_empty()
+            })
+            .map(|r| r.group)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -174,6 +204,29 @@ impl Listeners {
         for group in joined_groups(msg) {
             if table.contains(group) && !self.policy.allows(listener, group) {
                 self.refused += 1;
+            }
+        }
+        // The host that joined from `::` leaves from its own address: the `::`
+        // membership of the group ends as a leave ends one (both its v1 and v2 state).
+        let unspecified = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        if listener.is_ipv6() && listener != unspecified {
+            if let Some(anon) = self.tables.get_mut(&unspecified) {
+                for group in left_groups(msg) {
+                    if anon.contains(IpAddr::V6(group)) {
+                        anon.handle_report(now, &Control::Mld(Message::Leave { group }));
+                        anon.handle_report(
+                            now,
+                            &Control::Mld(Message::Report {
+                                version: 2,
+                                records: vec![GroupRecord {
+                                    group,
+                                    mode: RecordType::ChangeToInclude,
+                                    sources: vec![],
+                                }],
+                            }),
+                        );
+                    }
+                }
             }
         }
         self.settle();
@@ -446,6 +499,77 @@ mod tests {
         assert!(v4only.allows(pod, a("ff0e::1")));
         assert!(!v4only.is_open());
         assert!(ReceivePolicy::default().is_open());
+    }
+
+    fn mld_v1(group: &str) -> Control {
+        Control::Mld(Message::Report {
+            version: 1,
+            records: vec![GroupRecord {
+                group: group.parse().expect("group"),
+                mode: RecordType::ModeIsExclude,
+                sources: vec![],
+            }],
+        })
+    }
+
+    #[test]
+    fn a_join_from_the_unspecified_address_ends_with_the_leave_from_the_link_local() {
+        let t0 = Instant::now();
+        let last = GroupConfig::default().last_member_timeout;
+        let (anon, ll) = (a("::"), a("fe80::1"));
+        for (join, leave) in [
+            (
+                mld_v2("ff05::9", RecordType::ChangeToExclude),
+                mld_v2("ff05::9", RecordType::ChangeToInclude),
+            ),
+            (
+                mld_v1("ff05::9"),
+                Control::Mld(Message::Leave {
+                    group: "ff05::9".parse().expect("group"),
+                }),
+            ),
+        ] {
+            let mut l = Listeners::new(GroupConfig::default(), GroupFilter::default());
+            // joined during duplicate address detection, then again from fe80::1
+            l.handle_report(t0, anon, &join);
+            l.handle_report(t0 + Duration::from_secs(1), ll, &join);
+            assert_eq!(l.groups(), vec![a("ff05::9")]);
+            let t1 = t0 + Duration::from_secs(10);
+            l.handle_report(t1, ll, &leave);
+            // both memberships end after the last-member time, not the `::` one's 260 s
+            l.handle_timeout(t1 + last);
+            assert!(l.groups().is_empty(), "{join:?}: {:?}", l.denied());
+            assert_eq!(l.poll_timeout(), None, "{join:?}");
+        }
+        // another group of `::` is left alone
+        let mut l = Listeners::new(GroupConfig::default(), GroupFilter::default());
+        l.handle_report(t0, anon, &mld_v2("ff05::9", RecordType::ChangeToExclude));
+        l.handle_report(t0, ll, &mld_v2("ff05::a", RecordType::ChangeToExclude));
+        l.handle_report(t0, ll, &mld_v2("ff05::a", RecordType::ChangeToInclude));
+        l.handle_timeout(t0 + last);
+        assert_eq!(l.groups(), vec![a("ff05::9")]);
+    }
+
+    #[test]
+    fn a_join_from_the_unspecified_address_counts_only_under_an_open_policy() {
+        let t0 = Instant::now();
+        let mut l = Listeners::new(GroupConfig::default(), GroupFilter::default());
+        l.handle_report(t0, a("::"), &mld_v2("ff05::9", RecordType::ChangeToExclude));
+        assert_eq!(l.groups(), vec![a("ff05::9")]);
+        // once any local address is restricted, `::` may be that address: refused
+        l.set_policy(ReceivePolicy::new([(
+            n("fd00:10:244:2::2/128"),
+            Some(AddrSet::new()),
+        )]));
+        assert!(l.groups().is_empty());
+        assert_eq!(l.denied(), vec![(a("ff05::9"), a("::"))]);
+        l.handle_report(t0, a("::"), &mld_v2("ff05::9", RecordType::ModeIsExclude));
+        assert_eq!(l.refused(), 1);
+        assert!(
+            !ReceivePolicy::new([(n("10.0.0.0/8"), Some(AddrSet::new()))])
+                .allows(a("0.0.0.0"), a("239.1.1.1"))
+        );
+        assert!(ReceivePolicy::default().allows(a("::"), a("ff05::9")));
     }
 
     #[test]
