@@ -709,7 +709,11 @@ mod tests {
             ("0.0.0.0/0", Refusal::Reserved),
             ("192.0.2.50/32", Refusal::Underlay),
         ] {
-            assert_eq!(a.check_member(&ec2, &n(p), &[ip("192.0.2.50")]), Err(why), "{p}");
+            assert_eq!(
+                a.check_member(&ec2, &n(p), &[ip("192.0.2.50")]),
+                Err(why),
+                "{p}"
+            );
         }
         // A certificate for a Node's pod CIDR does not give it the pods.
         let greedy = certified("ec2-b", "192.0.2.51:51820", &["10.244.0.0/16"], false);
