@@ -7,7 +7,8 @@
 //! traffic; the underlay has no route to the overlay's addresses, so every answer
 //! crossed a tunnel. The host without a certificate is a gossip member but no node's
 //! peer: its block is refused and counted on both nodes, it cannot reach a pod, and
-//! it receives none of the group's traffic. Run as root (`cargo test --test external`).
+//! it receives none of the group's traffic; restarted with a certificate, the same
+//! host is admitted and reaches the pods. Run as root (`cargo test --test external`).
 
 mod common;
 
@@ -118,9 +119,11 @@ fn a_vouched_host_outside_the_cluster_reaches_pods_and_a_stranger_does_not() {
         ],
         "",
     );
-    // The stranger: the cluster secret, but nobody vouched for it.
-    let stranger = Daemon::start(
+    // The stranger: the cluster secret, but nobody vouched for it (yet).
+    let (stranger_private, stranger_public) = keypair();
+    let mut stranger = Daemon::start_with_key(
         u.host(3),
+        &stranger_private,
         &[
             "--name",
             "ec2-b",
@@ -285,4 +288,54 @@ fn a_vouched_host_outside_the_cluster_reaches_pods_and_a_stranger_does_not() {
         "the stranger got group traffic: {:?}",
         stranger_rx.stdout()
     );
+    drop(stranger_rx);
+
+    // The operator vouches for the stranger: restarted with a certificate for its
+    // key and block, the same host becomes a peer and reaches the pods.
+    let cert = ca_sign(
+        &ca,
+        "ec2-b",
+        &stranger_public,
+        &[STRANGER_BLOCK],
+        dir.path(),
+    );
+    stranger.stop();
+    let stranger = Daemon::start_with_key(
+        u.host(3),
+        &stranger_private,
+        &[
+            "--name",
+            "ec2-b",
+            "--secret-file",
+            &secret_arg,
+            "--ca-file",
+            &ca_crt,
+            "--cert-file",
+            &cert,
+            "--block",
+            STRANGER_BLOCK,
+            "--pod-range",
+            CLUSTER_RANGE,
+            "--join",
+            &seed,
+        ],
+        "",
+    );
+    assert_eq!(stranger.public_key(), stranger_key, "the same host");
+    wait_for("the vouched-for stranger is routed", CONVERGE, || {
+        for n in &nodes {
+            let st = n.status();
+            if !routes(&st, &stranger_key, STRANGER_BLOCK) {
+                return Err(format!("{}: {}", n.name, st["peers"]));
+            }
+        }
+        Ok(())
+    });
+    for (netns, ip) in &pods {
+        assert!(reach(stranger.netns(), ip), "ec2-b cannot reach pod {ip}");
+        assert!(
+            reach(netns, &first_host(STRANGER_BLOCK).to_string()),
+            "pod {ip} cannot reach ec2-b"
+        );
+    }
 }
