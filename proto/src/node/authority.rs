@@ -246,6 +246,11 @@ impl Authority {
             .collect();
     }
 
+    /// Kubernetes with a CA, before the Nodes are listed: nobody is routed yet.
+    fn awaits_nodes(&self) -> bool {
+        self.certificates == Certificates::Outsiders && self.nodes.is_none()
+    }
+
     /// Kubernetes with a CA: whether `member` is judged as a host outside the
     /// cluster (it has a certificate and no Node has its name).
     fn is_outsider(&self, member: &Member) -> bool {
@@ -390,7 +395,8 @@ impl Authority {
     }
 
     /// The unicast prefixes of `member` that may be routed; each refusal is counted,
-    /// and logged once per member and prefix.
+    /// and logged once per member and prefix. In Kubernetes mode with a CA, nothing is
+    /// routed until the Nodes are known, and that wait is not a refusal.
     pub fn admit(
         &mut self,
         member: &Member,
@@ -401,6 +407,7 @@ impl Authority {
         for prefix in unicast {
             match self.check_member(member, &prefix, underlays) {
                 Ok(()) => out.push(prefix),
+                Err(_) if self.awaits_nodes() => {}
                 Err(why) => {
                     if self.logged.insert((member.record.public_key, prefix)) {
                         self.refused += 1;
@@ -680,6 +687,8 @@ mod tests {
             a.check_member(&node2, &n("10.244.2.0/24"), &[]),
             Err(Refusal::NoNode)
         );
+        assert!(a.admit(&node2, vec![n("10.244.2.0/24")], &[]).is_empty());
+        assert_eq!(a.refused(), 0, "waiting for the Nodes is no refusal");
         a.set_nodes(vec![
             NodeFacts {
                 name: "node-2".into(),
