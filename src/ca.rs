@@ -145,19 +145,13 @@ fn read_cert(path: &Path, what: &str) -> Result<Certificate> {
     })
 }
 
-/// At start: the CA's key and this node's certificate, checked (one line naming the
-/// problem and the fix on any error).
-pub(crate) fn load(
-    ca_file: &Path,
-    cert_file: &Path,
-    key: &PublicKey,
-    name: &str,
-) -> Result<([u8; 32], Certificate)> {
-    let now = now_secs();
+/// At start: the CA's key, from its certificate, checked (one line naming the problem
+/// and the fix on any error).
+pub(crate) fn load_ca(ca_file: &Path) -> Result<[u8; 32]> {
     let root = read_cert(ca_file, "CA certificate")?;
     let ca = root.public_key;
-    match root.verify(&ca, now) {
-        Ok(()) => {}
+    match root.verify(&ca, now_secs()) {
+        Ok(()) => Ok(ca),
         Err(CertError::Expired(t)) => bail!(
             "CA certificate {} expired at {t} (Unix time): create a new CA and re-sign the nodes",
             ca_file.display()
@@ -167,6 +161,18 @@ pub(crate) fn load(
             ca_file.display()
         ),
     }
+}
+
+/// At start: the CA's key and this node's certificate, checked (one line naming the
+/// problem and the fix on any error).
+pub(crate) fn load(
+    ca_file: &Path,
+    cert_file: &Path,
+    key: &PublicKey,
+    name: &str,
+) -> Result<([u8; 32], Certificate)> {
+    let now = now_secs();
+    let ca = load_ca(ca_file)?;
     let cert = read_cert(cert_file, "node certificate")?;
     let c = cert_file.display();
     match cert.verify_for(&ca, now, key, name) {

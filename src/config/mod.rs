@@ -161,8 +161,12 @@ pub(crate) struct ClusterConfig {
     /// Range to claim a block from, with the block's prefix length.
     pub(crate) range: Option<(IpNet, u8)>,
     pub(crate) name: String,
-    /// The cluster CA certificate and this node's certificate (both or neither).
-    pub(crate) ca: Option<(PathBuf, PathBuf)>,
+    /// The cluster CA certificate and this node's certificate (in Kubernetes mode the
+    /// node's own certificate is optional).
+    pub(crate) ca: Option<(PathBuf, Option<PathBuf>)>,
+    /// A host outside a Kubernetes cluster: the cluster's pod range, with the block
+    /// length, where members without a certificate may announce blocks.
+    pub(crate) pod_range: Option<(IpNet, u8)>,
     /// Rotate the node's key on its own when it is this old.
     pub(crate) key_lifetime: Option<std::time::Duration>,
 }
@@ -188,17 +192,25 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
         .transpose()?;
     let name = s.name.unwrap_or_else(hostname);
     let ca = match (s.ca_file, s.cert_file) {
-        (Some(ca), Some(cert)) => Some((ca, cert)),
+        (Some(ca), cert) => Some((ca, cert)),
         (None, None) => None,
-        (Some(_), None) => bail!("--ca-file needs this node's certificate: give --cert-file FILE (sign one with `weftnet ca sign`)"),
         (None, Some(_)) => bail!("--cert-file needs the cluster CA: give --ca-file FILE (the ca.crt of `weftnet ca init`)"),
     };
+    let pod_range = s
+        .pod_range
+        .as_deref()
+        .map(|r| parse_pod_range(r, s.block_prefix_len))
+        .transpose()?;
+    if pod_range.is_some() && !ca.as_ref().is_some_and(|(_, cert)| cert.is_some()) {
+        bail!("--pod-range needs the cluster CA and this host's certificate: give --ca-file FILE and --cert-file FILE (the Kubernetes nodes admit a host outside the cluster only with a certificate)");
+    }
     if secret_files.is_empty() {
         let needs = [
             (!join.is_empty(), "--join"),
             (range.is_some(), "--range"),
             (advertise.is_some(), "--advertise-address"),
             (ca.is_some(), "--ca-file"),
+            (pod_range.is_some(), "--pod-range"),
             (s.key_lifetime.is_some(), "--key-lifetime"),
         ];
         if let Some((_, what)) = needs.iter().find(|(used, _)| *used) {
@@ -215,7 +227,7 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
         .as_deref()
         .map(crate::rotation::parse_lifetime)
         .transpose()?;
-    if key_lifetime.is_some() && ca.is_some() {
+    if key_lifetime.is_some() && ca.as_ref().is_some_and(|(_, cert)| cert.is_some()) {
         bail!("--key-lifetime cannot be used with --ca-file: with a cluster CA a new key needs a certificate from the CA, which the node cannot sign itself; rotate by hand (new key, `weftnet ca sign`, restart)");
     }
     Ok(Some(ClusterConfig {
@@ -225,8 +237,30 @@ fn cluster_config(s: ClusterSettings) -> Result<Option<ClusterConfig>> {
         range,
         name,
         ca,
+        pod_range,
         key_lifetime,
     }))
+}
+
+/// `--pod-range`: the cluster's pod range, with the block length of `--block-prefix-len`.
+fn parse_pod_range(text: &str, block: Option<u8>) -> Result<(IpNet, u8)> {
+    let range = text.trim().parse::<IpNet>().map_err(|_| {
+        anyhow!("invalid --pod-range {text:?}: give the cluster's pod range, such as 10.244.0.0/16")
+    })?;
+    let range = range.trunc();
+    let (default, max) = if range.addr().is_ipv4() {
+        (24, 32)
+    } else {
+        (64, 128)
+    };
+    let block = block.unwrap_or(default);
+    if block < range.prefix_len() || block > max {
+        bail!(
+            "invalid --block-prefix-len {block} for --pod-range {range}: give the cluster's block length, from {} to {max}",
+            range.prefix_len()
+        );
+    }
+    Ok((range, block))
 }
 
 /// `[multicast]`.
@@ -299,6 +333,14 @@ impl Config {
         if let (Some(k), Some(c), false) = (&kube, &mut cluster, named) {
             // In a cluster, a node is known by its Node name.
             c.name = k.node_name.clone();
+        }
+        if let (Some(c), None) = (&cluster, &kube) {
+            if matches!(c.ca, Some((_, None))) {
+                bail!("--ca-file needs this node's certificate: give --cert-file FILE (sign one with `weftnet ca sign`)");
+            }
+        }
+        if kube.is_some() && cluster.as_ref().is_some_and(|c| c.pod_range.is_some()) {
+            bail!("--pod-range is for a host outside the cluster; a Kubernetes node learns the pods from the API server: remove --pod-range");
         }
         if kube.is_some() && cluster.is_none() {
             bail!("--kubernetes needs the cluster secret: give --secret-file FILE (in a DaemonSet, mount the weftnet-secret Secret; create it with `weftnet gensecret`)");

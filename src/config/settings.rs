@@ -177,12 +177,18 @@ settings_group! {
         #[arg(long, env = "WEFTNET_NAME")]
         pub(crate) name: Option<String>,
         /// Cluster CA certificate (ca.crt from `weftnet ca init`): only members with a
-        /// certificate of this CA join, with the blocks it allows. Needs --cert-file.
+        /// certificate of this CA join, with the blocks it allows. Needs --cert-file,
+        /// except with --kubernetes (members outside the cluster need a certificate).
         #[arg(long, env = "WEFTNET_CA_FILE", value_name = "FILE")]
         pub(crate) ca_file: Option<PathBuf>,
         /// This node's certificate from `weftnet ca sign`. Needs --ca-file.
         #[arg(long, env = "WEFTNET_CERT_FILE", value_name = "FILE")]
         pub(crate) cert_file: Option<PathBuf>,
+        /// A host outside a Kubernetes cluster: the cluster's pod range. Members without
+        /// a certificate (the cluster's nodes) may announce blocks inside it; needs
+        /// --ca-file and --cert-file.
+        #[arg(long, env = "WEFTNET_POD_RANGE", value_name = "CIDR")]
+        pub(crate) pod_range: Option<String>,
         /// Rotate this node's key on its own when it is this old, e.g. 30d, 12h, 90s
         /// (as `weftnet rotate-key` does) [default: never].
         #[arg(long, env = "WEFTNET_KEY_LIFETIME", value_name = "DURATION")]

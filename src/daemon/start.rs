@@ -284,7 +284,11 @@ fn rotator(
     if !config.peers.is_empty() {
         return None;
     }
-    let c = config.cluster.as_ref().filter(|c| c.ca.is_none())?;
+    // With a certificate of its own, a new key needs the CA's signature.
+    let c = config
+        .cluster
+        .as_ref()
+        .filter(|c| c.ca.as_ref().is_none_or(|(_, cert)| cert.is_none()))?;
     let (state_dir, name, identity) = (config.state_dir.clone(), c.name.clone(), identity.clone());
     Some(Arc::new(move || {
         if rotated.swap(true, Ordering::SeqCst) {
@@ -492,25 +496,25 @@ async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<O
     Ok(Some(SocketAddr::new(ip, port)))
 }
 
-/// With a cluster CA: the CA's key and this node's certificate, checked.
-fn trust(
-    config: &Config,
-    key: &PrivateKey,
-) -> Result<Option<([u8; 32], weftnet_proto::cert::Certificate)>> {
+/// With a cluster CA: the CA's key and this node's certificate (if it has one),
+/// checked.
+fn trust(config: &Config, key: &PrivateKey) -> Result<Option<Trust>> {
     match config
         .cluster
         .as_ref()
         .and_then(|c| c.ca.as_ref().map(|ca| (c, ca)))
     {
-        Some((c, (ca_file, cert_file))) => Ok(Some(crate::ca::load(
-            ca_file,
-            cert_file,
-            &key.public_key(),
-            &c.name,
-        )?)),
+        Some((c, (ca_file, Some(cert_file)))) => {
+            let (ca, cert) = crate::ca::load(ca_file, cert_file, &key.public_key(), &c.name)?;
+            Ok(Some((ca, Some(cert))))
+        }
+        Some((_, (ca_file, None))) => Ok(Some((crate::ca::load_ca(ca_file)?, None))),
         None => Ok(None),
     }
 }
+
+/// The CA's key and this node's certificate, if it has one.
+type Trust = ([u8; 32], Option<weftnet_proto::cert::Certificate>);
 
 /// The node reconciler, which decides blocks, addresses, routes and peers from here on.
 fn reconciler(
@@ -518,18 +522,21 @@ fn reconciler(
     key: &PrivateKey,
     handover: Option<weftnet_proto::gossip::Handover>,
     secrets: zeroize::Zeroizing<Vec<[u8; 32]>>,
-    trust: Option<([u8; 32], weftnet_proto::cert::Certificate)>,
+    trust: Option<Trust>,
     host: &HostSide,
 ) -> Result<Node> {
     let gossip = match (&config.cluster, host.endpoint) {
         (Some(c), Some(endpoint)) => Some(GossipSetup {
             config: GossipConfig {
                 ca: trust.as_ref().map(|(ca, _)| *ca),
+                // Kubernetes nodes are vouched for by their Node, and a host outside
+                // the cluster trusts the nodes by --pod-range.
+                ca_optional: config.kube.is_some() || c.pod_range.is_some(),
                 ..GossipConfig::default()
             },
             secrets,
             identity: key.clone(),
-            certificate: trust.map(|(_, cert)| cert),
+            certificate: trust.and_then(|(_, cert)| cert),
             handover,
             name: c.name.clone(),
             endpoint,
@@ -570,6 +577,9 @@ fn reconciler(
     .map(|mut node| {
         if config.kube.as_ref().is_some_and(|k| k.chained.is_some()) {
             node.await_pod_addresses();
+        }
+        if let Some((range, block_len)) = config.cluster.as_ref().and_then(|c| c.pod_range) {
+            node.trust_pod_range(range, block_len);
         }
         node
     })

@@ -88,9 +88,22 @@ impl KubeNode {
         dir: &Path,
         range: &str,
     ) -> Self {
+        Self::start_with(host, name, kubeconfig, secret, dir, range, &[])
+    }
+    /// [`KubeNode::start`] with `extra` arguments (e.g. `--ca-file`).
+    pub fn start_with(
+        host: &Host,
+        name: &str,
+        kubeconfig: &Path,
+        secret: &Path,
+        dir: &Path,
+        range: &str,
+        extra: &[String],
+    ) -> Self {
         let cni = dir.join(name);
         std::fs::create_dir_all(cni.join("net.d")).expect("net.d");
-        let args = kube_args(name, kubeconfig, secret, &cni, Some(range));
+        let mut args = kube_args(name, kubeconfig, secret, &cni, Some(range));
+        args.extend(extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let d = Daemon::start(host, &args, "");
         KubeNode {

@@ -28,6 +28,7 @@
 //! Every external command is bounded by a timeout; nothing waits forever.
 
 pub mod bench;
+pub mod ca;
 pub mod chained;
 mod daemon;
 mod delay;

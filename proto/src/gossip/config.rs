@@ -61,6 +61,13 @@ pub struct GossipConfig {
     /// whose record carries a certificate of this CA, valid now, for their key and
     /// name are admitted. Default none.
     pub ca: Option<[u8; 32]>,
+    /// With `ca`: a record without a certificate is admitted too (a certificate that
+    /// is there must still be valid, and its expiry still ends the member), and this
+    /// node needs none of its own. For Kubernetes nodes, where the API server vouches
+    /// for members with a Node and the CA for members outside the cluster, and for a
+    /// host outside the cluster that trusts the cluster's nodes by `--pod-range`
+    /// (`node::authority`). Default false.
+    pub ca_optional: bool,
 }
 
 impl Default for GossipConfig {
@@ -84,6 +91,7 @@ impl Default for GossipConfig {
             max_members: 16_384,
             max_datagram: MAX_DATAGRAM,
             ca: None,
+            ca_optional: false,
         }
     }
 }

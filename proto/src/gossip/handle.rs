@@ -182,7 +182,7 @@ impl Gossip {
         }
         if let (Some(ca), true) = (&self.config.ca, e.claim.rank.is_live()) {
             let Some(cert) = b.certificate else {
-                return Ok(Some(GossipError::Uncertified));
+                return Ok((!self.config.ca_optional).then_some(GossipError::Uncertified));
             };
             let now = self.now_secs();
             let ok = if known {

@@ -304,8 +304,9 @@ impl Gossip {
         }
     }
 
-    /// With a cluster CA: live members whose certificate has expired are declared
-    /// dead (and the news spreads; their refutations fail the certificate check).
+    /// With a cluster CA: live members whose certificate has expired (or that have
+    /// none, unless certificates are optional) are declared dead (and the news
+    /// spreads; their refutations fail the certificate check).
     pub(super) fn expire_certificates(&mut self) {
         if self.config.ca.is_none() {
             return;
@@ -321,7 +322,7 @@ impl Gossip {
                     .and_then(|s| s.record.as_ref())
                     .and_then(|r| super::codec::parse_record_body(r.bytes()).ok())
                     .and_then(|b| b.certificate)
-                    .is_none_or(|c| now > c.not_after)
+                    .map_or(!self.config.ca_optional, |c| now > c.not_after)
             })
             .copied()
             .collect();

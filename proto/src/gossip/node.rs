@@ -181,6 +181,7 @@ impl Gossip {
         if let Some(ca) = &config.ca {
             let secs = boot_epoch / 1000;
             match &me.certificate {
+                None if config.ca_optional => {}
                 None => {
                     return Err(ConfigError::Certificate(
                         "none given, but the mesh has a cluster CA".into(),

@@ -12,7 +12,17 @@
 //! block claimed inside `--range`). With a cluster CA (standalone), a member's prefixes
 //! must lie in the blocks of its certificate, or be a block claimed inside `--range`
 //! if the certificate allows claiming (the gossip layer has already checked that the
-//! certificate is the CA's, valid, and issued for the member's key and name). Each
+//! certificate is the CA's, valid, and issued for the member's key and name).
+//!
+//! Hosts outside a Kubernetes cluster ([`Certificates::Outsiders`],
+//! [`Certificates::PodRange`]): on the cluster's nodes (`--kubernetes --ca-file`) a
+//! member with a Node is judged by its Node as above, and a member with no Node of its
+//! name is admitted only with a certificate of the CA, and routed only for the blocks
+//! of that certificate that overlap no Node's pod CIDRs and hold no Pod's address (it
+//! can never claim the range, a Node's name or a pod). On the outside host, which has
+//! no API server (`--pod-range`), a member with a certificate is judged by it, and a
+//! member without one (a cluster node) may announce only prefixes inside the pod
+//! range, no larger than a block, that overlap no live member's certificate. Each
 //! refusal is counted and logged once per member and prefix.
 
 use crate::gossip::Member;
@@ -43,6 +53,31 @@ pub enum Refusal {
     OutsideCertificate,
     /// Chained mode: not the address of a Pod on the member's Node (as a host prefix).
     NotItsPod,
+    /// A member outside the cluster: overlaps a Node's pod CIDRs or holds a Pod's
+    /// address (whatever its certificate says).
+    ClusterPods,
+    /// Outside host: a member without a certificate announced a prefix outside
+    /// `--pod-range`, larger than a block of it, or overlapping a certificate's blocks.
+    OutsidePodRange,
+}
+
+/// How the cluster CA takes part in the checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Certificates {
+    /// No CA.
+    #[default]
+    Off,
+    /// Standalone with a CA: every member's prefixes must be in its certificate.
+    Required,
+    /// Kubernetes with a CA: a member with a Node is judged by its Node; one without
+    /// is admitted only with a certificate, for its blocks outside the cluster's pods.
+    /// Until the Nodes are known, members without a Node's vouching get nothing.
+    Outsiders,
+    /// A host outside a Kubernetes cluster (`--pod-range` with the prefix length of a
+    /// block): members with a certificate are judged by it; members without one (the
+    /// cluster's nodes) may announce blocks inside this range that no certificate of a
+    /// live member overlaps.
+    PodRange(IpNet, u8),
 }
 
 /// A Kubernetes Node as the authority reads it.
@@ -69,6 +104,10 @@ impl Refusal {
             Self::OutsideNodePodCidrs => "outside its Node's pod CIDRs",
             Self::OutsideCertificate => "outside the blocks of its certificate",
             Self::NotItsPod => "not the address of a Pod on its Node",
+            Self::ClusterPods => "overlaps the cluster's pods (a Node's pod CIDR or a Pod)",
+            Self::OutsidePodRange => {
+                "no certificate, and outside --pod-range, larger than a block or on a certified block"
+            }
         }
     }
 }
@@ -102,8 +141,10 @@ pub struct Authority {
     reserved: Vec<IpNet>,
     /// Kubernetes mode, once the Nodes are listed: the Nodes by name.
     nodes: Option<BTreeMap<String, NodeFacts>>,
-    /// Cluster CA: prefixes must be in the member's certificate.
-    certificates: bool,
+    /// How the cluster CA takes part.
+    certificates: Certificates,
+    /// Outside host: the blocks of the live members' certificates.
+    vouched: Vec<IpNet>,
     /// Chained mode (beside another CNI), once the Pods are listed: each Node's pod
     /// addresses. A member's prefixes must then be host prefixes of its own Node's pods.
     pods: Option<BTreeMap<String, BTreeSet<IpAddr>>>,
@@ -127,7 +168,8 @@ impl Authority {
             statics,
             reserved,
             nodes: None,
-            certificates: false,
+            certificates: Certificates::Off,
+            vouched: Vec::new(),
             pods: None,
             logged: BTreeSet::new(),
             refused: 0,
@@ -182,7 +224,80 @@ impl Authority {
     /// With a cluster CA: from now on a member's prefixes must lie in the blocks of its
     /// certificate (or be a block of the range, if the certificate allows claiming).
     pub fn require_certificates(&mut self) {
-        self.certificates = true;
+        self.certificates = Certificates::Required;
+    }
+
+    /// How the cluster CA takes part from now on ([`Certificates`]).
+    pub fn set_certificates(&mut self, how: Certificates) {
+        self.certificates = how;
+    }
+
+    /// Outside host: the live members, whose certificates' blocks no member without a
+    /// certificate may announce.
+    pub fn note_vouched(&mut self, members: &[Member]) {
+        if !matches!(self.certificates, Certificates::PodRange(..)) {
+            return;
+        }
+        self.vouched = members
+            .iter()
+            .filter(|m| m.state.is_live())
+            .filter_map(|m| m.record.certificate.as_ref())
+            .flat_map(|c| c.blocks.iter().copied())
+            .collect();
+    }
+
+    /// Kubernetes with a CA, before the Nodes are listed: nobody is routed yet.
+    fn awaits_nodes(&self) -> bool {
+        self.certificates == Certificates::Outsiders && self.nodes.is_none()
+    }
+
+    /// Kubernetes with a CA: whether `member` is judged as a host outside the
+    /// cluster (it has a certificate and no Node has its name).
+    fn is_outsider(&self, member: &Member) -> bool {
+        self.certificates == Certificates::Outsiders
+            && member.record.certificate.is_some()
+            && self
+                .nodes
+                .as_ref()
+                .is_some_and(|nodes| !nodes.contains_key(&member.record.name))
+    }
+
+    /// Kubernetes with a CA: a member outside the cluster may announce the blocks of
+    /// its certificate (never claim one), but nothing of the cluster's pods.
+    fn check_outsider(&self, member: &Member, prefix: &IpNet) -> Result<(), Refusal> {
+        let cert = member
+            .record
+            .certificate
+            .as_ref()
+            .ok_or(Refusal::OutsideCertificate)?;
+        if !cert.blocks.iter().any(|b| b.contains(prefix)) {
+            return Err(Refusal::OutsideCertificate);
+        }
+        let nodes = self.nodes.as_ref().ok_or(Refusal::NoNode)?;
+        if nodes
+            .values()
+            .flat_map(|n| n.pod_cidrs.iter())
+            .any(|c| overlaps(c, prefix))
+        {
+            return Err(Refusal::ClusterPods);
+        }
+        if let Some(pods) = &self.pods {
+            if pods.values().flatten().any(|ip| prefix.contains(ip)) {
+                return Err(Refusal::ClusterPods);
+            }
+        }
+        Ok(())
+    }
+
+    /// Outside host: a member without a certificate (a cluster node) may announce a
+    /// block inside the pod range that no live member's certificate overlaps.
+    fn check_uncertified(&self, prefix: &IpNet, range: &IpNet, len: u8) -> Result<(), Refusal> {
+        let inside = range.contains(prefix) && prefix.prefix_len() >= len;
+        if inside && !self.vouched.iter().any(|v| overlaps(v, prefix)) {
+            Ok(())
+        } else {
+            Err(Refusal::OutsidePodRange)
+        }
     }
 
     /// Whether the Kubernetes API server is the authority (the Nodes are known).
@@ -191,13 +306,17 @@ impl Authority {
     }
 
     /// Whether `member` may be a peer at all: always, but in Kubernetes mode (once the
-    /// Nodes are known) only with a Node of its name at its endpoint's address.
+    /// Nodes are known) only with a Node of its name at its endpoint's address, or,
+    /// with a CA ([`Certificates::Outsiders`]), with a certificate and no Node of its
+    /// name. In Kubernetes mode with a CA, nobody before the Nodes are known.
     pub fn admits(&self, member: &Member) -> bool {
-        self.nodes.as_ref().is_none_or(|nodes| {
-            nodes
-                .get(&member.record.name)
-                .is_some_and(|n| n.internal_ips.contains(&member.record.endpoint.ip()))
-        })
+        let Some(nodes) = &self.nodes else {
+            return self.certificates != Certificates::Outsiders;
+        };
+        match nodes.get(&member.record.name) {
+            Some(n) => n.internal_ips.contains(&member.record.endpoint.ip()),
+            None => self.is_outsider(member),
+        }
     }
 
     /// [`Authority::check`], and in Kubernetes mode the member's Node.
@@ -208,7 +327,20 @@ impl Authority {
         underlays: &[IpAddr],
     ) -> Result<(), Refusal> {
         self.check(prefix, underlays)?;
-        if self.certificates {
+        match self.certificates {
+            Certificates::Outsiders if self.nodes.is_none() => return Err(Refusal::NoNode),
+            Certificates::Outsiders if self.is_outsider(member) => {
+                return self.check_outsider(member, prefix)
+            }
+            Certificates::PodRange(range, len) if member.record.certificate.is_none() => {
+                return self.check_uncertified(prefix, &range, len)
+            }
+            _ => {}
+        }
+        if matches!(
+            self.certificates,
+            Certificates::Required | Certificates::PodRange(..)
+        ) {
             let cert = member
                 .record
                 .certificate
@@ -263,7 +395,8 @@ impl Authority {
     }
 
     /// The unicast prefixes of `member` that may be routed; each refusal is counted,
-    /// and logged once per member and prefix.
+    /// and logged once per member and prefix. In Kubernetes mode with a CA, nothing is
+    /// routed until the Nodes are known, and that wait is not a refusal.
     pub fn admit(
         &mut self,
         member: &Member,
@@ -274,6 +407,7 @@ impl Authority {
         for prefix in unicast {
             match self.check_member(member, &prefix, underlays) {
                 Ok(()) => out.push(prefix),
+                Err(_) if self.awaits_nodes() => {}
                 Err(why) => {
                     if self.logged.insert((member.record.public_key, prefix)) {
                         self.refused += 1;
@@ -518,5 +652,172 @@ mod tests {
         let mut got = a.admit(&m, vec![n("10.47.9.0/24"), n("10.99.0.0/24")], &[]);
         got.sort();
         assert_eq!(got, vec![n("10.47.9.0/24")]);
+    }
+
+    /// Kubernetes with a CA: a host outside the cluster is a member only with a
+    /// certificate of the CA, and is routed only for the blocks of its certificate that
+    /// are not the cluster's pods; without a certificate, under a Node's name, or
+    /// before the Nodes are known it gets nothing, and the Nodes' members are judged by
+    /// their Nodes as before.
+    #[test]
+    fn in_kubernetes_mode_a_host_outside_needs_a_certificate_for_its_blocks() {
+        let ca = crate::cert::Ca::from_seed(&[2; 32]);
+        let mut a = Authority::new(Some((n("10.244.0.0/16"), 24)), &[], vec![]);
+        a.set_certificates(Certificates::Outsiders);
+        let certified = |name: &str, endpoint: &str, blocks: &[&str], claim: bool| {
+            let mut m = member(name, endpoint, &[]);
+            m.record.certificate = ca
+                .issue(
+                    name,
+                    *m.record.public_key.as_bytes(),
+                    blocks.iter().map(|b| n(b)).collect(),
+                    claim,
+                    0,
+                    u64::MAX,
+                )
+                .ok();
+            m
+        };
+        let ec2 = certified("ec2-a", "192.0.2.50:51820", &["10.244.250.0/24"], true);
+        let node2 = member("node-2", "192.0.2.2:51820", &[]);
+        let mine = n("10.244.250.0/24");
+        assert!(!a.admits(&ec2) && !a.admits(&node2), "Nodes not known yet");
+        assert_eq!(a.check_member(&ec2, &mine, &[]), Err(Refusal::NoNode));
+        assert_eq!(
+            a.check_member(&node2, &n("10.244.2.0/24"), &[]),
+            Err(Refusal::NoNode)
+        );
+        assert!(a.admit(&node2, vec![n("10.244.2.0/24")], &[]).is_empty());
+        assert_eq!(a.refused(), 0, "waiting for the Nodes is no refusal");
+        a.set_nodes(vec![
+            NodeFacts {
+                name: "node-2".into(),
+                pod_cidrs: vec![n("10.244.2.0/24")],
+                internal_ips: vec![ip("192.0.2.2")],
+            },
+            NodeFacts {
+                name: "node-3".into(),
+                pod_cidrs: vec![],
+                internal_ips: vec![ip("192.0.2.3")],
+            },
+        ]);
+        // The Nodes' members, as without a CA.
+        assert!(a.admits(&node2));
+        assert_eq!(a.check_member(&node2, &n("10.244.2.0/24"), &[]), Ok(()));
+        let node3 = member("node-3", "192.0.2.3:51820", &[]);
+        assert_eq!(a.check_member(&node3, &n("10.244.9.0/24"), &[]), Ok(()));
+        // The certified outsider: its blocks, and nothing else.
+        assert!(a.admits(&ec2));
+        assert_eq!(a.check_member(&ec2, &mine, &[]), Ok(()));
+        assert_eq!(a.check_member(&ec2, &n("10.244.250.7/32"), &[]), Ok(()));
+        for (p, why) in [
+            ("10.244.251.0/24", Refusal::OutsideCertificate),
+            ("10.244.9.0/24", Refusal::OutsideCertificate),
+            ("10.244.0.0/16", Refusal::LargerThanBlock),
+            ("10.99.0.0/24", Refusal::OutsideRange),
+            ("0.0.0.0/0", Refusal::Reserved),
+            ("192.0.2.50/32", Refusal::Underlay),
+        ] {
+            assert_eq!(
+                a.check_member(&ec2, &n(p), &[ip("192.0.2.50")]),
+                Err(why),
+                "{p}"
+            );
+        }
+        // A certificate for a Node's pod CIDR does not give it the pods.
+        let greedy = certified("ec2-b", "192.0.2.51:51820", &["10.244.0.0/16"], false);
+        assert!(a.admits(&greedy));
+        assert_eq!(
+            a.check_member(&greedy, &n("10.244.2.0/24"), &[]),
+            Err(Refusal::ClusterPods)
+        );
+        assert_eq!(
+            a.check_member(&greedy, &n("10.244.2.9/32"), &[]),
+            Err(Refusal::ClusterPods)
+        );
+        assert_eq!(a.check_member(&greedy, &n("10.244.77.0/24"), &[]), Ok(()));
+        // Under a Node's name it is that Node's member, and elsewhere it is no one.
+        let impostor = certified("node-2", "192.0.2.50:51820", &["10.244.2.0/24"], false);
+        assert!(!a.admits(&impostor));
+        assert_eq!(
+            a.check_member(&impostor, &n("10.244.2.0/24"), &[]),
+            Err(Refusal::NoNode)
+        );
+        // Without a certificate, a host with no Node is no one.
+        let stranger = member("ec2-c", "192.0.2.52:51820", &[]);
+        assert!(!a.admits(&stranger));
+        assert_eq!(
+            a.check_member(&stranger, &n("10.244.252.0/24"), &[]),
+            Err(Refusal::NoNode)
+        );
+        // Refusals are counted once per member and prefix.
+        let before = a.refused();
+        let got = a.admit(&ec2, vec![mine, n("10.244.251.0/24")], &[]);
+        assert_eq!(got, vec![mine]);
+        a.admit(&ec2, vec![n("10.244.251.0/24")], &[]);
+        assert_eq!(a.refused(), before + 1);
+        // Chained mode: no outsider holds a pod's address.
+        a.set_pod_addresses(BTreeMap::from([(
+            "node-3".to_string(),
+            BTreeSet::from([ip("10.244.77.10")]),
+        )]));
+        assert_eq!(
+            a.check_member(&greedy, &n("10.244.77.0/24"), &[]),
+            Err(Refusal::ClusterPods)
+        );
+        assert_eq!(a.check_member(&greedy, &n("10.244.78.0/24"), &[]), Ok(()));
+    }
+
+    /// The host outside the cluster (`--pod-range`): the cluster's nodes, which carry
+    /// no certificate, may announce blocks of the pod range but not a certified
+    /// member's block; certified members are confined to their certificates.
+    #[test]
+    fn outside_the_cluster_uncertified_nodes_stay_in_the_pod_range() {
+        let ca = crate::cert::Ca::from_seed(&[3; 32]);
+        let mut a = Authority::new(None, &[], vec![]);
+        a.set_certificates(Certificates::PodRange(n("10.244.0.0/16"), 24));
+        let node2 = member("node-2", "192.0.2.2:51820", &[]);
+        let mut ec2b = member("ec2-b", "192.0.2.51:51820", &[]);
+        ec2b.record.certificate = ca
+            .issue(
+                "ec2-b",
+                *ec2b.record.public_key.as_bytes(),
+                vec![n("10.244.251.0/24")],
+                false,
+                0,
+                u64::MAX,
+            )
+            .ok();
+        a.note_vouched(&[node2.clone(), ec2b.clone()]);
+        assert!(a.admits(&node2) && a.admits(&ec2b));
+        assert_eq!(a.check_member(&node2, &n("10.244.2.0/24"), &[]), Ok(()));
+        assert_eq!(a.check_member(&node2, &n("10.244.2.0/25"), &[]), Ok(()));
+        for p in [
+            "10.244.0.0/16",
+            "10.244.0.0/23",
+            "10.245.0.0/24",
+            "10.244.251.0/24",
+            "10.244.251.9/32",
+        ] {
+            assert_eq!(
+                a.check_member(&node2, &n(p), &[]),
+                Err(Refusal::OutsidePodRange),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            a.check_member(&node2, &n("0.0.0.0/0"), &[]),
+            Err(Refusal::Reserved)
+        );
+        assert_eq!(a.check_member(&ec2b, &n("10.244.251.0/24"), &[]), Ok(()));
+        assert_eq!(
+            a.check_member(&ec2b, &n("10.244.2.0/24"), &[]),
+            Err(Refusal::OutsideCertificate)
+        );
+        // A dead member's certificate vouches for nothing any more.
+        let mut dead = ec2b.clone();
+        dead.state = crate::gossip::MemberState::Dead;
+        a.note_vouched(&[node2.clone(), dead]);
+        assert_eq!(a.check_member(&node2, &n("10.244.251.0/24"), &[]), Ok(()));
     }
 }

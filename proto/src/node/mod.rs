@@ -36,7 +36,7 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
-pub use authority::{Authority, NodeFacts, Refusal};
+pub use authority::{Authority, Certificates, NodeFacts, Refusal};
 pub use blocks::{gateway, routes_needed, Blocks, Link};
 pub use diagnose::{Notice, SeedSource, SeedState, SeedStatus};
 pub use evidence::LIFE_EVIDENCE;
@@ -279,12 +279,13 @@ impl Node {
             .flat_map(|p| p.peer.allowed_ips.iter().copied())
             .collect();
         let mut checks = Authority::new(config.range, &config.addresses, static_prefixes);
-        if config
-            .gossip
-            .as_ref()
-            .is_some_and(|g| g.config.ca.is_some())
-        {
-            checks.require_certificates();
+        match config.gossip.as_ref().map(|g| &g.config) {
+            Some(g) if g.ca.is_some() && g.ca_optional => {
+                // Kubernetes with a CA, until told otherwise (`trust_pod_range`).
+                checks.set_certificates(Certificates::Outsiders);
+            }
+            Some(g) if g.ca.is_some() => checks.require_certificates(),
+            _ => {}
         }
         let mut seeds = Vec::new();
         let mut known = Vec::new();
@@ -509,6 +510,15 @@ impl Node {
             self.announce(now);
         }
         self.process(now, false);
+    }
+
+    /// A host outside a Kubernetes cluster (`--pod-range`, with the prefix length of a
+    /// block): members without a certificate (the cluster's nodes) may announce
+    /// blocks inside `range` that no live member's certificate overlaps; members with
+    /// one, the blocks of their certificate ([`Certificates::PodRange`]).
+    pub fn trust_pod_range(&mut self, range: IpNet, block_len: u8) {
+        self.authority
+            .set_certificates(Certificates::PodRange(range, block_len));
     }
 
     /// Chained mode, from start: no member's prefix is routed until the Nodes and the

@@ -92,6 +92,7 @@ pub(super) fn wanted(
     authority: &mut Authority,
     underlays: &[IpAddr],
 ) -> Vec<PeerSpec> {
+    authority.note_vouched(members);
     let mut seen: HashSet<PublicKey> = statics.iter().map(|p| p.peer.public_key).collect();
     let mut specs = statics.to_vec();
     let live = members.iter().filter(|m| {

@@ -60,6 +60,34 @@ fn cluster_errors_name_the_problem_and_the_fix() {
         ""
     )
     .contains("--ca-file needs the cluster secret"));
+    // A host outside a Kubernetes cluster: --pod-range with its certificate.
+    let trust = ["--ca-file", "/ca.crt", "--cert-file", "/n.crt"];
+    assert!(error(
+        &[&s[..], &a[..], &["--pod-range", "10.244.0.0/16"]].concat(),
+        ""
+    )
+    .contains("--pod-range needs the cluster CA and this host's certificate"));
+    assert!(error(
+        &[&s[..], &a[..], &trust[..], &["--pod-range", "10.244.0.0"]].concat(),
+        ""
+    )
+    .contains("invalid --pod-range"));
+    assert!(error(
+        &[
+            &s[..],
+            &trust[..],
+            &[
+                "--kubernetes",
+                "--node-name",
+                "n1",
+                "--pod-range",
+                "10.244.0.0/16"
+            ]
+        ]
+        .concat(),
+        ""
+    )
+    .contains("--pod-range is for a host outside the cluster"));
 }
 
 #[test]

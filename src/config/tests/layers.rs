@@ -165,7 +165,27 @@ fn every_documented_file_key_is_accepted() {
     assert_eq!(cl.range.map(|r| r.1), Some(24));
     assert_eq!(
         cl.ca,
-        Some((PathBuf::from("/ca.crt"), PathBuf::from("/a.crt")))
+        Some((PathBuf::from("/ca.crt"), Some(PathBuf::from("/a.crt"))))
+    );
+}
+
+/// A host outside a Kubernetes cluster: `pod_range` with the CA and its certificate;
+/// a Kubernetes node: `ca_file` alone.
+#[test]
+fn pod_range_outside_the_cluster_and_a_ca_alone_in_it() {
+    let file = "address = \"10.244.250.1/24\"\n[cluster]\nsecret_file = \"/x\"\nca_file = \"/ca.crt\"\ncert_file = \"/a.crt\"\npod_range = \"10.244.0.0/16\"\n";
+    let (a, _f) = args(&[], file);
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(
+        c.cluster.expect("cluster").pod_range,
+        Some(("10.244.0.0/16".parse().expect("net"), 24))
+    );
+    let file = "[cluster]\nsecret_file = \"/x\"\nca_file = \"/ca.crt\"\n[kubernetes]\nenabled = true\nnode_name = \"n1\"\n";
+    let (a, _f) = args(&[], file);
+    let c = Config::load(&a).expect("valid");
+    assert_eq!(
+        c.cluster.expect("cluster").ca,
+        Some((PathBuf::from("/ca.crt"), None))
     );
 }
 
@@ -207,6 +227,7 @@ fn every_up_flag_has_its_environment_variable() {
             "name",
             "ca-file",
             "cert-file",
+            "pod-range",
             "key-lifetime",
             "multicast-allow",
             "multicast-deny",

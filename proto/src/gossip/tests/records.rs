@@ -349,3 +349,74 @@ fn with_a_ca_only_certified_members_enter() {
         Some(MemberState::Alive)
     );
 }
+
+/// With a CA whose certificates are optional (Kubernetes nodes, a host outside the
+/// cluster), a record without a certificate enters and a node needs none of its own,
+/// but a certificate that is there is checked as always, and its expiry still ends
+/// the member.
+#[test]
+fn with_an_optional_ca_uncertified_members_enter_and_bad_certificates_do_not() {
+    let now = Instant::now();
+    let ca = Ca::from_seed(&[0xcc; 32]);
+    let rogue = Ca::from_seed(&[0xcd; 32]);
+    let epoch = T * 1000;
+    let cert_for = |ca: &Ca, i: u8, until: u64| {
+        ca.issue(
+            &format!("n{i}"),
+            *key(i).public_key().as_bytes(),
+            vec![net(&format!("10.47.{i}.0/24"))],
+            false,
+            T - 10,
+            until,
+        )
+        .expect("fits")
+    };
+    let config = GossipConfig {
+        ca_optional: true,
+        ..ca_config(&ca)
+    };
+    let mut g = Gossip::new(config, &[SECRET], &key(1), record(1), epoch, 1, now)
+        .expect("no certificate needed");
+    let to = key(1).public_key();
+    let from = record(3).endpoint;
+    let c = claim(epoch, 0, Rank::Alive);
+    let mut forged = record(5);
+    forged.certificate = Some(cert_for(&rogue, 5, T + 3600));
+    let d = seal_msgs(
+        &key(3),
+        epoch,
+        1,
+        Some(&to),
+        &[rumor(signed_entry(&key(5), &forged, c, Rank::Alive))],
+    );
+    assert_eq!(
+        g.handle_datagram(from, &d, now),
+        Err(GossipError::Uncertified)
+    );
+    assert!(g.member(&key(5).public_key()).is_none());
+    let mut r7 = record(7);
+    r7.certificate = Some(cert_for(&ca, 7, T + 30));
+    let d = seal_msgs(
+        &key(3),
+        epoch,
+        2,
+        Some(&to),
+        &[
+            rumor(signed_entry(&key(6), &record(6), c, Rank::Alive)),
+            rumor(signed_entry(&key(7), &r7, c, Rank::Alive)),
+        ],
+    );
+    assert_eq!(g.handle_datagram(from, &d, now), Ok(()));
+    assert!(g.member(&key(6).public_key()).is_some(), "no certificate");
+    assert!(g.member(&key(7).public_key()).is_some(), "a valid one");
+    g.handle_timeout(now + Duration::from_secs(40));
+    assert_eq!(
+        g.member(&key(7).public_key()).map(|m| m.state),
+        Some(MemberState::Dead),
+        "expired"
+    );
+    assert_eq!(
+        g.member(&key(6).public_key()).map(|m| m.state),
+        Some(MemberState::Alive)
+    );
+}
