@@ -87,9 +87,12 @@ impl Dataplane {
         batch: &mut TxBatch,
         from: Option<Port>,
     ) {
-        let local = |group| self.pods.as_ref().is_some_and(|p| p.has_members(group, from));
-        let rep = match replicator.outbound_with(Instant::now(), packet, &mesh.membership, local)
-        {
+        let local = |group| {
+            self.pods
+                .as_ref()
+                .is_some_and(|p| p.has_members(group, from))
+        };
+        let rep = match replicator.outbound_with(Instant::now(), packet, &mesh.membership, local) {
             Ok(rep) => rep,
             Err(McastDrop::Control) => {
                 // A pod's report makes its own veth a member, and the node announces

@@ -24,83 +24,89 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use weftnet_proto::ethernet::multicast_ip_packet;
 use weftnet_proto::multicast::{parse_control, GroupConfig, PodPorts, Port, PortDrop, Replicator};
+use weftnet_proto::offload::split;
 
 /// `SO_ATTACH_FILTER` (not in the libc crate for every target).
 const SO_ATTACH_FILTER: libc::c_int = 26;
 /// `PACKET_MULTICAST`: a frame to a multicast MAC, received.
 const PACKET_MULTICAST: u32 = 2;
+/// `PACKET_VNET_HDR`: a virtio-net header before each frame read.
+const PACKET_VNET_HDR: libc::c_int = 15;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
-/// The packet socket on the node's interfaces.
+/// The packet sockets on the node's interfaces: `rx` reads (with a virtio-net header
+/// before each frame, so that a checksum a pod's veth left to offload is completed
+/// here), `tx` writes.
 pub(crate) struct PodLink {
-    fd: OwnedFd,
+    rx: OwnedFd,
+    tx: OwnedFd,
+}
+
+/// A packet socket of `kind` for no protocol yet (it takes no frame).
+fn packet_socket(kind: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// setsockopt(2) with a value of type `T`.
+fn set_option<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is valid for reads of its size for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl PodLink {
-    /// Opens the socket (needs `CAP_NET_RAW`). It takes no frame until the filter is
-    /// attached: it is created for no protocol and bound to all of them afterwards.
+    /// Opens the sockets (needs `CAP_NET_RAW`). The reading one takes no frame until
+    /// its filter is attached: it is created for no protocol and bound to all of them
+    /// afterwards.
     pub(crate) fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the descriptor is owned at once.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let rx = packet_socket(libc::SOCK_RAW)?;
         let ld_pkttype = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
         let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
         let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+        let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
         let mut filter = [
-            libc::sock_filter {
-                code: ld_pkttype,
-                jt: 0,
-                jf: 0,
-                k: (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32,
-            },
-            libc::sock_filter {
-                code: jeq,
-                jt: 0,
-                jf: 1,
-                k: PACKET_MULTICAST,
-            },
-            libc::sock_filter {
-                code: ret,
-                jt: 0,
-                jf: 0,
-                k: u32::MAX,
-            },
-            libc::sock_filter {
-                code: ret,
-                jt: 0,
-                jf: 0,
-                k: 0,
-            },
+            op(
+                ld_pkttype,
+                0,
+                0,
+                (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32,
+            ),
+            op(jeq, 0, 1, PACKET_MULTICAST),
+            op(ret, 0, 0, u32::MAX),
+            op(ret, 0, 0, 0),
         ];
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
             filter: filter.as_mut_ptr(),
         };
-        // SAFETY: `prog` points at `filter`, alive for the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_ATTACH_FILTER,
-                (&prog as *const libc::sock_fprog).cast(),
-                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_option(&rx, libc::SOL_SOCKET, SO_ATTACH_FILTER, &prog)?;
+        set_option(&rx, libc::SOL_PACKET, PACKET_VNET_HDR, &1 as &libc::c_int)?;
         // SAFETY: sockaddr_ll is plain data; all zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -108,7 +114,7 @@ impl PodLink {
         // SAFETY: `sll` is a valid sockaddr_ll of the given size.
         let rc = unsafe {
             libc::bind(
-                fd.as_raw_fd(),
+                rx.as_raw_fd(),
                 (&sll as *const libc::sockaddr_ll).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
@@ -116,19 +122,20 @@ impl PodLink {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self { fd })
+        let tx = packet_socket(libc::SOCK_DGRAM)?;
+        Ok(Self { rx, tx })
     }
 
-    /// One received packet (its network header onwards): its length, the interface
-    /// index it came in on, and its EtherType.
-    fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, u32, u16)> {
+    /// One read: a virtio-net header and the Ethernet frame, its length (more than
+    /// `buf` holds if it was cut), and the interface index it came in on.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
         // SAFETY: as above.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         // SAFETY: `buf` and `sll` are valid for writes of the sizes given.
         let n = unsafe {
             libc::recvfrom(
-                self.fd.as_raw_fd(),
+                self.rx.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 libc::MSG_TRUNC,
@@ -139,8 +146,7 @@ impl PodLink {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let index = u32::try_from(sll.sll_ifindex).unwrap_or(0);
-        Ok((n as usize, index, u16::from_be(sll.sll_protocol)))
+        Ok((n as usize, u32::try_from(sll.sll_ifindex).unwrap_or(0)))
     }
 
     /// Writes `packet` (IPv4 or IPv6, multicast destination) onto interface `port` as
@@ -165,7 +171,7 @@ impl PodLink {
         // SAFETY: `packet` and `sll` are valid for reads of the sizes given.
         let n = unsafe {
             libc::sendto(
-                self.fd.as_raw_fd(),
+                self.tx.as_raw_fd(),
                 packet.as_ptr().cast(),
                 packet.len(),
                 0,
@@ -197,9 +203,9 @@ pub(crate) struct PodCounters {
 pub(crate) struct PodStats {
     /// Pod veths known (from the CNI plugin's records).
     pub(crate) ports: u64,
-    /// Multicast frames read (from any interface of the node).
+    /// Frames to a multicast MAC read (from any interface of the node).
     pub(crate) rx_frames: u64,
-    /// Frames read that are not IP multicast (or too big).
+    /// Frames read that are not IP multicast (or too big for the buffer).
     pub(crate) ignored_frames: u64,
     /// IP multicast from interfaces that are not a pod's veth (ignored).
     pub(crate) other_interfaces: u64,
@@ -314,6 +320,36 @@ impl Dataplane {
         self.pods.as_ref().map(Pods::snapshot)
     }
 
+    /// One frame from interface `port`: IP multicast from a pod's veth, with the pod's
+    /// own source, goes the way of multicast read from the TUN.
+    fn pod_frame(
+        &self,
+        mesh: &super::mesh::Mesh,
+        replicator: &mut Replicator,
+        port: Port,
+        frame: &[u8],
+        scratch: &mut [u8],
+        batch: &mut super::outbound::TxBatch,
+    ) {
+        let Some(pods) = &self.pods else {
+            return;
+        };
+        let packet = match multicast_ip_packet(frame) {
+            Ok(Some(packet)) => packet,
+            Ok(None) => return bump(&pods.counters.ignored),
+            Err(_) => return bump(&pods.counters.malformed),
+        };
+        let admitted = pods.table.lock().admit(port, packet);
+        if let Err(e) = admitted {
+            return bump(match e {
+                PortDrop::UnknownPort => &pods.counters.unknown_port,
+                PortDrop::ForeignSource => &pods.counters.foreign_source,
+                PortDrop::Malformed => &pods.counters.malformed,
+            });
+        }
+        self.multicast_out(mesh, replicator, packet, scratch, batch, Some(port));
+    }
+
     /// Reads multicast frames from the pods' veths until stopped, with this thread's
     /// own `Replicator` and rate budget (as bridge mode's L2 port); fails if the
     /// socket cannot be read or polled, or if there are no pod ports.
@@ -324,9 +360,10 @@ impl Dataplane {
         let mut replicator = Replicator::new(self.multicast.filter.clone(), self.rate_limit());
         let mut buf = vec![0u8; BUF];
         let mut scratch = vec![0u8; BUF];
+        let mut segment = vec![0u8; BUF];
         let mut batch = super::outbound::TxBatch::new(self.udp[0].max_segments(), 0);
         while !self.stopping() {
-            let (n, port, protocol) = match pods.link.recv(&mut buf) {
+            let (n, port) = match pods.link.recv(&mut buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     batch.flush(self);
@@ -334,7 +371,7 @@ impl Dataplane {
                     if due.is_some_and(|at| at <= Instant::now()) {
                         pods.table.lock().handle_timeout(Instant::now());
                     }
-                    wait_readable(pods.link.fd.as_raw_fd(), POLL_MS)
+                    wait_readable(pods.link.rx.as_raw_fd(), POLL_MS)
                         .context("polling the pod ports' socket")?;
                     continue;
                 }
@@ -342,32 +379,25 @@ impl Dataplane {
                 Err(e) => return Err(e).context("reading the pod ports' socket"),
             };
             bump(&pods.counters.read);
-            let packet = &buf[..n.min(buf.len())];
-            if n > buf.len()
-                || !matches!(protocol, ETH_P_IP | ETH_P_IPV6)
-                || !super::multicast::has_multicast_dst(packet)
-            {
+            if n > buf.len() {
                 bump(&pods.counters.ignored);
                 continue;
             }
-            let admitted = pods.table.lock().admit(port, packet);
-            if let Err(e) = admitted {
-                bump(match e {
-                    PortDrop::UnknownPort => &pods.counters.unknown_port,
-                    PortDrop::ForeignSource => &pods.counters.foreign_source,
-                    PortDrop::Malformed => &pods.counters.malformed,
-                });
-                continue;
-            }
             let mesh = self.mesh.load_full();
-            self.multicast_out(
-                &mesh,
-                &mut replicator,
-                packet,
-                &mut scratch,
-                &mut batch,
-                Some(port),
-            );
+            // A frame whose checksum the pod's veth left to offload gets it here.
+            let split = split(&mut buf[..n], &mut segment, |frame| {
+                self.pod_frame(
+                    &mesh,
+                    &mut replicator,
+                    port,
+                    frame,
+                    &mut scratch,
+                    &mut batch,
+                )
+            });
+            if split.is_err() {
+                bump(&pods.counters.malformed);
+            }
         }
         Ok(())
     }
