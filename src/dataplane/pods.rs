@@ -1,8 +1,11 @@
 //! Chained mode's multicast path: the pods' host-side veths (made by the other CNI)
 //! as ports. One `AF_PACKET` socket in the node's namespace reads what every
 //! interface receives with a multicast destination MAC (a classic BPF filter on the
-//! packet type keeps everything else in the kernel); frames from interfaces that are
-//! not a pod's veth are ignored. The chained task hands the data plane the pods'
+//! packet type keeps everything else in the kernel), each frame after a virtio-net
+//! header: a pod's veth hands over UDP with its checksum left to offload, which is
+//! completed here (`weftnet_proto::offload::split`) before any copy leaves. Frames
+//! from interfaces that are not a pod's veth are ignored; a second packet socket
+//! writes. The chained task hands the data plane the pods'
 //! veths ([`Dataplane::set_pod_ports`]) from the CNI plugin's records, so veths come
 //! and go with pods.
 //!
