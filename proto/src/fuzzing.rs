@@ -382,7 +382,7 @@ pub fn pod_port(data: &[u8]) {
         if let Ok(control) = parse_control(packet) {
             ports.handle_report(now, port, &control);
         }
-        if let Some(h) = IpHeader::parse(packet).ok() {
+        if let Ok(h) = IpHeader::parse(packet) {
             assert!(ports.members(h.dst).iter().all(|p| *p == 7 || *p == 8));
         }
     });

@@ -87,7 +87,7 @@ impl PodPorts {
         }
         let old = std::mem::replace(&mut self.addresses, next);
         self.tables
-            .retain(|port, _| old.get(port).is_some() && old.get(port) == self.addresses.get(port));
+            .retain(|port, _| old.contains_key(port) && old.get(port) == self.addresses.get(port));
         self.rebuild();
     }
 
