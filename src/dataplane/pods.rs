@@ -37,6 +37,8 @@ const SO_ATTACH_FILTER: libc::c_int = 26;
 const PACKET_MULTICAST: u32 = 2;
 /// `PACKET_VNET_HDR`: a virtio-net header before each frame read.
 const PACKET_VNET_HDR: libc::c_int = 15;
+/// `PACKET_IGNORE_OUTGOING`: the socket is not shown what the node sends.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
@@ -110,6 +112,17 @@ impl PodLink {
         };
         set_option(&rx, libc::SOL_SOCKET, SO_ATTACH_FILTER, &prog)?;
         set_option(&rx, libc::SOL_PACKET, PACKET_VNET_HDR, &1 as &libc::c_int)?;
+        // Without this every frame the node sends would be cloned for the socket
+        // before the filter drops it (kernels before 4.20 lack it: the filter still
+        // drops them, at that cost).
+        if let Err(e) = set_option(
+            &rx,
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            &1 as &libc::c_int,
+        ) {
+            tracing::debug!(error = %e, "PACKET_IGNORE_OUTGOING not available");
+        }
         // SAFETY: sockaddr_ll is plain data; all zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
