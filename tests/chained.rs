@@ -17,7 +17,8 @@
 //!   removes the chained config, rules and table and restores plain VPC routing;
 //! - TTL-1 multicast from a pod reaches the member pods on the other node and on its
 //!   own, and no other pod (not even as a frame on its link); a leave stops delivery;
-//!   no group traffic crosses the underlay in clear.
+//!   a restarted node relearns its pods' memberships at once; no group traffic
+//!   crosses the underlay in clear.
 //!
 //! Run as root (`cargo test --test chained`); everything is created inside namespaces.
 
@@ -456,6 +457,29 @@ fn multicast_between_chained_pods() {
         counter(&b1.ns, "mc", "g"),
         b1_seen,
         "b1 got frames after leaving"
+    );
+
+    // A restart of node1 (SIGTERM, as in an upgrade): the new run queries every pod
+    // veth as it learns it, so a2 is a member again within its answer's delay (10 s
+    // at most), well before the querier's second startup query (31 s).
+    let mut n1 = n1;
+    n1.d.restart();
+    wait_for(
+        "node1 relearns a2's membership",
+        Duration::from_secs(20),
+        || {
+            let local = n1.d.status_json()["multicast"]["local_groups"].clone();
+            let member = local
+                .as_array()
+                .is_some_and(|gs| gs.iter().any(|g| g == GROUP));
+            member.then_some(()).ok_or(local.to_string())
+        },
+    );
+    send(&a1, GROUP, "d", 5);
+    assert!(
+        wait_until(DELIVERY, || received(&rx_a2, "d") >= 5),
+        "a2 got {} after node1's restart",
+        received(&rx_a2, "d")
     );
 
     // Nothing of it crossed the underlay in clear.

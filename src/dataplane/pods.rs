@@ -324,10 +324,21 @@ impl Pods {
 
 impl Dataplane {
     /// Chained mode: the pods' veths now, by interface index, with each pod's
-    /// addresses. A veth gone (or its index reused) loses its memberships.
+    /// addresses. A veth gone (or its index reused) loses its memberships; a new one
+    /// gets general queries at once, so its pod reports what it has joined.
     pub(crate) fn set_pod_ports(&self, ports: Vec<(Port, Vec<IpAddr>)>) {
         if let Some(pods) = &self.pods {
-            pods.table.lock().set_ports(ports);
+            let (new, queries) = {
+                let mut table = pods.table.lock();
+                let new = table.set_ports(ports);
+                let queries = (!new.is_empty()).then(|| table.general_queries());
+                (new, queries.unwrap_or_default())
+            };
+            for port in new {
+                for query in &queries {
+                    pods.write(port, query);
+                }
+            }
         }
     }
 

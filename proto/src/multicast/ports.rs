@@ -16,12 +16,12 @@
 //! except that IGMP/MLD control may come from the unspecified address and MLD from an
 //! IPv6 link-local one (RFC 3810 §5.2.13 makes hosts report from it).
 
-use super::groups::{GroupConfig, GroupTable};
+use super::groups::{GroupConfig, GroupTable, Querier};
 use super::listeners::{packet_source, MAX_LISTENERS};
 use super::policy::GroupFilter;
 use super::{is_link_control, Control};
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 /// A pod port: the daemon's handle for a pod's host-side interface.
@@ -74,8 +74,11 @@ impl PodPorts {
 
     /// Replaces the ports (each with its pod's addresses; at most [`MAX_LISTENERS`]
     /// are kept). A port that is gone, or now has other addresses (the interface
-    /// index went to another pod), loses its memberships.
-    pub fn set_ports(&mut self, ports: impl IntoIterator<Item = (Port, Vec<IpAddr>)>) {
+    /// index went to another pod), loses its memberships. Returns the ports that are
+    /// new (or now another pod's): send them [`Self::general_queries`], so that their
+    /// pods report at once rather than at the next periodic query (a restarted node
+    /// learns its pods' memberships this way).
+    pub fn set_ports(&mut self, ports: impl IntoIterator<Item = (Port, Vec<IpAddr>)>) -> Vec<Port> {
         let mut next: BTreeMap<Port, Vec<IpAddr>> = BTreeMap::new();
         for (port, mut addrs) in ports {
             if next.len() >= MAX_LISTENERS && !next.contains_key(&port) {
@@ -89,6 +92,21 @@ impl PodPorts {
         self.tables
             .retain(|port, _| old.contains_key(port) && old.get(port) == self.addresses.get(port));
         self.rebuild();
+        self.addresses
+            .iter()
+            .filter(|(port, addrs)| old.get(port) != Some(addrs))
+            .map(|(port, _)| *port)
+            .collect()
+    }
+
+    /// An IGMPv3 and an MLDv2 general query (from `0.0.0.0` and `fe80::1`, as the
+    /// node's querier sends them), for a new port.
+    pub fn general_queries(&self) -> [Vec<u8>; 2] {
+        let q = Querier::new(self.config.clone(), Instant::now());
+        [
+            q.igmp_general_query(Ipv4Addr::UNSPECIFIED),
+            q.mld_general_query(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+        ]
     }
 
     /// How many ports there are.
@@ -308,14 +326,27 @@ mod tests {
         let t0 = Instant::now();
         let mut p = ports();
         report(&mut p, t0, 7, v4::V3_JOIN);
-        // Same ports, same addresses: kept.
-        p.set_ports([(7, vec![a(POD)]), (8, vec![a("10.47.0.2")])]);
+        // Same ports, same addresses: kept, and nothing new to query.
+        let new = p.set_ports([(8, vec![a("10.47.0.2")]), (7, vec![a(POD)])]);
         assert_eq!(p.members(a(GROUP)), &[7]);
-        // Index 7 now another pod's: its memberships were the old pod's.
-        p.set_ports([(7, vec![a("10.47.0.9")])]);
+        assert!(new.is_empty());
+        // Index 7 now another pod's: its memberships were the old pod's, and it is
+        // queried as new.
+        let new = p.set_ports([(7, vec![a("10.47.0.9")]), (5, vec![a("10.47.0.5")])]);
         assert!(p.members(a(GROUP)).is_empty());
+        assert_eq!(new, vec![5, 7]);
+        p.set_ports([(7, vec![a("10.47.0.9")])]);
+        let [igmp, mld] = p.general_queries();
+        use crate::multicast::{Control, Message};
+        let general = |c: Result<Control, _>| match c {
+            Ok(Control::Igmp(Message::Query(q))) => q.group.is_none(),
+            Ok(Control::Mld(Message::Query(q))) => q.group.is_none(),
+            _ => false,
+        };
+        assert!(general(parse_control(&igmp)));
+        assert!(general(parse_control(&mld)));
         assert_eq!(p.len(), 1);
-        p.set_ports([]);
+        assert!(p.set_ports([]).is_empty());
         assert!(p.is_empty());
         // Reports from a port that is no pod's are ignored.
         let control = parse_control(&hex(v4::V3_JOIN)).expect("control");
