@@ -314,6 +314,30 @@ fn send(pod: &Pod, group: &str, tag: &str, count: u32) {
     }
 }
 
+/// Sends one datagram "`tag`" to `group` from the pod with the source address
+/// `source` (not the pod's), TTL 1, through a raw socket.
+fn forge(pod: &Pod, source: &str, group: &str, tag: &str) {
+    let script = format!(
+        "import socket, struct\n\
+         payload = b'{tag}\\n'\n\
+         udp = struct.pack('!HHHH', {UDP_PORT}, {UDP_PORT}, 8 + len(payload), 0) + payload\n\
+         ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0x4000, 1, 17, 0,\n\
+             socket.inet_aton('{source}'), socket.inet_aton('{group}'))\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n\
+         s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('{}'))\n\
+         s.sendto(ip + udp, ('{group}', 0))\n",
+        pod.ip
+    );
+    expect_success(
+        "forged send",
+        run_bounded(
+            &mut pod.ns.command("python3", &["-c", &script]),
+            None,
+            EXEC_TIMEOUT,
+        ),
+    );
+}
+
 fn received(rx: &Proc, tag: &str) -> usize {
     rx.stdout().lines().filter(|l| l.starts_with(tag)).count()
 }
@@ -437,6 +461,23 @@ fn multicast_between_chained_pods() {
         "{pods2}"
     );
     assert_eq!(pods2["foreign_source"], 0, "{pods2}");
+
+    // a2 sends to GROUP_B as a1 (a raw socket forging the source): dropped at a2's
+    // veth and counted, b2 gets nothing.
+    let foreign = |n: &ChainedNode| n.d.status_json()["pod_ports"]["foreign_source"].as_u64();
+    let before = foreign(&n1).unwrap_or(0);
+    forge(&a2, &a1.ip, GROUP_B, "spoof");
+    wait_for("node1 counts the forged source", BOUND, || {
+        let n = foreign(&n1).unwrap_or(0);
+        (n > before).then_some(()).ok_or(n.to_string())
+    });
+    send(&a1, GROUP_B, "e", 1);
+    assert!(wait_until(DELIVERY, || received(&rx_b2, "e") >= 1));
+    assert_eq!(
+        received(&rx_b2, "spoof"),
+        0,
+        "a forged source crossed the mesh"
+    );
 
     // b1 leaves: node2 stops announcing the group, copies stop; a2 still gets them.
     let b1_seen = counter(&b1.ns, "mc", "g");
