@@ -42,6 +42,9 @@ pub(crate) struct StatusReport {
     /// Bridge mode: the L2 port on the pods' bridge and its frame counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) l2: Option<L2Status>,
+    /// Chained mode: the pods' veths as multicast ports, and their frame counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pod_ports: Option<crate::dataplane::PodStats>,
     /// Kubernetes mode: the API server as this node sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) kubernetes: Option<crate::kube::KubeStatus>,
@@ -383,6 +386,7 @@ impl StatusReport {
             l2: dp
                 .l2_stats()
                 .map(|(port, counters)| L2Status { port, counters }),
+            pod_ports: dp.pod_stats(),
             kubernetes: None,
             policy: None,
         }
@@ -518,6 +522,12 @@ impl StatusReport {
             s.push_str(&format!(
                 "\nL2 port {}: {} frames read ({} ignored, {} malformed), {} written, {} write errors\n",
                 l2.port, c.rx_frames, c.ignored_frames, c.malformed_frames, c.tx_frames, c.write_errors
+            ));
+        }
+        if let Some(p) = &self.pod_ports {
+            s.push_str(&format!(
+                "\npod veths: {} (multicast ports): {} frames read ({} ignored, {} from other interfaces, {} with a foreign source, {} malformed), {} written, {} write errors\n",
+                p.ports, p.rx_frames, p.ignored_frames, p.other_interfaces, p.foreign_source, p.malformed_frames, p.tx_frames, p.write_errors
             ));
         }
         if let Some(k) = &self.kubernetes {

@@ -14,27 +14,33 @@
 //! - a restart (SIGTERM) keeps the rules and leaks nothing in clear;
 //! - with `--require-encryption` and the peer down, nothing leaks in clear;
 //! - DEL removes a pod's record and rule; removing weftnet (uninstall, stop for good)
-//!   removes the chained config, rules and table and restores plain VPC routing.
+//!   removes the chained config, rules and table and restores plain VPC routing;
+//! - TTL-1 multicast from a pod reaches the member pods on the other node and on its
+//!   own, and no other pod (not even as a frame on its link); a leave stops delivery;
+//!   a restarted node relearns its pods' memberships at once; no group traffic
+//!   crosses the underlay in clear.
 //!
 //! Run as root (`cargo test --test chained`); everything is created inside namespaces.
 
 mod common;
 
 use common::chained::*;
-use common::mesh::wait_for;
+use common::mesh::{wait_for, DELIVERY, JOIN_BOUND, LEAVE_BOUND, UDP_PORT};
 use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-/// Counters on a host's underlay interface: packets carrying a pod address, UDP to
-/// port 51820 between the nodes, and anything else between the nodes.
+/// Counters on a host's underlay interface: packets to a 239/8 group (counted
+/// whatever else they match), packets carrying a pod address, UDP to port 51820
+/// between the nodes, and anything else between the nodes.
 fn install_counters(ns: &Netns, nodes: &[String]) {
     let set = nodes.join(", ");
     let script = format!(
         "table inet cap {{\n\
-         counter clear {{}}\n counter wg {{}}\n counter other {{}}\n\
+         counter group {{}}\n counter clear {{}}\n counter wg {{}}\n counter other {{}}\n\
          chain c {{\n\
+           ip daddr 239.0.0.0/8 counter name group\n\
            ip saddr {PODS} counter name clear accept\n\
            ip daddr {PODS} counter name clear accept\n\
            ip saddr {{ {set} }} ip daddr {{ {set} }} udp dport 51820 counter name wg accept\n\
@@ -268,4 +274,265 @@ fn chained_beside_a_vpc_style_cni() {
     let c1 = clear(h1);
     assert!(pings(&a1, &b1.ip, 3), "plain VPC routing is not back");
     assert!(clear(h1) > c1, "the VPC path carries pod addresses again");
+}
+
+const GROUP: &str = "239.1.1.1";
+const GROUP_B: &str = "239.2.2.2";
+
+/// Counts, in the pod's own namespace, every packet arriving for `group` (the frame
+/// reached its link, whether or not a socket takes it).
+fn watch_group(pod: &Pod, group: &str) {
+    let script = format!(
+        "table ip mc {{\n counter g {{}}\n chain pre {{\n type filter hook prerouting priority -300;\n\
+         ip daddr {group} counter name g\n }}\n}}\n"
+    );
+    let mut cmd = pod.ns.command("nft", &["-f", "-"]);
+    let out = run_bounded(&mut cmd, Some(script.as_bytes()), EXEC_TIMEOUT);
+    assert!(out.status.success(), "nft: {}", describe(&out));
+}
+
+/// A socket in the pod joined to `group` on its eth0, printing what it receives.
+fn receiver(pod: &Pod, group: &str) -> Proc {
+    let addr = format!("UDP4-RECV:{UDP_PORT},ip-add-membership={group}:eth0");
+    pod.ns.spawn("socat", &["-u", &addr, "STDOUT"])
+}
+
+/// Sends `count` lines "`tag` i" to `group` from the pod with TTL 1, 30 ms apart.
+fn send(pod: &Pod, group: &str, tag: &str, count: u32) {
+    let dst = format!(
+        "UDP4-DATAGRAM:{group}:{UDP_PORT},ip-multicast-if={},ip-multicast-ttl=1",
+        pod.ip
+    );
+    for i in 0..count {
+        let mut cmd = pod.ns.command("socat", &["-u", "STDIN", &dst]);
+        let line = format!("{tag} {i}\n");
+        expect_success(
+            "multicast send",
+            run_bounded(&mut cmd, Some(line.as_bytes()), EXEC_TIMEOUT),
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// Sends one datagram "`tag`" to `group` from the pod with the source address
+/// `source` (not the pod's), TTL 1, through a raw socket.
+fn forge(pod: &Pod, source: &str, group: &str, tag: &str) {
+    let script = format!(
+        "import socket, struct\n\
+         payload = b'{tag}\\n'\n\
+         udp = struct.pack('!HHHH', {UDP_PORT}, {UDP_PORT}, 8 + len(payload), 0) + payload\n\
+         ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0x4000, 1, 17, 0,\n\
+             socket.inet_aton('{source}'), socket.inet_aton('{group}'))\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n\
+         s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('{}'))\n\
+         s.sendto(ip + udp, ('{group}', 0))\n",
+        pod.ip
+    );
+    expect_success(
+        "forged send",
+        run_bounded(
+            &mut pod.ns.command("python3", &["-c", &script]),
+            None,
+            EXEC_TIMEOUT,
+        ),
+    );
+}
+
+fn received(rx: &Proc, tag: &str) -> usize {
+    rx.stdout().lines().filter(|l| l.starts_with(tag)).count()
+}
+
+/// The groups `node` lists for member `other`.
+fn groups_of(node: &ChainedNode, other: &ChainedNode) -> Vec<String> {
+    let key = other.d.public_key();
+    node.d.status_json()["cluster"]["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["public_key"] == key.as_str()))
+        .and_then(|m| m["groups"].as_array())
+        .map(|gs| {
+            gs.iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `node` lists (or no longer lists) `group` for `other`.
+fn wait_listed(node: &ChainedNode, other: &ChainedNode, group: &str, listed: bool) {
+    let bound = if listed { JOIN_BOUND } else { LEAVE_BOUND };
+    let what = format!("{} lists {group} for {}: {listed}", node.name, other.name);
+    wait_for(&what, bound, || {
+        let g = groups_of(node, other);
+        (g.iter().any(|x| x == group) == listed)
+            .then_some(())
+            .ok_or(format!("{g:?}"))
+    });
+}
+
+/// `(tx_packets, tx_copies, rx_packets)` of `group` on `node`.
+fn group_counters(node: &ChainedNode, group: &str) -> (u64, u64, u64) {
+    let st = node.d.status_json();
+    let g = st["multicast"]["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["group"] == group).cloned())
+        .unwrap_or(Value::Null);
+    let n = |k: &str| g[k].as_u64().unwrap_or(0);
+    (n("tx_packets"), n("tx_copies"), n("rx_packets"))
+}
+
+#[test]
+fn multicast_between_chained_pods() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("chained-mc");
+    let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
+    let (api, n1, n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &[]);
+    let nodes = [h1.underlay_v4().to_string(), h2.underlay_v4().to_string()];
+    for h in [h1, h2] {
+        install_counters(h, &nodes);
+    }
+    for n in [&n1, &n2] {
+        n.wait_for_conflist();
+    }
+    // a1 sends; a2 (same node) and b1 join GROUP; b2 joins only GROUP_B.
+    let a1 = n1.add_pod(&api, "a1");
+    let a2 = n1.add_pod(&api, "a2");
+    let b1 = n2.add_pod(&api, "b1");
+    let b2 = n2.add_pod(&api, "b2");
+    wait_for("node1 routes b1", BOUND, || {
+        let t = n1.table();
+        t.contains(&format!("{} dev weft0", b1.ip))
+            .then_some(())
+            .ok_or(t)
+    });
+    assert!(
+        pings(&a1, &b1.ip, 3),
+        "a1 cannot ping b1 through the tunnel"
+    );
+    for p in [&a2, &b1, &b2] {
+        watch_group(p, GROUP);
+    }
+    let rx_a2 = receiver(&a2, GROUP);
+    let mut rx_b1 = receiver(&b1, GROUP);
+    let rx_b2 = receiver(&b2, GROUP_B);
+    wait_listed(&n1, &n2, GROUP, true);
+    wait_listed(&n1, &n2, GROUP_B, true);
+    wait_listed(&n2, &n1, GROUP, true);
+    // The pods' own veths are the members (the reports were read there).
+    wait_for("node2 knows its pod veths", BOUND, || {
+        let p = n2.d.status_json()["pod_ports"].clone();
+        (p["ports"].as_u64() == Some(2))
+            .then_some(())
+            .ok_or(p.to_string())
+    });
+
+    let group = |h: &Host| counter(h, "cap", "group");
+    let clear = |h: &Host| counter(h, "cap", "clear");
+    let (c1, c2) = (clear(h1), clear(h2));
+    const N: u32 = 10;
+    send(&a1, GROUP, "a", N);
+    send(&a1, GROUP_B, "b", 5);
+    let ok = wait_until(DELIVERY, || {
+        received(&rx_b1, "a") >= N as usize
+            && received(&rx_a2, "a") >= N as usize
+            && received(&rx_b2, "b") >= 5
+    });
+    assert!(
+        ok,
+        "b1 got {} ({} at its link), a2 got {} ({} at its link), b2 got {} of GROUP_B\nnode1: {}\nnode2: {}",
+        received(&rx_b1, "a"),
+        counter(&b1.ns, "mc", "g"),
+        received(&rx_a2, "a"),
+        counter(&a2.ns, "mc", "g"),
+        received(&rx_b2, "b"),
+        n1.d.status_json(),
+        n2.d.status_json()
+    );
+    assert_eq!(
+        counter(&b2.ns, "mc", "g"),
+        0,
+        "b2, no member of {GROUP}, got frames of it"
+    );
+    // One encrypted copy per packet, to node2 only; node2 took them all.
+    assert_eq!(group_counters(&n1, GROUP), (N as u64, N as u64, 0));
+    assert_eq!(group_counters(&n2, GROUP).2, N as u64);
+    let pods2 = n2.d.status_json()["pod_ports"].clone();
+    assert!(
+        pods2["tx_frames"].as_u64().unwrap_or(0) >= (N + 5) as u64,
+        "{pods2}"
+    );
+    assert_eq!(pods2["foreign_source"], 0, "{pods2}");
+
+    // a2 sends to GROUP_B as a1 (a raw socket forging the source): dropped at a2's
+    // veth and counted, b2 gets nothing.
+    let foreign = |n: &ChainedNode| n.d.status_json()["pod_ports"]["foreign_source"].as_u64();
+    let before = foreign(&n1).unwrap_or(0);
+    forge(&a2, &a1.ip, GROUP_B, "spoof");
+    wait_for("node1 counts the forged source", BOUND, || {
+        let n = foreign(&n1).unwrap_or(0);
+        (n > before).then_some(()).ok_or(n.to_string())
+    });
+    send(&a1, GROUP_B, "e", 1);
+    assert!(wait_until(DELIVERY, || received(&rx_b2, "e") >= 1));
+    assert_eq!(
+        received(&rx_b2, "spoof"),
+        0,
+        "a forged source crossed the mesh"
+    );
+
+    // b1 leaves: node2 stops announcing the group, copies stop; a2 still gets them.
+    let b1_seen = counter(&b1.ns, "mc", "g");
+    rx_b1.terminate(Duration::from_secs(2));
+    wait_listed(&n1, &n2, GROUP, false);
+    let before = group_counters(&n1, GROUP);
+    send(&a1, GROUP, "c", 5);
+    assert!(
+        wait_until(DELIVERY, || received(&rx_a2, "c") >= 5),
+        "a2 got {} after b1 left",
+        received(&rx_a2, "c")
+    );
+    let after = group_counters(&n1, GROUP);
+    assert_eq!(after.0 - before.0, 5, "{before:?} -> {after:?}");
+    assert_eq!(after.1, before.1, "copies to node2 after b1 left");
+    assert_eq!(group_counters(&n2, GROUP).2, N as u64);
+    assert_eq!(
+        counter(&b1.ns, "mc", "g"),
+        b1_seen,
+        "b1 got frames after leaving"
+    );
+
+    // A restart of node1 (SIGTERM, as in an upgrade): the new run queries every pod
+    // veth as it learns it, so a2 is a member again within its answer's delay (10 s
+    // at most), well before the querier's second startup query (31 s).
+    let mut n1 = n1;
+    n1.d.restart();
+    wait_for(
+        "node1 relearns a2's membership",
+        Duration::from_secs(20),
+        || {
+            let local = n1.d.status_json()["multicast"]["local_groups"].clone();
+            let member = local
+                .as_array()
+                .is_some_and(|gs| gs.iter().any(|g| g == GROUP));
+            member.then_some(()).ok_or(local.to_string())
+        },
+    );
+    send(&a1, GROUP, "d", 5);
+    assert!(
+        wait_until(DELIVERY, || received(&rx_a2, "d") >= 5),
+        "a2 got {} after node1's restart",
+        received(&rx_a2, "d")
+    );
+
+    // Nothing of it crossed the underlay in clear.
+    assert_eq!(
+        (group(h1), group(h2)),
+        (0, 0),
+        "group traffic on the underlay"
+    );
+    assert_eq!(
+        (clear(h1), clear(h2)),
+        (c1, c2),
+        "pod addresses crossed the underlay in clear"
+    );
+    drop((a1, a2, b1, b2));
 }

@@ -338,3 +338,55 @@ pub fn offload_coalesce(data: &[u8]) {
     });
     assert!(written <= pushed + writes * VNET_HDR_LEN);
 }
+
+/// A read from chained mode's pod ports: the first byte picks the interface it came
+/// in on (a pod veth, another pod's, or no pod's), the rest is what the packet socket
+/// gives (a virtio-net header, then the frame). The frame goes through the offload
+/// split, the multicast-IP decision and [`crate::multicast::PodPorts`]: a packet is
+/// admitted only from its pod's address (or, for IGMP/MLD, an unspecified or IPv6
+/// link-local one), and only known ports ever become members.
+pub fn pod_port(data: &[u8]) {
+    use crate::multicast::{is_link_control, packet_source, parse_control, PodPorts};
+    use std::time::Instant;
+
+    let Some((&pick, read)) = data.split_first() else {
+        return;
+    };
+    let pod_v4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 47, 0, 1));
+    let pod_v6: IpAddr = "fd47::1".parse().expect("constant");
+    let mut ports = PodPorts::new(Default::default(), Default::default());
+    ports.set_ports([
+        (7, vec![pod_v4, pod_v6]),
+        (8, vec![IpAddr::from([10, 47, 0, 2])]),
+    ]);
+    let port = [7, 8, 9][usize::from(pick % 3)];
+    let mut read = read.to_vec();
+    let mut scratch = vec![0u8; 65536];
+    let now = Instant::now();
+    let _ = crate::offload::split(&mut read, &mut scratch, |frame| {
+        let Ok(Some(packet)) = crate::ethernet::multicast_ip_packet(frame) else {
+            return;
+        };
+        if ports.admit(port, packet).is_err() {
+            return;
+        }
+        assert_ne!(port, 9, "no pod's interface admitted");
+        let src = packet_source(packet).expect("admitted packets have a source");
+        if !(port == 7 && (src == pod_v4 || src == pod_v6)) {
+            assert_eq!(
+                is_link_control(packet),
+                Ok(true),
+                "{src} admitted on {port}"
+            );
+        }
+        if let Ok(control) = parse_control(packet) {
+            ports.handle_report(now, port, &control);
+        }
+        if let Ok(h) = IpHeader::parse(packet) {
+            assert!(ports.members(h.dst).iter().all(|p| *p == 7 || *p == 8));
+        }
+    });
+    if let Some(at) = ports.poll_timeout() {
+        ports.handle_timeout(at);
+    }
+}

@@ -98,3 +98,8 @@ fn signature_corpus() {
 fn certificate_corpus() {
     replay("certificate", fuzzing::certificate);
 }
+
+#[test]
+fn pod_port_corpus() {
+    replay("pod_port", fuzzing::pod_port);
+}

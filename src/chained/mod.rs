@@ -11,6 +11,11 @@
 //! holds a `blackhole` route (metric 4096) for every pod on another Node, so traffic
 //! to a pod whose node has no tunnel up is dropped instead of sent in clear.
 //!
+//! Multicast: the plugin records each pod's host-side veth too; every poll hands the
+//! data plane the veths that exist (by interface index, with their pods' addresses),
+//! where it reads the pods' IGMP/MLD reports and group traffic and writes group
+//! traffic for member pods (`dataplane/pods.rs`).
+//!
 //! - [`conflist`]: the chained network config beside the primary's.
 //! - [`pods`]: the Pod watch (the authority for announced pods).
 
@@ -23,7 +28,7 @@ use crate::kube::KubeView;
 use crate::netlink::Netlink;
 use ipnet::IpNet;
 use pods::PodMap;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +49,7 @@ pub(crate) struct Chained {
     pub(crate) config: KubeConfig,
     pub(crate) require_encryption: bool,
     pub(crate) netlink: Arc<Netlink>,
+    pub(crate) dataplane: Arc<crate::dataplane::Dataplane>,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) view: Arc<watch::Sender<KubeView>>,
 }
@@ -95,10 +101,9 @@ impl Chained {
 
     /// The plugin's records: a rule per local pod, and the pods announced.
     async fn local_pods(&self, done: &mut Installed) {
-        let local: BTreeSet<IpAddr> = crate::cni::chained::records(&self.config.cni_data_dir)
-            .into_iter()
-            .map(|r| r.address)
-            .collect();
+        let records = crate::cni::chained::records(&self.config.cni_data_dir);
+        self.dataplane.set_pod_ports(ports(&records));
+        let local: BTreeSet<IpAddr> = records.into_iter().map(|r| r.address).collect();
         for ip in local.difference(&done.rules.clone()) {
             match self
                 .netlink
@@ -201,6 +206,29 @@ impl Chained {
             done.blackholes.remove(p);
         }
     }
+}
+
+/// The pods' veths that exist now, by interface index, each with its pods' addresses
+/// (records without a veth, or whose veth is gone, have no port).
+fn ports(records: &[crate::cni::chained::Record]) -> Vec<(u32, Vec<IpAddr>)> {
+    let mut by_veth: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+    for r in records {
+        if let Some(veth) = &r.host_veth {
+            by_veth.entry(veth).or_default().push(r.address);
+        }
+    }
+    by_veth
+        .into_iter()
+        .filter_map(|(veth, addrs)| Some((interface_index(veth)?, addrs)))
+        .collect()
+}
+
+/// The index of interface `name` in this namespace, if it exists.
+fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// Removes everything chained mode put on the host: the chained conflist first (new

@@ -50,6 +50,8 @@ struct HostSide {
     endpoint: Option<SocketAddr>,
     bridge: Option<u32>,
     l2: Option<L2Port>,
+    /// Chained mode: the packet socket on the pods' veths (their multicast).
+    pods: Option<crate::dataplane::PodLink>,
     /// What an earlier run left on the overlay interface (empty on a new one).
     adopted: HostState,
     /// The overlay interface is an earlier run's: this is a restart.
@@ -109,6 +111,7 @@ pub(super) async fn start(
                 })
                 .collect(),
             l2: host.l2,
+            pods: host.pods,
             mtu: u16::try_from(host.mtu).unwrap_or(u16::MAX),
         },
     )?;
@@ -186,6 +189,7 @@ pub(super) async fn start(
             status: status.clone(),
             policy: policy_cluster,
             netlink: Arc::clone(netlink),
+            dataplane: Arc::clone(&dp),
         });
         others.extend(tasks);
         kube_view = Some(view);
@@ -392,7 +396,11 @@ async fn host_side(
         );
     }
     failpoint("masquerade")?;
+    let mut pods = None;
     if let Some(k) = config.kube.as_ref().filter(|k| k.chained.is_some()) {
+        pods = Some(crate::dataplane::PodLink::open().context(
+            "cannot open the packet socket chained mode reads the pods' multicast from: run weftnet as root (it needs CAP_NET_RAW)",
+        )?);
         teardown.push_for(
             Created::Chained {
                 conf_dir: k.cni_conf_dir.clone(),
@@ -410,6 +418,7 @@ async fn host_side(
         endpoint,
         bridge,
         l2,
+        pods,
         adopted,
         restarted,
     })

@@ -78,7 +78,7 @@ impl Dataplane {
                 bump(&self.l2_counters.read);
                 match ethernet::multicast_ip_packet(frame) {
                     Ok(Some(packet)) => {
-                        self.multicast_out(mesh, &mut replicator, packet, scratch, batch)
+                        self.multicast_out(mesh, &mut replicator, packet, scratch, batch, None)
                     }
                     Ok(None) => bump(&self.l2_counters.ignored),
                     Err(e) => {

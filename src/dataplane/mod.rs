@@ -16,6 +16,7 @@
 //! - [`inbound`]: UDP -> decrypt -> TUN, with recvmmsg/GRO batching.
 //! - [`counters`]: drop and error counters.
 //! - [`l2`]: bridge mode's L2 port (TAP) on the pods' bridge, for multicast.
+//! - [`pods`]: chained mode's pod veths (a packet socket), for multicast.
 //! - [`lifecycle`]: the stop flag, and the failure signal raised when a thread dies.
 //! - [`pmtu`]: path MTU probes per peer, and ICMP errors for packets too big.
 //!
@@ -33,6 +34,7 @@ mod mesh;
 mod multicast;
 mod outbound;
 mod pmtu;
+mod pods;
 
 pub(crate) use counters::Counters;
 pub(crate) use l2::{L2Port, L2Stats};
@@ -40,6 +42,7 @@ pub(crate) use l2::{L2Port, L2Stats};
 pub(crate) use mesh::PeerStats;
 pub(crate) use mesh::{PeerReport, PeerSpec};
 pub(crate) use multicast::GroupCounters;
+pub(crate) use pods::{PodLink, PodStats};
 
 use crate::config::MulticastConfig;
 use crate::tun::Tun;
@@ -113,6 +116,9 @@ pub(crate) struct Dataplane {
     /// Bridge mode: the L2 port, where group traffic from peers and queries go.
     l2: Option<L2Port>,
     l2_counters: l2::L2Counters,
+    /// Chained mode: the pods' veths, where their reports and group traffic are read
+    /// and group traffic for member pods and queries are written.
+    pods: Option<pods::Pods>,
     /// Handshake initiations from keys that are not peers yet, answered when the
     /// control plane adds them.
     parked: Mutex<Parking>,
@@ -141,6 +147,8 @@ pub(crate) struct Options {
     pub(crate) broadcast_addrs: Vec<std::net::Ipv4Addr>,
     /// Bridge mode: the L2 port on the pods' bridge.
     pub(crate) l2: Option<L2Port>,
+    /// Chained mode: the packet socket on the pods' veths.
+    pub(crate) pods: Option<PodLink>,
     /// The TUN interface's MTU.
     pub(crate) mtu: u16,
 }
@@ -167,6 +175,9 @@ impl Dataplane {
         let workers = tun.len();
         let limiter = Limiter::new(&key.public_key());
         let rate_limit = rate_limit(&options.multicast);
+        let pods = options
+            .pods
+            .map(|link| pods::Pods::new(link, options.multicast.filter.clone()));
         Ok(Arc::new(Self {
             key,
             limiter,
@@ -191,6 +202,7 @@ impl Dataplane {
             broadcast_addrs: options.broadcast_addrs,
             l2: options.l2,
             l2_counters: l2::L2Counters::default(),
+            pods,
             parked: Mutex::new(Parking::default()),
             mtu: options.mtu,
             icmp_budget: pmtu::IcmpBudget::default(),
@@ -238,7 +250,7 @@ impl Dataplane {
 
     /// Starts the workers' TUN and UDP threads (`weft-tun`/`weft-udp` with one
     /// worker, `weft-tun-<i>`/`weft-udp-<i>` with several), the timer thread, and the
-    /// L2 thread in bridge mode. A thread that ends before [`Self::stop`] (an I/O
+    /// L2 thread in bridge mode, the pods thread in chained mode. A thread that ends before [`Self::stop`] (an I/O
     /// error, a panic) raises [`Self::failure`].
     pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<Vec<JoinHandle<()>>> {
         let spawn = |name: &str, f: Box<ThreadBody>| {
@@ -264,6 +276,9 @@ impl Dataplane {
         threads.push(spawn("weft-timers", Box::new(Dataplane::timer_loop))?);
         if self.l2.is_some() {
             threads.push(spawn("weft-l2", Box::new(Dataplane::l2_loop))?);
+        }
+        if self.pods.is_some() {
+            threads.push(spawn("weft-pods", Box::new(Dataplane::pods_loop))?);
         }
         Ok(threads)
     }

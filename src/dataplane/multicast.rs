@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
-use weftnet_proto::multicast::{McastDrop, RateLimit, Replicator};
+use weftnet_proto::multicast::{McastDrop, Port, RateLimit, Replicator};
 use weftnet_proto::router::PeerId;
 
 /// Groups tracked in the per-group counters; traffic to more groups is still carried,
@@ -74,8 +74,10 @@ fn dst_of(packet: &[u8]) -> Option<IpAddr> {
 }
 
 impl Dataplane {
-    /// A multicast packet read from the TUN: snoop it if it is IGMP/MLD, else send one
-    /// encrypted copy to every peer with a member of its group.
+    /// A multicast packet read from the TUN (or the bridge, or pod port `from` in
+    /// chained mode): snoop it if it is IGMP/MLD, else send one encrypted copy to
+    /// every peer with a member of its group, and in chained mode write a copy onto
+    /// every member pod's veth but `from`.
     pub(super) fn multicast_out(
         &self,
         mesh: &Mesh,
@@ -83,10 +85,24 @@ impl Dataplane {
         packet: &[u8],
         scratch: &mut [u8],
         batch: &mut TxBatch,
+        from: Option<Port>,
     ) {
-        let rep = match replicator.outbound(Instant::now(), packet, &mesh.membership) {
+        let local = |group| {
+            self.pods
+                .as_ref()
+                .is_some_and(|p| p.has_members(group, from))
+        };
+        let rep = match replicator.outbound_with(Instant::now(), packet, &mesh.membership, local) {
             Ok(rep) => rep,
             Err(McastDrop::Control) => {
+                // A pod's report makes its own veth a member, and the node announces
+                // the group; other link control (neighbour discovery) stops here.
+                if let (Some(pods), Some(port)) = (&self.pods, from) {
+                    if !pods.report(port, packet) {
+                        self.counters.bump_mcast(McastDrop::Control);
+                        return;
+                    }
+                }
                 match &self.snoop {
                     Some(tx) => {
                         if tx.try_send(packet.to_vec()).is_err() {
@@ -119,6 +135,9 @@ impl Dataplane {
                 }
             }
         }
+        if let Some(pods) = &self.pods {
+            pods.deliver(packet, rep.header.dst, from);
+        }
         let len = packet.len() as u64;
         self.group_stats.update(rep.header.dst, |c| {
             c.tx_packets += 1;
@@ -138,6 +157,9 @@ impl Dataplane {
                     c.rx_packets += 1;
                     c.rx_bytes += len;
                 });
+                if let Some(pods) = &self.pods {
+                    pods.deliver(packet, header.dst, None);
+                }
                 if !self.write_l2(packet) {
                     if let Err(e) = self.write_tun(packet) {
                         self.counters.bump_tun_write_error();
@@ -210,13 +232,17 @@ impl Dataplane {
     }
 
     /// Writes a locally made packet (the querier's IGMP/MLD queries) into the TUN, as
-    /// if it came from the link, and in bridge mode to the bridge as well.
+    /// if it came from the link, in bridge mode to the bridge as well, and in chained
+    /// mode onto every pod's veth.
     pub(crate) fn inject(&self, packet: &[u8]) {
         if let Err(e) = self.write_tun(packet) {
             self.counters.bump_tun_write_error();
             tracing::debug!(error = %e, "injecting a packet into the TUN failed");
         }
         self.write_l2(packet);
+        if let Some(pods) = &self.pods {
+            pods.write_all(packet);
+        }
     }
 
     /// Per-group counters, sorted by group.

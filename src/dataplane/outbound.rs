@@ -42,7 +42,7 @@ impl Dataplane {
                     self.broadcast_out(mesh, &mut shared.broadcast_rate, packet, scratch, batch);
                 } else if has_multicast_dst(packet) {
                     let mut shared = self.tx_replication.lock();
-                    self.multicast_out(mesh, &mut shared.replicator, packet, scratch, batch);
+                    self.multicast_out(mesh, &mut shared.replicator, packet, scratch, batch, None);
                 } else {
                     self.handle_outbound(mesh, packet, scratch, batch);
                 }

@@ -99,6 +99,8 @@ pub(crate) struct Running {
         Option<tokio::sync::watch::Sender<std::sync::Arc<weftnet_proto::policy::Cluster>>>,
     /// The host's routing (chained mode's rules and table).
     pub(crate) netlink: std::sync::Arc<crate::netlink::Netlink>,
+    /// The data plane (chained mode hands it the pods' veths, for multicast).
+    pub(crate) dataplane: std::sync::Arc<crate::dataplane::Dataplane>,
 }
 
 /// Starts the Node watch and the publisher; returns their tasks and the view they
@@ -142,6 +144,7 @@ pub(crate) fn spawn(
             config: r.config,
             require_encryption: c.require_encryption,
             netlink: r.netlink,
+            dataplane: r.dataplane,
             commands: r.commands,
             view,
         };

@@ -34,6 +34,8 @@
 //!   report path: what the node announces) and [`ReceivePolicy`].
 //! - [`policy`]: [`GroupFilter`] (which groups may cross the mesh), [`RateLimit`].
 //! - [`replicate`]: [`Membership`] and the [`Replicator`]'s per-packet decisions.
+//! - [`ports`]: [`PodPorts`], chained mode's pod veths and their members (delivery
+//!   onto the member pods' links only).
 //!
 //! The behaviour is specified in `proto/PROTOCOL.md` §7.
 
@@ -43,12 +45,14 @@ pub mod igmp;
 pub mod listeners;
 pub mod mld;
 pub mod policy;
+pub mod ports;
 mod query;
 pub mod replicate;
 
 pub use groups::{FilterMode, GroupConfig, GroupEvent, GroupTable, Querier, SourceFilter};
 pub use listeners::{packet_source, Listeners, ReceivePolicy};
 pub use policy::{is_multicast, Action, FilterReason, GroupFilter, RateLimit};
+pub use ports::{PodPorts, Port, PortDrop};
 pub use query::QueryParams;
 pub use replicate::{McastDrop, Membership, Replication, Replicator};
 

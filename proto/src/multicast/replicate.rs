@@ -210,10 +210,24 @@ impl Replicator {
         packet: &[u8],
         members: &'m Membership,
     ) -> Result<Replication<'m>, McastDrop> {
+        self.outbound_with(now, packet, members, |_| false)
+    }
+
+    /// [`Self::outbound`] for a node that also delivers on its own links (chained
+    /// mode's pod ports): `local(group)` says whether a local member gets a copy. The
+    /// packet then passes with no peer to send to, and the rate limit is charged once
+    /// for all copies, local and remote.
+    pub fn outbound_with<'m>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        members: &'m Membership,
+        local: impl FnOnce(IpAddr) -> bool,
+    ) -> Result<Replication<'m>, McastDrop> {
         let header = IpHeader::parse(packet).map_err(|_| McastDrop::Malformed)?;
         self.admit(&header, packet)?;
         let peers = members.members(header.dst);
-        if peers.is_empty() {
+        if peers.is_empty() && !local(header.dst) {
             return Err(McastDrop::NoMembers);
         }
         if let Some(rate) = &mut self.rate {
@@ -391,6 +405,37 @@ mod tests {
             Err(McastDrop::NoMembers)
         );
         assert!(r.outbound(t0 + Duration::from_millis(200), &p, &m).is_ok());
+    }
+
+    #[test]
+    fn local_members_pass_without_peers_and_share_the_rate_limit() {
+        let t0 = Instant::now();
+        let m = members();
+        let mut r = Replicator::new(GroupFilter::default(), Some(RateLimit::new(100, 100)));
+        // 239.7.7.7 has no member on another node, one on a local pod port.
+        let q = v4("10.47.0.1", "239.7.7.7", 60);
+        let rep = r.outbound_with(t0, &q, &m, |g| g == a("239.7.7.7"));
+        assert_eq!(
+            rep.map(|o| (o.header.dst, o.peers.len())),
+            Ok((a("239.7.7.7"), 0))
+        );
+        // the budget is spent for the local copy as for remote ones
+        let p = v4("10.47.0.1", "239.1.2.3", 60);
+        assert_eq!(
+            r.outbound_with(t0, &p, &m, |_| true).map(|o| o.peers),
+            Err(McastDrop::RateLimited)
+        );
+        // no local member: as outbound
+        assert_eq!(
+            r.outbound_with(t0, &q, &m, |_| false).map(|o| o.peers),
+            Err(McastDrop::NoMembers)
+        );
+        // control is never a local copy: it is snooped
+        assert_eq!(
+            r.outbound_with(t0, &hex(v4::V3_JOIN), &m, |_| true)
+                .map(|o| o.peers),
+            Err(McastDrop::Control)
+        );
     }
 
     #[test]
