@@ -19,7 +19,6 @@
 mod common;
 
 use common::bench::{env_u64, median};
-use common::kube_api::FakeApi;
 use common::kube_node::*;
 use common::mesh::*;
 use common::probe::*;
@@ -34,30 +33,10 @@ fn main() {
     let seconds = env_u64("SECONDS", 5) as u32;
     let u = Underlay::bridge(2);
     let dir = temp_dir("netpol-bench");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    for (i, cidr) in ["10.244.1.0/24", "10.244.2.0/24"].iter().enumerate() {
-        api.add_node(
-            &format!("node{}", i + 1),
-            u.host(i).underlay_v4(),
-            Some(cidr),
-        );
-    }
-    put_namespace(&api, "x", &[("ns", "x")]);
-    let secret = gensecret(dir.path(), "secret");
-    let nodes: Vec<KubeNode> = (0..2)
-        .map(|i| {
-            KubeNode::start(
-                u.host(i),
-                &format!("node{}", i + 1),
-                &kubeconfig,
-                &secret,
-                dir.path(),
-                "10.244.0.0/16",
-            )
-        })
-        .collect();
+    let k = two_node_cluster(&u, dir.path());
+    put_namespace(&k.api, "x", &[("ns", "x")]);
+    let nodes = k.start_nodes(&[u.host(0), u.host(1)], dir.path(), "10.244.0.0/16");
+    let api = k.api;
     wait_for("nodes ready", CONVERGE, || {
         for n in &nodes {
             if n.status()["kubernetes"]["cni_config"].as_str().is_none()

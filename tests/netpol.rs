@@ -90,31 +90,11 @@ fn named_ports() -> Vec<(&'static str, &'static str, u16)> {
 fn setup() -> Cluster {
     let u = Underlay::bridge(2);
     let dir = temp_dir("netpol");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    for (i, cidr) in ["10.244.1.0/24", "10.244.2.0/24"].iter().enumerate() {
-        api.add_node(
-            &format!("node{}", i + 1),
-            u.host(i).underlay_v4(),
-            Some(cidr),
-        );
-    }
-    put_namespace(&api, "x", &[("ns", "x")]);
-    put_namespace(&api, "y", &[("ns", "y")]);
-    let secret = gensecret(dir.path(), "secret");
-    let nodes: Vec<KubeNode> = (0..2)
-        .map(|i| {
-            KubeNode::start(
-                u.host(i),
-                &format!("node{}", i + 1),
-                &kubeconfig,
-                &secret,
-                dir.path(),
-                RANGE,
-            )
-        })
-        .collect();
+    let k = two_node_cluster(&u, dir.path());
+    put_namespace(&k.api, "x", &[("ns", "x")]);
+    put_namespace(&k.api, "y", &[("ns", "y")]);
+    let nodes = k.start_nodes(&[u.host(0), u.host(1)], dir.path(), RANGE);
+    let api = k.api;
     wait_for("nodes ready", CONVERGE, || {
         for n in &nodes {
             let st = n.status();
