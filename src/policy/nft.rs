@@ -327,27 +327,17 @@ pub(crate) fn render(targets: &[Target]) -> Ruleset {
         }
         s.push_str(" }\n");
     }
-    s.push_str(&base_chain(
-        "forward",
-        &[
-            ESTABLISHED,
-            MEMBERSHIP,
-            NEIGHBOURS,
-            EGRESS_MAPS,
-            INGRESS_MAPS,
-        ],
-    ));
-    s.push_str(&base_chain(
-        "input",
-        &[
-            "    iif lo accept\n",
-            ESTABLISHED,
-            MEMBERSHIP,
-            NEIGHBOURS,
-            EGRESS_MAPS,
-            INGRESS_MAPS,
-        ],
-    ));
+    // Pod to pod and pod to this host are filtered alike; loopback is not a pod's.
+    let filtered = [
+        ESTABLISHED,
+        MEMBERSHIP,
+        NEIGHBOURS,
+        EGRESS_MAPS,
+        INGRESS_MAPS,
+    ]
+    .concat();
+    s.push_str(&base_chain("forward", &[&filtered]));
+    s.push_str(&base_chain("input", &["    iif lo accept\n", &filtered]));
     s.push_str(&base_chain(
         "output",
         &["    oif lo accept\n", ESTABLISHED, NEIGHBOURS, EGRESS_MAPS],
