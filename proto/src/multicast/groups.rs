@@ -1,5 +1,6 @@
 //! Local group membership learned by snooping the reports the kernel writes to the TUN
-//! ([`GroupTable`]), and the querier that keeps the kernel reporting ([`Querier`]).
+//! ([`GroupTable`]); the querier that keeps the kernel reporting is
+//! [`super::Querier`].
 //!
 //! # The link
 //!
@@ -13,7 +14,7 @@
 //!
 //! - Every report that keeps a group joined sets its deadline to now + the group
 //!   membership interval, robustness × query interval + query response interval
-//!   (2 × 125 s + 10 s = 260 s by default). The [`Querier`] sends a general query
+//!   (2 × 125 s + 10 s = 260 s by default). The [`super::Querier`] sends a general query
 //!   every query interval, so a live membership is refreshed long before that.
 //! - A leave (IGMPv2 leave, MLDv1 done, an IGMPv3/MLDv2 record that leaves the include
 //!   set empty) shortens the deadline to now + the last member timeout (2 s by
@@ -22,7 +23,7 @@
 //!   group-specific query is needed before pruning; the short delay absorbs a leave
 //!   followed by a rejoin (any report cancels it), so gossip does not flap. If the
 //!   link ever has several listeners (a bridge), the daemon should send a
-//!   group-specific query on leave ([`Querier::igmp_group_query`]): a remaining
+//!   group-specific query on leave ([`super::Querier::igmp_group_query`]): a remaining
 //!   listener answers within the timeout and keeps the group.
 //! - A group is gone when its deadline passes without a refreshing report.
 //!
@@ -42,9 +43,9 @@
 //! empties is left; anything else keeps it joined.
 
 use super::policy::GroupFilter;
-use super::{igmp, mld, Control, GroupRecord, Message, QueryParams, RecordType};
+use super::{Control, GroupRecord, Message, RecordType};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Timers and limits of the table and the querier.
@@ -449,106 +450,15 @@ impl GroupTable {
     }
 }
 
-/// When the daemon, as the TUN link's querier, injects general queries so the kernel
-/// re-reports its memberships: at start, then `robustness - 1` more times every
-/// startup query interval (31.25 s), then every query interval (125 s) (RFC 3376
-/// §8.6-8.7). Without queries the kernel reports a join only a couple of times and
-/// the membership would expire after the membership interval.
-#[derive(Debug, Clone)]
-pub struct Querier {
-    config: GroupConfig,
-    next: Instant,
-    startup_left: u8,
-}
-
-impl Querier {
-    /// A querier whose first query is due at `now`.
-    pub fn new(config: GroupConfig, now: Instant) -> Self {
-        let mut q = Self {
-            config,
-            next: now,
-            startup_left: 0,
-        };
-        q.restart(now);
-        q
-    }
-
-    /// Starts the startup sequence again, first query due at `now` (for example when
-    /// the TUN device was recreated).
-    pub fn restart(&mut self, now: Instant) {
-        self.next = now;
-        self.startup_left = self.config.robustness.max(1);
-    }
-
-    /// When the next query is due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next)
-    }
-
-    /// True if a general query is due at `now`: the caller then writes
-    /// [`Self::igmp_general_query`] and [`Self::mld_general_query`] to the TUN.
-    /// The next one is scheduled from `now` (a late call does not cause a burst).
-    pub fn handle_timeout(&mut self, now: Instant) -> bool {
-        if now < self.next {
-            return false;
-        }
-        self.startup_left = self.startup_left.saturating_sub(1);
-        self.next = now
-            + if self.startup_left > 0 {
-                self.config.startup_query_interval()
-            } else {
-                self.config.query_interval
-            };
-        true
-    }
-
-    /// IGMPv3 general query to 224.0.0.1 from `src` (use `0.0.0.0`: Linux accepts it
-    /// for IGMP and it passes reverse-path filtering, which a local address does not).
-    pub fn igmp_general_query(&self, src: Ipv4Addr) -> Vec<u8> {
-        igmp::build_query(&self.params(src, None))
-    }
-
-    /// MLDv2 general query to ff02::1 from `src`, which must be link-local (Linux
-    /// ignores MLD queries from other sources) and not the TUN's own address.
-    pub fn mld_general_query(&self, src: Ipv6Addr) -> Vec<u8> {
-        mld::build_query(&self.params(src, None))
-    }
-
-    /// IGMPv3 group-specific query (max response: last member query interval).
-    pub fn igmp_group_query(&self, src: Ipv4Addr, group: Ipv4Addr) -> Vec<u8> {
-        igmp::build_query(&self.params(src, Some(group)))
-    }
-
-    /// MLDv2 group-specific query (max response: last member query interval).
-    pub fn mld_group_query(&self, src: Ipv6Addr, group: Ipv6Addr) -> Vec<u8> {
-        mld::build_query(&self.params(src, Some(group)))
-    }
-
-    /// The parameters of a general query (`group` `None`; max response: query response
-    /// interval) or of a group-specific one (max response: last member query
-    /// interval), with this querier's robustness and query interval.
-    fn params<A>(&self, src: A, group: Option<A>) -> QueryParams<A> {
-        let max_response = match group {
-            None => self.config.query_response_interval,
-            Some(_) => self.config.last_member_query_interval(),
-        };
-        QueryParams {
-            src,
-            group,
-            max_response,
-            robustness: self.config.robustness,
-            query_interval: self.config.query_interval,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::multicast::igmp::tests::{hex, vectors as v4};
+    use crate::multicast::mld;
     use crate::multicast::mld::tests::vectors as v6;
     use crate::multicast::parse_control;
     use proptest::prelude::*;
+    use std::net::Ipv4Addr;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -865,49 +775,6 @@ mod tests {
         t.clear();
         assert!(t.is_empty());
         assert_eq!(events(&mut t).len(), 4);
-    }
-
-    #[test]
-    fn querier_schedule() {
-        let t0 = Instant::now();
-        let mut q = Querier::new(GroupConfig::default(), t0);
-        assert_eq!(q.poll_timeout(), Some(t0));
-        assert!(q.handle_timeout(t0));
-        assert!(!q.handle_timeout(t0));
-        let t1 = t0 + Duration::from_millis(31_250);
-        assert_eq!(q.poll_timeout(), Some(t1));
-        assert!(q.handle_timeout(t1));
-        assert_eq!(q.poll_timeout(), Some(t1 + 125 * S));
-        // late: scheduled from the call, no catch-up burst
-        let late = t1 + 1000 * S;
-        assert!(q.handle_timeout(late));
-        assert!(!q.handle_timeout(late + S));
-        assert_eq!(q.poll_timeout(), Some(late + 125 * S));
-        q.restart(late);
-        assert!(q.handle_timeout(late));
-        assert_eq!(q.poll_timeout(), Some(late + Duration::from_millis(31_250)));
-
-        let g = q.igmp_general_query(Ipv4Addr::UNSPECIFIED);
-        assert_eq!(hex::encode(g), igmp::tests::vectors::GENERAL_QUERY);
-        let Ok(Control::Igmp(Message::Query(gq))) = parse_control(
-            &q.igmp_group_query(Ipv4Addr::UNSPECIFIED, "239.1.2.3".parse().expect("v4")),
-        ) else {
-            panic!("igmp group query");
-        };
-        assert_eq!(gq.max_response, S);
-        let Ok(Control::Mld(Message::Query(mq))) =
-            parse_control(&q.mld_general_query("fe80::1".parse().expect("v6")))
-        else {
-            panic!("mld query");
-        };
-        assert_eq!((mq.version, mq.max_response, mq.robustness), (2, 10 * S, 2));
-        let Ok(Control::Mld(Message::Query(mq))) = parse_control(&q.mld_group_query(
-            "fe80::1".parse().expect("v6"),
-            "ff15::1".parse().expect("v6"),
-        )) else {
-            panic!("mld group query");
-        };
-        assert_eq!(mq.max_response, S);
     }
 
     #[derive(Debug, Clone)]
