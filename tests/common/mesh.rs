@@ -81,6 +81,21 @@ pub fn tcp_transfer(from: &Node, to: &Node, bytes: u64, port: u16, bound: Durati
     took
 }
 
+/// The multicast groups a status (`st`, as JSON) lists for the member with public key
+/// `key` (none when it lists no such member).
+pub fn member_groups(st: &serde_json::Value, key: &str) -> Vec<String> {
+    st["cluster"]["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["public_key"] == key))
+        .and_then(|m| m["groups"].as_array())
+        .map(|gs| {
+            gs.iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({:?})", self.name, self.d)
