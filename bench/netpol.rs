@@ -55,26 +55,25 @@ fn main() {
         "pods",
         pod_object("x", "client", "node1", &cip, &[("app", "client")], &[]),
     );
-    api.put(
-        "pods",
-        pod_object(
-            "x",
-            "server",
-            "node2",
-            &sip,
-            &[("app", "server"), ("tier", "t0")],
-            &[("http", "TCP", 80)],
-        ),
-    );
     let sip: IpAddr = sip.parse().expect("ip");
+    // The server pod, in tier `tier`.
+    let server_pod = |tier: &str| {
+        let labels = [("app", "server"), ("tier", tier)];
+        let ports = [("http", "TCP", 80)];
+        pod_object("x", "server", "node2", &sip.to_string(), &labels, &ports)
+    };
+    api.put("pods", server_pod("t0"));
     let _servers = Servers::start(&server, &[80]);
-    wait_for("client reaches server", Duration::from_secs(20), || {
-        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
-            Ok(())
-        } else {
-            Err("no".into())
-        }
-    });
+    let wait_open = |what: &str| {
+        wait_for(what, Duration::from_secs(20), || {
+            if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
+                Ok(())
+            } else {
+                Err("no".into())
+            }
+        })
+    };
+    wait_open("client reaches server");
 
     let mut open = Vec::new();
     for _ in 0..runs {
@@ -145,17 +144,7 @@ fn main() {
     // Change to enforcement: a policy that admits nobody to the server's port 80 other
     // than a label no one has... the server is already selected, so isolate it harder:
     // relabel the server out of the tiers and put a deny-all on it.
-    api.put(
-        "pods",
-        pod_object(
-            "x",
-            "server",
-            "node2",
-            &sip.to_string(),
-            &[("app", "server"), ("tier", "none")],
-            &[("http", "TCP", 80)],
-        ),
-    );
+    api.put("pods", server_pod("none"));
     let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"namespace": "x", "name": "deny-server"},
         "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"]}});
@@ -169,13 +158,7 @@ fn main() {
         }
         start.elapsed()
     };
-    wait_for("server open again", Duration::from_secs(20), || {
-        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
-            Ok(())
-        } else {
-            Err("no".into())
-        }
-    });
+    wait_open("server open again");
     let (mut deny_t, mut allow_t) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         api.put("networkpolicies", deny.clone());
