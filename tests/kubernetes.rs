@@ -10,7 +10,7 @@
 mod common;
 
 use common::kube_api::FakeApi;
-use common::kube_node::{fake_cluster, KubeNode};
+use common::kube_node::{fake_cluster, FakeCluster, KubeNode};
 use common::mesh::*;
 use common::*;
 use std::path::{Path, PathBuf};
@@ -610,11 +610,13 @@ fn expect_failure(host: &Netns, args: &[String], want: &[&str]) {
 fn operator_errors_name_the_fix() {
     let u = Underlay::bridge(1);
     let dir = temp_dir("kube-err");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    api.add_node("lonely", u.host(0).underlay_v4(), None);
-    let secret = gensecret(dir.path(), "secret");
+    let k = fake_cluster(u.host(0), &[("lonely", u.host(0), None)], dir.path());
+    let FakeCluster {
+        api,
+        kubeconfig,
+        secret,
+        ..
+    } = k;
     let cni = dir.path().join("cni");
     let h = u.host(0).netns();
 

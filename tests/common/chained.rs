@@ -11,7 +11,7 @@ use super::kube_api::FakeApi;
 use super::kube_node::{
     conflist_plugin, fake_cluster, kube_args, pod_object, run_cni_plugin, KubeNode,
 };
-use super::mesh::{gensecret, wait_for};
+use super::mesh::wait_for;
 use super::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
