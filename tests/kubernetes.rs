@@ -26,7 +26,7 @@ const HEALTH: &str = "127.0.0.1:9478";
 /// another CNI and an older weftnet's config.
 fn start_node(host: &Host, name: &str, kubeconfig: &Path, secret: &Path, dir: &Path) -> KubeNode {
     let earlier = ["10-calico.conflist", "10-weftnet.conflist"].map(|f| (f, "{}".to_string()));
-    KubeNode::start_with(host, name, dir, &earlier, |cni| {
+    KubeNode::start_custom(host, name, dir, &earlier, |cni| {
         kube_args(name, kubeconfig, secret, cni, Some(CLUSTER_RANGE))
     })
 }

@@ -74,7 +74,7 @@ impl ChainedNode {
             "10-aws.conflist",
             aws_conflist(range, &dir.join(name).join("ipam")).to_string(),
         )];
-        let KubeNode { name, d, cni } = KubeNode::start_with(host, name, dir, &conf, |cni| {
+        let KubeNode { name, d, cni } = KubeNode::start_custom(host, name, dir, &conf, |cni| {
             let mut args = kube_args(name, kubeconfig, secret, cni, None);
             args.push("--chained".into());
             args.extend(extra.iter().map(|a| a.to_string()));

@@ -149,7 +149,7 @@ impl KubeNode {
         dir: &Path,
         range: &str,
     ) -> Self {
-        Self::start_with(host, name, dir, &[], |cni| {
+        Self::start_custom(host, name, dir, &[], |cni| {
             kube_args(name, kubeconfig, secret, cni, Some(range))
         })
     }
@@ -157,7 +157,7 @@ impl KubeNode {
     /// `dir/name`, the files `conf` (name, contents) already in its `net.d` (what a
     /// node had before: another CNI's config, an older weftnet's), and the arguments
     /// `args` makes from the CNI directory (usually [`kube_args`] and more).
-    pub fn start_with(
+    pub fn start_custom(
         host: &Host,
         name: &str,
         dir: &Path,
