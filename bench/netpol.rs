@@ -19,7 +19,6 @@
 mod common;
 
 use common::bench::{env_u64, median};
-use common::kube_api::FakeApi;
 use common::kube_node::*;
 use common::mesh::*;
 use common::probe::*;
@@ -34,30 +33,10 @@ fn main() {
     let seconds = env_u64("SECONDS", 5) as u32;
     let u = Underlay::bridge(2);
     let dir = temp_dir("netpol-bench");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    for (i, cidr) in ["10.244.1.0/24", "10.244.2.0/24"].iter().enumerate() {
-        api.add_node(
-            &format!("node{}", i + 1),
-            u.host(i).underlay_v4(),
-            Some(cidr),
-        );
-    }
-    put_namespace(&api, "x", &[("ns", "x")]);
-    let secret = gensecret(dir.path(), "secret");
-    let nodes: Vec<KubeNode> = (0..2)
-        .map(|i| {
-            KubeNode::start(
-                u.host(i),
-                &format!("node{}", i + 1),
-                &kubeconfig,
-                &secret,
-                dir.path(),
-                "10.244.0.0/16",
-            )
-        })
-        .collect();
+    let k = two_node_cluster(&u, dir.path());
+    put_namespace(&k.api, "x", &[("ns", "x")]);
+    let nodes = k.start_nodes(&[u.host(0), u.host(1)], dir.path(), "10.244.0.0/16");
+    let api = k.api;
     wait_for("nodes ready", CONVERGE, || {
         for n in &nodes {
             if n.status()["kubernetes"]["cni_config"].as_str().is_none()
@@ -76,26 +55,25 @@ fn main() {
         "pods",
         pod_object("x", "client", "node1", &cip, &[("app", "client")], &[]),
     );
-    api.put(
-        "pods",
-        pod_object(
-            "x",
-            "server",
-            "node2",
-            &sip,
-            &[("app", "server"), ("tier", "t0")],
-            &[("http", "TCP", 80)],
-        ),
-    );
     let sip: IpAddr = sip.parse().expect("ip");
+    // The server pod, in tier `tier`.
+    let server_pod = |tier: &str| {
+        let labels = [("app", "server"), ("tier", tier)];
+        let ports = [("http", "TCP", 80)];
+        pod_object("x", "server", "node2", &sip.to_string(), &labels, &ports)
+    };
+    api.put("pods", server_pod("t0"));
     let _servers = Servers::start(&server, &[80]);
-    wait_for("client reaches server", Duration::from_secs(20), || {
-        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
-            Ok(())
-        } else {
-            Err("no".into())
-        }
-    });
+    let wait_open = |what: &str| {
+        wait_for(what, Duration::from_secs(20), || {
+            if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
+                Ok(())
+            } else {
+                Err("no".into())
+            }
+        })
+    };
+    wait_open("client reaches server");
 
     let mut open = Vec::new();
     for _ in 0..runs {
@@ -166,17 +144,7 @@ fn main() {
     // Change to enforcement: a policy that admits nobody to the server's port 80 other
     // than a label no one has... the server is already selected, so isolate it harder:
     // relabel the server out of the tiers and put a deny-all on it.
-    api.put(
-        "pods",
-        pod_object(
-            "x",
-            "server",
-            "node2",
-            &sip.to_string(),
-            &[("app", "server"), ("tier", "none")],
-            &[("http", "TCP", 80)],
-        ),
-    );
+    api.put("pods", server_pod("none"));
     let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"namespace": "x", "name": "deny-server"},
         "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"]}});
@@ -190,13 +158,7 @@ fn main() {
         }
         start.elapsed()
     };
-    wait_for("server open again", Duration::from_secs(20), || {
-        if probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)) {
-            Ok(())
-        } else {
-            Err("no".into())
-        }
-    });
+    wait_open("server open again");
     let (mut deny_t, mut allow_t) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         api.put("networkpolicies", deny.clone());

@@ -105,16 +105,7 @@ fn counters(node: &Node, group: &str) -> (u64, u64, u64) {
 
 /// The groups `node` lists for member `other`.
 fn groups_of(node: &Node, other: &Node) -> Vec<String> {
-    node.d.status_json()["cluster"]["members"]
-        .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["public_key"] == other.key.as_str()))
-        .and_then(|m| m["groups"].as_array())
-        .map(|gs| {
-            gs.iter()
-                .filter_map(|g| g.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    member_groups(&node.d.status_json(), &other.key)
 }
 
 fn receiver(p: &Pod, group: &str) -> Proc {

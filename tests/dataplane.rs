@@ -189,6 +189,20 @@ fn offload_and_plain_nodes_interoperate() {
     assert_eq!(plain.status_json()["offload"], "off");
     assert_eq!(offload.status_json()["offload"], "tso");
     assert_ping_pair(h0, 1, h1, 2);
+    assert_full_size_pings(h0, h1);
+    assert_iperf3(h0, h1, &ov4(2), "plain node -> offload node, TCP over IPv4");
+    assert_iperf3(h1, h0, &ov4(1), "offload node -> plain node, TCP over IPv4");
+    assert_iperf3(h1, h0, &ov6(1), "offload node -> plain node, TCP over IPv6");
+    for d in [&plain, &offload] {
+        let st = d.status_json();
+        assert_eq!(st["drops"]["tun_offload_malformed"], 0, "{st:#}");
+        assert_eq!(st["drops"]["tun_write_errors"], 0, "{st:#}");
+    }
+}
+
+/// Full-size packets (a 1420-byte tunnel MTU) cross unfragmented, both families, both
+/// ways, between node 1 on `h0` and node 2 on `h1`.
+fn assert_full_size_pings(h0: &Host, h1: &Host) {
     for (from, to, v6) in [(h0, 2, false), (h1, 1, false), (h0, 2, true), (h1, 1, true)] {
         let (size, dst, fam) = if v6 {
             ((1420 - 48).to_string(), ov6(to), "-6")
@@ -204,14 +218,6 @@ fn offload_and_plain_nodes_interoperate() {
             "{size}-byte ping to {dst}\n{}",
             describe(&out)
         );
-    }
-    assert_iperf3(h0, h1, &ov4(2), "plain node -> offload node, TCP over IPv4");
-    assert_iperf3(h1, h0, &ov4(1), "offload node -> plain node, TCP over IPv4");
-    assert_iperf3(h1, h0, &ov6(1), "offload node -> plain node, TCP over IPv6");
-    for d in [&plain, &offload] {
-        let st = d.status_json();
-        assert_eq!(st["drops"]["tun_offload_malformed"], 0, "{st:#}");
-        assert_eq!(st["drops"]["tun_write_errors"], 0, "{st:#}");
     }
 }
 
@@ -228,22 +234,7 @@ fn two_nodes_ping_v4_v6_and_stream_tcp() {
     let link = h0.ip(&["link", "show", "weft0"]);
     assert!(link.contains("mtu 1420"), "{link}");
     // Full-size packets cross unfragmented, both families, both ways.
-    for (from, to, v6) in [(h0, 2, false), (h1, 1, false), (h0, 2, true), (h1, 1, true)] {
-        let (size, dst, fam) = if v6 {
-            ((1420 - 48).to_string(), ov6(to), "-6")
-        } else {
-            ((1420 - 28).to_string(), ov4(to), "-4")
-        };
-        let args = [
-            "-n", "-q", fam, "-M", "do", "-s", &size, "-c", "2", "-i", "0.2", "-W", "2", &dst,
-        ];
-        let out = from.exec("ping", &args);
-        assert!(
-            out.status.success(),
-            "{size}-byte ping to {dst}\n{}",
-            describe(&out)
-        );
-    }
+    assert_full_size_pings(h0, h1);
 
     assert_iperf3(h0, h1, &ov4(2), "node 1 -> node 2 TCP over IPv4");
     assert_iperf3(h1, h0, &ov6(1), "node 2 -> node 1 TCP over IPv6");

@@ -18,6 +18,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+/// How long a 32 MB stream across an impaired underlay may take to be sent.
+const STREAM_BOUND: Duration = Duration::from_secs(120);
 /// How long a killed, cut off or restarted member may take to be seen in its new state.
 const MEMBERSHIP: Duration = Duration::from_secs(30);
 
@@ -27,14 +29,6 @@ fn range_mesh(u: &Underlay, dir: &std::path::Path) -> Vec<Node> {
 
 fn cluster(n: &Node) -> Value {
     n.d.status_json()["cluster"].clone()
-}
-
-fn block_addr(n: &Node) -> Ipv4Addr {
-    let c = cluster(n);
-    let block = c["block"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{} has no block: {c:#}", n.name));
-    first_host(block)
 }
 
 /// `name`'s view: member name -> state.
@@ -130,17 +124,7 @@ impl Pinger {
     fn finish(mut self) -> Pings {
         let _ = self.proc.wait_timeout(Duration::from_secs(120));
         let out = self.proc.stdout();
-        // "N packets transmitted, M received"
-        let nums: Vec<u64> = out
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .map(|l| {
-                l.split(|c: char| !c.is_ascii_digit())
-                    .filter_map(|w| w.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let [sent, received, ..] = nums.as_slice() else {
+        let Some((sent, received)) = ping_summary(&out) else {
             panic!("{}: no ping summary in {out:?}", self.what)
         };
         // "64 bytes from A: icmp_seq=N ttl=64 time=0.3 ms" per reply.
@@ -153,8 +137,8 @@ impl Pinger {
             .filter(|seq| !answered.contains(seq))
             .collect();
         Pings {
-            sent: *sent,
-            received: *received,
+            sent,
+            received,
             lost,
         }
     }
@@ -171,7 +155,7 @@ fn partition_3_3_heals_without_false_deaths() {
     let dir = temp_dir("faults");
     let nodes = range_mesh(&u, dir.path());
     let (a, b): (Vec<&Host>, Vec<&Host>) = u.hosts().iter().partition(|h| h.index() < 3);
-    let addrs: Vec<Ipv4Addr> = nodes.iter().map(block_addr).collect();
+    let addrs: Vec<Ipv4Addr> = nodes.iter().map(Node::block_host).collect();
     // Pairs that are never cut off, pinged through the split and the heal. Each
     // tunnel is up before the count starts: the first packet of a mesh is
     // `the_first_ping_to_a_just_joined_member_arrives`'s case, not this test's.
@@ -262,7 +246,7 @@ fn a_dead_verdict_keeps_a_tunnel_that_carries_traffic() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("faults");
     let nodes = range_mesh(&u, dir.path());
-    let addr = block_addr(&nodes[2]);
+    let addr = nodes[2].block_host();
     assert!(ping(nodes[0].d.netns(), addr, 3));
     let handshake_age = |n: &Node, key: &str| -> Option<u64> {
         n.d.status_json()["peers"]
@@ -313,38 +297,6 @@ fn a_dead_verdict_keeps_a_tunnel_that_carries_traffic() {
     }
 }
 
-/// Sends `bytes` bytes over TCP (socat) from `from` to `to`'s overlay address on
-/// `port`, counted at the receiver; panics unless all arrive within 120 s. Returns how
-/// long the transfer took.
-fn tcp_transfer(from: &Node, to: &Node, bytes: u64, port: &str) -> Duration {
-    let addr = block_addr(to);
-    let mut server = to.d.netns().spawn(
-        "bash",
-        &[
-            "-c",
-            &format!("socat -u TCP-LISTEN:{port},bind={addr},reuseaddr STDOUT | wc -c"),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let t0 = Instant::now();
-    let sent = from.d.netns().exec_timeout(
-        Duration::from_secs(120),
-        "bash",
-        &[
-            "-c",
-            &format!(
-                "head -c {bytes} /dev/zero | socat -u STDIN TCP:{addr}:{port},connect-timeout=5"
-            ),
-        ],
-    );
-    assert!(sent.status.success(), "sender failed: {}", describe(&sent));
-    server.wait_timeout(Duration::from_secs(30));
-    let took = t0.elapsed();
-    let received: u64 = server.stdout().trim().parse().unwrap_or(0);
-    assert_eq!(received, bytes, "stream incomplete: {}", server.logs());
-    took
-}
-
 /// With 5 % of the underlay's datagrams lost in both directions, a TCP stream across
 /// the mesh completes and no member is declared dead.
 #[test]
@@ -352,11 +304,11 @@ fn five_percent_loss_tcp_stream_completes_without_false_death() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("faults");
     let nodes = range_mesh(&u, dir.path());
-    let addr = block_addr(&nodes[2]);
+    let addr = nodes[2].block_host();
     assert!(ping(nodes[0].d.netns(), addr, 3));
     let before: Vec<usize> = nodes.iter().map(downs).collect();
     let loss = Impairment::loss(&u, 5);
-    let took = tcp_transfer(&nodes[0], &nodes[2], 32_000_000, "5301");
+    let took = tcp_transfer(&nodes[0], &nodes[2], 32_000_000, 5301, STREAM_BOUND);
     eprintln!(
         "32 MB over 5 % loss in {took:?} ({} datagrams dropped)",
         loss.hits()
@@ -376,7 +328,7 @@ fn duplication_breaks_neither_membership_nor_traffic() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("faults");
     let nodes = range_mesh(&u, dir.path());
-    let addr = block_addr(&nodes[1]);
+    let addr = nodes[1].block_host();
     // The tunnel is up before the impairment (its first handshake is not the point).
     assert!(ping(nodes[0].d.netns(), addr, 3));
     let before: Vec<usize> = nodes.iter().map(downs).collect();
@@ -418,7 +370,7 @@ fn rtt(from: &Node, to: Ipv4Addr, count: u32) -> (f64, f64, f64) {
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        out.status.success() && text.contains(&format!("{count} received")),
+        out.status.success() && ping_summary(&text).map(|(_, r)| r) == Some(u64::from(count)),
         "{} -> {to}: pings lost: {}",
         from.name,
         describe(&out)
@@ -451,13 +403,13 @@ fn delay_and_reordering_keep_membership_and_tcp() {
     let dir = temp_dir("faults");
     let delays = Delay::everywhere(&u, Duration::from_millis(50), Duration::from_millis(20));
     let nodes = range_mesh(&u, dir.path());
-    let addr = block_addr(&nodes[3]);
+    let addr = nodes[3].block_host();
     wait_for("a first ping n1 -> n4", MEMBERSHIP, || {
         ping(nodes[0].d.netns(), addr, 3)
             .then_some(())
             .ok_or_else(|| "no reply".to_owned())
     });
-    let took = tcp_transfer(&nodes[0], &nodes[3], 32_000_000, "5302");
+    let took = tcp_transfer(&nodes[0], &nodes[3], 32_000_000, 5302, STREAM_BOUND);
     let reordered: u64 = delays.iter().map(Delay::reordered).sum();
     let delayed: u64 = delays.iter().map(Delay::delayed).sum();
     eprintln!(
@@ -483,7 +435,7 @@ fn pings_see_the_underlay_delay() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("faults");
     let nodes = range_mesh(&u, dir.path());
-    let addr = block_addr(&nodes[2]);
+    let addr = nodes[2].block_host();
     assert!(ping(nodes[0].d.netns(), addr, 3));
     let (_, base, _) = rtt(&nodes[0], addr, 20);
     let delays = Delay::everywhere(&u, Duration::from_millis(50), Duration::from_millis(20));
@@ -515,7 +467,7 @@ fn a_node_restarted_twenty_times_rejoins_each_time() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("faults");
     let mut nodes = range_mesh(&u, dir.path());
-    let addr = block_addr(&nodes[2]);
+    let addr = nodes[2].block_host();
     let mut took = Vec::new();
     for round in 1..=20 {
         nodes[2].d.restart();
@@ -634,7 +586,7 @@ fn soak_with_churn_keeps_memory_and_descriptors_flat() {
     let u = Underlay::bridge(4);
     let dir = temp_dir("faults");
     let mut nodes = range_mesh(&u, dir.path());
-    let addr1 = block_addr(&nodes[1]);
+    let addr1 = nodes[1].block_host();
     let churn = |nodes: &mut Vec<Node>, round: u64| {
         let i = 2 + (round % 2) as usize;
         if round % 3 == 0 {

@@ -10,9 +10,9 @@
 mod common;
 
 use common::kube_api::FakeApi;
+use common::kube_node::{fake_cluster, FakeCluster, KubeNode};
 use common::mesh::*;
 use common::*;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,83 +21,18 @@ const CLUSTER_RANGE: &str = "10.244.0.0/16";
 const CONVERGE: Duration = Duration::from_secs(40);
 const HEALTH: &str = "127.0.0.1:9478";
 
-/// One Kubernetes node: its host namespace, daemon and CNI directories.
-struct KubeNode {
-    name: String,
-    d: Daemon,
-    cni: PathBuf,
+/// `weftnet up --kubernetes` for Node `name` on `host`, with the cluster range, the
+/// health endpoint and its CNI directories under `dir/name`, on a node that had
+/// another CNI and an older weftnet's config.
+fn start_node(host: &Host, name: &str, kubeconfig: &Path, secret: &Path, dir: &Path) -> KubeNode {
+    let earlier = ["10-calico.conflist", "10-weftnet.conflist"].map(|f| (f, "{}".to_string()));
+    KubeNode::start_custom(host, name, dir, &earlier, |cni| {
+        kube_args(name, kubeconfig, secret, cni, Some(CLUSTER_RANGE))
+    })
 }
 
+/// What these tests ask of a node beyond the harness's [`KubeNode`].
 impl KubeNode {
-    /// `weftnet up --kubernetes` for Node `name` on `host`, with the cluster range and
-    /// its CNI directories under `dir/name`.
-    fn start(host: &Host, name: &str, kubeconfig: &Path, secret: &Path, dir: &Path) -> Self {
-        let cni = dir.join(name);
-        // A node that had another CNI, and an older weftnet's config.
-        let conf = cni.join("net.d");
-        std::fs::create_dir_all(&conf).expect("net.d");
-        for other in ["10-calico.conflist", "10-weftnet.conflist"] {
-            std::fs::write(conf.join(other), "{}").expect("other conflist");
-        }
-        let args = kube_args(name, kubeconfig, secret, &cni, Some(CLUSTER_RANGE));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let d = Daemon::start(host, &args, "");
-        KubeNode {
-            name: name.to_string(),
-            d,
-            cni,
-        }
-    }
-    fn ns(&self) -> &Netns {
-        self.d.netns()
-    }
-    fn status(&self) -> Value {
-        self.d.status_json()
-    }
-    fn plugin(&self) -> PathBuf {
-        self.cni.join("bin").join("weftnet")
-    }
-    fn conflist(&self) -> PathBuf {
-        self.cni.join("net.d").join("00-weftnet.conflist")
-    }
-    /// The plugin's network config as a runtime passes it: the conflist's plugin entry
-    /// with `name` and `cniVersion` copied in.
-    fn net_config(&self) -> Value {
-        let text = std::fs::read_to_string(self.conflist()).expect("conflist");
-        let list: Value = serde_json::from_str(&text).expect("conflist JSON");
-        let mut plugin = list["plugins"][0].clone();
-        plugin["name"] = list["name"].clone();
-        plugin["cniVersion"] = list["cniVersion"].clone();
-        plugin
-    }
-    /// Runs the installed plugin in this node's namespace, as the runtime does.
-    fn cni(&self, command: &str, id: &str, pod: Option<&Netns>, config: &Value) -> (bool, Value) {
-        let netns = pod.map(|p| format!("/var/run/netns/{}", p.name()));
-        let env = [
-            format!("CNI_COMMAND={command}"),
-            format!("CNI_CONTAINERID={id}"),
-            format!("CNI_NETNS={}", netns.unwrap_or_default()),
-            "CNI_IFNAME=eth0".to_string(),
-            format!("CNI_PATH={}", self.cni.join("bin").display()),
-        ];
-        let mut args: Vec<String> = vec!["-i".into()];
-        args.extend(env);
-        args.push(self.plugin().display().to_string());
-        let mut cmd = self.ns().command("env", &args);
-        let input = serde_json::to_vec(config).expect("config JSON");
-        let out = run_bounded(&mut cmd, Some(&input), EXEC_TIMEOUT);
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), json)
-    }
-    /// ADD for a new pod; returns its IPv4 address.
-    fn add_pod(&self, id: &str, pod: &Netns) -> String {
-        let (ok, result) = self.cni("ADD", id, Some(pod), &self.net_config());
-        assert!(ok, "{}: CNI ADD failed: {result}", self.name);
-        let addr = result["ips"][0]["address"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no address in the ADD result {result}"));
-        addr.split('/').next().unwrap_or(addr).to_string()
-    }
     fn health(&self, path: &str) -> u16 {
         let script = "import sys, urllib.request, urllib.error\n\
             try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=3).status)\n\
@@ -151,20 +86,19 @@ fn kube_args(
 /// Fake API with three Nodes (two with a podCIDR, the third without) and their daemons;
 /// waits until all see each other and have written their CNI config.
 fn start_cluster(u: &Underlay, dir: &Path) -> (FakeApi, Vec<KubeNode>) {
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    let cidrs = [Some("10.244.1.0/24"), Some("10.244.2.0/24"), None];
-    for (i, cidr) in cidrs.iter().enumerate() {
-        api.add_node(&format!("node{}", i + 1), u.host(i).underlay_v4(), *cidr);
-    }
-    let secret = gensecret(dir, "secret");
+    let k = fake_cluster(
+        u.host(0),
+        &[
+            ("node1", u.host(0), Some("10.244.1.0/24")),
+            ("node2", u.host(1), Some("10.244.2.0/24")),
+            ("node3", u.host(2), None),
+        ],
+        dir,
+    );
     let nodes: Vec<KubeNode> = (0..3)
-        .map(|i| {
-            let name = format!("node{}", i + 1);
-            KubeNode::start(u.host(i), &name, &kubeconfig, &secret, dir)
-        })
+        .map(|i| start_node(u.host(i), &k.names[i], &k.kubeconfig, &k.secret, dir))
         .collect();
+    let api = k.api;
     let took = wait_ready(&nodes);
     eprintln!("3 Kubernetes nodes converged in {took:?}");
     (api, nodes)
@@ -516,24 +450,23 @@ fn pods_get_addresses_and_talk_across_nodes_through_the_mesh() {
 fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6() {
     let u = Underlay::bridge(2);
     let dir = temp_dir("kube-ds");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    for i in 0..2 {
-        let name = format!("ds{}", i + 1);
-        let v4 = format!("10.244.{}.0/24", i + 1);
-        api.add_node(&name, u.host(i).underlay_v4(), Some(&v4));
+    let v4 = ["10.244.1.0/24", "10.244.2.0/24"];
+    let k = fake_cluster(
+        u.host(0),
+        &[
+            ("ds1", u.host(0), Some(v4[0])),
+            ("ds2", u.host(1), Some(v4[1])),
+        ],
+        dir.path(),
+    );
+    for (i, name) in k.names.iter().enumerate() {
         let v6 = format!("fd00:10:244:{}::/64", i + 1);
-        api.update_node(&name, |n| {
-            n["spec"]["podCIDRs"] = serde_json::json!([v4, v6]);
+        k.api.update_node(name, |n| {
+            n["spec"]["podCIDRs"] = serde_json::json!([v4[i], v6]);
         });
     }
-    let secret = gensecret(dir.path(), "secret");
     let nodes: Vec<KubeNode> = (0..2)
-        .map(|i| {
-            let name = format!("ds{}", i + 1);
-            KubeNode::start(u.host(i), &name, &kubeconfig, &secret, dir.path())
-        })
+        .map(|i| start_node(u.host(i), &k.names[i], &k.kubeconfig, &k.secret, dir.path()))
         .collect();
     wait_ready(&nodes);
     let mut pods = Vec::new();
@@ -580,20 +513,18 @@ fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6() {
 fn restart_while_the_api_server_is_down_starts_from_the_cache() {
     let u = Underlay::bridge(2);
     let dir = temp_dir("kube-cache");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    for i in 0..2 {
-        let cidr = format!("10.244.{}.0/24", i + 1);
-        api.add_node(&format!("r{}", i + 1), u.host(i).underlay_v4(), Some(&cidr));
-    }
-    let secret = gensecret(dir.path(), "secret");
+    let k = fake_cluster(
+        u.host(0),
+        &[
+            ("r1", u.host(0), Some("10.244.1.0/24")),
+            ("r2", u.host(1), Some("10.244.2.0/24")),
+        ],
+        dir.path(),
+    );
     let mut nodes: Vec<KubeNode> = (0..2)
-        .map(|i| {
-            let name = format!("r{}", i + 1);
-            KubeNode::start(u.host(i), &name, &kubeconfig, &secret, dir.path())
-        })
+        .map(|i| start_node(u.host(i), &k.names[i], &k.kubeconfig, &k.secret, dir.path()))
         .collect();
+    let api = k.api;
     wait_ready(&nodes);
     let pods: Vec<(Netns, String)> = nodes
         .iter()
@@ -679,11 +610,13 @@ fn expect_failure(host: &Netns, args: &[String], want: &[&str]) {
 fn operator_errors_name_the_fix() {
     let u = Underlay::bridge(1);
     let dir = temp_dir("kube-err");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    api.add_node("lonely", u.host(0).underlay_v4(), None);
-    let secret = gensecret(dir.path(), "secret");
+    let k = fake_cluster(u.host(0), &[("lonely", u.host(0), None)], dir.path());
+    let FakeCluster {
+        api,
+        kubeconfig,
+        secret,
+        ..
+    } = k;
     let cni = dir.path().join("cni");
     let h = u.host(0).netns();
 

@@ -89,19 +89,6 @@ fn json_has(v: &Value, s: &str) -> bool {
     v.as_array().is_some_and(|a| a.iter().any(|x| x == s))
 }
 
-fn member_groups(st: &Value, key: &str) -> Vec<String> {
-    st["cluster"]["members"]
-        .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["public_key"] == key))
-        .and_then(|m| m["groups"].as_array())
-        .map(|gs| {
-            gs.iter()
-                .filter_map(|g| g.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// `multicast.groups[]` entry of one group.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct GroupCounters {

@@ -120,31 +120,18 @@ fn named_ports() -> Vec<(&'static str, &'static str, u16)> {
 fn setup() -> Cluster {
     let u = Underlay::bridge(2);
     let dir = temp_dir("netpol");
-    let api = FakeApi::start_in(u.host(0), u.host(0).underlay_v4().into());
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
+    let k = two_node_cluster(&u, dir.path());
     // Dual stack: each Node has an IPv4 and an IPv6 pod CIDR, so every pod has both.
-    for i in 0..2 {
-        let (name, v4) = (format!("node{}", i + 1), format!("10.244.{}.0/24", i + 1));
+    for (i, name) in k.names.iter().enumerate() {
+        let v4 = format!("10.244.{}.0/24", i + 1);
         let v6 = format!("fd00:10:244:{}::/64", i + 1);
-        api.add_node(&name, u.host(i).underlay_v4(), Some(&v4));
-        api.update_node(&name, |n| n["spec"]["podCIDRs"] = json!([v4, v6]));
+        k.api
+            .update_node(name, |n| n["spec"]["podCIDRs"] = json!([v4, v6]));
     }
-    put_namespace(&api, "x", &[("ns", "x")]);
-    put_namespace(&api, "y", &[("ns", "y")]);
-    let secret = gensecret(dir.path(), "secret");
-    let nodes: Vec<KubeNode> = (0..2)
-        .map(|i| {
-            KubeNode::start(
-                u.host(i),
-                &format!("node{}", i + 1),
-                &kubeconfig,
-                &secret,
-                dir.path(),
-                RANGE,
-            )
-        })
-        .collect();
+    put_namespace(&k.api, "x", &[("ns", "x")]);
+    put_namespace(&k.api, "y", &[("ns", "y")]);
+    let nodes = k.start_nodes(&[u.host(0), u.host(1)], dir.path(), RANGE);
+    let api = k.api;
     wait_for("nodes ready", CONVERGE, || {
         for n in &nodes {
             let st = n.status();

@@ -9,16 +9,10 @@ mod common;
 use common::mesh::*;
 use common::*;
 use serde_json::Value;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
-fn block_addr(n: &Node) -> Ipv4Addr {
-    let c = n.d.status_json()["cluster"].clone();
-    let block = c["block"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{} has no block: {c:#}", n.name));
-    first_host(block)
-}
+/// How long an 8 MB stream may take to be sent.
+const STREAM_BOUND: Duration = Duration::from_secs(60);
 
 /// `n`'s view of member `name`'s path MTU.
 fn path_mtu(n: &Node, name: &str) -> Value {
@@ -26,32 +20,6 @@ fn path_mtu(n: &Node, name: &str) -> Value {
         .as_array()
         .and_then(|ms| ms.iter().find(|m| m["name"] == name))
         .map_or(Value::Null, |m| m["path_mtu"].clone())
-}
-
-/// Sends `bytes` over TCP from `from` to `to` with socat; returns what arrived.
-fn tcp_transfer(from: &Node, to: &Node, bytes: u64, port: u16) -> u64 {
-    let addr = block_addr(to);
-    let mut server = to.d.netns().spawn(
-        "bash",
-        &[
-            "-c",
-            &format!("socat -u TCP-LISTEN:{port},bind={addr},reuseaddr STDOUT | wc -c"),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let sent = from.d.netns().exec_timeout(
-        Duration::from_secs(60),
-        "bash",
-        &[
-            "-c",
-            &format!(
-                "head -c {bytes} /dev/zero | socat -u STDIN TCP:{addr}:{port},connect-timeout=5"
-            ),
-        ],
-    );
-    assert!(sent.status.success(), "sender failed: {}", describe(&sent));
-    server.wait_timeout(Duration::from_secs(30));
-    server.stdout().trim().parse().unwrap_or(0)
 }
 
 #[test]
@@ -90,7 +58,7 @@ fn jumbo_and_ethernet(u: &Underlay) {
     // weft0 follows each host's underlay: 9001 - 80 on n1 and n2, 1500 - 80 on n3.
     assert_eq!(nodes[0].d.status_json()["mtu"], 8921);
     assert_eq!(nodes[2].d.status_json()["mtu"], 1420);
-    let (b, c) = (block_addr(&nodes[1]), block_addr(&nodes[2]));
+    let (b, c) = (nodes[1].block_host(), nodes[2].block_host());
     // Handshakes first (probes go out once a session is up).
     assert!(ping(nodes[0].d.netns(), b, 2) && ping(nodes[0].d.netns(), c, 2));
     assert!(ping(nodes[1].d.netns(), c, 2));
@@ -177,19 +145,14 @@ fn jumbo_and_ethernet(u: &Underlay) {
         ],
     );
     let text = describe(&dont);
-    let received = text
-        .split(" received")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(0);
+    let received = ping_summary(&text).map_or(0, |(_, r)| r);
     assert!(received >= 4, "DF-clear pings to n3: {text}");
 
     // TCP adapts per destination: streams to both complete.
     let n = 8_000_000;
-    assert_eq!(tcp_transfer(&nodes[0], &nodes[2], n, 5401), n, "n1 -> n3");
-    assert_eq!(tcp_transfer(&nodes[0], &nodes[1], n, 5402), n, "n1 -> n2");
-    assert_eq!(tcp_transfer(&nodes[2], &nodes[0], n, 5403), n, "n3 -> n1");
+    tcp_transfer(&nodes[0], &nodes[2], n, 5401, STREAM_BOUND);
+    tcp_transfer(&nodes[0], &nodes[1], n, 5402, STREAM_BOUND);
+    tcp_transfer(&nodes[2], &nodes[0], n, 5403, STREAM_BOUND);
 
     // The text status shows each member's path MTU.
     let state = nodes[0].d.state_dir().display().to_string();

@@ -105,27 +105,9 @@ pub fn session_datagram(data: &[u8]) {
 /// Arbitrary bytes as a gossip datagram from the network (type byte forced to the
 /// gossip range): the envelope, key lookup and AEAD must reject them without panic.
 pub fn gossip_datagram(data: &[u8]) {
-    use crate::gossip::{Gossip, GossipConfig, NodeRecord, GOSSIP_TYPE};
-    let identity = PrivateKey::from_bytes([1; 32]);
-    let me = NodeRecord {
-        public_key: identity.public_key(),
-        name: "fuzz".into(),
-        endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
-        prefixes: Vec::new(),
-        version: 0,
-        certificate: None,
-        handover: None,
-    };
+    use crate::gossip::{fuzz_node, GOSSIP_TYPE};
     let now = std::time::Instant::now();
-    let Ok(mut g) = Gossip::new(
-        GossipConfig::default(),
-        &[[7; 32]],
-        &identity,
-        me,
-        1,
-        1,
-        now,
-    ) else {
+    let Some(mut g) = fuzz_node(1, now) else {
         return;
     };
     let mut datagram = data.to_vec();

@@ -203,7 +203,7 @@ fn crypto_key_routing() {
 /// builds.
 #[test]
 fn multicast_packets() {
-    use weftnet_proto::multicast::{groups::Querier, parse_control, GroupConfig};
+    use weftnet_proto::multicast::{parse_control, GroupConfig, Querier};
     let text = spec();
     let section = &text[text.find("### 7.10").expect("section 7.10")..];
     let mut packets: Vec<(String, Vec<u8>)> = Vec::new();

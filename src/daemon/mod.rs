@@ -10,6 +10,7 @@
 //! leaves the mesh gracefully and removes what it created.
 //! Decisions live in the node reconciler (`weftnet_proto::node`); nothing here decides.
 
+mod host;
 mod start;
 pub(crate) mod teardown;
 

@@ -1,33 +1,29 @@
-//! Start-up, step by step, in an order that fails early: the host side (control socket
-//! claim, HTTP ports for probes and metrics, UDP port, overlay interface, advertised endpoint, bridge,
-//! masquerade chain), then the node reconciler and the data plane with its first peers,
-//! addresses and routes, then the tasks. Each thing created is handed to the
-//! [`Teardown`] the moment it exists; after each step a test hook (`failpoint`) can
-//! make start-up fail there.
+//! The start sequence, step by step, in an order that fails early: certificates, the
+//! host side ([`super::host`]: ports, overlay interface, advertised endpoint, bridge,
+//! masquerade chain), then the node reconciler and the data plane with its first
+//! peers, addresses and routes, the control socket and network policy, then the tasks.
+//! Each thing created is handed to the [`Teardown`] the moment it exists; after each
+//! step a test hook (`failpoint`) can make start-up fail there.
 
-use super::teardown::{failpoint, Created, Lifetime, Teardown};
+use super::host::{host_side, HostSide};
+use super::teardown::{failpoint, Created, Teardown};
 use super::Running;
 use crate::cluster::{self, Links, Shell};
-use crate::config::{Config, WIREGUARD_OVERHEAD};
+use crate::config::Config;
 use crate::control;
-use crate::dataplane::{Dataplane, L2Port};
+use crate::dataplane::Dataplane;
 use crate::kube::{self, KubeView};
 use crate::netlink::Netlink;
 use crate::rotation::Identity;
 use crate::status::{NodeInfo, StatusReport};
-use crate::system;
-use crate::tun::Tun;
-use crate::udp::Udp;
-use anyhow::{bail, Context, Result};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use weftnet_proto::gossip::GossipConfig;
 use weftnet_proto::keys::PrivateKey;
-use weftnet_proto::node::{GossipSetup, HostState, Node, NodeConfig, PeerSpec, Status};
+use weftnet_proto::node::{GossipSetup, Node, NodeConfig, PeerSpec, Status};
 
 /// Control datagrams queued between the UDP thread and the control plane.
 const CONTROL_QUEUE: usize = 4096;
@@ -35,28 +31,6 @@ const CONTROL_QUEUE: usize = 4096;
 /// before the restart arrive within it (by the saved members), and still know this
 /// node's key.
 const RESTART_CALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What the host side of start-up made.
-struct HostSide {
-    socket: PathBuf,
-    /// The HTTP listeners (probes, metrics; one when both have the same address).
-    listeners: Vec<crate::http::Listener>,
-    /// A UDP socket per worker.
-    udp: Vec<Udp>,
-    /// A TUN queue per worker (fewer when the interface is an old single-queue one).
-    tun: Vec<Tun>,
-    overlay: u32,
-    mtu: u32,
-    endpoint: Option<SocketAddr>,
-    bridge: Option<u32>,
-    l2: Option<L2Port>,
-    /// Chained mode: the packet socket on the pods' veths (their multicast).
-    pods: Option<crate::dataplane::PodLink>,
-    /// What an earlier run left on the overlay interface (empty on a new one).
-    adopted: HostState,
-    /// The overlay interface is an earlier run's: this is a restart.
-    restarted: bool,
-}
 
 /// Creates everything in order, each thing owned by `teardown` as soon as it exists.
 /// `started` is when the process started (for the metrics).
@@ -324,185 +298,6 @@ async fn rotate_when_old(age: Duration, lifetime: Duration, rotate: Rotator) {
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
-}
-
-/// The host side: ports, the overlay interface, the advertised endpoint, the bridge
-/// and the masquerade chain.
-async fn host_side(
-    config: &Config,
-    netlink: &Arc<Netlink>,
-    teardown: &mut Teardown,
-) -> Result<HostSide> {
-    let socket = control::socket_path(&config.state_dir);
-    control::claim_socket(&socket)?;
-    let wanted: Vec<(&'static str, SocketAddr)> = [
-        (crate::health::FLAG, config.health_listen),
-        (crate::metrics::FLAG, config.metrics),
-    ]
-    .into_iter()
-    .filter_map(|(flag, addr)| Some((flag, addr?)))
-    .collect();
-    let listeners = crate::http::bind(&wanted)?;
-    let udp = Udp::bind_group(config.listen_port, config.workers)?;
-    let mtu = config
-        .mtu
-        .unwrap_or_else(|| {
-            system::underlay_mtu(&config.interface).saturating_sub(WIREGUARD_OVERHEAD)
-        })
-        .max(crate::config::MIN_MTU);
-    // Chained mode's routes into the overlay are in its own table.
-    let table = config
-        .kube
-        .as_ref()
-        .and_then(|k| k.chained)
-        .map(|_| crate::chained::TABLE);
-    let (tun, overlay, adopted) =
-        overlay_interface(&config.interface, config.workers, table, netlink, teardown).await?;
-    let restarted = adopted.is_some();
-    let adopted = adopted.unwrap_or_default();
-    failpoint("interface")?;
-    netlink
-        .configure(overlay, mtu, &[])
-        .await
-        .with_context(|| format!("cannot configure interface {}", config.interface))?;
-    let endpoint = advertise(config, netlink, overlay).await?;
-    failpoint("advertise")?;
-
-    let range = config.cluster.as_ref().and_then(|c| c.range);
-    let (bridge, l2) = match &config.bridge {
-        Some(name) => {
-            let v6 = config
-                .blocks
-                .iter()
-                .chain(range.iter().map(|(r, _)| r))
-                .any(|b| b.addr().is_ipv6());
-            let r = range.map(|(r, _)| r);
-            let (index, port) =
-                crate::bridge::setup(netlink, teardown, name, &config.interface, mtu, v6, r)
-                    .await?;
-            (Some(index), Some(port))
-        }
-        None => (None, None),
-    };
-    failpoint("bridge")?;
-    if let (true, Some((r, _))) = (config.masquerade, range) {
-        let (installed, existed) =
-            tokio::task::spawn_blocking(move || crate::masquerade::Masquerade::install(&[r]))
-                .await
-                .context("the masquerade set-up did not finish")??;
-        teardown.push_for(
-            Created::Masquerade(installed),
-            Lifetime::Node { created: !existed },
-        );
-    }
-    failpoint("masquerade")?;
-    let mut pods = None;
-    if let Some(k) = config.kube.as_ref().filter(|k| k.chained.is_some()) {
-        pods = Some(crate::dataplane::PodLink::open().context(
-            "cannot open the packet socket chained mode reads the pods' multicast from: run weftnet as root (it needs CAP_NET_RAW)",
-        )?);
-        teardown.push_for(
-            Created::Chained {
-                conf_dir: k.cni_conf_dir.clone(),
-            },
-            Lifetime::Node { created: true },
-        );
-    }
-    Ok(HostSide {
-        socket,
-        listeners,
-        udp,
-        tun,
-        overlay,
-        mtu,
-        endpoint,
-        bridge,
-        l2,
-        pods,
-        adopted,
-        restarted,
-    })
-}
-
-/// The overlay interface: the persistent TUN an earlier run left, adopted with its
-/// addresses and routes (returned, for the reconciler to start from), or a new one.
-/// Kept across restarts; a failed start removes it only if this start created it.
-async fn overlay_interface(
-    name: &str,
-    queues: usize,
-    table: Option<u32>,
-    netlink: &Netlink,
-    teardown: &mut Teardown,
-) -> Result<(Vec<Tun>, u32, Option<HostState>)> {
-    let existed = system::interface_exists(name);
-    let tun = Tun::attach_or_create(name, existed, queues)?;
-    let overlay = netlink.link_index(name).await?;
-    teardown.push_for(
-        Created::Link {
-            index: overlay,
-            what: "overlay interface",
-        },
-        Lifetime::Node { created: !existed },
-    );
-    if !existed {
-        return Ok((tun, overlay, None));
-    }
-    let adopted = HostState {
-        addresses: netlink
-            .addresses(overlay)
-            .await?
-            .into_iter()
-            .filter(|a| !is_link_local(a.addr()))
-            .collect(),
-        routes: match table {
-            Some(t) => netlink.routes_into_table(overlay, t).await?,
-            None => netlink.routes_into(overlay).await?,
-        },
-    };
-    tracing::info!(
-        interface = name,
-        addresses = adopted.addresses.len(),
-        routes = adopted.routes.len(),
-        "attached to the overlay interface of the previous run (its addresses and routes stay)"
-    );
-    Ok((tun, overlay, Some(adopted)))
-}
-
-/// The kernel's own addresses (IPv6 link-local), never weftnet's.
-fn is_link_local(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-    }
-}
-
-/// Where other nodes reach this one: given, or the source address toward the seeds,
-/// or the host's first global address.
-async fn advertise(config: &Config, netlink: &Netlink, overlay: u32) -> Result<Option<SocketAddr>> {
-    let Some(c) = &config.cluster else {
-        return Ok(None);
-    };
-    let mut ip = c.advertise.map(|a| a.ip);
-    let mut seeds = Vec::new();
-    if ip.is_none() {
-        seeds = cluster::resolve(&c.join).await;
-        ip = cluster::detect_underlay_ip(&seeds);
-    }
-    if ip.is_none() {
-        ip = netlink
-            .global_addresses(overlay)
-            .await
-            .ok()
-            .and_then(|v| v.first().copied());
-    }
-    let Some(ip) = ip else {
-        bail!("{}", cluster::no_underlay_address(&c.join, &seeds));
-    };
-    let port = c
-        .advertise
-        .and_then(|a| a.port)
-        .unwrap_or(config.listen_port);
-    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 /// With a cluster CA: the CA's key and this node's certificate (if it has one),

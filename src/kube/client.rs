@@ -86,6 +86,18 @@ pub(crate) fn describe(err: &kube::Error) -> String {
     }
 }
 
+/// One line about a failed watch: the API error inside it, described as [`describe`]
+/// does.
+pub(crate) fn describe_watch(e: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error;
+    match e {
+        Error::InitialListFailed(k) | Error::WatchStartFailed(k) | Error::WatchFailed(k) => {
+            describe(k)
+        }
+        other => other.to_string(),
+    }
+}
+
 /// What the daemon starts from: this Node's facts and the other Nodes' addresses.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct StartFacts {

@@ -5,7 +5,7 @@
 //! are fully listed, so a half-known cluster never isolates a pod from peers that
 //! simply were not listed yet. A relist replaces a kind's objects as a whole.
 
-use super::client::describe;
+use super::client::describe_watch;
 use super::policy::{namespace_of, pod_of, policy_of};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -137,13 +137,4 @@ pub(crate) async fn run(client: Client, out: watch::Sender<Arc<Cluster>>) {
 
 fn failed(e: &watcher::Error) {
     tracing::debug!(error = %describe_watch(e), "a NetworkPolicy watch failed; retrying (the rules in force stay)");
-}
-
-fn describe_watch(e: &watcher::Error) -> String {
-    match e {
-        watcher::Error::InitialListFailed(k)
-        | watcher::Error::WatchStartFailed(k)
-        | watcher::Error::WatchFailed(k) => describe(k),
-        other => other.to_string(),
-    }
 }

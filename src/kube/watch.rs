@@ -5,7 +5,7 @@
 //! daemon leaves the mesh and stops. While the API server is unreachable the watch retries with backoff, the mesh keeps
 //! running on what it knows, and the status says so.
 
-use super::client::describe;
+use super::client::describe_watch;
 use super::nodes::{facts_of, Changes, NodeSet};
 use super::KubeView;
 use crate::cluster::Command;
@@ -120,14 +120,5 @@ impl Watch {
             let _ = self.commands.send(Command::Join(seeds)).await;
         }
         true
-    }
-}
-
-fn describe_watch(e: &watcher::Error) -> String {
-    match e {
-        watcher::Error::InitialListFailed(k)
-        | watcher::Error::WatchStartFailed(k)
-        | watcher::Error::WatchFailed(k) => describe(k),
-        other => other.to_string(),
     }
 }

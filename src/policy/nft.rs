@@ -180,6 +180,25 @@ impl Target {
     }
 }
 
+/// Replies to connections a policy allowed pass every base chain.
+const ESTABLISHED: &str = "    ct state established,related accept\n";
+/// Multicast membership queries and reports (IGMP, MLD) always pass.
+const MEMBERSHIP: &str = "    ip protocol igmp accept\n    icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } accept\n";
+/// IPv6 neighbour discovery passes: it is how a pod finds its gateway.
+const NEIGHBOURS: &str = "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n";
+/// A pod's egress chains, by source address.
+const EGRESS_MAPS: &str = "    ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n";
+/// A pod's ingress chains, by destination address.
+const INGRESS_MAPS: &str = "    ip daddr vmap @ingress4\n    ip6 daddr vmap @ingress6\n";
+
+/// A base chain on `hook` that accepts by default, with `lines` in order.
+fn base_chain(hook: &str, lines: &[&str]) -> String {
+    format!(
+        "  chain {hook} {{\n    type filter hook {hook} priority filter; policy accept;\n{}  }}\n",
+        lines.concat()
+    )
+}
+
 /// The `bridge weftnet_policy` table: multicast delivered to a pod's bridge port passes
 /// only if the pod's egress rules allow the group (when its egress is isolated) and its
 /// ingress rules allow the sender (when its ingress is isolated). IGMP and MLD pass.
@@ -235,12 +254,15 @@ fn render_bridge(
     if !elements.is_empty() {
         let _ = write!(s, " elements = {{ {} }}", elements.join(", "));
     }
-    s.push_str(
-        " }\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n\
-         \x20   ip protocol igmp accept\n\
-         \x20   icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } accept\n\
-         \x20   ip daddr 224.0.0.0/4 oifname vmap @mcast\n    ip6 daddr ff00::/8 oifname vmap @mcast\n  }\n}\n",
-    );
+    s.push_str(" }\n");
+    s.push_str(&base_chain(
+        "forward",
+        &[
+            MEMBERSHIP,
+            "    ip daddr 224.0.0.0/4 oifname vmap @mcast\n    ip6 daddr ff00::/8 oifname vmap @mcast\n",
+        ],
+    ));
+    s.push_str("}\n");
     s
 }
 
@@ -305,28 +327,22 @@ pub(crate) fn render(targets: &[Target]) -> Ruleset {
         }
         s.push_str(" }\n");
     }
-    s.push_str(
-        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n\
-         \x20   ct state established,related accept\n\
-         \x20   ip protocol igmp accept\n\
-         \x20   icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } accept\n\
-         \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
-         \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n\
-         \x20   ip daddr vmap @ingress4\n    ip6 daddr vmap @ingress6\n  }\n\
-         \x20 chain input {\n    type filter hook input priority filter; policy accept;\n\
-         \x20   iif lo accept\n\
-         \x20   ct state established,related accept\n\
-         \x20   ip protocol igmp accept\n\
-         \x20   icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } accept\n\
-         \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
-         \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n\
-         \x20   ip daddr vmap @ingress4\n    ip6 daddr vmap @ingress6\n  }\n\
-         \x20 chain output {\n    type filter hook output priority filter; policy accept;\n\
-         \x20   oif lo accept\n\
-         \x20   ct state established,related accept\n\
-         \x20   icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n\
-         \x20   ip saddr vmap @egress4\n    ip6 saddr vmap @egress6\n  }\n}\n",
-    );
+    // Pod to pod and pod to this host are filtered alike; loopback is not a pod's.
+    let filtered = [
+        ESTABLISHED,
+        MEMBERSHIP,
+        NEIGHBOURS,
+        EGRESS_MAPS,
+        INGRESS_MAPS,
+    ]
+    .concat();
+    s.push_str(&base_chain("forward", &[&filtered]));
+    s.push_str(&base_chain("input", &["    iif lo accept\n", &filtered]));
+    s.push_str(&base_chain(
+        "output",
+        &["    oif lo accept\n", ESTABLISHED, NEIGHBOURS, EGRESS_MAPS],
+    ));
+    s.push_str("}\n");
     s.push_str(&render_bridge(targets, &mut counters));
     Ruleset {
         script: s,

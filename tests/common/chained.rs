@@ -8,8 +8,10 @@
 //! `prevResult` passed on); weftnet started with `--kubernetes --chained`.
 
 use super::kube_api::FakeApi;
-use super::kube_node::{conflist_plugin, kube_args, pod_object, run_cni_plugin};
-use super::mesh::{gensecret, wait_for};
+use super::kube_node::{
+    conflist_plugin, fake_cluster, kube_args, pod_object, run_cni_plugin, KubeNode,
+};
+use super::mesh::wait_for;
 use super::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -68,21 +70,17 @@ impl ChainedNode {
         range: &str,
         extra: &[&str],
     ) -> Self {
-        let cni = dir.join(name);
-        std::fs::create_dir_all(cni.join("net.d")).expect("net.d");
-        let aws = aws_conflist(range, &cni.join("ipam"));
-        std::fs::write(cni.join("net.d").join("10-aws.conflist"), aws.to_string())
-            .expect("aws conflist");
-        let mut args = kube_args(name, kubeconfig, secret, &cni, None);
-        args.push("--chained".into());
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let d = Daemon::start(host, &args, "");
-        ChainedNode {
-            name: name.into(),
-            d,
-            cni,
-        }
+        let conf = [(
+            "10-aws.conflist",
+            aws_conflist(range, &dir.join(name).join("ipam")).to_string(),
+        )];
+        let KubeNode { name, d, cni } = KubeNode::start_custom(host, name, dir, &conf, |cni| {
+            let mut args = kube_args(name, kubeconfig, secret, cni, None);
+            args.push("--chained".into());
+            args.extend(extra.iter().map(|a| a.to_string()));
+            args
+        });
+        ChainedNode { name, d, cni }
     }
     pub fn ns(&self) -> &Netns {
         self.d.netns()
@@ -215,15 +213,11 @@ pub fn start_beside_vpc(
     extra: &[&str],
 ) -> (FakeApi, ChainedNode, ChainedNode) {
     route_vpc(&[h1, h2], vpc, &RANGES);
-    let api = FakeApi::start_in(vpc, vpc.underlay_v4().into());
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig);
-    api.add_node("node1", h1.underlay_v4(), None);
-    api.add_node("node2", h2.underlay_v4(), None);
-    let secret = gensecret(dir, "secret");
-    let n1 = ChainedNode::start(h1, "node1", &kubeconfig, &secret, dir, RANGES[0], extra);
-    let n2 = ChainedNode::start(h2, "node2", &kubeconfig, &secret, dir, RANGES[1], extra);
-    (api, n1, n2)
+    let k = fake_cluster(vpc, &[("node1", h1, None), ("node2", h2, None)], dir);
+    let (kubeconfig, secret) = (&k.kubeconfig, &k.secret);
+    let n1 = ChainedNode::start(h1, "node1", kubeconfig, secret, dir, RANGES[0], extra);
+    let n2 = ChainedNode::start(h2, "node2", kubeconfig, secret, dir, RANGES[1], extra);
+    (k.api, n1, n2)
 }
 
 /// The VPC: pod ranges routed to their nodes (`ranges[i]` via node `i`) on the nodes

@@ -4,7 +4,8 @@
 //! registered as Pod objects in the fake API server when asked).
 
 use super::kube_api::FakeApi;
-use super::{run_bounded, Daemon, Host, Netns, EXEC_TIMEOUT};
+use super::mesh::gensecret;
+use super::{run_bounded, Daemon, Host, Netns, Underlay, EXEC_TIMEOUT};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -78,6 +79,66 @@ pub fn conflist_plugin(list: &Value, plugin: &Value) -> Value {
     conf
 }
 
+/// A fake API server with its Nodes, the kubeconfig that reaches it and the cluster
+/// secret: what every Kubernetes node of a test is started with.
+pub struct FakeCluster {
+    pub api: FakeApi,
+    pub kubeconfig: PathBuf,
+    pub secret: PathBuf,
+    /// The Node names, in the order they were added.
+    pub names: Vec<String>,
+}
+
+/// Starts the fake API server on `api_host` (at its underlay IPv4 address), adds a
+/// Node per `(name, host, podCIDR)` at the host's underlay address, and writes the
+/// kubeconfig and a cluster secret in `dir`. Starts no daemon.
+pub fn fake_cluster(
+    api_host: &Host,
+    nodes: &[(&str, &Host, Option<&str>)],
+    dir: &Path,
+) -> FakeCluster {
+    let api = FakeApi::start_in(api_host, api_host.underlay_v4().into());
+    let kubeconfig = dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    for (name, host, cidr) in nodes {
+        api.add_node(name, host.underlay_v4(), *cidr);
+    }
+    FakeCluster {
+        api,
+        kubeconfig,
+        secret: gensecret(dir, "secret"),
+        names: nodes.iter().map(|(n, _, _)| n.to_string()).collect(),
+    }
+}
+
+/// Nodes `node1` and `node2` (podCIDRs 10.244.1.0/24 and 10.244.2.0/24) at `u`'s first
+/// two hosts, the API server on the first: the cluster of the NetworkPolicy tests and
+/// benchmark.
+pub fn two_node_cluster(u: &Underlay, dir: &Path) -> FakeCluster {
+    fake_cluster(
+        u.host(0),
+        &[
+            ("node1", u.host(0), Some("10.244.1.0/24")),
+            ("node2", u.host(1), Some("10.244.2.0/24")),
+        ],
+        dir,
+    )
+}
+
+impl FakeCluster {
+    /// Starts a [`KubeNode`] for each Node, the i-th on `hosts[i]`, with `range` and
+    /// its CNI directories under `dir`. Returns at once: the nodes may not be ready.
+    pub fn start_nodes(&self, hosts: &[&Host], dir: &Path, range: &str) -> Vec<KubeNode> {
+        self.names
+            .iter()
+            .zip(hosts)
+            .map(|(name, host)| {
+                KubeNode::start(host, name, &self.kubeconfig, &self.secret, dir, range)
+            })
+            .collect()
+    }
+}
+
 impl KubeNode {
     /// Starts Node `name` on `host` with its CNI directories under `dir/name`.
     pub fn start(
@@ -100,10 +161,30 @@ impl KubeNode {
         range: &str,
         extra: &[String],
     ) -> Self {
+        Self::start_custom(host, name, dir, &[], |cni| {
+            let mut args = kube_args(name, kubeconfig, secret, cni, Some(range));
+            args.extend(extra.iter().cloned());
+            args
+        })
+    }
+    /// Starts `weftnet up` for Node `name` on `host` with its CNI directories under
+    /// `dir/name`, the files `conf` (name, contents) already in its `net.d` (what a
+    /// node had before: another CNI's config, an older weftnet's), and the arguments
+    /// `args` makes from the CNI directory (usually [`kube_args`] and more).
+    pub fn start_custom(
+        host: &Host,
+        name: &str,
+        dir: &Path,
+        conf: &[(&str, String)],
+        args: impl FnOnce(&Path) -> Vec<String>,
+    ) -> Self {
         let cni = dir.join(name);
-        std::fs::create_dir_all(cni.join("net.d")).expect("net.d");
-        let mut args = kube_args(name, kubeconfig, secret, &cni, Some(range));
-        args.extend(extra.iter().cloned());
+        let net_d = cni.join("net.d");
+        std::fs::create_dir_all(&net_d).expect("net.d");
+        for (file, contents) in conf {
+            std::fs::write(net_d.join(file), contents).expect("earlier conflist");
+        }
+        let args = args(&cni);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let d = Daemon::start(host, &args, "");
         KubeNode {
@@ -118,10 +199,18 @@ impl KubeNode {
     pub fn status(&self) -> Value {
         self.d.status_json()
     }
-    /// The plugin's network config as a runtime passes it.
+    /// The installed CNI plugin.
+    pub fn plugin(&self) -> PathBuf {
+        self.cni.join("bin").join("weftnet")
+    }
+    /// The conflist weftnet writes.
+    pub fn conflist(&self) -> PathBuf {
+        self.cni.join("net.d").join("00-weftnet.conflist")
+    }
+    /// The plugin's network config as a runtime passes it: the conflist's plugin entry
+    /// with `name` and `cniVersion` copied in.
     pub fn net_config(&self) -> Value {
-        let path = self.cni.join("net.d").join("00-weftnet.conflist");
-        let text = std::fs::read_to_string(&path).expect("conflist");
+        let text = std::fs::read_to_string(self.conflist()).expect("conflist");
         let list: Value = serde_json::from_str(&text).expect("conflist JSON");
         conflist_plugin(&list, &list["plugins"][0])
     }
@@ -133,11 +222,10 @@ impl KubeNode {
         pod: Option<&Netns>,
         config: &Value,
     ) -> (bool, Value) {
-        let bin = self.cni.join("bin");
-        let cni_path = bin.display().to_string();
+        let cni_path = self.cni.join("bin").display().to_string();
         run_cni_plugin(
             self.ns(),
-            &bin.join("weftnet"),
+            &self.plugin(),
             &cni_path,
             command,
             id,

@@ -1,5 +1,6 @@
-//! Helpers shared by the gossip-mesh test files (`mesh.rs`, `multicast.rs`): cluster
-//! secrets, a node handle, and a bounded poll that reports how long a condition took.
+//! Helpers shared by the gossip-mesh test files (`mesh.rs`, `multicast.rs`, `faults.rs`,
+//! `pmtu.rs`, ...): cluster secrets, a node handle, a TCP transfer between two nodes,
+//! and a bounded poll that reports how long a condition took.
 
 use super::*;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,60 @@ impl Node {
             .to_owned();
         first_host(&block)
     }
+}
+
+/// Sends `bytes` zero bytes over TCP (socat) from `from` to `to`'s block address on
+/// `port`, counted at the receiver; the sender may take up to `bound`. Panics unless
+/// every byte arrives. Returns how long the transfer took.
+pub fn tcp_transfer(from: &Node, to: &Node, bytes: u64, port: u16, bound: Duration) -> Duration {
+    let addr = to.block_host();
+    let mut server = to.d.netns().spawn(
+        "bash",
+        &[
+            "-c",
+            &format!("socat -u TCP-LISTEN:{port},bind={addr},reuseaddr STDOUT | wc -c"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let sent = from.d.netns().exec_timeout(
+        bound,
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "head -c {bytes} /dev/zero | socat -u STDIN TCP:{addr}:{port},connect-timeout=5"
+            ),
+        ],
+    );
+    assert!(sent.status.success(), "sender failed: {}", describe(&sent));
+    server.wait_timeout(Duration::from_secs(30));
+    let took = t0.elapsed();
+    let received: u64 = server.stdout().trim().parse().unwrap_or(0);
+    assert_eq!(
+        received,
+        bytes,
+        "{} -> {}: stream incomplete: {}",
+        from.name,
+        to.name,
+        server.logs()
+    );
+    took
+}
+
+/// The multicast groups a status (`st`, as JSON) lists for the member with public key
+/// `key` (none when it lists no such member).
+pub fn member_groups(st: &serde_json::Value, key: &str) -> Vec<String> {
+    st["cluster"]["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["public_key"] == key))
+        .and_then(|m| m["groups"].as_array())
+        .map(|gs| {
+            gs.iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl std::fmt::Debug for Node {

@@ -35,6 +35,21 @@ pub fn ping(netns: &Netns, addr: impl Display, count: u32) -> bool {
         .success()
 }
 
+/// `(transmitted, received)` from ping's summary line ("N packets transmitted, M
+/// received, ..."), or `None` when `out` has none.
+pub fn ping_summary(out: &str) -> Option<(u64, u64)> {
+    let nums: Vec<u64> = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))?
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [sent, received, ..] => Some((*sent, *received)),
+        _ => None,
+    }
+}
+
 /// Run an iperf3 test from `client` to a one-shot server (`iperf3 -s -1 -B ADDR`) in `server`;
 /// returns the client's `-J` report. `client_args` are extra client flags (e.g. `["-u", "-b",
 /// "1G"]`, `["-P", "4"]`, `["-R"]`). Panics with both sides' output on failure.

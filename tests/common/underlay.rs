@@ -152,24 +152,9 @@ impl Underlay {
             // Router leg: switch port "r<side>" <-> router "eth<side>".
             let port = format!("r{side}");
             let rif = format!("eth{side}");
-            switch.ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &rif,
-                "netns",
-                router.name(),
-            ]);
-            switch.ip(&["link", "set", &port, "master", &br, "up"]);
             let g4 = subnet.v4(ROUTER_HOST);
             let g6 = subnet.v6(ROUTER_HOST as u16);
-            router.ip(&["addr", "add", &format!("{g4}/24"), "dev", &rif]);
-            router.ip(&["addr", "add", &format!("{g6}/64"), "dev", &rif, "nodad"]);
-            router.ip(&["link", "set", &rif, "up"]);
+            plug(&switch, &br, &port, &router, &rif, (g4, g6));
             for j in 0..count {
                 let index = hosts.len();
                 hosts.push(add_host(
@@ -227,6 +212,34 @@ fn add_bridge(switch: &Netns, br: &str) {
     switch.ip(&["link", "set", br, "up"]);
 }
 
+/// A veth from port `port` on the switch's bridge `br` to `ifname` in `ns`, which gets
+/// `v4`/24 and `v6`/64 (no DAD); both ends up.
+fn plug(
+    switch: &Netns,
+    br: &str,
+    port: &str,
+    ns: &Netns,
+    ifname: &str,
+    (v4, v6): (Ipv4Addr, Ipv6Addr),
+) {
+    switch.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ifname,
+        "netns",
+        ns.name(),
+    ]);
+    switch.ip(&["link", "set", port, "master", br, "up"]);
+    ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
+    ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"]);
+    ns.ip(&["link", "set", ifname, "up"]);
+}
+
 #[allow(clippy::too_many_arguments)]
 fn add_host(
     id: &str,
@@ -245,24 +258,9 @@ fn add_host(
         ("net.ipv6.conf.all.accept_dad", "0"),
     ]);
     let port = format!("p{index}");
-    switch.ip(&[
-        "link",
-        "add",
-        &port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        ns.name(),
-    ]);
-    switch.ip(&["link", "set", &port, "master", br, "up"]);
     let v4 = subnet.v4(in_subnet as u8 + 1);
     let v6 = subnet.v6(in_subnet as u16 + 1);
-    ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-    ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
+    plug(switch, br, &port, &ns, "eth0", (v4, v6));
     if let Some((g4, g6)) = gw {
         ns.ip(&["route", "add", "default", "via", &g4.to_string()]);
         ns.ip(&["-6", "route", "add", "default", "via", &g6.to_string()]);

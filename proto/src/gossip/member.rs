@@ -115,10 +115,11 @@ pub(crate) struct Claim {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn c(epoch: u64, incarnation: u64, rank: Rank) -> Claim {
+    /// A claim, briefly.
+    pub(crate) fn c(epoch: u64, incarnation: u64, rank: Rank) -> Claim {
         Claim {
             epoch,
             incarnation,

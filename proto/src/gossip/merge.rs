@@ -373,15 +373,8 @@ impl Gossip {
 #[cfg(test)]
 mod tests {
     // The merge rule itself: `tests::records::statements_order_the_merge`.
+    use super::super::member::tests::c;
     use super::*;
-
-    fn c(epoch: u64, incarnation: u64, rank: Rank) -> Claim {
-        Claim {
-            epoch,
-            incarnation,
-            rank,
-        }
-    }
 
     #[test]
     fn rumors_of_death_are_doubted_while_the_member_counts_as_live() {

@@ -78,6 +78,39 @@ pub use node::{Gossip, ViewDigest};
 pub use record::{NodeRecord, RecordError, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
 pub use seal::{GOSSIP_TYPE, MAX_DATAGRAM};
 
+/// The private key of the node the gossip fuzz targets feed.
+#[doc(hidden)]
+pub const FUZZ_KEY: [u8; 32] = [1; 32];
+/// The one cluster secret of the node the gossip fuzz targets feed.
+#[doc(hidden)]
+pub const FUZZ_SECRET: [u8; 32] = [7; 32];
+
+/// The node the gossip fuzz targets feed: key [`FUZZ_KEY`], cluster secret
+/// [`FUZZ_SECRET`], record `fuzz` at 192.0.2.1:51820, boot epoch `epoch`.
+#[doc(hidden)]
+pub fn fuzz_node(epoch: u64, now: std::time::Instant) -> Option<Gossip> {
+    let identity = crate::keys::PrivateKey::from_bytes(FUZZ_KEY);
+    let me = NodeRecord {
+        public_key: identity.public_key(),
+        name: "fuzz".into(),
+        endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
+        prefixes: Vec::new(),
+        version: 0,
+        certificate: None,
+        handover: None,
+    };
+    Gossip::new(
+        GossipConfig::default(),
+        &[FUZZ_SECRET],
+        &identity,
+        me,
+        epoch,
+        1,
+        now,
+    )
+    .ok()
+}
+
 /// Feeds arbitrary bytes to a node as its plaintext, sealed with the node's own
 /// cluster key (once for the node, once for an unknown receiver), so that fuzzers
 /// reach the decoders and handlers behind the AEAD. The sender MAC is set right for
@@ -87,31 +120,12 @@ pub use seal::{GOSSIP_TYPE, MAX_DATAGRAM};
 /// sender epoch is refused as being in the future. Must never panic.
 #[doc(hidden)]
 pub fn fuzz_plaintext(data: &[u8]) {
-    let secret = [7u8; 32];
-    let identity = crate::keys::PrivateKey::from_bytes([1; 32]);
-    let key = identity.public_key();
-    let me = NodeRecord {
-        public_key: key,
-        name: "fuzz".into(),
-        endpoint: std::net::SocketAddr::from(([192, 0, 2, 1], 51820)),
-        prefixes: Vec::new(),
-        version: 0,
-        certificate: None,
-        handover: None,
-    };
     let now = std::time::Instant::now();
-    let Ok(mut g) = Gossip::new(
-        GossipConfig::default(),
-        &[secret],
-        &identity,
-        me,
-        u64::MAX,
-        1,
-        now,
-    ) else {
+    let Some(mut g) = fuzz_node(u64::MAX, now) else {
         return;
     };
-    let cluster = seal::ClusterKey::derive(&secret);
+    let key = crate::keys::PrivateKey::from_bytes(FUZZ_KEY).public_key();
+    let cluster = seal::ClusterKey::derive(&FUZZ_SECRET);
     let from = std::net::SocketAddr::from(([192, 0, 2, 2], 51820));
     let mut data = data.to_vec();
     if data.len() >= codec::PLAIN_HEADER_LEN {

@@ -28,8 +28,9 @@
 //!   (IPv6 and Hop-by-Hop headers, max response code in milliseconds, pseudo-header).
 //! - `query`: the IGMPv3/MLDv2 query layout they share, built and read once
 //!   ([`QueryParams`]), as `parse_report_records` reads both reports.
-//! - [`groups`]: [`GroupTable`] (one listener's memberships and their timers) and
-//!   [`Querier`].
+//! - [`groups`]: [`GroupTable`] (one listener's memberships and their timers) and the
+//!   [`GroupConfig`] it shares with the querier.
+//! - [`querier`]: [`Querier`] (when to query the link, and the queries).
 //! - [`listeners`]: [`Listeners`] (a table per listener, the policy verdict in the
 //!   report path: what the node announces) and [`ReceivePolicy`].
 //! - [`policy`]: [`GroupFilter`] (which groups may cross the mesh), [`RateLimit`].
@@ -46,13 +47,15 @@ pub mod listeners;
 pub mod mld;
 pub mod policy;
 pub mod ports;
+pub mod querier;
 mod query;
 pub mod replicate;
 
-pub use groups::{FilterMode, GroupConfig, GroupEvent, GroupTable, Querier, SourceFilter};
+pub use groups::{FilterMode, GroupConfig, GroupEvent, GroupTable, SourceFilter};
 pub use listeners::{packet_source, Listeners, ReceivePolicy};
 pub use policy::{is_multicast, Action, FilterReason, GroupFilter, RateLimit};
 pub use ports::{PodPorts, Port, PortDrop};
+pub use querier::Querier;
 pub use query::QueryParams;
 pub use replicate::{McastDrop, Membership, Replication, Replicator};
 

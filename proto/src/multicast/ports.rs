@@ -16,9 +16,10 @@
 //! except that IGMP/MLD control may come from the unspecified address and MLD from an
 //! IPv6 link-local one (RFC 3810 §5.2.13 makes hosts report from it).
 
-use super::groups::{GroupConfig, GroupTable, Querier};
+use super::groups::{GroupConfig, GroupTable};
 use super::listeners::{packet_source, MAX_LISTENERS};
 use super::policy::GroupFilter;
+use super::querier::Querier;
 use super::{is_link_control, Control};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -19,6 +19,8 @@
 //!   member declared dead with recent traffic keeps its tunnel.
 //! - [`diagnose`]: warnings for the operator (silent or unresolved seeds, strangers
 //!   failing authentication, shared names) and the seeds' state for status.
+//! - `config`: what the node is started with ([`NodeConfig`], [`GossipSetup`]).
+//! - `effect`: what the node asks the daemon to do ([`Effect`]).
 //! - [`blocks`]: this node's blocks, their addresses and the routes into the overlay.
 //! - [`peers`]: the wanted peer set from static peers and live members.
 //! - `process`: what the node does after every input.
@@ -27,7 +29,9 @@
 
 pub mod authority;
 pub mod blocks;
+mod config;
 pub mod diagnose;
+mod effect;
 mod evidence;
 pub mod peers;
 mod process;
@@ -38,16 +42,17 @@ mod tests;
 
 pub use authority::{Authority, Certificates, NodeFacts, Refusal};
 pub use blocks::{gateway, routes_needed, Blocks, Link};
+pub use config::{GossipSetup, NodeConfig};
 pub use diagnose::{Notice, SeedSource, SeedState, SeedStatus};
+pub use effect::Effect;
 pub use evidence::LIFE_EVIDENCE;
 pub use peers::{split_prefixes, Peer, PeerSpec, MAX_ANNOUNCED_GROUPS, MESH_KEEPALIVE};
 pub use status::{state_name, Status};
 
-use crate::cert::Certificate;
-use crate::gossip::{ConfigError, Gossip, GossipConfig, Handover, Member, NodeRecord};
-use crate::keys::{PrivateKey, PublicKey};
+use crate::gossip::{ConfigError, Gossip, Member, NodeRecord};
+use crate::keys::PublicKey;
 use crate::multicast::{
-    packet_source, parse_control, GroupConfig, GroupFilter, Listeners, Querier, ReceivePolicy,
+    packet_source, parse_control, GroupConfig, Listeners, Querier, ReceivePolicy,
 };
 use diagnose::Diagnostics;
 use ipnet::IpNet;
@@ -57,7 +62,6 @@ use reconcile::Installed;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
 
 /// How long a new node listens to the mesh before it claims a block, so that it
 /// knows the blocks already taken.
@@ -75,136 +79,6 @@ pub const RETRY: Duration = Duration::from_secs(5);
 /// How often the member list is looked at for status when no event says it changed
 /// (suspicion has no event).
 pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
-
-/// Something the daemon must do for the node.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Send a gossip datagram from the shared UDP port.
-    Transmit {
-        /// Destination.
-        to: SocketAddr,
-        /// The sealed datagram.
-        bytes: Vec<u8>,
-    },
-    /// Write an IP packet into the overlay interface (IGMP/MLD queries), and onto the
-    /// bridge in bridge mode.
-    Inject(Vec<u8>),
-    /// The data plane's peer set is now exactly this.
-    SetPeers(Vec<PeerSpec>),
-    /// Remove the route to `prefix` from the overlay interface.
-    DelRoute {
-        /// The route's destination.
-        prefix: IpNet,
-    },
-    /// Remove an address.
-    DelAddress {
-        /// Where it is.
-        link: Link,
-        /// The address with its prefix length.
-        address: IpNet,
-    },
-    /// Add an address (report a refusal with [`Node::handle_failed`]).
-    AddAddress {
-        /// Where it goes.
-        link: Link,
-        /// The address with its prefix length.
-        address: IpNet,
-    },
-    /// Route `prefix` into the overlay interface, with a preferred source (report a
-    /// refusal with [`Node::handle_failed`]).
-    AddRoute {
-        /// The route's destination.
-        prefix: IpNet,
-        /// Its preferred source address.
-        src: Option<IpAddr>,
-    },
-    /// Save this claimed block, so that a restart keeps it.
-    PersistBlock(IpNet),
-    /// Look these seeds (`HOST:PORT`) up and answer with [`Node::handle_resolved`].
-    Resolve(Vec<String>),
-    /// Save the live members' endpoints, so that a restart rejoins through them
-    /// ([`GossipSetup::known`]) even without `--join`.
-    PersistMembers(Vec<SocketAddr>),
-    /// Tell the operator (log a warning); already rate-limited.
-    Notice(Notice),
-}
-
-/// Gossip settings: present when the node has a cluster secret. `Debug` never shows
-/// the secrets.
-#[derive(Clone)]
-pub struct GossipSetup {
-    /// Protocol timers and limits.
-    pub config: GossipConfig,
-    /// Cluster secrets: the first seals, all are accepted. Zeroized when dropped (the
-    /// node keeps only the derived keys).
-    pub secrets: Zeroizing<Vec<[u8; 32]>>,
-    /// This node's WireGuard private key: it signs the node's gossip entries and
-    /// authenticates its datagrams (PROTOCOL.md §6.3, §6.5).
-    pub identity: PrivateKey,
-    /// This node's certificate from the cluster CA (required when `config.ca` is
-    /// set; PROTOCOL.md §8).
-    pub certificate: Option<Certificate>,
-    /// After a key rotation: the old key's hand-over to this key, announced in the
-    /// record so that peers move the node to the new key (PROTOCOL.md §6.13).
-    pub handover: Option<Handover>,
-    /// This node's name in the mesh.
-    pub name: String,
-    /// Where other nodes reach this one.
-    pub endpoint: SocketAddr,
-    /// Boot epoch, growing across restarts.
-    pub epoch: u64,
-    /// Seed of the protocol's randomness.
-    pub rng_seed: u64,
-    /// Seeds as written (`HOST:PORT`), looked up through [`Effect::Resolve`].
-    pub seeds: Vec<String>,
-    /// Members' endpoints saved by an earlier run ([`Effect::PersistMembers`]): joined
-    /// at start beside the seeds, so a node rejoins after a restart without `--join`.
-    pub known: Vec<SocketAddr>,
-}
-
-impl std::fmt::Debug for GossipSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GossipSetup")
-            .field("config", &self.config)
-            .field(
-                "secrets",
-                &format_args!("<{} redacted>", self.secrets.len()),
-            )
-            .field("identity", &self.identity)
-            .field("certificate", &self.certificate)
-            .field("handover", &self.handover)
-            .field("name", &self.name)
-            .field("endpoint", &self.endpoint)
-            .field("epoch", &self.epoch)
-            .field("rng_seed", &self.rng_seed)
-            .field("seeds", &self.seeds)
-            .field("known", &self.known)
-            .finish()
-    }
-}
-
-/// What the node is configured with.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// This node's WireGuard public key.
-    pub public_key: PublicKey,
-    /// Addresses given for the overlay interface.
-    pub addresses: Vec<IpNet>,
-    /// Peers from the config file.
-    pub static_peers: Vec<PeerSpec>,
-    /// Blocks given with `--block` or by the Kubernetes Node.
-    pub blocks: Vec<IpNet>,
-    /// `--range` with the block length claimed from it.
-    pub range: Option<(IpNet, u8)>,
-    /// The block claimed by an earlier run, if saved.
-    pub saved_block: Option<IpNet>,
-    /// Bridge mode: block gateways go on the pods' bridge.
-    pub bridge: bool,
-    /// Which multicast groups local members may join.
-    pub group_filter: GroupFilter,
-    /// Gossip, if a cluster secret is given.
-    pub gossip: Option<GossipSetup>,
-}
 
 /// The node reconciler (see the module documentation).
 #[derive(Debug)]

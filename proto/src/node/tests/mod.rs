@@ -4,7 +4,8 @@
 //! something absent, so every test also checks that the diffs are minimal.
 
 use super::*;
-use crate::gossip::MemberState;
+use crate::gossip::{GossipConfig, MemberState};
+use crate::multicast::GroupFilter;
 use diagnose::SEED_ANSWER_BOUND;
 use std::collections::BTreeMap;
 

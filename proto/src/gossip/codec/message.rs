@@ -1,17 +1,13 @@
-//! Byte layouts of the gossip plaintext (PROTOCOL.md §6.3-6.5): the sender header,
-//! the messages, membership entries with their owner's signature, records and digest
-//! pairs. All integers are little-endian; addresses are in network order. Decoders
-//! never panic and bound every count an authenticated peer controls. Signatures and
-//! sender MACs (`proof`) are checked by the caller, not while decoding.
+//! The gossip plaintext (PROTOCOL.md §6.3-6.4, §6.8-6.9): the sender header, then a
+//! sequence of typed messages (probes, joins and challenges, padding, entries as
+//! rumors or state, digests of bucket pairs, per-entry summaries), with the bounds on
+//! how many of each one datagram may carry.
 
-use super::handover::{Handover, HANDOVER_LEN};
-use super::member::{Claim, Rank};
-use super::record::{NodeRecord, RecordBody, MAX_ENTRY_LEN, MAX_NAME_LEN, MAX_PREFIXES};
-use crate::cert::{Certificate, MAX_CERT_LEN};
-use crate::identity::SIGNATURE_LEN;
+use super::bytes::{put_endpoint, Reader};
+use super::entry::Entry;
+use super::Malformed;
 use crate::keys::PublicKey;
-use ipnet::IpNet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// Length of the plaintext header: sender key, boot epoch, sequence number, sender MAC.
 pub(crate) const PLAIN_HEADER_LEN: usize = 32 + 8 + 8 + MAC_LEN;
@@ -19,14 +15,7 @@ pub(crate) const PLAIN_HEADER_LEN: usize = 32 + 8 + 8 + MAC_LEN;
 pub(crate) const MAC_LEN: usize = 16;
 /// Where the sender MAC sits in the plaintext.
 pub(crate) const MAC_AT: usize = 48;
-/// Incarnations and versions are below this bound (2^48): a counter the owner bumps
-/// by one per refutation or record change never gets there, so it always has room to
-/// refute, and an entry beyond it is malformed.
-pub(crate) const MAX_COUNTER: u64 = 1 << 48;
 
-pub(crate) use super::proof::{
-    body_hash, check_sender_mac, rank_fits, sender_mac, signed_message, Proof,
-};
 /// Most entries one datagram may carry.
 pub(crate) const MAX_ENTRIES_PER_DATAGRAM: usize = 32;
 /// Most messages one datagram may carry.
@@ -51,10 +40,6 @@ pub(crate) type Cookie = [u8; COOKIE_LEN];
 /// Most items one summary may carry.
 pub(crate) const MAX_SUMMARY_ITEMS: usize = 64;
 
-/// The decoder's only error: the daemon counts it as `gossip_malformed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Malformed;
-
 /// The plaintext header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
@@ -63,19 +48,6 @@ pub(crate) struct Header {
     pub(crate) seq: u64,
     /// MAC of the plaintext under the sender-receiver pair key (zero in a first Join).
     pub(crate) mac: [u8; MAC_LEN],
-}
-
-/// One membership entry on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub(crate) key: PublicKey,
-    pub(crate) claim: Claim,
-    pub(crate) version: u64,
-    /// The record, absent in tombstones (rank `Forgotten`).
-    pub(crate) record: Option<RecordBody>,
-    /// Seconds a tombstone has left to live (0 for other ranks).
-    pub(crate) remaining_secs: u32,
-    pub(crate) proof: Proof,
 }
 
 /// One bucket summary in a digest (PROTOCOL.md §6.8).
@@ -156,298 +128,12 @@ fn read_bucket(r: &mut Reader<'_>) -> Result<(u8, bool, u16), Malformed> {
     Ok((level, tag & 0x80 != 0, index))
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
-        if self.buf.len() < n {
-            return Err(Malformed);
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, Malformed> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, Malformed> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, Malformed> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, Malformed> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-    fn key(&mut self) -> Result<PublicKey, Malformed> {
-        Ok(PublicKey::from_bytes(self.array()?))
-    }
-    fn addr(&mut self) -> Result<IpAddr, Malformed> {
-        match self.u8()? {
-            4 => Ok(IpAddr::V4(Ipv4Addr::from(self.array::<4>()?))),
-            6 => Ok(IpAddr::V6(Ipv6Addr::from(self.array::<16>()?))),
-            _ => Err(Malformed),
-        }
-    }
-    fn endpoint(&mut self) -> Result<SocketAddr, Malformed> {
-        let ip = self.addr()?;
-        Ok(SocketAddr::new(ip, self.u16()?))
-    }
-    fn prefix(&mut self) -> Result<IpNet, Malformed> {
-        let ip = self.addr()?;
-        let net = IpNet::new(ip, self.u8()?).map_err(|_| Malformed)?;
-        if net.trunc() != net {
-            return Err(Malformed);
-        }
-        Ok(net)
-    }
-}
-
-fn put_addr(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(a) => {
-            out.push(4);
-            out.extend_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            out.push(6);
-            out.extend_from_slice(&a.octets());
-        }
-    }
-}
-
-fn addr_len(ip: IpAddr) -> usize {
-    if ip.is_ipv4() {
-        5
-    } else {
-        17
-    }
-}
-
-pub(crate) fn put_endpoint(out: &mut Vec<u8>, ep: SocketAddr) {
-    put_addr(out, ep.ip());
-    out.extend_from_slice(&ep.port().to_le_bytes());
-}
-
-/// Encoded length of an entry carrying `record`.
-pub(crate) fn record_entry_len(record: &NodeRecord) -> usize {
-    32 + 8
-        + 8
-        + 1
-        + 8
-        + 1
-        + SIGNATURE_LEN
-        + 2
-        + record.certificate.as_ref().map_or(0, |c| c.encode().len())
-        + record.handover.map_or(0, |_| HANDOVER_LEN)
-        + 1
-        + record.name.len()
-        + addr_len(record.endpoint.ip())
-        + 2
-        + 1
-        + record
-            .prefixes
-            .iter()
-            .map(|p| addr_len(p.addr()) + 1)
-            .sum::<usize>()
-}
-
-/// Appends one entry (PROTOCOL.md §6.5). Tombstones (rank `Forgotten`) carry
-/// `remaining_secs` and the body hash instead of a record; other ranks always carry
-/// one. Entries without a record outside tombstones are not sent (`false`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_entry(
-    out: &mut Vec<u8>,
-    key: &PublicKey,
-    claim: &Claim,
-    version: u64,
-    record: Option<&RecordBody>,
-    remaining_secs: u32,
-    proof: &Proof,
-) -> bool {
-    if claim.rank != Rank::Forgotten && record.is_none() {
-        return false;
-    }
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&claim.epoch.to_le_bytes());
-    out.extend_from_slice(&claim.incarnation.to_le_bytes());
-    out.push(claim.rank as u8);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.push(proof.signed as u8);
-    match record {
-        Some(r) if claim.rank != Rank::Forgotten => out.extend_from_slice(r.bytes()),
-        _ => {
-            out.extend_from_slice(&remaining_secs.to_le_bytes());
-            out.extend_from_slice(&proof.body_hash);
-        }
-    }
-    out.extend_from_slice(&proof.signature);
-    true
-}
-
-/// The decoded record part of an entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Body {
-    pub(crate) name: String,
-    pub(crate) endpoint: SocketAddr,
-    pub(crate) prefixes: Vec<IpNet>,
-    pub(crate) certificate: Option<Certificate>,
-    pub(crate) handover: Option<Handover>,
-}
-
-/// Bit 7 of the name length byte: a hand-over follows the certificate (§6.13).
-pub(crate) const HANDOVER_FLAG: u8 = 0x80;
-
-/// Appends the record part of an entry: name, endpoint, prefixes, certificate and,
-/// after a rotation, the hand-over.
-/// Lengths must have been validated ([`NodeRecord::validate`]); longer values are cut.
-pub(crate) fn encode_record_body(
-    out: &mut Vec<u8>,
-    name: &str,
-    endpoint: SocketAddr,
-    prefixes: &[IpNet],
-    certificate: Option<&Certificate>,
-    handover: Option<&Handover>,
-) {
-    let name = &name.as_bytes()[..name.len().min(MAX_NAME_LEN)];
-    let flag = if handover.is_some() { HANDOVER_FLAG } else { 0 };
-    out.push(name.len() as u8 | flag);
-    out.extend_from_slice(name);
-    put_endpoint(out, endpoint);
-    let n = prefixes.len().min(MAX_PREFIXES);
-    out.push(n as u8);
-    for p in &prefixes[..n] {
-        put_addr(out, p.addr());
-        out.push(p.prefix_len());
-    }
-    let cert = certificate.map(Certificate::encode).unwrap_or_default();
-    let cert = &cert[..cert.len().min(MAX_CERT_LEN)];
-    out.extend_from_slice(&(cert.len() as u16).to_le_bytes());
-    out.extend_from_slice(cert);
-    if let Some(h) = handover {
-        h.encode(out);
-    }
-}
-
-fn read_record_body(r: &mut Reader<'_>) -> Result<Body, Malformed> {
-    let first = r.u8()?;
-    let name_len = usize::from(first & !HANDOVER_FLAG);
-    if name_len > MAX_NAME_LEN {
-        return Err(Malformed);
-    }
-    let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| Malformed)?;
-    let endpoint = r.endpoint()?;
-    let n = usize::from(r.u8()?);
-    if n > MAX_PREFIXES {
-        return Err(Malformed);
-    }
-    let mut prefixes = Vec::with_capacity(n);
-    for _ in 0..n {
-        prefixes.push(r.prefix()?);
-    }
-    let cert_len = usize::from(r.u16()?);
-    if cert_len > MAX_CERT_LEN {
-        return Err(Malformed);
-    }
-    let certificate = match cert_len {
-        0 => None,
-        n => Some(Certificate::decode(r.take(n)?).map_err(|_| Malformed)?),
-    };
-    let handover = if first & HANDOVER_FLAG != 0 {
-        Some(Handover::decode(r.take(HANDOVER_LEN)?).ok_or(Malformed)?)
-    } else {
-        None
-    };
-    Ok(Body {
-        name: name.to_string(),
-        endpoint,
-        prefixes,
-        certificate,
-        handover,
-    })
-}
-
-/// Decodes a stored record body completely.
-pub(crate) fn parse_record_body(bytes: &[u8]) -> Result<Body, Malformed> {
-    let mut r = Reader { buf: bytes };
-    let body = read_record_body(&mut r)?;
-    if !r.buf.is_empty() {
-        return Err(Malformed);
-    }
-    Ok(body)
-}
-
 impl Header {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.sender.as_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.mac);
-    }
-}
-
-impl Entry {
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        encode_entry(
-            out,
-            &self.key,
-            &self.claim,
-            self.version,
-            self.record.as_ref(),
-            self.remaining_secs,
-            &self.proof,
-        );
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
-        let start = r.buf.len();
-        let key = r.key()?;
-        let epoch = r.u64()?;
-        let incarnation = r.u64()?;
-        let rank = Rank::from_u8(r.u8()?).ok_or(Malformed)?;
-        let version = r.u64()?;
-        let signed = Rank::from_u8(r.u8()?).ok_or(Malformed)?;
-        if incarnation >= MAX_COUNTER || version >= MAX_COUNTER || !rank_fits(signed, rank) {
-            return Err(Malformed);
-        }
-        let claim = Claim {
-            epoch,
-            incarnation,
-            rank,
-        };
-        let (record, remaining_secs, body_hash) = if rank == Rank::Forgotten {
-            (None, r.u32()?, r.array()?)
-        } else {
-            let before = r.buf;
-            read_record_body(r)?;
-            let used = before.len() - r.buf.len();
-            let body = RecordBody::from_validated(&before[..used]);
-            let hash = body.hash();
-            (Some(body), 0, hash)
-        };
-        let signature = r.array()?;
-        if start - r.buf.len() > MAX_ENTRY_LEN {
-            return Err(Malformed);
-        }
-        Ok(Self {
-            key,
-            claim,
-            version,
-            record,
-            remaining_secs,
-            proof: Proof {
-                signed,
-                body_hash,
-                signature,
-            },
-        })
     }
 }
 
@@ -533,16 +219,6 @@ impl Message {
             }
         }
     }
-}
-
-/// Decodes exactly one entry (no type byte), as the `signed_entry` fuzz target does.
-pub(crate) fn decode_entry(buf: &[u8]) -> Result<Entry, Malformed> {
-    let mut r = Reader { buf };
-    let e = Entry::decode(&mut r)?;
-    if !r.buf.is_empty() {
-        return Err(Malformed);
-    }
-    Ok(e)
 }
 
 /// Splits a plaintext into its header and messages.
@@ -631,49 +307,10 @@ pub(crate) fn decode_plaintext(buf: &[u8]) -> Result<(Header, Vec<Message>), Mal
 
 #[cfg(test)]
 mod tests {
+    use super::super::entry::tests::entry;
     use super::*;
+    use crate::gossip::member::Rank;
     use proptest::prelude::*;
-
-    pub(crate) fn entry(rank: Rank) -> Entry {
-        let owner = crate::keys::PrivateKey::from_bytes([7; 32]);
-        let key = owner.public_key();
-        let body = RecordBody::from_record(&NodeRecord {
-            public_key: key,
-            name: "node-7".into(),
-            endpoint: "[2001:db8::7]:51820".parse().expect("addr"),
-            prefixes: vec![
-                "10.47.7.0/24".parse().expect("net"),
-                "fd47:7::/64".parse().expect("net"),
-            ],
-            version: 2,
-            certificate: None,
-            handover: None,
-        });
-        let claim = Claim {
-            epoch: 1_700_000_000_000,
-            incarnation: 3,
-            rank,
-        };
-        let signed = if rank == Rank::Left {
-            Rank::Left
-        } else {
-            Rank::Alive
-        };
-        let body_hash = body.hash();
-        let m = signed_message(&key, claim.epoch, 3, signed, 2, &body_hash);
-        Entry {
-            key,
-            claim,
-            version: 2,
-            record: (rank != Rank::Forgotten).then_some(body),
-            remaining_secs: if rank == Rank::Forgotten { 3600 } else { 0 },
-            proof: Proof {
-                signed,
-                body_hash,
-                signature: crate::identity::Signer::new(&owner).sign(&m),
-            },
-        }
-    }
 
     fn plaintext(messages: &[Message]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -743,15 +380,6 @@ mod tests {
         let (h, got) = decode_plaintext(&bytes).expect("decodes");
         assert_eq!((h.epoch, h.seq), (9, 10));
         assert_eq!(got, messages);
-        let e = entry(Rank::Alive);
-        assert!(e.verify());
-        let record = e.record.clone().expect("record").to_record(e.key, 2);
-        let mut one = Vec::new();
-        e.encode(&mut one);
-        assert_eq!(one.len(), record_entry_len(&record));
-        let mut forged = e.clone();
-        forged.version = 3;
-        assert!(!forged.verify(), "the signature covers the version");
     }
 
     #[test]
