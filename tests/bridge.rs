@@ -108,28 +108,6 @@ fn groups_of(node: &Node, other: &Node) -> Vec<String> {
     member_groups(&node.d.status_json(), &other.key)
 }
 
-fn receiver(p: &Pod, group: &str) -> Proc {
-    let addr = format!("UDP4-RECV:{UDP_PORT},ip-add-membership={group}:eth0");
-    p.ns.spawn("socat", &["-u", &addr, "STDOUT"])
-}
-
-/// Sends `count` lines "`tag` i" to `group` from pod `p` with TTL 1, 30 ms apart.
-fn send(p: &Pod, group: &str, tag: &str, count: u32) {
-    let dst = format!(
-        "UDP4-DATAGRAM:{group}:{UDP_PORT},ip-multicast-if={},ip-multicast-ttl=1",
-        p.addr
-    );
-    for i in 0..count {
-        let mut cmd = p.ns.command("socat", &["-u", "STDIN", &dst]);
-        let line = format!("{tag} {i}\n");
-        expect_success(
-            "multicast send",
-            run_bounded(&mut cmd, Some(line.as_bytes()), EXEC_TIMEOUT),
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
 fn received(rx: &Proc, tag: &str) -> usize {
     rx.stdout().lines().filter(|l| l.starts_with(tag)).count()
 }
@@ -175,15 +153,15 @@ fn pods_behind_bridges_with_given_blocks() {
     assert!(route.contains("src 10.244.1.1"), "route: {route}");
 
     // TTL-1 multicast from a pod on n1 to pods on n2 and n3; GROUP_B only on n2.
-    let rx2 = receiver(&pods[1][0], GROUP);
-    let mut rx3 = receiver(&pods[2][0], GROUP);
-    let rx2b = receiver(&pods[1][1], GROUP_B);
+    let rx2 = pod_group_receiver(&pods[1][0].ns, GROUP);
+    let mut rx3 = pod_group_receiver(&pods[2][0].ns, GROUP);
+    let rx2b = pod_group_receiver(&pods[1][1].ns, GROUP_B);
     wait_listed(n2, GROUP, &[n1, n3], true);
     wait_listed(n3, GROUP, &[n1, n2], true);
     wait_listed(n2, GROUP_B, &[n1, n3], true);
     const N: u32 = 10;
-    send(&pods[0][0], GROUP, "a", N);
-    send(&pods[0][1], GROUP_B, "b", N);
+    pod_group_send(&pods[0][0].ns, &pods[0][0].addr, GROUP, "a", N);
+    pod_group_send(&pods[0][1].ns, &pods[0][1].addr, GROUP_B, "b", N);
     let ok = wait_until(DELIVERY, || {
         received(&rx2, "a") >= N as usize
             && received(&rx3, "a") >= N as usize
@@ -211,7 +189,7 @@ fn pods_behind_bridges_with_given_blocks() {
     rx3.terminate(Duration::from_secs(2));
     wait_listed(n3, GROUP, &[n1, n2], false);
     let before = counters(n1, GROUP);
-    send(&pods[0][0], GROUP, "c", 5);
+    pod_group_send(&pods[0][0].ns, &pods[0][0].addr, GROUP, "c", 5);
     let after = counters(n1, GROUP);
     assert_eq!(
         after.1 - before.1,

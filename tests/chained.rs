@@ -25,7 +25,10 @@
 mod common;
 
 use common::chained::*;
-use common::mesh::{wait_for, DELIVERY, JOIN_BOUND, LEAVE_BOUND, UDP_PORT};
+use common::mesh::{
+    member_groups, pod_group_receiver, pod_group_send, wait_for, DELIVERY, JOIN_BOUND, LEAVE_BOUND,
+    UDP_PORT,
+};
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -291,29 +294,6 @@ fn watch_group(pod: &Pod, group: &str) {
     assert!(out.status.success(), "nft: {}", describe(&out));
 }
 
-/// A socket in the pod joined to `group` on its eth0, printing what it receives.
-fn receiver(pod: &Pod, group: &str) -> Proc {
-    let addr = format!("UDP4-RECV:{UDP_PORT},ip-add-membership={group}:eth0");
-    pod.ns.spawn("socat", &["-u", &addr, "STDOUT"])
-}
-
-/// Sends `count` lines "`tag` i" to `group` from the pod with TTL 1, 30 ms apart.
-fn send(pod: &Pod, group: &str, tag: &str, count: u32) {
-    let dst = format!(
-        "UDP4-DATAGRAM:{group}:{UDP_PORT},ip-multicast-if={},ip-multicast-ttl=1",
-        pod.ip
-    );
-    for i in 0..count {
-        let mut cmd = pod.ns.command("socat", &["-u", "STDIN", &dst]);
-        let line = format!("{tag} {i}\n");
-        expect_success(
-            "multicast send",
-            run_bounded(&mut cmd, Some(line.as_bytes()), EXEC_TIMEOUT),
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
 /// Sends one datagram "`tag`" to `group` from the pod with the source address
 /// `source` (not the pod's), TTL 1, through a raw socket.
 fn forge(pod: &Pod, source: &str, group: &str, tag: &str) {
@@ -344,17 +324,7 @@ fn received(rx: &Proc, tag: &str) -> usize {
 
 /// The groups `node` lists for member `other`.
 fn groups_of(node: &ChainedNode, other: &ChainedNode) -> Vec<String> {
-    let key = other.d.public_key();
-    node.d.status_json()["cluster"]["members"]
-        .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["public_key"] == key.as_str()))
-        .and_then(|m| m["groups"].as_array())
-        .map(|gs| {
-            gs.iter()
-                .filter_map(|g| g.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    member_groups(&node.d.status_json(), &other.d.public_key())
 }
 
 /// Waits until `node` lists (or no longer lists) `group` for `other`.
@@ -411,9 +381,9 @@ fn multicast_between_chained_pods() {
     for p in [&a2, &b1, &b2] {
         watch_group(p, GROUP);
     }
-    let rx_a2 = receiver(&a2, GROUP);
-    let mut rx_b1 = receiver(&b1, GROUP);
-    let rx_b2 = receiver(&b2, GROUP_B);
+    let rx_a2 = pod_group_receiver(&a2.ns, GROUP);
+    let mut rx_b1 = pod_group_receiver(&b1.ns, GROUP);
+    let rx_b2 = pod_group_receiver(&b2.ns, GROUP_B);
     wait_listed(&n1, &n2, GROUP, true);
     wait_listed(&n1, &n2, GROUP_B, true);
     wait_listed(&n2, &n1, GROUP, true);
@@ -429,8 +399,8 @@ fn multicast_between_chained_pods() {
     let clear = |h: &Host| counter(h, "cap", "clear");
     let (c1, c2) = (clear(h1), clear(h2));
     const N: u32 = 10;
-    send(&a1, GROUP, "a", N);
-    send(&a1, GROUP_B, "b", 5);
+    pod_group_send(&a1.ns, &a1.ip, GROUP, "a", N);
+    pod_group_send(&a1.ns, &a1.ip, GROUP_B, "b", 5);
     let ok = wait_until(DELIVERY, || {
         received(&rx_b1, "a") >= N as usize
             && received(&rx_a2, "a") >= N as usize
@@ -471,7 +441,7 @@ fn multicast_between_chained_pods() {
         let n = foreign(&n1).unwrap_or(0);
         (n > before).then_some(()).ok_or(n.to_string())
     });
-    send(&a1, GROUP_B, "e", 1);
+    pod_group_send(&a1.ns, &a1.ip, GROUP_B, "e", 1);
     assert!(wait_until(DELIVERY, || received(&rx_b2, "e") >= 1));
     assert_eq!(
         received(&rx_b2, "spoof"),
@@ -484,7 +454,7 @@ fn multicast_between_chained_pods() {
     rx_b1.terminate(Duration::from_secs(2));
     wait_listed(&n1, &n2, GROUP, false);
     let before = group_counters(&n1, GROUP);
-    send(&a1, GROUP, "c", 5);
+    pod_group_send(&a1.ns, &a1.ip, GROUP, "c", 5);
     assert!(
         wait_until(DELIVERY, || received(&rx_a2, "c") >= 5),
         "a2 got {} after b1 left",
@@ -516,7 +486,7 @@ fn multicast_between_chained_pods() {
             member.then_some(()).ok_or(local.to_string())
         },
     );
-    send(&a1, GROUP, "d", 5);
+    pod_group_send(&a1.ns, &a1.ip, GROUP, "d", 5);
     assert!(
         wait_until(DELIVERY, || received(&rx_a2, "d") >= 5),
         "a2 got {} after node1's restart",

@@ -172,6 +172,34 @@ pub const DELIVERY: Duration = Duration::from_secs(5);
 /// UDP port the multicast test traffic uses.
 pub const UDP_PORT: u16 = 5000;
 
+/// A socket in `ns` joined to the IPv4 `group` on its `eth0` (a pod's), printing what
+/// it receives on [`UDP_PORT`].
+pub fn pod_group_receiver(ns: &Netns, group: &str) -> Proc {
+    let addr = format!("UDP4-RECV:{UDP_PORT},ip-add-membership={group}:eth0");
+    ns.spawn("socat", &["-u", &addr, "STDOUT"])
+}
+
+/// Sends `count` lines "`tag` i" to `group` from `ns` (a pod with address `from`)
+/// with TTL 1, 30 ms apart.
+pub fn pod_group_send(
+    ns: &Netns,
+    from: impl std::fmt::Display,
+    group: &str,
+    tag: &str,
+    count: u32,
+) {
+    let dst = format!("UDP4-DATAGRAM:{group}:{UDP_PORT},ip-multicast-if={from},ip-multicast-ttl=1");
+    for i in 0..count {
+        let mut cmd = ns.command("socat", &["-u", "STDIN", &dst]);
+        let line = format!("{tag} {i}\n");
+        expect_success(
+            "multicast send",
+            run_bounded(&mut cmd, Some(line.as_bytes()), EXEC_TIMEOUT),
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
 /// How long a gossip mesh of a few nodes may take to converge.
 pub const CONVERGE: Duration = Duration::from_secs(30);
 
