@@ -523,18 +523,22 @@ fn wait_isolated(node: &KubeNode, key: &str, direction: &str) {
     });
 }
 
-/// In each pod of `keys`, a receiver (socat) that joins `group` on eth0 and prints
-/// every datagram to `port` on its stdout; paired with its pod's key.
+/// In each pod of `keys`, a receiver (socat) that joins `group` (IPv4 or IPv6) on eth0
+/// and prints every datagram to `port` on its stdout; paired with its pod's key.
 fn join_multicast<'a>(
     c: &Cluster,
     keys: &[&'a str],
     group: &str,
     port: u16,
 ) -> Vec<(&'a str, Proc)> {
+    let recv = if group.contains(':') {
+        format!("UDP6-RECV:{port},ipv6-join-group=[{group}]:eth0")
+    } else {
+        format!("UDP4-RECV:{port},ip-add-membership={group}:eth0")
+    };
     keys.iter()
         .map(|k| {
             let pod = c.pods.iter().find(|p| p.is(k)).expect("pod");
-            let recv = format!("UDP4-RECV:{port},ip-add-membership={group}:eth0");
             (*k, pod.netns.spawn("socat", &["-u", &recv, "STDOUT"]))
         })
         .collect()
@@ -711,22 +715,6 @@ fn link_local(pod: &Pod) -> String {
         .to_string()
 }
 
-/// In each pod of `keys`, an IPv6 receiver (socat) joined to `group` on eth0.
-fn join_multicast6<'a>(
-    c: &Cluster,
-    keys: &[&'a str],
-    group: &str,
-    port: u16,
-) -> Vec<(&'a str, Proc)> {
-    keys.iter()
-        .map(|k| {
-            let pod = c.pods.iter().find(|p| p.is(k)).expect("pod");
-            let recv = format!("UDP6-RECV:{port},ipv6-join-group=[{group}]:eth0");
-            (*k, pod.netns.spawn("socat", &["-u", &recv, "STDOUT"]))
-        })
-        .collect()
-}
-
 /// Sends `count` datagrams `TAG i` from `pod` to the IPv6 `group:port` out of eth0
 /// with hop limit 1 (python3: socat 1.7.4 has no IPv6 multicast interface option).
 fn send_multicast6(pod: &Pod, group: &str, port: u16, tag: &str, count: usize) {
@@ -776,7 +764,7 @@ fn pruning_cases(c: &mut Cluster, family: Family) {
     wait_isolated(&c.nodes[1], "y/b", "ingress");
     let rx = match family {
         Family::V4 => join_multicast(c, &["x/b", "y/b"], group, port),
-        Family::V6 => join_multicast6(c, &["x/b", "y/b"], group, port),
+        Family::V6 => join_multicast(c, &["x/b", "y/b"], group, port),
     };
     // The listeners node 2 sees: the pods' IPv4 addresses, or their link-local ones.
     let ips: Vec<String> = ["x/b", "y/b"]
