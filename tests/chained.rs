@@ -322,17 +322,18 @@ fn a_certified_host_outside_the_cluster_and_chained_pods() {
     ca_init(&ca);
     let ca_crt = ca.join("ca.crt").display().to_string();
     let ca_arg = format!("--ca-file={ca_crt}");
-    let (api, n1, n2) = start_beside_vpc(
-        h1,
-        h2,
-        vpc,
-        dir.path(),
-        &["--require-encryption", &ca_arg],
-    );
+    let (api, n1, n2) =
+        start_beside_vpc(h1, h2, vpc, dir.path(), &["--require-encryption", &ca_arg]);
     // As in a VPC, anything else leaves the nodes toward the VPC (here its host): a
     // packet for the host's block that weftnet did not take would show there.
     for h in [h1, h2] {
-        h.ip(&["route", "replace", "default", "via", &vpc.underlay_v4().to_string()]);
+        h.ip(&[
+            "route",
+            "replace",
+            "default",
+            "via",
+            &vpc.underlay_v4().to_string(),
+        ]);
     }
     // The outside host runs on the VPC host, which routes the pods' addresses to
     // their nodes in clear (`route_vpc`): weftnet's routes must win.
@@ -392,7 +393,9 @@ fn a_certified_host_outside_the_cluster_and_chained_pods() {
         let ok = wait_until(Duration::from_secs(15), || {
             let out = vpc.exec(
                 "ping",
-                &["-c", "2", "-i", "0.2", "-W", "1", "-q", "-I", &host_ip, &p.ip],
+                &[
+                    "-c", "2", "-i", "0.2", "-W", "1", "-q", "-I", &host_ip, &p.ip,
+                ],
             );
             out.status.success()
         });
@@ -415,19 +418,26 @@ fn a_certified_host_outside_the_cluster_and_chained_pods() {
             "a pod's or the host's address crossed the underlay in clear"
         );
     }
-    assert!(outside_counter(vpc, "wg") > 0, "no tunnel traffic at the host");
+    assert!(
+        outside_counter(vpc, "wg") > 0,
+        "no tunnel traffic at the host"
+    );
 
     // --require-encryption: the host leaves for good; its route goes, a blackhole
     // for its block stays, and nothing goes toward it in clear.
     assert!(host.stop_for_good().success(), "{}", host.logs());
     let hole = format!("blackhole {HOST_BLOCK}");
     for n in [&n1, &n2] {
-        wait_for(&format!("{}: the host's block blackholed", n.name), BOUND, || {
-            let t = n.table();
-            (!t.contains(&routed) && t.contains(&hole))
-                .then_some(())
-                .ok_or(t)
-        });
+        wait_for(
+            &format!("{}: the host's block blackholed", n.name),
+            BOUND,
+            || {
+                let t = n.table();
+                (!t.contains(&routed) && t.contains(&hole))
+                    .then_some(())
+                    .ok_or(t)
+            },
+        );
     }
     for p in &pods {
         assert!(!pings(p, &host_ip, 3), "the host answered after it left");

@@ -313,8 +313,12 @@ mod tests {
         let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
         let net = |s: &str| -> IpNet { s.parse().expect("net") };
         let mut pods = PodMap::new();
-        pods.entry("n1".into()).or_default().insert(ip("172.31.1.5"));
-        pods.entry("n2".into()).or_default().insert(ip("172.31.2.5"));
+        pods.entry("n1".into())
+            .or_default()
+            .insert(ip("172.31.1.5"));
+        pods.entry("n2".into())
+            .or_default()
+            .insert(ip("172.31.2.5"));
         let members = [
             member(1, "n2", MemberState::Alive, None),
             member(2, "ec2-a", MemberState::Dead, Some(&["10.99.7.0/24"])),
