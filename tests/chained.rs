@@ -18,7 +18,7 @@
 //! - TTL-1 multicast from a pod reaches the member pods on the other node and on its
 //!   own, and no other pod (not even as a frame on its link); a leave stops delivery;
 //!   a restarted node relearns its pods' memberships at once; no group traffic
-//!   crosses the underlay in clear;
+//!   crosses the underlay in clear; the metrics carry the pod ports' counters;
 //! - a host outside the cluster on the VPC, vouched for by a certificate of the
 //!   cluster CA, and the pods on both nodes ping each other through the tunnels (the
 //!   pods see the host's own address), though the VPC routes the pods' addresses in
@@ -281,6 +281,9 @@ fn chained_beside_a_vpc_style_cni() {
     assert!(pings(&a1, &b1.ip, 3), "plain VPC routing is not back");
     assert!(clear(h1) > c1, "the VPC path carries pod addresses again");
 }
+
+/// Where the nodes of the multicast test serve their metrics (in their namespaces).
+const METRICS: &str = "127.0.0.1:9479";
 
 /// The outside host's block (in its certificate), off the VPC and the underlay.
 const HOST_BLOCK: &str = "10.99.7.0/24";
@@ -560,7 +563,7 @@ fn multicast_between_chained_pods() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("chained-mc");
     let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
-    let (api, n1, n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &[]);
+    let (api, n1, n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &["--metrics", METRICS]);
     let nodes = [h1.underlay_v4().to_string(), h2.underlay_v4().to_string()];
     for h in [h1, h2] {
         install_counters(h, &nodes);
@@ -646,6 +649,23 @@ fn multicast_between_chained_pods() {
         let n = foreign(&n1).unwrap_or(0);
         (n > before).then_some(()).ok_or(n.to_string())
     });
+    // The metrics carry the same pod port counters as the status.
+    let status = n1.d.status_json()["pod_ports"].clone();
+    let (code, body) = http_get(n1.ns(), METRICS, "/metrics");
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    let sample = |series: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+    };
+    assert_eq!(sample("weftnet_pod_ports"), 2, "{body}");
+    assert_eq!(
+        Some(sample("weftnet_pod_port_foreign_source_packets_total")),
+        status["foreign_source"].as_u64(),
+        "status: {status}"
+    );
+    assert!(sample("weftnet_pod_port_rx_frames_total") > 0, "{body}");
     send(&a1, GROUP_B, "e", 1);
     assert!(wait_until(DELIVERY, || received(&rx_b2, "e") >= 1));
     assert_eq!(
