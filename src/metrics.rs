@@ -69,6 +69,8 @@ pub(crate) struct Snapshot {
     pub(crate) kube_api_reachable: Option<bool>,
     /// NetworkPolicy enforcement, when on.
     pub(crate) policy: Option<crate::policy::PolicyStatus>,
+    /// Chained mode only: the pod veths as multicast ports (`pod_ports` in status).
+    pub(crate) pod_ports: Option<crate::dataplane::PodStats>,
 }
 
 /// Where a scrape reads from: the running daemon's shared state.
@@ -110,6 +112,7 @@ impl Sources {
             key_generation: self.key.1,
             kube_api_reachable: self.kube.as_ref().map(|k| k.borrow().api_reachable),
             policy: self.policy.as_ref().map(|p| p.borrow().status()),
+            pod_ports: self.dp.pod_stats(),
             status,
         }
     }
@@ -442,7 +445,67 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
     if let Some(p) = &s.policy {
         policy_metrics(enc, p)?;
     }
+    if let Some(p) = &s.pod_ports {
+        pod_port_metrics(enc, p)?;
+    }
     Ok(())
+}
+
+/// Chained mode: the pod veths as multicast ports, the counters of `pod_ports` in
+/// `weftnet status`.
+fn pod_port_metrics(
+    enc: &mut DescriptorEncoder,
+    p: &crate::dataplane::PodStats,
+) -> std::fmt::Result {
+    gauge(
+        enc,
+        "weftnet_pod_ports",
+        "Chained mode: pod veths known as multicast ports (from the CNI plugin's records).",
+        p.ports,
+    )?;
+    let one = |v: u64| vec![(Vec::new(), v)];
+    counters(
+        enc,
+        "weftnet_pod_port_rx_frames",
+        "Chained mode: frames to a multicast MAC read on the node (any interface).",
+        one(p.rx_frames),
+    )?;
+    counters(
+        enc,
+        "weftnet_pod_port_ignored_frames",
+        "Chained mode: frames read that are not IP multicast (or too big for the buffer).",
+        one(p.ignored_frames),
+    )?;
+    counters(
+        enc,
+        "weftnet_pod_port_other_interface_packets",
+        "Chained mode: IP multicast read from interfaces that are not a pod's veth (ignored).",
+        one(p.other_interfaces),
+    )?;
+    counters(
+        enc,
+        "weftnet_pod_port_foreign_source_packets",
+        "Chained mode: packets from a pod veth whose source is not that veth's pod (dropped).",
+        one(p.foreign_source),
+    )?;
+    counters(
+        enc,
+        "weftnet_pod_port_malformed_frames",
+        "Chained mode: malformed frames from pod veths (dropped).",
+        one(p.malformed_frames),
+    )?;
+    counters(
+        enc,
+        "weftnet_pod_port_tx_frames",
+        "Chained mode: frames written onto pod veths (group traffic, queries).",
+        one(p.tx_frames),
+    )?;
+    counters(
+        enc,
+        "weftnet_pod_port_write_errors",
+        "Chained mode: frames that could not be written onto a pod veth.",
+        one(p.write_errors),
+    )
 }
 
 /// NetworkPolicy gauges and the drops per local pod and direction.

@@ -18,12 +18,18 @@
 //! - TTL-1 multicast from a pod reaches the member pods on the other node and on its
 //!   own, and no other pod (not even as a frame on its link); a leave stops delivery;
 //!   a restarted node relearns its pods' memberships at once; no group traffic
-//!   crosses the underlay in clear.
+//!   crosses the underlay in clear; the metrics carry the pod ports' counters;
+//! - a host outside the cluster on the VPC, vouched for by a certificate of the
+//!   cluster CA, and the pods on both nodes ping each other through the tunnels (the
+//!   pods see the host's own address), though the VPC routes the pods' addresses in
+//!   clear; with `--require-encryption`, once the host has left, its block is
+//!   blackholed on the nodes and nothing goes out in clear.
 //!
 //! Run as root (`cargo test --test chained`); everything is created inside namespaces.
 
 mod common;
 
+use common::ca::{ca_init, ca_sign, keypair};
 use common::chained::*;
 use common::mesh::{
     member_groups, pod_group_receiver, pod_group_send, wait_for, DELIVERY, JOIN_BOUND, LEAVE_BOUND,
@@ -279,6 +285,178 @@ fn chained_beside_a_vpc_style_cni() {
     assert!(clear(h1) > c1, "the VPC path carries pod addresses again");
 }
 
+/// Where the nodes of the multicast test serve their metrics (in their namespaces).
+const METRICS: &str = "127.0.0.1:9479";
+
+/// The outside host's block (in its certificate), off the VPC and the underlay.
+const HOST_BLOCK: &str = "10.99.7.0/24";
+
+/// Counters on a host's underlay interface: packets carrying a pod address or an
+/// address of [`HOST_BLOCK`] (clear text), and UDP to port 51820.
+fn install_outside_counters(ns: &Netns) {
+    let script = format!(
+        "table inet out {{\n counter clear {{}}\n counter wg {{}}\n\
+         chain c {{\n\
+           ip saddr {{ {PODS}, {HOST_BLOCK} }} counter name clear accept\n\
+           ip daddr {{ {PODS}, {HOST_BLOCK} }} counter name clear accept\n\
+           udp dport 51820 counter name wg accept\n\
+         }}\n\
+         chain pre {{ type filter hook prerouting priority -300; iifname \"eth0\" jump c; }}\n\
+         chain post {{ type filter hook postrouting priority 300; oifname \"eth0\" jump c; }}\n\
+         }}\n"
+    );
+    let mut cmd = ns.command("nft", &["-f", "-"]);
+    let out = run_bounded(&mut cmd, Some(script.as_bytes()), EXEC_TIMEOUT);
+    assert!(out.status.success(), "nft: {}", describe(&out));
+}
+
+fn outside_counter(ns: &Netns, name: &str) -> u64 {
+    let text = ns.run("nft", &["list", "counter", "inet", "out", name]);
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {text}"))
+}
+
+#[test]
+fn a_certified_host_outside_the_cluster_and_chained_pods() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("chained-outside");
+    let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
+    let ca = dir.path().join("ca");
+    ca_init(&ca);
+    let ca_crt = ca.join("ca.crt").display().to_string();
+    let ca_arg = format!("--ca-file={ca_crt}");
+    let (api, n1, n2) =
+        start_beside_vpc(h1, h2, vpc, dir.path(), &["--require-encryption", &ca_arg]);
+    // As in a VPC, anything else leaves the nodes toward the VPC (here its host): a
+    // packet for the host's block that weftnet did not take would show there.
+    for h in [h1, h2] {
+        h.ip(&[
+            "route",
+            "replace",
+            "default",
+            "via",
+            &vpc.underlay_v4().to_string(),
+        ]);
+    }
+    // The outside host runs on the VPC host, which routes the pods' addresses to
+    // their nodes in clear (`route_vpc`): weftnet's routes must win.
+    let (private, public) = keypair();
+    let cert = ca_sign(&ca, "ec2-a", &public, &[HOST_BLOCK], dir.path());
+    let secret = dir.path().join("secret").display().to_string();
+    let seed = format!("{}:51820", h1.underlay_v4());
+    let mut host = Daemon::start_with_key(
+        vpc,
+        &private,
+        &[
+            "--name",
+            "ec2-a",
+            "--secret-file",
+            &secret,
+            "--ca-file",
+            &ca_crt,
+            "--cert-file",
+            &cert,
+            "--block",
+            HOST_BLOCK,
+            "--pod-range",
+            PODS,
+            "--join",
+            &seed,
+        ],
+        "",
+    );
+    for n in [&n1, &n2] {
+        n.wait_for_conflist();
+    }
+    let pods = [n1.add_pod(&api, "oa"), n2.add_pod(&api, "ob")];
+    for ns in [h1, h2, vpc] {
+        install_outside_counters(ns);
+    }
+    let routed = format!("{HOST_BLOCK} dev weft0");
+    let took = wait_for("the nodes and the host route each other", BOUND, || {
+        for n in [&n1, &n2] {
+            let t = n.table();
+            if !t.contains(&routed) {
+                return Err(format!("{}: table 51820: {t}", n.name));
+            }
+        }
+        let main = vpc.ip(&["route", "show"]);
+        for p in &pods {
+            if !main.contains(&format!("{} dev weft0", p.ip)) {
+                return Err(format!("the host does not route {}: {main}", p.ip));
+            }
+        }
+        Ok(())
+    });
+    eprintln!("the host and the chained nodes route each other after {took:?}");
+
+    let host_ip = common::mesh::first_host(HOST_BLOCK).to_string();
+    for p in &pods {
+        watch_arrivals(p, &host_ip);
+        let ok = wait_until(Duration::from_secs(15), || {
+            let out = vpc.exec(
+                "ping",
+                &[
+                    "-c", "2", "-i", "0.2", "-W", "1", "-q", "-I", &host_ip, &p.ip,
+                ],
+            );
+            out.status.success()
+        });
+        assert!(ok, "the host cannot reach pod {}", p.ip);
+        let seen = {
+            let text = p.ns.run("nft", &["list", "counter", "ip", "seen", "echo"]);
+            text.split_whitespace()
+                .skip_while(|w| *w != "packets")
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert!(seen > 0, "pod {} saw no echo from {host_ip}", p.ip);
+        assert!(pings(p, &host_ip, 3), "pod {} cannot reach the host", p.ip);
+    }
+    for ns in [h1, h2, vpc] {
+        assert_eq!(
+            outside_counter(ns, "clear"),
+            0,
+            "a pod's or the host's address crossed the underlay in clear"
+        );
+    }
+    assert!(
+        outside_counter(vpc, "wg") > 0,
+        "no tunnel traffic at the host"
+    );
+
+    // --require-encryption: the host leaves for good; its route goes, a blackhole
+    // for its block stays, and nothing goes toward it in clear.
+    assert!(host.stop_for_good().success(), "{}", host.logs());
+    let hole = format!("blackhole {HOST_BLOCK}");
+    for n in [&n1, &n2] {
+        wait_for(
+            &format!("{}: the host's block blackholed", n.name),
+            BOUND,
+            || {
+                let t = n.table();
+                (!t.contains(&routed) && t.contains(&hole))
+                    .then_some(())
+                    .ok_or(t)
+            },
+        );
+    }
+    for p in &pods {
+        assert!(!pings(p, &host_ip, 3), "the host answered after it left");
+    }
+    for ns in [h1, h2] {
+        assert_eq!(
+            outside_counter(ns, "clear"),
+            0,
+            "traffic to the host's block left a node in clear"
+        );
+    }
+}
+
 const GROUP: &str = "239.1.1.1";
 const GROUP_B: &str = "239.2.2.2";
 
@@ -355,7 +533,7 @@ fn multicast_between_chained_pods() {
     let u = Underlay::bridge(3);
     let dir = temp_dir("chained-mc");
     let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
-    let (api, n1, n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &[]);
+    let (api, n1, n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &["--metrics", METRICS]);
     let nodes = [h1.underlay_v4().to_string(), h2.underlay_v4().to_string()];
     for h in [h1, h2] {
         install_counters(h, &nodes);
@@ -441,6 +619,23 @@ fn multicast_between_chained_pods() {
         let n = foreign(&n1).unwrap_or(0);
         (n > before).then_some(()).ok_or(n.to_string())
     });
+    // The metrics carry the same pod port counters as the status.
+    let status = n1.d.status_json()["pod_ports"].clone();
+    let (code, body) = http_get(n1.ns(), METRICS, "/metrics");
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    let sample = |series: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+    };
+    assert_eq!(sample("weftnet_pod_ports"), 2, "{body}");
+    assert_eq!(
+        Some(sample("weftnet_pod_port_foreign_source_packets_total")),
+        status["foreign_source"].as_u64(),
+        "status: {status}"
+    );
+    assert!(sample("weftnet_pod_port_rx_frames_total") > 0, "{body}");
     pod_group_send(&a1.ns, &a1.ip, GROUP_B, "e", 1);
     assert!(wait_until(DELIVERY, || received(&rx_b2, "e") >= 1));
     assert_eq!(

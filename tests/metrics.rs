@@ -16,28 +16,6 @@ const METRICS: &str = "127.0.0.1:9479";
 /// How long the traffic counters may take to show a ping.
 const COUNTED: Duration = Duration::from_secs(10);
 
-/// `GET http://ADDR/PATH` from inside `ns` (Python's HTTP client, bounded): the status
-/// code and the body.
-fn http_get(ns: &Netns, addr: &str, path: &str) -> (u16, String) {
-    const SCRIPT: &str = "import sys, urllib.request, urllib.error\n\
-        try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=5)\n\
-        except urllib.error.HTTPError as e:\n    r = e\n\
-        sys.stdout.write(str(r.status) + '\\n' + r.read().decode())\n";
-    let url = format!("http://{addr}{path}");
-    let out = ns.exec_timeout(
-        Duration::from_secs(15),
-        "python3",
-        &["-c", SCRIPT, url.as_str()],
-    );
-    let text = expect_success(&format!("GET {url}"), out);
-    let (code, body) = text.split_once('\n').unwrap_or((&text, ""));
-    let code = code
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("no status code from GET {url}: {text}"));
-    (code, body.to_owned())
-}
-
 /// A scrape of `/metrics`: every sample by its series (`name{labels}`).
 fn scrape(ns: &Netns) -> BTreeMap<String, f64> {
     let (code, body) = http_get(ns, METRICS, "/metrics");

@@ -9,7 +9,11 @@
 //! VPC, the internet, the node, same-node pods, Services before DNAT) falls through
 //! to the other CNI's rules as before. With `--require-encryption`, table 51820 also
 //! holds a `blackhole` route (metric 4096) for every pod on another Node, so traffic
-//! to a pod whose node has no tunnel up is dropped instead of sent in clear.
+//! to a pod whose node has no tunnel up is dropped instead of sent in clear, and one
+//! for every block of a certified host outside the cluster that gossip lists (alive,
+//! dead or left, until it is reaped), so traffic to a vouched host whose tunnel is
+//! down is dropped too. A host outside the cluster needs nothing else here: the
+//! reconciler routes its admitted blocks into table 51820 as it does remote pods.
 //!
 //! Multicast: the plugin records each pod's host-side veth too; every poll hands the
 //! data plane the veths that exist (by interface index, with their pods' addresses),
@@ -33,6 +37,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use weftnet_proto::gossip::Member;
 
 /// weftnet's routing table in chained mode.
 pub(crate) const TABLE: u32 = 51820;
@@ -52,6 +57,8 @@ pub(crate) struct Chained {
     pub(crate) dataplane: Arc<crate::dataplane::Dataplane>,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) view: Arc<watch::Sender<KubeView>>,
+    /// The node's status: the members, for the blocks of hosts outside the cluster.
+    pub(crate) status: watch::Receiver<weftnet_proto::node::Status>,
 }
 
 /// What the task has installed.
@@ -91,9 +98,17 @@ impl Chained {
             let map = pods_rx.borrow_and_update().clone();
             if let Some(map) = map {
                 if !last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &map)) {
-                    self.pods(&map, &mut done).await;
+                    let _ = self
+                        .commands
+                        .send(Command::PodAddresses(PodMap::clone(&map)))
+                        .await;
                     last = Some(map);
                 }
+            }
+            if let (Some(map), true) = (&last, self.require_encryption) {
+                let members = self.status.borrow().members.clone();
+                let wanted = blackholes(&self.config.node_name, map, &members);
+                self.blackholes(wanted, &mut done).await;
             }
         }
         watcher.abort();
@@ -166,21 +181,8 @@ impl Chained {
             .send_if_modified(|v| std::mem::replace(&mut v.cni_config, path.clone()) != path);
     }
 
-    /// The cluster's pods: the authority for announcements, and the blackholes.
-    async fn pods(&self, map: &Arc<PodMap>, done: &mut Installed) {
-        let _ = self
-            .commands
-            .send(Command::PodAddresses(PodMap::clone(map)))
-            .await;
-        if !self.require_encryption {
-            return;
-        }
-        let me = &self.config.node_name;
-        let wanted: BTreeSet<IpNet> = map
-            .iter()
-            .filter(|(node, _)| *node != me)
-            .flat_map(|(_, ips)| ips.iter().map(|ip| IpNet::from(*ip)))
-            .collect();
+    /// `--require-encryption`: the blackhole routes are `wanted`, no more, no less.
+    async fn blackholes(&self, wanted: BTreeSet<IpNet>, done: &mut Installed) {
         for p in wanted.difference(&done.blackholes.clone()) {
             match self
                 .netlink
@@ -206,6 +208,28 @@ impl Chained {
             done.blackholes.remove(p);
         }
     }
+}
+
+/// What `--require-encryption` blackholes in table 51820 (once the Pods are listed):
+/// every pod of another Node, and every block of a member with a certificate (a host
+/// outside the cluster; Kubernetes nodes carry none) that gossip lists, whatever its
+/// state, except a block that holds a pod's address (the authority never routes such
+/// a block to the host either).
+fn blackholes(me: &str, pods: &PodMap, members: &[Member]) -> BTreeSet<IpNet> {
+    let mut out: BTreeSet<IpNet> = pods
+        .iter()
+        .filter(|(node, _)| node.as_str() != me)
+        .flat_map(|(_, ips)| ips.iter().map(|ip| IpNet::from(*ip)))
+        .collect();
+    let any_pod = |b: &IpNet| pods.values().flatten().any(|ip| b.contains(ip));
+    out.extend(
+        members
+            .iter()
+            .filter_map(|m| m.record.certificate.as_ref())
+            .flat_map(|c| c.blocks.iter().copied())
+            .filter(|b| !any_pod(b)),
+    );
+    out
 }
 
 /// The pods' veths that exist now, by interface index, each with its pods' addresses
@@ -247,5 +271,66 @@ pub(crate) async fn remove(netlink: &Netlink, conf_dir: &std::path::Path) {
     }
     if let Err(e) = netlink.flush_table(TABLE).await {
         tracing::warn!(error = %format!("{e:#}"), "cannot empty routing table {TABLE}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weftnet_proto::cert::Certificate;
+    use weftnet_proto::gossip::{MemberState, NodeRecord};
+    use weftnet_proto::keys::PublicKey;
+
+    fn member(key: u8, name: &str, state: MemberState, blocks: Option<&[&str]>) -> Member {
+        let certificate = blocks.map(|bs| Certificate {
+            name: name.into(),
+            public_key: [key; 32],
+            not_before: 0,
+            not_after: u64::MAX,
+            may_claim: false,
+            blocks: bs.iter().map(|b| b.parse().expect("block")).collect(),
+            issuer: [9; 32],
+            signature: [0; 64],
+        });
+        Member {
+            record: NodeRecord {
+                public_key: PublicKey::from_bytes([key; 32]),
+                name: name.into(),
+                endpoint: "192.0.2.1:51820".parse().expect("addr"),
+                prefixes: Vec::new(),
+                version: 1,
+                certificate,
+                handover: None,
+            },
+            state,
+            epoch: 1,
+            incarnation: 0,
+        }
+    }
+
+    #[test]
+    fn strict_mode_blackholes_other_nodes_pods_and_every_listed_certified_block() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let net = |s: &str| -> IpNet { s.parse().expect("net") };
+        let mut pods = PodMap::new();
+        pods.entry("n1".into())
+            .or_default()
+            .insert(ip("172.31.1.5"));
+        pods.entry("n2".into())
+            .or_default()
+            .insert(ip("172.31.2.5"));
+        let members = [
+            member(1, "n2", MemberState::Alive, None),
+            member(2, "ec2-a", MemberState::Dead, Some(&["10.99.7.0/24"])),
+            member(3, "ec2-b", MemberState::Left, Some(&["10.99.8.0/24"])),
+            // A block holding a pod's address is never the host's.
+            member(4, "ec2-c", MemberState::Alive, Some(&["172.31.2.0/24"])),
+        ];
+        let got = blackholes("n1", &pods, &members);
+        let want: BTreeSet<IpNet> = ["172.31.2.5/32", "10.99.7.0/24", "10.99.8.0/24"]
+            .into_iter()
+            .map(net)
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -147,6 +147,7 @@ pub(crate) fn spawn(
             dataplane: r.dataplane,
             commands: r.commands,
             view,
+            status: r.status,
         };
         tasks.push(tokio::spawn(chained.run()));
         return (tasks, view_rx);

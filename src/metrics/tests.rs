@@ -126,6 +126,7 @@ fn a_gossip_node_reports_members_peers_drops_and_groups() {
         key_generation: 2,
         kube_api_reachable: None,
         policy: None,
+        pod_ports: None,
     };
     let t = text(s);
     let v = |series: &str| value(&t, series).unwrap_or_else(|| panic!("{series} in:\n{t}"));
@@ -295,4 +296,35 @@ fn network_policy_gauges_and_drops_per_selected_pod() {
         "pods no policy selects have no drop series:\n{t}"
     );
     assert!(!text(Snapshot::default()).contains("network_policy"));
+}
+
+#[test]
+fn chained_mode_reports_the_pod_ports_counters() {
+    let s = Snapshot {
+        pod_ports: Some(crate::dataplane::PodStats {
+            ports: 3,
+            rx_frames: 10,
+            ignored_frames: 1,
+            other_interfaces: 2,
+            foreign_source: 4,
+            malformed_frames: 5,
+            tx_frames: 20,
+            write_errors: 6,
+        }),
+        ..Snapshot::default()
+    };
+    let t = text(s);
+    let v = |series: &str| value(&t, series).unwrap_or_else(|| panic!("{series} in:\n{t}"));
+    assert_eq!(v("weftnet_pod_ports"), "3");
+    assert_eq!(v("weftnet_pod_port_rx_frames_total"), "10");
+    assert_eq!(v("weftnet_pod_port_ignored_frames_total"), "1");
+    assert_eq!(v("weftnet_pod_port_other_interface_packets_total"), "2");
+    assert_eq!(v("weftnet_pod_port_foreign_source_packets_total"), "4");
+    assert_eq!(v("weftnet_pod_port_malformed_frames_total"), "5");
+    assert_eq!(v("weftnet_pod_port_tx_frames_total"), "20");
+    assert_eq!(v("weftnet_pod_port_write_errors_total"), "6");
+    assert!(
+        !text(Snapshot::default()).contains("pod_port"),
+        "no pod port series outside chained mode"
+    );
 }

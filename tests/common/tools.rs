@@ -1,4 +1,5 @@
-//! Traffic helpers: ping, iperf3, and a TCP stream kept running while a test disturbs the path.
+//! Traffic helpers: ping, iperf3, a TCP stream kept running while a test disturbs the
+//! path, and an HTTP GET from inside a namespace (the metrics).
 
 use super::*;
 use std::fmt::Display;
@@ -149,4 +150,26 @@ impl BackgroundStream {
             "the stream ended early: {end:#}"
         );
     }
+}
+
+/// `GET http://ADDR/PATH` from inside `ns` (Python's HTTP client, bounded): the status
+/// code and the body.
+pub fn http_get(ns: &Netns, addr: &str, path: &str) -> (u16, String) {
+    const SCRIPT: &str = "import sys, urllib.request, urllib.error\n\
+        try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=5)\n\
+        except urllib.error.HTTPError as e:\n    r = e\n\
+        sys.stdout.write(str(r.status) + '\\n' + r.read().decode())\n";
+    let url = format!("http://{addr}{path}");
+    let out = ns.exec_timeout(
+        Duration::from_secs(15),
+        "python3",
+        &["-c", SCRIPT, url.as_str()],
+    );
+    let text = expect_success(&format!("GET {url}"), out);
+    let (code, body) = text.split_once('\n').unwrap_or((&text, ""));
+    let code = code
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no status code from GET {url}: {text}"));
+    (code, body.to_owned())
 }
