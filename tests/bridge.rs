@@ -160,8 +160,8 @@ fn pods_behind_bridges_with_given_blocks() {
     wait_listed(n3, GROUP, &[n1, n2], true);
     wait_listed(n2, GROUP_B, &[n1, n3], true);
     const N: u32 = 10;
-    pod_group_send(&pods[0][0].ns, &pods[0][0].addr, GROUP, "a", N);
-    pod_group_send(&pods[0][1].ns, &pods[0][1].addr, GROUP_B, "b", N);
+    pod_group_send(&pods[0][0].ns, pods[0][0].addr, GROUP, "a", N);
+    pod_group_send(&pods[0][1].ns, pods[0][1].addr, GROUP_B, "b", N);
     let ok = wait_until(DELIVERY, || {
         received(&rx2, "a") >= N as usize
             && received(&rx3, "a") >= N as usize
@@ -189,7 +189,7 @@ fn pods_behind_bridges_with_given_blocks() {
     rx3.terminate(Duration::from_secs(2));
     wait_listed(n3, GROUP, &[n1, n2], false);
     let before = counters(n1, GROUP);
-    pod_group_send(&pods[0][0].ns, &pods[0][0].addr, GROUP, "c", 5);
+    pod_group_send(&pods[0][0].ns, pods[0][0].addr, GROUP, "c", 5);
     let after = counters(n1, GROUP);
     assert_eq!(
         after.1 - before.1,
