@@ -15,6 +15,9 @@
 //! - with `--require-encryption` and the peer down, nothing leaks in clear;
 //! - DEL removes a pod's record and rule; removing weftnet (uninstall, stop for good)
 //!   removes the chained config, rules and table and restores plain VPC routing;
+//! - removing weftnet (both nodes stop for good, one after the other) is not an
+//!   outage: a ping between pods on the two nodes moves from the tunnel back to the
+//!   VPC's plain path with every echo answered;
 //! - TTL-1 multicast from a pod reaches the member pods on the other node and on its
 //!   own, and no other pod (not even as a frame on its link); a leave stops delivery;
 //!   a restarted node relearns its pods' memberships at once; no group traffic
@@ -93,6 +96,72 @@ fn route_dev(node: &ChainedNode, from: &Pod, to: &str) -> String {
     ]);
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
     v[0]["dev"].as_str().unwrap_or_default().to_string()
+}
+
+/// Removing weftnet is not an outage: pods on the two nodes ping each other every
+/// 50 ms while node1 and then node2 stop for good (`weftnet leave`, as at the
+/// DaemonSet's removal). Their traffic moves from the tunnel back to the VPC's plain
+/// path, and every echo is answered (the last half second's aside: ping stops at the
+/// count, so a reply still on its way then is late, not lost).
+#[test]
+fn removing_weftnet_is_not_an_outage() {
+    let u = Underlay::bridge(3);
+    let dir = temp_dir("chained");
+    let (h1, h2, vpc) = (u.host(0), u.host(1), u.host(2));
+    let (api, mut n1, mut n2) = start_beside_vpc(h1, h2, vpc, dir.path(), &[]);
+    for n in [&n1, &n2] {
+        n.wait_for_conflist();
+    }
+    let a1 = n1.add_pod(&api, "a1");
+    let b1 = n2.add_pod(&api, "b1");
+    wait_for(
+        "a1 -> b1 through the tunnel",
+        Duration::from_secs(30),
+        || {
+            let dev = route_dev(&n1, &a1, &b1.ip);
+            if dev == "weft0" && route_dev(&n2, &b1, &a1.ip) == "weft0" && pings(&a1, &b1.ip, 1) {
+                Ok(())
+            } else {
+                Err(format!("a1 -> b1 via {dev:?}"))
+            }
+        },
+    );
+    let count = 160u64;
+    let mut ping = a1.ns.spawn(
+        "ping",
+        &[
+            "-n",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "-c",
+            &count.to_string(),
+            "-w",
+            "20",
+            &b1.ip,
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(n1.d.stop_for_good().success(), "{}", n1.d.logs());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(n2.d.stop_for_good().success(), "{}", n2.d.logs());
+    let _ = ping.wait_timeout(Duration::from_secs(30));
+    let out = ping.stdout();
+    let answered = ping_answered(&out);
+    let lost: Vec<u64> = (1..=count - 10)
+        .filter(|seq| !answered.contains(seq))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "echoes lost while weftnet was removed: {lost:?}\n{out}"
+    );
+    assert_ne!(
+        route_dev(&n1, &a1, &b1.ip),
+        "weft0",
+        "the plain VPC path is back"
+    );
+    assert!(pings(&a1, &b1.ip, 3), "plain VPC routing works");
 }
 
 #[test]

@@ -127,12 +127,7 @@ impl Pinger {
         let Some((sent, received)) = ping_summary(&out) else {
             panic!("{}: no ping summary in {out:?}", self.what)
         };
-        // "64 bytes from A: icmp_seq=N ttl=64 time=0.3 ms" per reply.
-        let answered: BTreeSet<u64> = out
-            .lines()
-            .filter_map(|l| l.split("icmp_seq=").nth(1))
-            .filter_map(|rest| rest.split(' ').next()?.parse().ok())
-            .collect();
+        let answered = ping_answered(&out);
         let lost = (1..=self.count.saturating_sub(TAIL))
             .filter(|seq| !answered.contains(seq))
             .collect();

@@ -186,6 +186,11 @@ struct Running {
     rotate: Arc<Notify>,
     /// Turns `Some` when a data-plane thread dies.
     failure: watch::Receiver<Option<String>>,
+    /// Chained mode (its CNI config directory): at a stop for good, its rules go before
+    /// the leave, so the pods' traffic is back on the VPC's path before the peers drop
+    /// this node's tunnels (the other way round, it would go into a tunnel the peers no
+    /// longer accept until the teardown).
+    chained: Option<(Arc<Netlink>, std::path::PathBuf)>,
 }
 
 impl Running {
@@ -206,6 +211,13 @@ impl Running {
             (Err(e), _) => tracing::error!(error = %format!("{e:#}"), "stopping on a failure"),
         }
         if stop == Stop::Leave {
+            if let Some((netlink, conf_dir)) = &self.chained {
+                // The chained task would put the rules back.
+                for t in self.others.drain(..) {
+                    t.abort();
+                }
+                crate::chained::remove(netlink, conf_dir).await;
+            }
             // Graceful leave: the others drop this node at once instead of suspecting it.
             let (reply, done) = tokio::sync::oneshot::channel();
             if self.commands.send(Command::Leave(reply)).await.is_ok() {

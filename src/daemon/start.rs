@@ -234,8 +234,14 @@ pub(super) async fn start(
         gossip = clustered,
         "weftnet is up"
     );
+    let chained = config
+        .kube
+        .as_ref()
+        .filter(|k| k.chained.is_some())
+        .map(|k| (Arc::clone(netlink), k.cni_conf_dir.clone()));
     Ok(Running {
         failure: dp.failure(),
+        chained,
         commands: commands_tx,
         shell,
         server,

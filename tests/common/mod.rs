@@ -46,7 +46,9 @@ pub use daemon::{hermetic_env, peer_toml, Daemon};
 pub use delay::Delay;
 pub use impair::Impairment;
 pub use netns::{reap_stale, Netns, Proc};
-pub use tools::{http_get, iperf3, iperf3_json, ping, ping_summary, BackgroundStream};
+pub use tools::{
+    http_get, iperf3, iperf3_json, ping, ping_answered, ping_summary, BackgroundStream,
+};
 pub use underlay::{Host, Underlay};
 pub use wg::{genkey, keypair, pubkey, wg_socket_path, WireguardGo};
 

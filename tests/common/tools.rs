@@ -51,6 +51,15 @@ pub fn ping_summary(out: &str) -> Option<(u64, u64)> {
     }
 }
 
+/// The sequence numbers ping printed a reply for ("64 bytes from A: icmp_seq=N ttl=64
+/// time=0.3 ms", one line per reply; run it with `-n`).
+pub fn ping_answered(out: &str) -> std::collections::BTreeSet<u64> {
+    out.lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
+}
+
 /// Run an iperf3 test from `client` to a one-shot server (`iperf3 -s -1 -B ADDR`) in `server`;
 /// returns the client's `-J` report. `client_args` are extra client flags (e.g. `["-u", "-b",
 /// "1G"]`, `["-P", "4"]`, `["-R"]`). Panics with both sides' output on failure.
