@@ -25,7 +25,7 @@
 //! - a host outside the cluster on the VPC, vouched for by a certificate of the
 //!   cluster CA, and the pods on both nodes ping each other through the tunnels (the
 //!   pods see the host's own address), though the VPC routes the pods' addresses in
-//!   clear; with `--require-encryption`, once the host has left, its block is
+//!   clear; the host and the pods share a multicast group both ways; with `--require-encryption`, once the host has left, its block is
 //!   blackholed on the nodes and nothing goes out in clear.
 //!
 //! Run as root (`cargo test --test chained`); everything is created inside namespaces.
@@ -498,6 +498,58 @@ fn a_certified_host_outside_the_cluster_and_chained_pods() {
         "no tunnel traffic at the host"
     );
 
+    // The host and the pods are members of one group: the host joins on weft0, pod
+    // oa on its eth0; TTL-1 traffic from pod ob reaches both, and the host's reaches
+    // oa. Nothing of the group crosses the underlay in clear.
+    let host_rx = vpc.spawn(
+        "socat",
+        &[
+            "-u",
+            &format!("UDP4-RECV:{UDP_PORT},ip-add-membership={GROUP_H}:weft0"),
+            "STDOUT",
+        ],
+    );
+    let pod_rx = pod_group_receiver(&pods[0].ns, GROUP_H);
+    let host_key = host.public_key();
+    wait_for("the group known both ways", JOIN_BOUND, || {
+        let on_node = member_groups(&n2.d.status_json(), &host_key);
+        let on_host = member_groups(&host.status_json(), &n1.d.public_key());
+        if on_node.iter().any(|g| g == GROUP_H) && on_host.iter().any(|g| g == GROUP_H) {
+            Ok(())
+        } else {
+            Err(format!(
+                "node2 sees the host in {on_node:?}, the host sees node1 in {on_host:?}"
+            ))
+        }
+    });
+    pod_group_send(&pods[1].ns, &pods[1].ip, GROUP_H, "pod", 5);
+    pod_group_send(vpc, &host_ip, GROUP_H, "host", 5);
+    let lines = |rx: &Proc, tag: &str| {
+        rx.stdout()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{tag} ")))
+            .count()
+    };
+    assert!(
+        wait_until(DELIVERY, || lines(&host_rx, "pod") == 5
+            && lines(&pod_rx, "host") == 5),
+        "group traffic: the host got {} of 5 from pod ob, pod oa {} of 5 from the host",
+        lines(&host_rx, "pod"),
+        lines(&pod_rx, "host")
+    );
+    assert_eq!(
+        lines(&pod_rx, "pod"),
+        5,
+        "pod oa got pod ob's group traffic"
+    );
+    for ns in [h1, h2, vpc] {
+        assert_eq!(
+            outside_counter(ns, "clear"),
+            0,
+            "group traffic crossed the underlay in clear"
+        );
+    }
+
     // --require-encryption: the host leaves for good; its route goes, a blackhole
     // for its block stays, and nothing goes toward it in clear.
     assert!(host.stop_for_good().success(), "{}", host.logs());
@@ -528,6 +580,8 @@ fn a_certified_host_outside_the_cluster_and_chained_pods() {
 
 const GROUP: &str = "239.1.1.1";
 const GROUP_B: &str = "239.2.2.2";
+/// The group the host outside the cluster shares with the pods.
+const GROUP_H: &str = "239.3.3.3";
 
 /// Counts, in the pod's own namespace, every packet arriving for `group` (the frame
 /// reached its link, whether or not a socket takes it).
