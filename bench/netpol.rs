@@ -9,9 +9,11 @@
 //!    through again. Both delays, ROUNDS times each, with 1,000 pods and 100 policies
 //!    known; median and max.
 //! 2. **Data-path cost**: iperf3 TCP throughput client to server, RUNS runs of SECONDS
-//!    s, with no policy at all, then with 1,000 pods and 100 policies known, 10 of
-//!    them selecting the server (so its packets go through its ingress chain and the
-//!    shared peer sets). Median of each and the ratio.
+//!    s each with no policy and with 100 policies, 10 of them selecting the server (so
+//!    its packets go through its ingress chain and the shared peer sets), 1,000 pods
+//!    known throughout. The runs alternate (the policies are deleted and put back in
+//!    between), so a drift of the machine's speed falls on both sides. Median of each
+//!    and the ratio.
 //!
 //! Environment: ROUNDS (default 10), RUNS (default 3), SECONDS (default 5).
 
@@ -75,11 +77,6 @@ fn main() {
     };
     wait_open("client reaches server");
 
-    let mut open = Vec::new();
-    for _ in 0..runs {
-        open.push(iperf3(&client, &server, sip, seconds));
-    }
-
     // 998 more pods (addresses in both nodes' blocks and beyond, on other nodes) and
     // 100 policies; 10 of them select the server and admit the client among others.
     for i in 0..998u32 {
@@ -98,7 +95,7 @@ fn main() {
             ),
         );
     }
-    for i in 0..100 {
+    let policy = |i: usize| {
         let spec = json!({
             "podSelector": {"matchLabels": {"tier": format!("t{}", i % 10)}},
             "ingress": [{"from": [
@@ -107,37 +104,44 @@ fn main() {
                 {"ipBlock": {"cidr": format!("192.168.{i}.0/24"), "except": [format!("192.168.{i}.128/25")]}}
             ], "ports": [{"port": "http"}, {"port": 8000, "endPort": 8100}, {"port": 20000, "endPort": 40000}]}]
         });
-        api.put(
-            "networkpolicies",
-            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"namespace": "x", "name": format!("np{i}")}, "spec": spec}),
-        );
-    }
-    wait_for(
-        "1,000 pods and 100 policies known",
-        Duration::from_secs(60),
-        || {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"namespace": "x", "name": format!("np{i}")}, "spec": spec})
+    };
+    // The 100 policies in force (`on`) or none, as the server's node sees it.
+    let set_policies = |on: bool| {
+        for i in 0..100 {
+            if on {
+                api.put("networkpolicies", policy(i));
+            } else {
+                api.delete("networkpolicies", "x", &format!("np{i}"));
+            }
+        }
+        let want = if on { 100 } else { 0 };
+        wait_for("the policies in force", Duration::from_secs(60), || {
             let st = nodes[1].status();
             let p = &st["policy"];
-            if p["pods_known"] == 1000
-                && p["policies"] == 100
-                && p["pods"][0]["ingress"] == "isolated"
-            {
+            let isolated = p["pods"][0]["ingress"] == "isolated";
+            if p["pods_known"] == 1000 && p["policies"] == want && isolated == on {
                 Ok(())
             } else {
                 Err(format!(
-                    "{} pods, {} policies",
-                    p["pods_known"], p["policies"]
+                    "{} pods, {} policies, server ingress {}",
+                    p["pods_known"], p["policies"], p["pods"][0]["ingress"]
                 ))
             }
-        },
-    );
-    assert!(
-        probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)),
-        "the client is allowed by the 100 policies"
-    );
-    let mut loaded = Vec::new();
+        });
+        assert!(
+            probe_in(&client, sip, Proto::Tcp, 80, Duration::from_secs(1)),
+            "the client is allowed"
+        );
+    };
+    // Runs alternate between none and 100 policies, so a drift of the machine's speed
+    // during the benchmark falls on both sides alike.
+    let (mut open, mut loaded) = (Vec::new(), Vec::new());
     for _ in 0..runs {
+        set_policies(false);
+        open.push(iperf3(&client, &server, sip, seconds));
+        set_policies(true);
         loaded.push(iperf3(&client, &server, sip, seconds));
     }
 
@@ -184,4 +188,10 @@ fn main() {
     );
     println!("iperf3 with 1,000 pods and 100 policies (server selected): median {b:.3} Gbit/s {loaded:?}");
     println!("ratio loaded/none: {:.3}", b / a);
+    // Each loaded run against the run with no policy just before it.
+    let pairs: Vec<f64> = open.iter().zip(&loaded).map(|(o, l)| l / o).collect();
+    println!(
+        "ratio per pair of runs (loaded/none): median {:.3} {pairs:.3?}",
+        median(pairs.clone())
+    );
 }
