@@ -25,7 +25,8 @@ pub(crate) struct Counters {
     pmtu_probe_malformed: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+/// Adds one to a counter (the data plane's counters are all relaxed).
+pub(super) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -8,6 +8,7 @@
 //! VLAN-tagged frames) is ignored: unicast pod traffic is routed by the kernel through
 //! the bridge's gateway address into the TUN.
 
+use super::counters::bump;
 use super::{Dataplane, BUF};
 use crate::tun::Tun;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,10 +57,6 @@ impl L2Counters {
             write_errors: load(&self.write_errors),
         }
     }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Dataplane {

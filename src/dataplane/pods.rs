@@ -18,6 +18,7 @@
 //! are written onto member veths (queries: every veth) as Ethernet frames, unrouted,
 //! so TTL 1 stays TTL 1 and nothing goes out on the underlay.
 
+use super::counters::bump;
 use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::wait_readable;
 use anyhow::Context;
@@ -233,10 +234,6 @@ pub(crate) struct PodStats {
     pub(crate) write_errors: u64,
 }
 
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The pod ports: the socket, the ports' memberships, the counters.
 pub(crate) struct Pods {
     link: PodLink,
@@ -258,17 +255,12 @@ impl Pods {
         self.table.lock().has_members(group, except)
     }
 
-    /// Writes `packet` onto every member port of `group` but `except`; returns the
-    /// copies written.
-    pub(super) fn deliver(&self, packet: &[u8], group: IpAddr, except: Option<Port>) -> u64 {
+    /// Writes `packet` onto every member port of `group` but `except`.
+    pub(super) fn deliver(&self, packet: &[u8], group: IpAddr, except: Option<Port>) {
         let table = self.table.lock();
-        let mut copies = 0;
         for &port in table.members(group).iter().filter(|p| Some(**p) != except) {
-            if self.write(port, packet) {
-                copies += 1;
-            }
+            self.write(port, packet);
         }
-        copies
     }
 
     /// Writes `packet` (a query) onto every port.
@@ -279,16 +271,12 @@ impl Pods {
         }
     }
 
-    fn write(&self, port: Port, packet: &[u8]) -> bool {
+    fn write(&self, port: Port, packet: &[u8]) {
         match self.link.send(port, packet) {
-            Ok(()) => {
-                bump(&self.counters.written);
-                true
-            }
+            Ok(()) => bump(&self.counters.written),
             Err(e) => {
                 bump(&self.counters.write_errors);
                 tracing::debug!(port, error = %e, "writing onto a pod veth failed");
-                false
             }
         }
     }
@@ -394,10 +382,12 @@ impl Dataplane {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     batch.flush(self);
-                    let due = pods.table.lock().poll_timeout();
-                    if due.is_some_and(|at| at <= Instant::now()) {
-                        pods.table.lock().handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    let mut table = pods.table.lock();
+                    if table.poll_timeout().is_some_and(|at| at <= now) {
+                        table.handle_timeout(now);
                     }
+                    drop(table);
                     wait_readable(pods.link.rx.as_raw_fd(), POLL_MS)
                         .context("polling the pod ports' socket")?;
                     continue;
