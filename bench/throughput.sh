@@ -12,6 +12,10 @@
 #   lat p50/p99   UDP ping-pong round trip (32 bytes, one at a time, a small Python
 #                 client and echo server), idle and under a concurrent 1-stream
 #                 TCP bulk transfer
+#   added p50/p99 what the tunnel adds to that round trip: the same ping-pong over
+#                 the raw veth runs interleaved with it (10 alternating rounds), and
+#                 the difference of the percentiles is reported, so that the host's
+#                 drift between one implementation's turn and the next cancels out
 # from network namespace A to namespace B over:
 #     raw           the veth pair itself (underlay, 10.201.0.1 -> 10.201.0.2)
 #     boringtun     boringtun-cli (crates.io `boringtun-cli`)   10.202.1.0/24
@@ -290,28 +294,41 @@ client_run() {
     log "$key: $(tail -n1 "$WORK/res/$key.runs")"
 }
 
-# ping_pong NAME.KIND CLIENT_NS ADDR : PINGS UDP round trips to the echo server;
-# percentiles in microseconds to $WORK/res/NAME.KIND.runs
+# ping_pong NAME.KIND CLIENT_NS ADDR : PINGS UDP round trips to the echo server at
+# ADDR, in 10 rounds interleaved with as many to the underlay echo server (UNDER_B,
+# port ECHO_PORT+1); one JSON line appended to $WORK/res/NAME.KIND.runs
 ping_pong() {
     local key=$1 cns=$2 addr=$3
-    ip netns exec "$cns" timeout 60 python3 - "$addr" "$ECHO_PORT" "$PINGS" >>"$WORK/res/$key.runs" <<'EOF'
+    ip netns exec "$cns" timeout 120 python3 - "$addr" "$ECHO_PORT" "$UNDER_B" "$((ECHO_PORT + 1))" "$PINGS" >>"$WORK/res/$key.runs" <<'EOF'
 import json, socket, sys, time
-addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(1.0)
-s.connect((addr, port))
-rtts, lost, msg = [], 0, b"p" * 32
-for _ in range(n):
-    t = time.perf_counter_ns()
-    s.send(msg)
-    try:
-        s.recv(64)
-        rtts.append((time.perf_counter_ns() - t) / 1000)
-    except socket.timeout:
-        lost += 1
-rtts.sort()
-pct = lambda p: rtts[min(len(rtts) - 1, int(p * len(rtts)))] if rtts else None
-print(json.dumps({"p50_us": pct(0.50), "p99_us": pct(0.99), "lost": lost}))
+addr, port, uaddr, uport, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+rounds = 10
+socks, rtts, lost = {}, {"t": [], "u": []}, {"t": 0, "u": 0}
+for k, a in (("t", (addr, port)), ("u", (uaddr, uport))):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.0)
+    s.connect(a)
+    socks[k] = s
+msg = b"p" * 32
+for r in range(rounds):
+    for k, s in socks.items():
+        for _ in range(max(1, n // rounds)):
+            t = time.perf_counter_ns()
+            s.send(msg)
+            try:
+                s.recv(64)
+                rtts[k].append((time.perf_counter_ns() - t) / 1000)
+            except socket.timeout:
+                lost[k] += 1
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p * len(v)))] if v else None
+out = {"p50_us": pct(rtts["t"], 0.50), "p99_us": pct(rtts["t"], 0.99), "lost": lost["t"],
+       "under_p50_us": pct(rtts["u"], 0.50), "under_p99_us": pct(rtts["u"], 0.99)}
+for p in ("p50", "p99"):
+    a, b = out[f"{p}_us"], out[f"under_{p}_us"]
+    out[f"added_{p}_us"] = a - b if a is not None and b is not None else None
+print(json.dumps(out))
 EOF
     log "$key: $(tail -n1 "$WORK/res/$key.runs")"
 }
@@ -345,6 +362,15 @@ while True:
     d, a = s.recvfrom(2048)
     s.sendto(d, a)"
         local echo=$LAST_PID
+        # the underlay's echo, for the interleaved rounds
+        start_bg "$sns" "$WORK/echo-under-$name.log" python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('$UNDER_B', $((ECHO_PORT + 1))))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)"
+        local echo_under=$LAST_PID
         sleep 0.5
         ping_pong "$name.lat" "$cns" "$addr"
         # the same under a concurrent bulk stream
@@ -355,6 +381,7 @@ while True:
         ping_pong "$name.latbulk" "$cns" "$addr"
         stop_pid "$bulk"
         stop_pid "$echo"
+        stop_pid "$echo_under"
     fi
     stop_pid "$srv"
 }
@@ -651,7 +678,7 @@ print()
 print(f"median of {runs} x {secs}s iperf3 runs; load {doc['host']['loadavg_1min_at_start']} at start, "
       f"{doc['host']['loadavg_1min_at_end']} at end; {os.cpu_count()} CPUs")
 cols = [f"tcp{st} Gb/s" for st in streams_list] + ["udp64 kpps", "udp1400 kpps",
-        f"loss@{udp_rate}", "lat p50/p99 us", "bulk p50/p99 us"]
+        f"loss@{udp_rate}", "lat p50/p99 us", "added p50/p99", "bulk p50/p99 us", "added p50/p99"]
 print(f"{'implementation':<14} " + " ".join(f"{c:>15}" for c in cols) + "  status")
 for name in impls:
     r = results[name]
@@ -662,11 +689,18 @@ for name in impls:
     for k in ("lat", "latbulk"):
         l = r.get(k, {})
         row.append(f"{f(l.get('p50_us'), '.0f')}/{f(l.get('p99_us'), '.0f')}")
+        row.append(f"{f(l.get('added_p50_us'), '.0f')}/{f(l.get('added_p99_us'), '.0f')}")
     print(f"{name:<14} " + " ".join(f"{c:>15}" for c in row) + f"  {r['status']}")
 print()
 for k, v in ratios.items():
     if v is not None:
         print(f"{k:<30} {v:6.3f}")
+for k, what in (("lat", "idle"), ("latbulk", "under bulk")):
+    added = [(n, results[n].get(k, {}).get("added_p50_us")) for n in impls if n != "raw"]
+    added = [(n, v) for n, v in added if v is not None]
+    if added:
+        print(f"round trip added over the raw veth, p50, {what}: " +
+              ", ".join(f"{n} {v:.0f} us" for n, v in added))
 idle = doc["idle"]
 if idle:
     print()

@@ -42,6 +42,39 @@ fn bind(domain: Domain, port: u16, reuse_port: bool) -> io::Result<Socket> {
     Ok(s)
 }
 
+/// Turns off the per-datagram ancillary data `quinn-udp` asks for and the data plane
+/// never reads: receive timestamps (`SO_TIMESTAMPNS`, which also makes the kernel
+/// timestamp every packet it receives, on every interface), the destination address
+/// and the ECN bits. Each costs work per datagram on the receive path. Best effort: a
+/// socket that keeps them works the same, a little slower.
+fn drop_unused_ancillary_data(socket: &std::net::UdpSocket, dual_stack: bool) {
+    let mut options = vec![
+        (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
+        (libc::IPPROTO_IP, libc::IP_RECVTOS),
+        (libc::IPPROTO_IP, libc::IP_PKTINFO),
+    ];
+    if dual_stack {
+        options.push((libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO));
+        options.push((libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS));
+    }
+    let off: libc::c_int = 0;
+    for (level, name) in options {
+        // SAFETY: a valid socket and a c_int option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&off as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(level, name, error = %io::Error::last_os_error(), "cannot turn off a UDP receive option");
+        }
+    }
+}
+
 impl Udp {
     /// Binds `port` on all addresses, IPv6 and IPv4 if the host has IPv6.
     pub(crate) fn bind(port: u16) -> Result<Self> {
@@ -72,6 +105,7 @@ impl Udp {
         let socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new((&socket).into())
             .map_err(|e| anyhow!("cannot set up UDP port {port}: {e}"))?;
+        drop_unused_ancillary_data(&socket, dual_stack);
         // Larger buffers absorb bursts; the kernel caps them at rmem_max/wmem_max.
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);

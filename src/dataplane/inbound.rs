@@ -3,13 +3,13 @@
 //! virtio-net header on, the decrypted unicast packets of one receive call are
 //! coalesced (`weftnet_proto::offload::Coalescer`): consecutive TCP segments of a flow
 //! reach the kernel as one super-packet in one write. Each worker receives on its own
-//! UDP socket; what it writes goes to the TUN queue of the packet's flow, so the
-//! kernel sends that flow's replies to the same worker's queue.
+//! UDP socket (`super::worker`); what it writes goes to the TUN queue of the packet's
+//! flow, so the kernel sends that flow's replies to the same worker's queue.
 
 use super::mesh::Mesh;
 use super::multicast::has_multicast_dst;
-use super::{Dataplane, BUF, POLL_MS};
-use crate::tun::{wait_readable, Offload};
+use super::{Dataplane, BUF};
+use crate::tun::Offload;
 use crate::udp::canonical;
 use anyhow::Context;
 use quinn_udp::RecvMeta;
@@ -36,6 +36,10 @@ impl Rx {
 
 /// Receive buffers per UDP receive call.
 const RX_BATCH: usize = 8;
+/// Receive calls before the worker turns to its TUN queue.
+const RX_CALLS: usize = 8;
+/// Bytes received (a GRO batch may hold 64 KiB) before the same.
+const RX_BATCH_BYTES: usize = 256 * 1024;
 
 /// Receive errors that repeat forever (no valid socket, bad buffers), unlike the
 /// errors ICMP reports for earlier sends (connection refused, unreachable).
@@ -46,31 +50,54 @@ fn socket_unusable(e: &std::io::Error) -> bool {
     )
 }
 
-impl Dataplane {
-    /// Receives on worker `lane`'s socket until stopped; fails if the socket cannot be
-    /// polled or is unusable.
-    pub(super) fn udp_loop(&self, lane: usize) -> anyhow::Result<()> {
-        let udp = &self.udp[lane];
-        let received = &self.lane_udp_datagrams[lane];
-        let slot = BUF.max(1500 * udp.gro_segments());
-        let mut storage = vec![0u8; slot * RX_BATCH];
-        let mut meta = vec![RecvMeta::default(); RX_BATCH];
-        let mut out = vec![0u8; BUF];
-        let mut rx = Rx {
-            gro: (self.tun[0].offload() != Offload::Off).then(Coalescer::new),
-        };
-        while !self.stopping() {
+/// The receive side of a worker's UDP socket: its buffers and its delivery to the
+/// TUN.
+pub(super) struct UdpReader {
+    lane: usize,
+    /// Bytes per receive buffer (a GRO batch fits).
+    slot: usize,
+    storage: Vec<u8>,
+    meta: Vec<RecvMeta>,
+    out: Vec<u8>,
+    rx: Rx,
+}
+
+impl UdpReader {
+    pub(super) fn new(dp: &Dataplane, lane: usize) -> Self {
+        let slot = BUF.max(1500 * dp.udp[lane].gro_segments());
+        Self {
+            lane,
+            slot,
+            storage: vec![0u8; slot * RX_BATCH],
+            meta: vec![RecvMeta::default(); RX_BATCH],
+            out: vec![0u8; BUF],
+            rx: Rx {
+                gro: (dp.tun[0].offload() != Offload::Off).then(Coalescer::new),
+            },
+        }
+    }
+
+    /// Receives until the socket is empty or a batch ([`RX_CALLS`] calls,
+    /// [`RX_BATCH_BYTES`]) is done, handing each datagram to the session and the
+    /// router; what a call decrypts reaches the TUN before the next call. Returns
+    /// whether the socket was found empty (a call that fills fewer buffers than it
+    /// has found it so, and saves the receive that would say so); fails if the
+    /// socket is unusable.
+    pub(super) fn pump(&mut self, dp: &Dataplane) -> anyhow::Result<bool> {
+        let udp = &dp.udp[self.lane];
+        let received = &dp.lane_udp_datagrams[self.lane];
+        let mut bytes = 0;
+        for _ in 0..RX_CALLS {
+            if bytes >= RX_BATCH_BYTES {
+                break;
+            }
             // Fixed-size array: no allocation per receive call.
-            let mut chunks = storage.chunks_mut(slot);
+            let mut chunks = self.storage.chunks_mut(self.slot);
             let mut bufs: [IoSliceMut<'_>; RX_BATCH] =
                 std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
-            let n = match udp.recv(&mut bufs, &mut meta) {
+            let n = match udp.recv(&mut bufs, &mut self.meta) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.counters.add_udp_async_errors(udp.drain_errors());
-                    wait_readable(udp.fd(), POLL_MS).context("polling the UDP socket")?;
-                    continue;
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if socket_unusable(&e) => {
                     return Err(e).context("receiving from the UDP socket");
@@ -79,26 +106,32 @@ impl Dataplane {
                     // The error of an earlier send (e.g. port unreachable) surfaces
                     // here once; its details wait on the error queue.
                     tracing::debug!(error = %e, "UDP receive error");
-                    self.counters.add_udp_async_errors(udp.drain_errors());
+                    dp.counters.add_udp_async_errors(udp.drain_errors());
                     continue;
                 }
             };
-            let mesh = self.mesh.load_full();
-            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+            let mesh = dp.mesh.load();
+            for (m, buf) in self.meta.iter().zip(bufs.iter()).take(n) {
                 let from = canonical(m.addr);
                 let len = m.len.min(buf.len());
+                bytes += len;
                 for datagram in buf[..len].chunks(m.stride.max(1)) {
                     received.fetch_add(1, Ordering::Relaxed);
-                    self.handle_datagram(&mesh, datagram, from, &mut out, &mut rx);
+                    dp.handle_datagram(&mesh, datagram, from, &mut self.out, &mut self.rx);
                 }
             }
-            if let Some(gro) = rx.gro.as_mut() {
-                self.flush_coalesced(gro);
+            if let Some(gro) = self.rx.gro.as_mut() {
+                dp.flush_coalesced(gro);
+            }
+            if n < RX_BATCH {
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
+}
 
+impl Dataplane {
     /// Writes a decrypted unicast packet to the TUN, or queues it for coalescing.
     fn deliver(&self, packet: &[u8], rx: &mut Rx) {
         match &mut rx.gro {

@@ -67,24 +67,19 @@ impl Dataplane {
             anyhow::bail!("no L2 port to read");
         };
         let mut replicator = Replicator::new(self.multicast.filter.clone(), self.rate_limit());
-        self.drain(
-            &port.tap,
-            0,
-            "the L2 port",
-            |mesh, frame, scratch, batch| {
-                bump(&self.l2_counters.read);
-                match ethernet::multicast_ip_packet(frame) {
-                    Ok(Some(packet)) => {
-                        self.multicast_out(mesh, &mut replicator, packet, scratch, batch, None)
-                    }
-                    Ok(None) => bump(&self.l2_counters.ignored),
-                    Err(e) => {
-                        bump(&self.l2_counters.malformed);
-                        tracing::trace!(error = %e, "dropped frame from the bridge");
-                    }
+        self.drain(&port.tap, "the L2 port", |mesh, frame, scratch, batch| {
+            bump(&self.l2_counters.read);
+            match ethernet::multicast_ip_packet(frame) {
+                Ok(Some(packet)) => {
+                    self.multicast_out(mesh, &mut replicator, packet, scratch, batch, None)
                 }
-            },
-        )
+                Ok(None) => bump(&self.l2_counters.ignored),
+                Err(e) => {
+                    bump(&self.l2_counters.malformed);
+                    tracing::trace!(error = %e, "dropped frame from the bridge");
+                }
+            }
+        })
     }
 
     /// Writes a multicast IP packet to the bridge as an Ethernet frame; returns false

@@ -8,6 +8,7 @@
 //! expected shutdown and signal nothing.
 
 use std::any::Any;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,14 +23,23 @@ pub(super) struct Lifecycle {
     /// and one that ends meanwhile (its device removed) is no failure.
     exiting: AtomicBool,
     failure: watch::Sender<Option<String>>,
+    /// An eventfd that turns readable on [`Self::stop`], so threads can wait on their
+    /// descriptors without a timeout (`None` if the kernel refused one: they then wake
+    /// periodically to look at the flag).
+    stop_event: Option<OwnedFd>,
 }
 
 impl Default for Lifecycle {
     fn default() -> Self {
+        // SAFETY: plain syscall; the result is checked before it is owned.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        // SAFETY: a new descriptor that nothing else owns.
+        let stop_event = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
         Self {
             stop: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
             failure: watch::Sender::new(None),
+            stop_event,
         }
     }
 }
@@ -38,6 +48,18 @@ impl Lifecycle {
     /// Asks the threads to finish.
     pub(super) fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(fd) = &self.stop_event {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a valid u64 to an eventfd. It fails only
+            // if the counter would overflow, and then it is readable already.
+            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// The descriptor that turns readable (and stays so) once [`Self::stop`] is
+    /// called, if there is one.
+    pub(super) fn stop_fd(&self) -> Option<RawFd> {
+        self.stop_event.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// The process is about to exit (a restart): thread exits are no longer failures.

@@ -2,9 +2,9 @@
 //! socket through each peer's WireGuard session, and the timer thread that drives the
 //! WireGuard timers.
 //!
-//! The threads come in workers (`--workers`, default one per core): worker `i` reads
-//! TUN queue `i` (encrypts, sends on UDP socket `i`) and receives on UDP socket `i`
-//! (decrypts, writes to the TUN). A flow stays on one worker both ways: the kernel
+//! The threads come in workers (`--workers`, default one per core): worker `i` is one
+//! thread that reads TUN queue `i` (encrypts, sends on UDP socket `i`) and receives
+//! on UDP socket `i` (decrypts, writes to the TUN). A flow stays on one worker both ways: the kernel
 //! steers a flow to the TUN queue its packets were last written to, and a decrypted
 //! packet is written to the queue of its flow (`weftnet_proto::flow::lane`); on the UDP
 //! side `SO_REUSEPORT` hashes each peer's address and port to one socket. So TCP sees
@@ -14,6 +14,7 @@
 //! - [`mesh`]: the peer set, an immutable snapshot swapped atomically on change.
 //! - [`outbound`]: TUN -> encrypt -> UDP, with GSO batching.
 //! - [`inbound`]: UDP -> decrypt -> TUN, with recvmmsg/GRO batching.
+//! - [`worker`]: the thread that serves one TUN queue and one UDP socket in turn.
 //! - [`counters`]: drop and error counters.
 //! - [`l2`]: bridge mode's L2 port (TAP) on the pods' bridge, for multicast.
 //! - [`pods`]: chained mode's pod veths (a packet socket), for multicast.
@@ -35,6 +36,7 @@ mod multicast;
 mod outbound;
 mod pmtu;
 mod pods;
+mod worker;
 
 pub(crate) use counters::Counters;
 pub(crate) use l2::{L2Port, L2Stats};
@@ -248,8 +250,8 @@ impl Dataplane {
         }
     }
 
-    /// Starts the workers' TUN and UDP threads (`weft-tun`/`weft-udp` with one
-    /// worker, `weft-tun-<i>`/`weft-udp-<i>` with several), the timer thread, and the
+    /// Starts the workers' threads (`weft-worker` with one worker, `weft-worker-<i>`
+    /// with several), the timer thread, and the
     /// L2 thread in bridge mode, the pods thread in chained mode. A thread that ends before [`Self::stop`] (an I/O
     /// error, a panic) raises [`Self::failure`].
     pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<Vec<JoinHandle<()>>> {
@@ -262,15 +264,11 @@ impl Dataplane {
             1 => format!("weft-{what}"),
             _ => format!("weft-{what}-{lane}"),
         };
-        let mut threads = Vec::with_capacity(2 * workers + 2);
+        let mut threads = Vec::with_capacity(workers + 3);
         for lane in 0..workers {
             threads.push(spawn(
-                &name("tun", lane),
-                Box::new(move |dp| dp.tun_loop(lane)),
-            )?);
-            threads.push(spawn(
-                &name("udp", lane),
-                Box::new(move |dp| dp.udp_loop(lane)),
+                &name("worker", lane),
+                Box::new(move |dp| dp.worker_loop(lane)),
             )?);
         }
         threads.push(spawn("weft-timers", Box::new(Dataplane::timer_loop))?);

@@ -2,8 +2,8 @@
 //! batch is full); consecutive ciphertexts of one size for one endpoint leave in one
 //! UDP GSO send. With the TUN's offloads on, one read may be a TCP super-packet of up
 //! to 64 KiB: it is split into MTU-sized packets (`weftnet_proto::offload::split`)
-//! whose ciphertexts then leave together in one or two GSO sends. Each worker runs
-//! this loop on its own TUN queue and sends on its own UDP socket.
+//! whose ciphertexts then leave together in one or two GSO sends. Each worker reads
+//! its own TUN queue (`super::worker`) and sends on its own UDP socket.
 
 use super::mesh::{LivePeer, Mesh};
 use super::multicast::has_multicast_dst;
@@ -11,43 +11,126 @@ use super::{Dataplane, BUF, POLL_MS};
 use crate::tun::{wait_readable, Offload, Tun};
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use weftnet_proto::multicast::RateLimit;
 use weftnet_proto::offload::split;
 use weftnet_proto::session::Output;
 
-/// Packets read from the TUN device before their ciphertexts are flushed.
+/// Reads from the TUN device before their ciphertexts are flushed and the worker
+/// turns to its UDP socket.
 const TX_BATCH: usize = 64;
+/// Bytes read from the TUN device (up to four super-packets) before the same.
+const TX_BATCH_BYTES: usize = 256 * 1024;
 /// Largest UDP payload one GSO send may carry.
 const GSO_MAX_BYTES: usize = 65000;
 
-impl Dataplane {
-    /// Reads worker `lane`'s TUN queue until stopped; fails if it cannot be read or
-    /// polled.
-    pub(super) fn tun_loop(&self, lane: usize) -> anyhow::Result<()> {
-        let what = if self.workers() == 1 {
-            "the TUN device".to_string()
-        } else {
-            format!("TUN queue {lane}")
-        };
-        self.drain(
-            &self.tun[lane],
-            lane,
-            &what,
-            |mesh, packet, scratch, batch| {
-                if self.is_broadcast(packet) {
-                    // One byte budget for multicast and one for broadcast, each at the
-                    // rate limit, for all workers together.
-                    let mut shared = self.tx_replication.lock();
-                    self.broadcast_out(mesh, &mut shared.broadcast_rate, packet, scratch, batch);
-                } else if has_multicast_dst(packet) {
-                    let mut shared = self.tx_replication.lock();
-                    self.multicast_out(mesh, &mut shared.replicator, packet, scratch, batch, None);
-                } else {
-                    self.handle_outbound(mesh, packet, scratch, batch);
-                }
+/// The read side of a TUN queue (or the L2 port): its buffers and the send batch
+/// its ciphertexts wait in.
+pub(super) struct TunReader {
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    /// One segment of a super-packet at a time (empty without offloads).
+    segment: Vec<u8>,
+    offloaded: bool,
+    batch: TxBatch,
+}
+
+impl TunReader {
+    /// A reader of `device` whose ciphertexts leave from worker `lane`'s socket.
+    pub(super) fn new(dp: &Dataplane, device: &Tun, lane: usize) -> Self {
+        let offloaded = device.offload() != Offload::Off;
+        Self {
+            buf: vec![0u8; BUF],
+            scratch: vec![0u8; BUF],
+            segment: if offloaded {
+                vec![0u8; BUF]
+            } else {
+                Vec::new()
             },
-        )
+            offloaded,
+            batch: TxBatch::new(dp.udp[lane].max_segments(), lane),
+        }
+    }
+
+    /// Reads `device` until it is empty or a batch ([`TX_BATCH`] reads,
+    /// [`TX_BATCH_BYTES`]) is done, handing each packet or frame to `handle` with the
+    /// current peer set, a scratch buffer and the send batch, then sends the batch.
+    /// With `woke` (the device was empty before), the first read's ciphertexts leave
+    /// at once rather than after one more read, so a lone packet is not delayed.
+    /// Returns whether the device was found empty; fails if it cannot be read (named
+    /// `what` in the error).
+    pub(super) fn pump(
+        &mut self,
+        dp: &Dataplane,
+        device: &Tun,
+        what: &str,
+        mut woke: bool,
+        reads: &AtomicU64,
+        mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
+    ) -> anyhow::Result<bool> {
+        let mesh = dp.mesh.load();
+        let (mut count, mut bytes) = (0, 0);
+        let empty = loop {
+            if count >= TX_BATCH || bytes >= TX_BATCH_BYTES {
+                break false;
+            }
+            match device.read(&mut self.buf) {
+                Ok(n) => {
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    count += 1;
+                    bytes += n;
+                    let (scratch, batch) = (&mut self.scratch, &mut self.batch);
+                    if self.offloaded {
+                        let read = &mut self.buf[..n];
+                        let split = split(read, &mut self.segment, |packet| {
+                            handle(&mesh, packet, scratch, batch)
+                        });
+                        if let Err(e) = split {
+                            dp.counters.bump_tun_offload_malformed();
+                            tracing::debug!(error = %e, "dropped a malformed offload read");
+                        }
+                    } else {
+                        handle(&mesh, &self.buf[..n], scratch, batch);
+                    }
+                    if woke {
+                        self.batch.flush(dp);
+                        woke = false;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.batch.flush(dp);
+                    return Err(e).with_context(|| format!("reading {what}"));
+                }
+            }
+        };
+        self.batch.flush(dp);
+        Ok(empty)
+    }
+}
+
+impl Dataplane {
+    /// Where a packet read from the TUN goes: to every node (broadcast), to the
+    /// group's nodes (multicast), or to the peer that routes its destination.
+    pub(super) fn route_out(
+        &self,
+        mesh: &Mesh,
+        packet: &[u8],
+        scratch: &mut [u8],
+        batch: &mut TxBatch,
+    ) {
+        if self.is_broadcast(packet) {
+            // One byte budget for multicast and one for broadcast, each at the rate
+            // limit, for all workers together.
+            let mut shared = self.tx_replication.lock();
+            self.broadcast_out(mesh, &mut shared.broadcast_rate, packet, scratch, batch);
+        } else if has_multicast_dst(packet) {
+            let mut shared = self.tx_replication.lock();
+            self.multicast_out(mesh, &mut shared.replicator, packet, scratch, batch, None);
+        } else {
+            self.handle_outbound(mesh, packet, scratch, batch);
+        }
     }
 
     /// A byte budget at `--multicast-rate-limit`, if one is set.
@@ -55,72 +138,24 @@ impl Dataplane {
         super::rate_limit(&self.multicast)
     }
 
-    /// Reads `device` (a TUN queue, or the L2 port) until stopped, handing each packet
-    /// or frame to `handle` with the current peer set, a scratch buffer and the send
-    /// batch, which leaves from worker `lane`'s socket.
-    /// The batch is flushed every [`TX_BATCH`] reads and whenever the device is empty;
-    /// the peer set is reloaded at each flush. Fails if `device` (named `what` in the
-    /// error) cannot be read or polled.
+    /// Reads `device` (the L2 port) until stopped, handing each frame to `handle`
+    /// (see [`TunReader::pump`]); its ciphertexts leave from worker 0's socket. Fails
+    /// if `device` (named `what` in the error) cannot be read or polled.
     pub(super) fn drain(
         &self,
         device: &Tun,
-        lane: usize,
         what: &str,
         mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
     ) -> anyhow::Result<()> {
-        let mut buf = vec![0u8; BUF];
-        let mut scratch = vec![0u8; BUF];
-        let offloaded = device.offload() != Offload::Off;
-        // One segment of a super-packet at a time.
-        let mut segment = if offloaded {
-            vec![0u8; BUF]
-        } else {
-            Vec::new()
-        };
-        let mut batch = TxBatch::new(self.udp[lane].max_segments(), lane);
-        let reads = &self.lane_tun_reads[lane];
-        let mut in_batch = 0;
-        let mut mesh = self.mesh.load_full();
+        let mut reader = TunReader::new(self, device, 0);
+        let reads = AtomicU64::new(0);
+        let mut woke = false;
         while !self.stopping() {
-            let read = device.read(&mut buf);
-            if read.is_ok() {
-                reads.fetch_add(1, Ordering::Relaxed);
-            }
-            match read {
-                Ok(n) if offloaded => {
-                    let read = &mut buf[..n];
-                    let split = split(read, &mut segment, |packet| {
-                        handle(&mesh, packet, &mut scratch, &mut batch)
-                    });
-                    if let Err(e) = split {
-                        self.counters.bump_tun_offload_malformed();
-                        tracing::debug!(error = %e, "dropped a malformed offload read");
-                    }
-                    in_batch += 1;
-                    if in_batch >= TX_BATCH {
-                        batch.flush(self);
-                        in_batch = 0;
-                        mesh = self.mesh.load_full();
-                    }
-                }
-                Ok(n) => {
-                    handle(&mesh, &buf[..n], &mut scratch, &mut batch);
-                    in_batch += 1;
-                    if in_batch >= TX_BATCH {
-                        batch.flush(self);
-                        in_batch = 0;
-                        mesh = self.mesh.load_full();
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    batch.flush(self);
-                    in_batch = 0;
-                    wait_readable(device.fd(), POLL_MS)
-                        .with_context(|| format!("polling {what}"))?;
-                    mesh = self.mesh.load_full();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).with_context(|| format!("reading {what}")),
+            if reader.pump(self, device, what, woke, &reads, &mut handle)? {
+                woke = wait_readable(device.fd(), POLL_MS)
+                    .with_context(|| format!("polling {what}"))?;
+            } else {
+                woke = false;
             }
         }
         Ok(())

@@ -377,6 +377,8 @@ impl Dataplane {
         let mut scratch = vec![0u8; BUF];
         let mut segment = vec![0u8; BUF];
         let mut batch = super::outbound::TxBatch::new(self.udp[0].max_segments(), 0);
+        // The socket was empty before this read: its frame leaves at once.
+        let mut woke = false;
         while !self.stopping() {
             let (n, port) = match pods.link.recv(&mut buf) {
                 Ok(r) => r,
@@ -388,7 +390,7 @@ impl Dataplane {
                         table.handle_timeout(now);
                     }
                     drop(table);
-                    wait_readable(pods.link.rx.as_raw_fd(), POLL_MS)
+                    woke = wait_readable(pods.link.rx.as_raw_fd(), POLL_MS)
                         .context("polling the pod ports' socket")?;
                     continue;
                 }
@@ -414,6 +416,10 @@ impl Dataplane {
             });
             if split.is_err() {
                 bump(&pods.counters.malformed);
+            }
+            if woke {
+                batch.flush(self);
+                woke = false;
             }
         }
         Ok(())
