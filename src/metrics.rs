@@ -56,7 +56,8 @@ pub(crate) struct Snapshot {
     /// Per data-plane worker: TUN reads and UDP datagrams received (one entry per
     /// worker, TUN queue and UDP socket).
     pub(crate) workers: Vec<(u64, u64)>,
-    /// Whether the TUN is multi-queue.
+    /// Queues of the TUN, and whether it is multi-queue.
+    pub(crate) tun_queues: usize,
     pub(crate) multi_queue: bool,
     /// Times a thread waited for a peer's session held by another thread.
     pub(crate) peer_lock_waits: u64,
@@ -100,6 +101,7 @@ impl Sources {
             dataplane_running: self.dp.running(),
             offload: self.dp.offload(),
             workers: self.dp.worker_counts(),
+            tun_queues: self.dp.tun_queues(),
             multi_queue: self.dp.multi_queue(),
             peer_lock_waits: self.dp.lock_waits(),
             start_time_seconds: self
@@ -376,14 +378,14 @@ pub(crate) fn encode(s: &Snapshot, mut enc: DescriptorEncoder) -> std::fmt::Resu
     gauge(
         enc,
         "weftnet_dataplane_workers",
-        "Data-plane workers: each reads one TUN queue and receives on one UDP socket.",
+        "Data-plane workers: threads that each read their TUN queues and receive on one UDP socket.",
         count(s.workers.len()),
     )?;
     gauge(
         enc,
         "weftnet_tun_queues",
-        "Queues of the TUN device, one per worker.",
-        count(s.workers.len()),
+        "Queues of the TUN device (4 per worker on a multi-queue device).",
+        count(s.tun_queues),
     )?;
     gauge(
         enc,

@@ -371,7 +371,7 @@ impl StatusReport {
                 let counts = dp.worker_counts();
                 WorkersStatus {
                     count: dp.workers(),
-                    tun_queues: dp.workers(),
+                    tun_queues: dp.tun_queues(),
                     multi_queue: dp.multi_queue(),
                     udp_sockets: dp.workers(),
                     tun_reads: counts.iter().map(|c| c.0).collect(),

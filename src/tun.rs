@@ -11,9 +11,9 @@
 //! super-packet of up to 64 KiB (see `weftnet_proto::offload`). The functions for that
 //! are together at the end of this file.
 //!
-//! With more than one data-plane worker the overlay TUN is multi-queue
-//! (`IFF_MULTI_QUEUE`): one descriptor per queue, each read by its own worker; the
-//! kernel steers each flow to one queue ([`Tun::attach_or_create`]).
+//! The overlay TUN is multi-queue (`IFF_MULTI_QUEUE`): one descriptor per queue, each
+//! worker reading several; the kernel steers each flow to one queue
+//! ([`Tun::attach_or_create`]).
 
 use anyhow::{anyhow, Result};
 use std::fs::{File, OpenOptions};
@@ -64,7 +64,7 @@ impl Tun {
     /// link of that name exists.
     ///
     /// More than one queue needs a multi-queue device. An existing single-queue device
-    /// (left by a run with one worker, or by a weftnet before workers) is attached with
+    /// (left by a weftnet before multi-queue, or made with `ip tuntap`) is attached with
     /// one queue rather than recreated, so that its addresses and routes, and the
     /// traffic on them, survive the restart; remove it (`ip link del`) while weftnet is
     /// stopped to get every queue. Likewise one queue attaches to an existing
@@ -105,7 +105,7 @@ impl Tun {
         } else if multi {
             tracing::warn!(
                 interface = name,
-                "interface {name} is a single-queue TUN left by an earlier run: running with 1 worker; stop weftnet and remove it (ip link del {name}) to use {queues}"
+                "interface {name} is a single-queue TUN left by an earlier run: running with 1 worker on 1 queue; stop weftnet and remove it (ip link del {name}) to get {queues} queues"
             );
         }
         Ok(all)
@@ -119,7 +119,7 @@ impl Tun {
                 Offload::Tso
             } else {
                 return Err(anyhow!(
-                    "interface {}: a new queue refused the offloads the first one has; set WEFTNET_TUN_OFFLOAD=off or use --workers 1",
+                    "interface {}: a new queue refused the offloads the first one has; set WEFTNET_TUN_OFFLOAD=off",
                     self.name
                 ));
             };

@@ -263,7 +263,7 @@ fn status_and_metrics_report_workers_and_restarts_keep_the_tun() {
     let mut d = start_node(h0, 1, &k0.0, 3, (h1, 2, &k1.1), &metrics);
     assert_ping(h0, &ov4(2), "3 workers");
     let w = workers(&d);
-    for (key, want) in [("count", 3), ("tun_queues", 3), ("udp_sockets", 3)] {
+    for (key, want) in [("count", 3), ("tun_queues", 12), ("udp_sockets", 3)] {
         assert_eq!(w[key], want, "{key}: {w:#}");
     }
     assert_eq!(w["multi_queue"], true, "{w:#}");
@@ -277,7 +277,7 @@ fn status_and_metrics_report_workers_and_restarts_keep_the_tun() {
         ]),
     );
     assert!(
-        text.contains("workers: 3 (TUN queues: 3, multi-queue, UDP sockets: 3)"),
+        text.contains("workers: 3 (TUN queues: 12, multi-queue, UDP sockets: 3)"),
         "{text}"
     );
     let link = h0.ip(&["-d", "link", "show", "weft0"]);
@@ -285,7 +285,7 @@ fn status_and_metrics_report_workers_and_restarts_keep_the_tun() {
     let m = scrape(h0);
     for (series, want) in [
         ("weftnet_dataplane_workers", 3.0),
-        ("weftnet_tun_queues", 3.0),
+        ("weftnet_tun_queues", 12.0),
         ("weftnet_tun_multi_queue", 1.0),
     ] {
         assert_eq!(m.get(series), Some(&want), "{series}: {m:#?}");
@@ -315,8 +315,8 @@ fn status_and_metrics_report_workers_and_restarts_keep_the_tun() {
     }
     assert_ping(h0, &ov4(2), "the first daemon after the second was refused");
 
-    // SIGTERM keeps the interface; a run with 2 workers attaches to 2 of its queues,
-    // and a run with 1 to one of them (the device stays multi-queue).
+    // SIGTERM keeps the interface; a run with 2 workers attaches to 8 of its queues,
+    // and a run with 1 to 4 of them (the device stays multi-queue).
     for n in [2, 1] {
         assert!(d.stop().success(), "{}", d.logs());
         assert!(h0.has_link("weft0"), "the interface outlives SIGTERM");
@@ -324,22 +324,22 @@ fn status_and_metrics_report_workers_and_restarts_keep_the_tun() {
         assert_ping(h0, &ov4(2), &format!("{n} workers after a restart"));
         let w = workers(&d);
         assert_eq!(w["count"], n, "{w:#}");
+        assert_eq!(w["tun_queues"], 4 * n, "{w:#}");
         assert_eq!(w["multi_queue"], true, "{w:#}");
     }
 
-    // An old single-queue weft0 (as a weftnet before workers, or --workers 1 on a new
-    // interface, leaves it): a run asking for 3 workers attaches to it with one, and
+    // An old single-queue weft0 (as a weftnet before multi-queue left it, or as
+    // `ip tuntap` makes it): a run asking for 3 workers attaches to it with one, and
     // says so.
     assert!(d.stop_for_good().success(), "{}", d.logs());
     assert!(!h0.has_link("weft0"), "SIGINT removes the interface");
-    d = start_node(h0, 1, &k0.0, 1, (h1, 2, &k1.1), &[]);
-    assert_ping(h0, &ov4(2), "1 worker on a new interface");
-    assert_eq!(workers(&d)["multi_queue"], false);
-    assert!(d.stop().success(), "{}", d.logs());
+    h0.ip(&["tuntap", "add", "dev", "weft0", "mode", "tun"]);
+    assert!(h0.has_link("weft0"), "ip tuntap made weft0");
     d = start_node(h0, 1, &k0.0, 3, (h1, 2, &k1.1), &[]);
     assert_ping(h0, &ov4(2), "3 workers asked on a single-queue interface");
     let w = workers(&d);
     assert_eq!(w["count"], 1, "{w:#}");
+    assert_eq!(w["tun_queues"], 1, "{w:#}");
     assert_eq!(w["multi_queue"], false, "{w:#}");
     assert!(d.logs().contains("single-queue TUN"), "{}", d.logs());
 }

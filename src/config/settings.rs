@@ -75,8 +75,8 @@ settings_group! {
         /// Interface MTU [default: underlay MTU minus 80].
         #[arg(long, env = "WEFTNET_MTU")]
         pub(crate) mtu: Option<u32>,
-        /// Data-plane workers: TUN queues and UDP sockets, each served by its own
-        /// threads (1: one queue, one socket) [default: the number of cores].
+        /// Data-plane workers: threads that each serve 4 TUN queues and one UDP
+        /// socket [default: the number of cores].
         #[arg(long, env = "WEFTNET_WORKERS", value_name = "N")]
         pub(crate) workers: Option<usize>,
         /// Directory holding the daemon's key and control socket.

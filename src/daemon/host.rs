@@ -72,8 +72,14 @@ pub(super) async fn host_side(
         .as_ref()
         .and_then(|k| k.chained)
         .map(|_| crate::chained::TABLE);
-    let (tun, overlay, adopted) =
-        overlay_interface(&config.interface, config.workers, table, netlink, teardown).await?;
+    let (tun, overlay, adopted) = overlay_interface(
+        &config.interface,
+        config.workers * crate::dataplane::QUEUES_PER_WORKER,
+        table,
+        netlink,
+        teardown,
+    )
+    .await?;
     let restarted = adopted.is_some();
     let adopted = adopted.unwrap_or_default();
     failpoint("interface")?;

@@ -39,7 +39,7 @@ const RX_BATCH: usize = 8;
 /// Receive calls before the worker turns to its TUN queue.
 const RX_CALLS: usize = 8;
 /// Bytes received (a GRO batch may hold 64 KiB) before the same.
-const RX_BATCH_BYTES: usize = 256 * 1024;
+const RX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Receive errors that repeat forever (no valid socket, bad buffers), unlike the
 /// errors ICMP reports for earlier sends (connection refused, unreachable).

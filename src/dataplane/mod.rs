@@ -3,8 +3,9 @@
 //! WireGuard timers.
 //!
 //! The threads come in workers (`--workers`, default one per core): worker `i` is one
-//! thread that reads TUN queue `i` (encrypts, sends on UDP socket `i`) and receives
-//! on UDP socket `i` (decrypts, writes to the TUN). A flow stays on one worker both ways: the kernel
+//! thread that reads its TUN queues (`i`, `i + workers`, ...: [`QUEUES_PER_WORKER`] of
+//! them; encrypts, sends on UDP socket `i`) and receives on UDP socket `i` (decrypts,
+//! writes to the TUN). A flow stays on one worker both ways: the kernel
 //! steers a flow to the TUN queue its packets were last written to, and a decrypted
 //! packet is written to the queue of its flow (`weftnet_proto::flow::lane`); on the UDP
 //! side `SO_REUSEPORT` hashes each peer's address and port to one socket. So TCP sees
@@ -65,6 +66,13 @@ use weftnet_proto::session::{Limiter, Output, SessionError};
 
 /// How often the WireGuard timers run.
 const TICK: Duration = Duration::from_millis(250);
+/// TUN queues per worker. The kernel keeps each flow on one queue, and a queue is a
+/// FIFO: a bulk TCP stream keeps its congestion window queued there (megabytes, with
+/// offloads), and a packet of another flow in the same queue waits behind all of it.
+/// With several queues per worker, read in turn a bounded batch at a time, another
+/// flow shares the bulk flow's queue only by chance (1 in `workers` x this) and
+/// otherwise waits for one batch of it, not the whole window.
+pub(crate) const QUEUES_PER_WORKER: usize = 4;
 /// How long the I/O threads block before they look at the stop flag.
 const POLL_MS: i32 = 200;
 /// Buffer size: the largest IP packet plus WireGuard overhead.
@@ -156,8 +164,9 @@ pub(crate) struct Options {
 }
 
 impl Dataplane {
-    /// A data plane with no peers yet, with a worker per TUN queue in `tun` (one UDP
-    /// socket of `udp` each; extra sockets are closed). Gossip datagrams and snooped
+    /// A data plane with no peers yet, with a worker per UDP socket in `udp`, each
+    /// reading every `udp.len()`-th TUN queue of `tun` from its own index (sockets
+    /// beyond the number of queues are closed). Gossip datagrams and snooped
     /// IGMP/MLD reports go to the channels in `options` (and are dropped when those are
     /// full).
     pub(crate) fn new(
@@ -166,15 +175,17 @@ impl Dataplane {
         mut udp: Vec<Udp>,
         options: Options,
     ) -> anyhow::Result<Arc<Self>> {
-        if tun.is_empty() || udp.len() < tun.len() {
+        if tun.is_empty() || udp.is_empty() {
             anyhow::bail!(
-                "the data plane needs a UDP socket per TUN queue ({} queues, {} sockets)",
+                "the data plane needs a TUN queue and a UDP socket ({} queues, {} sockets)",
                 tun.len(),
                 udp.len()
             );
         }
+        // A worker needs a queue of its own: fewer queues (a single-queue interface
+        // left by an earlier run) mean fewer workers.
         udp.truncate(tun.len());
-        let workers = tun.len();
+        let workers = udp.len();
         let limiter = Limiter::new(&key.public_key());
         let rate_limit = rate_limit(&options.multicast);
         let pods = options
@@ -281,9 +292,24 @@ impl Dataplane {
         Ok(threads)
     }
 
-    /// How many workers run (TUN queues, UDP sockets).
+    /// How many workers run (one UDP socket each).
     pub(crate) fn workers(&self) -> usize {
+        self.udp.len()
+    }
+
+    /// How many queues the TUN has (each worker reads [`QUEUES_PER_WORKER`] of them,
+    /// or one on a single-queue interface).
+    pub(crate) fn tun_queues(&self) -> usize {
         self.tun.len()
+    }
+
+    /// The TUN queues worker `lane` reads, with their indexes.
+    fn queues_of(&self, lane: usize) -> impl Iterator<Item = (usize, &Tun)> {
+        self.tun
+            .iter()
+            .enumerate()
+            .skip(lane)
+            .step_by(self.workers())
     }
 
     /// Whether the TUN is multi-queue (false: one queue, as a single worker or an

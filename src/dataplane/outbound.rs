@@ -16,11 +16,12 @@ use weftnet_proto::multicast::RateLimit;
 use weftnet_proto::offload::split;
 use weftnet_proto::session::Output;
 
-/// Reads from the TUN device before their ciphertexts are flushed and the worker
-/// turns to its UDP socket.
+/// Reads from a TUN queue before their ciphertexts are flushed and the worker turns
+/// to its next queue or its UDP socket.
 const TX_BATCH: usize = 64;
-/// Bytes read from the TUN device (up to four super-packets) before the same.
-const TX_BATCH_BYTES: usize = 256 * 1024;
+/// Bytes read from a TUN queue (one super-packet, or about 45 plain packets) before
+/// the same: the most another flow's packet waits for at this queue.
+const TX_BATCH_BYTES: usize = 64 * 1024;
 /// Largest UDP payload one GSO send may carry.
 const GSO_MAX_BYTES: usize = 65000;
 

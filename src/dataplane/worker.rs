@@ -1,66 +1,89 @@
-//! One worker: a thread that serves its TUN queue (`super::outbound`) and its UDP
-//! socket (`super::inbound`) in turn, and sleeps in one epoll wait on both when both
-//! are empty.
+//! One worker: a thread that serves its TUN queues (`super::outbound`) and its UDP
+//! socket (`super::inbound`) in turn, a bounded batch from each, and sleeps in one
+//! epoll wait on all of them when all are empty.
 //!
 //! One thread per worker rather than one per direction: a packet that crosses the
 //! tunnel and the reply it causes then wake the same thread, which the scheduler
-//! keeps on the CPU that last ran it, so a request-response exchange does not pay to
-//! wake a second, idle CPU on each hop (the round trip measured 15-20 µs shorter on
-//! this project's 2-core benchmark machine). Each side gets a bounded batch per turn,
-//! so bulk traffic one way does not starve the other (TCP's ACKs, for one).
+//! keeps on the CPU that last ran it, rather than a second thread that may sit on
+//! another, idle CPU (waking that costs an inter-processor interrupt, dear in a VM). Each queue and the socket get a bounded
+//! batch per turn, so bulk traffic on one does not starve the others: TCP's ACKs, and
+//! a small flow beside a bulk one (see `QUEUES_PER_WORKER`).
 
 use super::inbound::UdpReader;
 use super::outbound::TunReader;
 use super::{Dataplane, POLL_MS};
+use crate::tun::Tun;
 use anyhow::Context;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 impl Dataplane {
-    /// Serves worker `lane`'s TUN queue and UDP socket until stopped; fails if either
+    /// Serves worker `lane`'s TUN queues and UDP socket until stopped; fails if one
     /// cannot be read or polled, or the socket is unusable.
     pub(super) fn worker_loop(&self, lane: usize) -> anyhow::Result<()> {
-        let tun = &self.tun[lane];
-        let udp = &self.udp[lane];
-        let what = if self.workers() == 1 {
-            "the TUN device".to_string()
-        } else {
-            format!("TUN queue {lane}")
+        let queues: Vec<(String, &Tun)> = self
+            .queues_of(lane)
+            .map(|(i, q)| {
+                let what = if self.tun_queues() == 1 {
+                    "the TUN device".to_string()
+                } else {
+                    format!("TUN queue {i}")
+                };
+                (what, q)
+            })
+            .collect();
+        let Some((_, first)) = queues.first() else {
+            anyhow::bail!("worker {lane} has no TUN queue");
         };
-        let mut outbound = TunReader::new(self, tun, lane);
+        let udp = &self.udp[lane];
+        let mut outbound = TunReader::new(self, first, lane);
         let mut inbound = UdpReader::new(self, lane);
         let reads = &self.lane_tun_reads[lane];
-        // Whether each side may have more to read, and whether the TUN side was empty
-        // before (its first packet then leaves at once).
-        let (mut tun_ready, mut udp_ready, mut woke) = (true, true, false);
         let stop = self.lifecycle.stop_fd();
         // Without a stop descriptor, wake now and then to look at the stop flag.
         let timeout = if stop.is_some() { -1 } else { POLL_MS };
-        let mut waiter = Waiter::new([Some(tun.fd()), Some(udp.fd()), stop])
-            .with_context(|| format!("setting up the wait on {what} and its UDP socket"))?;
+        let fds: Vec<Option<RawFd>> = queues
+            .iter()
+            .map(|(_, q)| Some(q.fd()))
+            .chain([Some(udp.fd()), stop])
+            .collect();
+        let mut waiter =
+            Waiter::new(&fds).with_context(|| format!("setting up the wait of worker {lane}"))?;
+        let n = queues.len();
+        // Per queue: whether it may have more to read, and whether it was empty before
+        // (its first packet then leaves at once). The UDP socket's readiness last.
+        let mut ready = vec![true; n + 1];
+        let mut woke = vec![false; n];
+        let mut events = vec![0u32; fds.len()];
         while !self.stopping() {
-            if tun_ready {
-                tun_ready = !outbound.pump(self, tun, &what, woke, reads, |mesh, p, s, b| {
-                    self.route_out(mesh, p, s, b)
-                })?;
+            // A bounded batch from each queue in turn, then from the socket.
+            for (i, (what, queue)) in queues.iter().enumerate() {
+                if ready[i] {
+                    ready[i] =
+                        !outbound.pump(self, queue, what, woke[i], reads, |m, p, s, b| {
+                            self.route_out(m, p, s, b)
+                        })?;
+                    woke[i] = false;
+                }
             }
-            woke = false;
-            if udp_ready {
-                udp_ready = !inbound.pump(self)?;
+            if ready[n] {
+                ready[n] = !inbound.pump(self)?;
             }
-            if tun_ready || udp_ready {
+            if ready.iter().any(|&r| r) {
                 continue;
             }
-            let [tun_events, udp_events, _stop] = waiter
-                .wait(timeout)
-                .with_context(|| format!("waiting on {what} and its UDP socket"))?;
-            if udp_events & libc::EPOLLERR as u32 != 0 {
+            waiter
+                .wait(timeout, &mut events)
+                .with_context(|| format!("waiting on the queues and socket of worker {lane}"))?;
+            if events[n] & libc::EPOLLERR as u32 != 0 {
                 // Errors of earlier sends (ICMP unreachable) wait on the error queue.
                 self.counters.add_udp_async_errors(udp.drain_errors());
             }
-            tun_ready = tun_events != 0;
-            udp_ready = udp_events != 0;
-            woke = tun_ready;
+            for i in 0..n {
+                ready[i] = events[i] != 0;
+                woke[i] = ready[i];
+            }
+            ready[n] = events[n] != 0;
         }
         Ok(())
     }
@@ -71,13 +94,12 @@ impl Dataplane {
 /// descriptor on every call).
 struct Waiter {
     epoll: OwnedFd,
+    events: Vec<libc::epoll_event>,
 }
 
-/// Descriptors a worker waits on: its TUN queue, its UDP socket, the stop event.
-const WATCHED: usize = 3;
-
 impl Waiter {
-    fn new(fds: [Option<RawFd>; WATCHED]) -> io::Result<Self> {
+    /// Watches each `Some` of `fds`; a wait reports it at its index.
+    fn new(fds: &[Option<RawFd>]) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before it is owned.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -85,7 +107,7 @@ impl Waiter {
         }
         // SAFETY: `raw` is a new descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
-        for (i, fd) in fds.into_iter().enumerate() {
+        for (i, fd) in fds.iter().enumerate() {
             let Some(fd) = fd else { continue };
             let mut event = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
@@ -93,41 +115,46 @@ impl Waiter {
             };
             // SAFETY: valid epoll and target descriptors, and a valid event.
             let rc =
-                unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+                unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, *fd, &mut event) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(Self { epoll })
+        Ok(Self {
+            epoll,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; fds.len().max(1)],
+        })
     }
 
     /// Waits up to `timeout_ms` (-1: no limit) for input (or an error) on any
-    /// descriptor; returns each one's events, all 0 on a timeout or a signal.
-    fn wait(&mut self, timeout_ms: i32) -> io::Result<[u32; WATCHED]> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; WATCHED];
-        // SAFETY: `events` has room for the WATCHED entries the call may fill.
+    /// descriptor; fills `ready` with each one's events, all 0 on a timeout or a
+    /// signal.
+    fn wait(&mut self, timeout_ms: i32, ready: &mut [u32]) -> io::Result<()> {
+        ready.fill(0);
+        let max = i32::try_from(self.events.len()).unwrap_or(i32::MAX);
+        // SAFETY: `events` has room for the `max` entries the call may fill.
         let n = unsafe {
             libc::epoll_wait(
                 self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                WATCHED as i32,
+                self.events.as_mut_ptr(),
+                max,
                 timeout_ms,
             )
         };
-        let mut ready = [0u32; WATCHED];
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(ready)
+                Ok(())
             } else {
                 Err(e)
             };
         }
-        for event in events.iter().take(n as usize) {
-            if let Some(slot) = ready.get_mut(event.u64 as usize) {
-                *slot = event.events;
+        for event in self.events.iter().take(n as usize) {
+            let (index, events) = (event.u64, event.events);
+            if let Some(slot) = ready.get_mut(index as usize) {
+                *slot = events;
             }
         }
-        Ok(ready)
+        Ok(())
     }
 }

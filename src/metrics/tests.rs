@@ -119,6 +119,7 @@ fn a_gossip_node_reports_members_peers_drops_and_groups() {
         dataplane_running: true,
         offload: "tso",
         workers: vec![(10, 20), (30, 40)],
+        tun_queues: 8,
         multi_queue: true,
         peer_lock_waits: 7,
         start_time_seconds: 1_700_000_000.5,
@@ -202,7 +203,7 @@ fn a_gossip_node_reports_members_peers_drops_and_groups() {
     assert_eq!(v("weftnet_dataplane_running"), "1");
     assert_eq!(v("weftnet_tun_offload{path=\"tso\"}"), "1");
     assert_eq!(v("weftnet_dataplane_workers"), "2");
-    assert_eq!(v("weftnet_tun_queues"), "2");
+    assert_eq!(v("weftnet_tun_queues"), "8");
     assert_eq!(v("weftnet_tun_multi_queue"), "1");
     assert_eq!(v("weftnet_worker_tun_reads_total{worker=\"1\"}"), "30");
     assert_eq!(v("weftnet_worker_udp_datagrams_total{worker=\"0\"}"), "20");
