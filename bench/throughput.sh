@@ -296,15 +296,18 @@ client_run() {
 
 # ping_pong NAME.KIND CLIENT_NS ADDR : PINGS UDP round trips to the echo server at
 # ADDR, in 10 rounds interleaved with as many to the underlay echo server (UNDER_B,
-# port ECHO_PORT+1); one JSON line appended to $WORK/res/NAME.KIND.runs
+# port ECHO_PORT+1) when the client is in namespace A (a pod namespace has no path
+# to the underlay); one JSON line appended to $WORK/res/NAME.KIND.runs
 ping_pong() {
-    local key=$1 cns=$2 addr=$3
-    ip netns exec "$cns" timeout 120 python3 - "$addr" "$ECHO_PORT" "$UNDER_B" "$((ECHO_PORT + 1))" "$PINGS" >>"$WORK/res/$key.runs" <<'EOF'
+    local key=$1 cns=$2 addr=$3 under=-
+    [[ $cns == "$NS_A" ]] && under=$UNDER_B
+    ip netns exec "$cns" timeout 120 python3 - "$addr" "$ECHO_PORT" "$under" "$((ECHO_PORT + 1))" "$PINGS" >>"$WORK/res/$key.runs" <<'EOF'
 import json, socket, sys, time
 addr, port, uaddr, uport, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 rounds = 10
 socks, rtts, lost = {}, {"t": [], "u": []}, {"t": 0, "u": 0}
-for k, a in (("t", (addr, port)), ("u", (uaddr, uport))):
+targets = [("t", (addr, port))] + ([("u", (uaddr, uport))] if uaddr != "-" else [])
+for k, a in targets:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(1.0)
     s.connect(a)
@@ -362,15 +365,18 @@ while True:
     d, a = s.recvfrom(2048)
     s.sendto(d, a)"
         local echo=$LAST_PID
-        # the underlay's echo, for the interleaved rounds
-        start_bg "$sns" "$WORK/echo-under-$name.log" python3 -c "
+        # the underlay's echo, for the interleaved rounds (from namespace A only)
+        local echo_under=
+        if [[ $cns == "$NS_A" ]]; then
+            start_bg "$NS_B" "$WORK/echo-under-$name.log" python3 -c "
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(('$UNDER_B', $((ECHO_PORT + 1))))
 while True:
     d, a = s.recvfrom(2048)
     s.sendto(d, a)"
-        local echo_under=$LAST_PID
+            echo_under=$LAST_PID
+        fi
         sleep 0.5
         ping_pong "$name.lat" "$cns" "$addr"
         # the same under a concurrent bulk stream
@@ -381,7 +387,7 @@ while True:
         ping_pong "$name.latbulk" "$cns" "$addr"
         stop_pid "$bulk"
         stop_pid "$echo"
-        stop_pid "$echo_under"
+        if [[ -n $echo_under ]]; then stop_pid "$echo_under"; fi
     fi
     stop_pid "$srv"
 }
