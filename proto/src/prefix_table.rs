@@ -18,15 +18,17 @@ pub struct PrefixTable<T> {
 struct Family<K, T> {
     /// Prefix lengths present, longest first.
     lengths: Vec<u8>,
-    /// (length, masked network bits) -> value.
-    entries: HashMap<(u8, K), T>,
+    /// (length, masked network bits) -> value. Hashed with foldhash (seeded per
+    /// table): looked up for every packet both ways, where SipHash cost more than the
+    /// rest of the lookup.
+    entries: HashMap<(u8, K), T, foldhash::fast::RandomState>,
 }
 
 impl<K, T> Default for Family<K, T> {
     fn default() -> Self {
         Self {
             lengths: Vec::new(),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 }

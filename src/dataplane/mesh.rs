@@ -148,7 +148,8 @@ pub(crate) struct PeerStats {
 
 /// A snapshot of the peer set with its routing table.
 pub(super) struct Mesh {
-    slots: HashMap<PeerId, Slot>,
+    /// Looked up for every packet: foldhash rather than SipHash.
+    slots: HashMap<PeerId, Slot, foldhash::fast::RandomState>,
     by_key: HashMap<PublicKey, PeerId>,
     pub(super) router: Router,
     /// Which peers have members of which multicast groups.
@@ -159,7 +160,7 @@ pub(super) struct Mesh {
 impl Default for Mesh {
     fn default() -> Self {
         Self {
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             by_key: HashMap::new(),
             router: Router::new(),
             membership: Membership::new(None),

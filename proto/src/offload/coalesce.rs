@@ -3,9 +3,13 @@
 //! options; next sequence number; equal sizes, the last one possibly shorter) leave as
 //! one super-packet with a virtio-net header (`gso_type` TCPv4/TCPv6, `NEEDS_CSUM`)
 //! in one TUN write, which the kernel's TCP stack takes whole. Everything else (other
-//! protocols, SYN/FIN/RST/URG, IP options, bad checksums) is written unchanged with a
-//! plain header. Order within a flow is kept: items are written in creation order and
-//! a segment that cannot join its flow's open item starts a new one.
+//! protocols, SYN/FIN/RST/URG, IP options, a bad IPv4 header checksum) is written
+//! unchanged with a plain header. Order within a flow is kept: items are written in
+//! creation order and a segment that cannot join its flow's open item starts a new one.
+//!
+//! TCP checksums are not verified: every packet here was decrypted, so Poly1305 has
+//! already proven it is what the peer sent, and a checksum cannot catch more. Kernel
+//! WireGuard marks its decrypted packets `CHECKSUM_UNNECESSARY` for the same reason.
 
 use super::checksum::{finish, fold, pseudo_header, sum};
 use super::vnet::{GsoType, VnetHdr, F_NEEDS_CSUM, VNET_HDR_LEN};
@@ -179,8 +183,8 @@ fn same_headers(a: &[u8], b: &[u8], iphl: usize) -> bool {
 }
 
 /// The segment facts if `packet` is a TCP segment that may be coalesced: plain IPv4
-/// (no options, not a fragment) or IPv6 without extension headers, exact lengths,
-/// flags ACK (and PSH) only, a payload, and valid checksums.
+/// (no options, not a fragment, a valid header checksum) or IPv6 without extension
+/// headers, exact lengths, flags ACK (and PSH) only, and a payload.
 fn tcp_segment(packet: &[u8]) -> Option<Segment> {
     let first = *packet.first()?;
     let (iphl, key) = match first >> 4 {
@@ -229,10 +233,6 @@ fn tcp_segment(packet: &[u8]) -> Option<Segment> {
     let hdr_len = iphl + thl;
     let flags = t[13];
     if thl < 20 || packet.len() <= hdr_len || flags & !TCP_PSH != TCP_ACK {
-        return None;
-    }
-    let pseudo = pseudo_header(packet, PROTO_TCP, packet.len() - iphl)?;
-    if finish(sum(&packet[iphl..], pseudo)) != 0 {
         return None;
     }
     let mut key = key;
@@ -362,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn gaps_flags_and_bad_checksums_start_new_items() {
+    fn gaps_flags_and_bad_header_checksums_start_new_items() {
         let flow = Flow::v4();
         let mut c = Coalescer::new();
         c.push(&tcp_packet(&flow, 1, TCP_ACK, &body(500, 0)));
@@ -370,9 +370,9 @@ mod tests {
         c.push(&tcp_packet(&flow, 1000, TCP_ACK, &body(500, 0)));
         // FIN is never coalesced.
         c.push(&tcp_packet(&flow, 1500, TCP_ACK | 0x01, &body(500, 0)));
-        // A corrupt checksum passes unchanged (the kernel drops it).
+        // A corrupt IPv4 header checksum passes unchanged (the kernel drops it).
         let mut bad = tcp_packet(&flow, 2000, TCP_ACK, &body(500, 0));
-        bad[40] ^= 0xff;
+        bad[10] ^= 0xff;
         c.push(&bad);
         // A larger segment after a smaller one cannot join.
         c.push(&tcp_packet(&flow, 2500, TCP_ACK, &body(100, 0)));
@@ -381,6 +381,21 @@ mod tests {
         assert_eq!(w.len(), 6);
         assert!(w.iter().all(|x| VnetHdr::parse(x) == Some(VnetHdr::PLAIN)));
         assert_eq!(&w[3][VNET_HDR_LEN..], &bad[..]);
+    }
+
+    #[test]
+    fn tcp_checksums_are_not_verified_again() {
+        // Decrypted, so authenticated: a segment whose TCP checksum does not match
+        // still joins, as kernel WireGuard passes it up unverified.
+        let flow = Flow::v4();
+        let mut c = Coalescer::new();
+        c.push(&tcp_packet(&flow, 1, TCP_ACK, &body(500, 0)));
+        let mut odd = tcp_packet(&flow, 501, TCP_ACK, &body(500, 1));
+        odd[40] ^= 0xff;
+        c.push(&odd);
+        let w = flushed(&mut c);
+        assert_eq!(w.len(), 1);
+        assert_eq!(resplit(&w[0]).len(), 2);
     }
 
     #[test]
