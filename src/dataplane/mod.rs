@@ -73,7 +73,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// flow shares the bulk flow's queue only by chance (1 in `workers` x this) and
 /// otherwise waits for one batch of it, not the whole window.
 pub(crate) const QUEUES_PER_WORKER: usize = 4;
-/// How long the I/O threads block before they look at the stop flag.
+/// How long the threads without a stop descriptor (L2 port, pod ports, and workers
+/// if the kernel refused an eventfd) block before they look at the stop flag.
 const POLL_MS: i32 = 200;
 /// Buffer size: the largest IP packet plus WireGuard overhead.
 const BUF: usize = 65536 + 64;
@@ -357,8 +358,9 @@ impl Dataplane {
         }
     }
 
-    /// Asks the threads to finish; they notice within [`POLL_MS`]. Their exits then
-    /// signal no failure.
+    /// Asks the threads to finish: the workers notice at once (their wait includes the
+    /// stop eventfd), the others within [`POLL_MS`] or a timer [`TICK`]. Their exits
+    /// then signal no failure.
     pub(crate) fn stop(&self) {
         self.lifecycle.stop();
     }
