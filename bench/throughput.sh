@@ -294,6 +294,19 @@ client_run() {
     log "$key: $(tail -n1 "$WORK/res/$key.runs")"
 }
 
+# start_echo NS LOG ADDR PORT: a UDP echo server in NS bound to ADDR:PORT (pid in
+# LAST_PID)
+start_echo() {
+    local ns=$1 logf=$2 addr=$3 port=$4
+    start_bg "$ns" "$logf" python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('$addr', $port))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)"
+}
+
 # ping_pong NAME.KIND CLIENT_NS ADDR : PINGS UDP round trips to the echo server at
 # ADDR, in 10 rounds interleaved with as many to the underlay echo server (UNDER_B,
 # port ECHO_PORT+1) when the client is in namespace A (a pod namespace has no path
@@ -357,24 +370,12 @@ measure() {
         client_run "$name.udp64" "$cns" -c "$addr" -u -b 0 -l 64
         client_run "$name.udp1400" "$cns" -c "$addr" -u -b 0 -l 1372
         client_run "$name.udploss" "$cns" -c "$addr" -u -b "$UDP_RATE" -l 1372
-        start_bg "$sns" "$WORK/echo-$name.log" python3 -c "
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('$addr', $ECHO_PORT))
-while True:
-    d, a = s.recvfrom(2048)
-    s.sendto(d, a)"
+        start_echo "$sns" "$WORK/echo-$name.log" "$addr" "$ECHO_PORT"
         local echo=$LAST_PID
         # the underlay's echo, for the interleaved rounds (from namespace A only)
         local echo_under=
         if [[ $cns == "$NS_A" ]]; then
-            start_bg "$NS_B" "$WORK/echo-under-$name.log" python3 -c "
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('$UNDER_B', $((ECHO_PORT + 1))))
-while True:
-    d, a = s.recvfrom(2048)
-    s.sendto(d, a)"
+            start_echo "$NS_B" "$WORK/echo-under-$name.log" "$UNDER_B" "$((ECHO_PORT + 1))"
             echo_under=$LAST_PID
         fi
         sleep 0.5

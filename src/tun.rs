@@ -387,30 +387,23 @@ pub(crate) fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
 
 /// Waits up to `timeout_ms` for `events` (POLLIN, POLLOUT) on `fd`.
 pub(crate) fn wait_fd(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = [libc::pollfd {
+    let mut pfd = libc::pollfd {
         fd,
         events,
         revents: 0,
-    }];
-    poll_fds(&mut pfd, timeout_ms)?;
-    Ok(pfd[0].revents != 0)
-}
-
-/// Waits up to `timeout_ms` until one of `fds` has an event; each entry's `revents`
-/// then says what happened (all 0 on a timeout or a signal).
-fn poll_fds(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
-    for pfd in fds.iter_mut() {
-        pfd.revents = 0;
-    }
-    // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-    if rc >= 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::Interrupted {
-        Ok(())
-    } else {
-        Err(e)
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    match rc {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
     }
 }

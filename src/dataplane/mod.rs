@@ -15,7 +15,7 @@
 //! - [`mesh`]: the peer set, an immutable snapshot swapped atomically on change.
 //! - [`outbound`]: TUN -> encrypt -> UDP, with GSO batching.
 //! - [`inbound`]: UDP -> decrypt -> TUN, with recvmmsg/GRO batching.
-//! - [`worker`]: the thread that serves one TUN queue and one UDP socket in turn.
+//! - [`worker`]: the thread that serves its TUN queues and one UDP socket in turn.
 //! - [`counters`]: drop and error counters.
 //! - [`l2`]: bridge mode's L2 port (TAP) on the pods' bridge, for multicast.
 //! - [`pods`]: chained mode's pod veths (a packet socket), for multicast.
@@ -313,8 +313,8 @@ impl Dataplane {
             .step_by(self.workers())
     }
 
-    /// Whether the TUN is multi-queue (false: one queue, as a single worker or an
-    /// interface left single-queue by an earlier run has).
+    /// Whether the TUN is multi-queue (false: one queue, as an interface left
+    /// single-queue by an earlier run has).
     pub(crate) fn multi_queue(&self) -> bool {
         self.tun[0].multi_queue()
     }

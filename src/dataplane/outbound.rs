@@ -3,7 +3,7 @@
 //! UDP GSO send. With the TUN's offloads on, one read may be a TCP super-packet of up
 //! to 64 KiB: it is split into MTU-sized packets (`weftnet_proto::offload::split`)
 //! whose ciphertexts then leave together in one or two GSO sends. Each worker reads
-//! its own TUN queue (`super::worker`) and sends on its own UDP socket.
+//! its own TUN queues (`super::worker`) and sends on its own UDP socket.
 
 use super::mesh::{LivePeer, Mesh};
 use super::multicast::has_multicast_dst;
@@ -58,15 +58,15 @@ impl TunReader {
     /// current peer set, a scratch buffer and the send batch, then sends the batch.
     /// With `woke` (the device was empty before), the first read's ciphertexts leave
     /// at once rather than after one more read, so a lone packet is not delayed.
-    /// Returns whether the device was found empty; fails if it cannot be read (named
-    /// `what` in the error).
+    /// Each read is counted in `reads`, if given. Returns whether the device was found
+    /// empty; fails if it cannot be read (named `what` in the error).
     pub(super) fn pump(
         &mut self,
         dp: &Dataplane,
         device: &Tun,
         what: &str,
         mut woke: bool,
-        reads: &AtomicU64,
+        reads: Option<&AtomicU64>,
         mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
     ) -> anyhow::Result<bool> {
         let mesh = dp.mesh.load();
@@ -77,7 +77,9 @@ impl TunReader {
             }
             match device.read(&mut self.buf) {
                 Ok(n) => {
-                    reads.fetch_add(1, Ordering::Relaxed);
+                    if let Some(reads) = reads {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
                     count += 1;
                     bytes += n;
                     let (scratch, batch) = (&mut self.scratch, &mut self.batch);
@@ -149,10 +151,9 @@ impl Dataplane {
         mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
     ) -> anyhow::Result<()> {
         let mut reader = TunReader::new(self, device, 0);
-        let reads = AtomicU64::new(0);
         let mut woke = false;
         while !self.stopping() {
-            if reader.pump(self, device, what, woke, &reads, &mut handle)? {
+            if reader.pump(self, device, what, woke, None, &mut handle)? {
                 woke = wait_readable(device.fd(), POLL_MS)
                     .with_context(|| format!("polling {what}"))?;
             } else {

@@ -50,22 +50,23 @@ impl Dataplane {
         let mut waiter =
             Waiter::new(&fds).with_context(|| format!("setting up the wait of worker {lane}"))?;
         let n = queues.len();
-        // Per queue: whether it may have more to read, and whether it was empty before
-        // (its first packet then leaves at once). The UDP socket's readiness last.
+        // Per queue, then the UDP socket: whether it may have more to read. `woke`: this
+        // pass follows a wait, so the queues it reads were empty before (their first
+        // packet then leaves at once).
         let mut ready = vec![true; n + 1];
-        let mut woke = vec![false; n];
+        let mut woke = false;
         let mut events = vec![0u32; fds.len()];
         while !self.stopping() {
             // A bounded batch from each queue in turn, then from the socket.
             for (i, (what, queue)) in queues.iter().enumerate() {
                 if ready[i] {
                     ready[i] =
-                        !outbound.pump(self, queue, what, woke[i], reads, |m, p, s, b| {
+                        !outbound.pump(self, queue, what, woke, Some(reads), |m, p, s, b| {
                             self.route_out(m, p, s, b)
                         })?;
-                    woke[i] = false;
                 }
             }
+            woke = false;
             if ready[n] {
                 ready[n] = !inbound.pump(self)?;
             }
@@ -79,11 +80,10 @@ impl Dataplane {
                 // Errors of earlier sends (ICMP unreachable) wait on the error queue.
                 self.counters.add_udp_async_errors(udp.drain_errors());
             }
-            for i in 0..n {
-                ready[i] = events[i] != 0;
-                woke[i] = ready[i];
+            for (r, e) in ready.iter_mut().zip(&events) {
+                *r = *e != 0;
             }
-            ready[n] = events[n] != 0;
+            woke = true;
         }
         Ok(())
     }
