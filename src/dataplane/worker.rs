@@ -5,9 +5,10 @@
 //! One thread per worker rather than one per direction: a packet that crosses the
 //! tunnel and the reply it causes then wake the same thread, which the scheduler
 //! keeps on the CPU that last ran it, rather than a second thread that may sit on
-//! another, idle CPU (waking that costs an inter-processor interrupt, dear in a VM). Each queue and the socket get a bounded
-//! batch per turn, so bulk traffic on one does not starve the others: TCP's ACKs, and
-//! a small flow beside a bulk one (see `QUEUES_PER_WORKER`).
+//! another, idle CPU (waking that costs an inter-processor interrupt, dear in a VM).
+//! Each queue and the socket get a bounded batch per turn, so bulk traffic on one
+//! does not starve the others: TCP's ACKs, and a small flow beside a bulk one (see
+//! `QUEUES_PER_WORKER`).
 
 use super::inbound::UdpReader;
 use super::outbound::TunReader;
@@ -42,10 +43,12 @@ impl Dataplane {
         let stop = self.lifecycle.stop_fd();
         // Without a stop descriptor, wake now and then to look at the stop flag.
         let timeout = if stop.is_some() { -1 } else { POLL_MS };
-        let fds: Vec<Option<RawFd>> = queues
+        // The queues, the socket (index `n`), then the stop eventfd if there is one.
+        let fds: Vec<RawFd> = queues
             .iter()
-            .map(|(_, q)| Some(q.fd()))
-            .chain([Some(udp.fd()), stop])
+            .map(|(_, q)| q.fd())
+            .chain([udp.fd()])
+            .chain(stop)
             .collect();
         let mut waiter =
             Waiter::new(&fds).with_context(|| format!("setting up the wait of worker {lane}"))?;
@@ -92,14 +95,20 @@ impl Dataplane {
 /// An epoll instance watching a worker's descriptors for input: registered once, so
 /// a wait costs no per-call setup (poll(2) adds and removes a wait-queue entry per
 /// descriptor on every call).
+///
+/// Level-triggered, which is why this is not `mio` (edge-triggered only): the UDP
+/// reader takes a short `recvmmsg` as "empty" to save a receive, but a socket error
+/// (an ICMP unreachable, with `IP_RECVERR`) also cuts a batch short while datagrams
+/// are still queued. A level-triggered wait returns at once for those; an
+/// edge-triggered one would leave them until the next datagram arrives.
 struct Waiter {
     epoll: OwnedFd,
     events: Vec<libc::epoll_event>,
 }
 
 impl Waiter {
-    /// Watches each `Some` of `fds`; a wait reports it at its index.
-    fn new(fds: &[Option<RawFd>]) -> io::Result<Self> {
+    /// Watches each of `fds`; a wait reports it at its index.
+    fn new(fds: &[RawFd]) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before it is owned.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -107,15 +116,14 @@ impl Waiter {
         }
         // SAFETY: `raw` is a new descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
-        for (i, fd) in fds.iter().enumerate() {
-            let Some(fd) = fd else { continue };
+        for (i, &fd) in fds.iter().enumerate() {
             let mut event = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: i as u64,
             };
             // SAFETY: valid epoll and target descriptors, and a valid event.
             let rc =
-                unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, *fd, &mut event) };
+                unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
