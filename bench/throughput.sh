@@ -16,6 +16,12 @@
 #                 the raw veth runs interleaved with it (10 alternating rounds), and
 #                 the difference of the percentiles is reported, so that the host's
 #                 drift between one implementation's turn and the next cancels out
+#   cpu/rt        CPU time both tunnel daemons spend per idle round trip (their
+#                 threads' run time from /proc/PID/task/*/schedstat, counted over the
+#                 tunnel's rounds only), in user and kernel mode together: kernel
+#                 work done in a daemon's system calls (the veth and local delivery
+#                 of what it sends or writes) counts; the client and echo server do
+#                 not. Steadier from run to run than the round trip itself
 # from network namespace A to namespace B over:
 #     raw           the veth pair itself (underlay, 10.201.0.1 -> 10.201.0.2)
 #     boringtun     boringtun-cli (crates.io `boringtun-cli`)   10.202.1.0/24
@@ -99,6 +105,8 @@ UNDER_A=10.201.0.1
 UNDER_B=10.201.0.2
 
 WORK=""
+# the running implementation's daemons (for their CPU per round trip); none for raw
+TUNNEL_PIDS=""
 SUB_PID=""
 PIDFILE=""
 IFFILE=""
@@ -307,16 +315,31 @@ while True:
     s.sendto(d, a)"
 }
 
-# ping_pong NAME.KIND CLIENT_NS ADDR : PINGS UDP round trips to the echo server at
-# ADDR, in 10 rounds interleaved with as many to the underlay echo server (UNDER_B,
-# port ECHO_PORT+1) when the client is in namespace A (a pod namespace has no path
-# to the underlay); one JSON line appended to $WORK/res/NAME.KIND.runs
+# ping_pong NAME.KIND CLIENT_NS ADDR [PIDS]: PINGS UDP round trips to the echo server
+# at ADDR, in 10 rounds interleaved with as many to the underlay echo server
+# (UNDER_B, port ECHO_PORT+1) when the client is in namespace A (a pod namespace has
+# no path to the underlay); with PIDS (space-separated tunnel daemons), also the CPU
+# time their threads run per tunnel round trip; one JSON line appended to
+# $WORK/res/NAME.KIND.runs
 ping_pong() {
-    local key=$1 cns=$2 addr=$3 under=-
+    local key=$1 cns=$2 addr=$3 pids=${4:-} under=-
     [[ $cns == "$NS_A" ]] && under=$UNDER_B
-    ip netns exec "$cns" timeout 120 python3 - "$addr" "$ECHO_PORT" "$under" "$((ECHO_PORT + 1))" "$PINGS" >>"$WORK/res/$key.runs" <<'EOF'
-import json, socket, sys, time
+    ip netns exec "$cns" timeout 120 python3 - "$addr" "$ECHO_PORT" "$under" "$((ECHO_PORT + 1))" "$PINGS" "$pids" >>"$WORK/res/$key.runs" <<'EOF'
+import glob, json, socket, sys, time
 addr, port, uaddr, uport, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+pids = sys.argv[6].split()
+def cpu_ns():
+    # run time of every thread of the tunnel daemons (schedstat: ns on the CPU)
+    total = 0
+    for pid in pids:
+        for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+            try:
+                with open(path) as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+cpu = 0
 rounds = 10
 socks, rtts, lost = {}, {"t": [], "u": []}, {"t": 0, "u": 0}
 targets = [("t", (addr, port))] + ([("u", (uaddr, uport))] if uaddr != "-" else [])
@@ -328,6 +351,7 @@ for k, a in targets:
 msg = b"p" * 32
 for r in range(rounds):
     for k, s in socks.items():
+        c0 = cpu_ns() if k == "t" and pids else 0
         for _ in range(max(1, n // rounds)):
             t = time.perf_counter_ns()
             s.send(msg)
@@ -336,6 +360,8 @@ for r in range(rounds):
                 rtts[k].append((time.perf_counter_ns() - t) / 1000)
             except socket.timeout:
                 lost[k] += 1
+        if k == "t" and pids:
+            cpu += cpu_ns() - c0
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(p * len(v)))] if v else None
@@ -344,6 +370,7 @@ out = {"p50_us": pct(rtts["t"], 0.50), "p99_us": pct(rtts["t"], 0.99), "lost": l
 for p in ("p50", "p99"):
     a, b = out[f"{p}_us"], out[f"under_{p}_us"]
     out[f"added_{p}_us"] = a - b if a is not None and b is not None else None
+out["cpu_us_per_rt"] = cpu / 1000 / len(rtts["t"]) if pids and rtts["t"] else None
 print(json.dumps(out))
 EOF
     log "$key: $(tail -n1 "$WORK/res/$key.runs")"
@@ -379,7 +406,7 @@ measure() {
             echo_under=$LAST_PID
         fi
         sleep 0.5
-        ping_pong "$name.lat" "$cns" "$addr"
+        ping_pong "$name.lat" "$cns" "$addr" "$TUNNEL_PIDS"
         # the same under a concurrent bulk stream
         start_bg "$cns" "$WORK/iperf3-bulk-$name.json" timeout 60 \
             iperf3 -c "$addr" -p "$IPERF_PORT" -t 30 --connect-timeout 3000 -J
@@ -440,6 +467,7 @@ start_uapi_tunnel() {
     local pida=$LAST_PID
     start_bg "$NS_B" "$WORK/$name-b.log" "$@" "$ifb"
     local pidb=$LAST_PID
+    TUNNEL_PIDS="$pida $pidb"
     configure_wg_uapi "$pida" "$NS_A" "$ifa" "$name-a" "$port" "$name-b" "$UNDER_B:$port" "$net.2/32" "$net.1/24"
     configure_wg_uapi "$pidb" "$NS_B" "$ifb" "$name-b" "$port" "$name-a" "$UNDER_A:$port" "$net.1/32" "$net.2/24"
     measure_tunnel "$name" "$ifa" "$net.2"
@@ -488,6 +516,7 @@ EOF
             --private-key-file "$WORK/weftnet-$side.key")
         [[ $side == a ]] && echo "weftnet up --config F --interface I --address A --listen-port $port --state-dir D --private-key-file K (mtu=$TUN_MTU in config)" >"$WORK/res/weftnet.cmd"
         start_bg "$ns" "$WORK/weftnet-$side.log" "${cmd[@]}"
+        TUNNEL_PIDS+=" $LAST_PID"
         wait_until "weftnet status ($side)" weftnet_ready "$LAST_PID" "$ns" "$WORK/weftnet-state-$side"
     done
     measure_tunnel weftnet "wbwfA$TAG" "$net.2"
@@ -514,6 +543,7 @@ bench_weftnet_pods() {
         [[ $side == b ]] && cmd+=(--join "$UNDER_A:$port")
         [[ $side == a ]] && echo "weftnet up --secret-file S --block B --bridge BR [--join A] --mtu $TUN_MTU; pods on veths to the bridge" >"$WORK/res/weftnet-pods.cmd"
         start_bg "$ns" "$WORK/weftnet-pods-$side.log" "${cmd[@]}"
+        TUNNEL_PIDS+=" $LAST_PID"
         wait_until "weftnet status ($side)" weftnet_ready "$LAST_PID" "$ns" "$WORK/weftnet-pods-state-$side"
         # the pod: a namespace on a veth to the bridge, default route via the gateway
         ip netns add "$pod"
@@ -708,6 +738,11 @@ for k, what in (("lat", "idle"), ("latbulk", "under bulk")):
     if added:
         print(f"round trip added over the raw veth, p50, {what}: " +
               ", ".join(f"{n} {v:.0f} us" for n, v in added))
+cpu = [(n, results[n].get("lat", {}).get("cpu_us_per_rt")) for n in impls]
+cpu = [(n, v) for n, v in cpu if v is not None]
+if cpu:
+    print("CPU of both tunnel daemons per idle round trip: " +
+          ", ".join(f"{n} {v:.1f} us" for n, v in cpu))
 idle = doc["idle"]
 if idle:
     print()
