@@ -351,7 +351,9 @@ for k, a in targets:
 msg = b"p" * 32
 for r in range(rounds):
     for k, s in socks.items():
-        c0 = cpu_ns() if k == "t" and pids else 0
+        # the daemons' CPU counts over the tunnel's rounds only
+        count_cpu = k == "t" and pids
+        c0 = cpu_ns() if count_cpu else 0
         for _ in range(max(1, n // rounds)):
             t = time.perf_counter_ns()
             s.send(msg)
@@ -360,7 +362,7 @@ for r in range(rounds):
                 rtts[k].append((time.perf_counter_ns() - t) / 1000)
             except socket.timeout:
                 lost[k] += 1
-        if k == "t" and pids:
+        if count_cpu:
             cpu += cpu_ns() - c0
 def pct(v, p):
     v = sorted(v)
