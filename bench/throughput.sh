@@ -22,6 +22,11 @@
 #                 work done in a daemon's system calls (the veth and local delivery
 #                 of what it sends or writes) counts; the client and echo server do
 #                 not. Steadier from run to run than the round trip itself
+#   head to head  the idle ping-pong and cpu/rt again, with boringtun, wireguard-go
+#                 and weftnet (those in IMPLS) up at the same time, fresh, taking
+#                 turns with each other and the raw veth in H2H_ROUNDS rounds: the
+#                 per-implementation turns run minutes apart, so this is the fair
+#                 comparison of their idle latency and CPU
 # from network namespace A to namespace B over:
 #     raw           the veth pair itself (underlay, 10.201.0.1 -> 10.201.0.2)
 #     boringtun     boringtun-cli (crates.io `boringtun-cli`)   10.202.1.0/24
@@ -32,7 +37,7 @@
 #                   Kubernetes mode: veth -> bridge -> routing -> weftnet
 #                   10.203.1.0/24 -> 10.203.2.0/24
 #   Every tunnel runs over the same veth, with MTU 1420, one implementation at a
-#   time (the previous one is stopped first).  Each is measured RUNS times for
+#   time (the previous one is stopped first; all at once for the head to head).  Each is measured RUNS times for
 #   SECONDS_PER_RUN seconds; the median is reported in Gbit/s together with the
 #   ratios weftnet/boringtun, weftnet/wireguard-go and weftnet/raw.
 #   Results are also written as JSON to bench/results/throughput-<date>.json,
@@ -53,6 +58,9 @@
 #   UDP_RATE         offered rate of the fixed-rate UDP loss test (default 200M)
 #   PINGS            round trips per latency measurement (default 2000)
 #   EXTRAS=0         TCP only (no UDP and latency tests)
+#   H2H              the head-to-head ping-pong (below): 1 (default) after the
+#                    per-implementation turns, 0 to skip it, "only" for nothing else
+#   H2H_ROUNDS       rounds the head-to-head ping-pong takes turns in (default 20)
 #   IDLE_PEERS       peer counts for the idle measurement of weftnet (default "100 1000";
 #                    empty: skip): CPU over IDLE_SECS (default 10) and RSS of a daemon
 #                    with that many static peers and no traffic
@@ -80,6 +88,8 @@ STREAMS_LIST=${STREAMS_LIST:-${STREAMS:-"1 4"}}
 UDP_RATE=${UDP_RATE:-200M}
 PINGS=${PINGS:-2000}
 EXTRAS=${EXTRAS:-1}
+H2H=${H2H:-1}
+H2H_ROUNDS=${H2H_ROUNDS:-20}
 IDLE_PEERS=${IDLE_PEERS-"100 1000"}
 IDLE_SECS=${IDLE_SECS:-10}
 ECHO_PORT=5301
@@ -319,62 +329,19 @@ while True:
 # at ADDR, in 10 rounds interleaved with as many to the underlay echo server
 # (UNDER_B, port ECHO_PORT+1) when the client is in namespace A (a pod namespace has
 # no path to the underlay); with PIDS (space-separated tunnel daemons), also the CPU
-# time their threads run per tunnel round trip; one JSON line appended to
-# $WORK/res/NAME.KIND.runs
+# time their threads run per tunnel round trip (bench/pingpong.py); one JSON line
+# appended to $WORK/res/NAME.KIND.runs
 ping_pong() {
-    local key=$1 cns=$2 addr=$3 pids=${4:-} under=-
-    [[ $cns == "$NS_A" ]] && under=$UNDER_B
-    ip netns exec "$cns" timeout 120 python3 - "$addr" "$ECHO_PORT" "$under" "$((ECHO_PORT + 1))" "$PINGS" "$pids" >>"$WORK/res/$key.runs" <<'EOF'
-import glob, json, socket, sys, time
-addr, port, uaddr, uport, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-pids = sys.argv[6].split()
-def cpu_ns():
-    # run time of every thread of the tunnel daemons (schedstat: ns on the CPU)
-    total = 0
-    for pid in pids:
-        for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-            try:
-                with open(path) as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-    return total
-cpu = 0
-rounds = 10
-socks, rtts, lost = {}, {"t": [], "u": []}, {"t": 0, "u": 0}
-targets = [("t", (addr, port))] + ([("u", (uaddr, uport))] if uaddr != "-" else [])
-for k, a in targets:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(1.0)
-    s.connect(a)
-    socks[k] = s
-msg = b"p" * 32
-for r in range(rounds):
-    for k, s in socks.items():
-        # the daemons' CPU counts over the tunnel's rounds only
-        count_cpu = k == "t" and pids
-        c0 = cpu_ns() if count_cpu else 0
-        for _ in range(max(1, n // rounds)):
-            t = time.perf_counter_ns()
-            s.send(msg)
-            try:
-                s.recv(64)
-                rtts[k].append((time.perf_counter_ns() - t) / 1000)
-            except socket.timeout:
-                lost[k] += 1
-        if count_cpu:
-            cpu += cpu_ns() - c0
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(p * len(v)))] if v else None
-out = {"p50_us": pct(rtts["t"], 0.50), "p99_us": pct(rtts["t"], 0.99), "lost": lost["t"],
-       "under_p50_us": pct(rtts["u"], 0.50), "under_p99_us": pct(rtts["u"], 0.99)}
-for p in ("p50", "p99"):
-    a, b = out[f"{p}_us"], out[f"under_{p}_us"]
-    out[f"added_{p}_us"] = a - b if a is not None and b is not None else None
-out["cpu_us_per_rt"] = cpu / 1000 / len(rtts["t"]) if pids and rtts["t"] else None
-print(json.dumps(out))
-EOF
+    local key=$1 cns=$2 addr=$3 pids=${4:-}
+    local targets=("t=$addr:$ECHO_PORT:${pids// /,}")
+    [[ $cns == "$NS_A" ]] && targets+=("raw=$UNDER_B:$((ECHO_PORT + 1))")
+    ip netns exec "$cns" timeout 120 python3 "$REPO_ROOT/bench/pingpong.py" 10 "$PINGS" "${targets[@]}" |
+        python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+out, raw = r["t"], r.get("raw", {})
+out["under_p50_us"], out["under_p99_us"] = raw.get("p50_us"), raw.get("p99_us")
+print(json.dumps(out))' >>"$WORK/res/$key.runs"
     log "$key: $(tail -n1 "$WORK/res/$key.runs")"
 }
 
@@ -455,9 +422,9 @@ configure_wg_uapi() {
     ip -n "$ns" link set "$ifname" mtu "$TUN_MTU" up
 }
 
-# start_uapi_tunnel NAME IFPREFIX NET PORT CMD... : start CMD IFNAME on both
-# sides, configure via wg, then measure.
-start_uapi_tunnel() {
+# up_uapi_tunnel NAME IFPREFIX NET PORT CMD... : start CMD IFNAME on both sides and
+# configure them via wg (A is NET.1, B is NET.2); their pids go to TUNNEL_PIDS.
+up_uapi_tunnel() {
     local name=$1 ifp=$2 net=$3 port=$4
     shift 4
     local ifa="${ifp}A$TAG" ifb="${ifp}B$TAG"
@@ -472,19 +439,29 @@ start_uapi_tunnel() {
     TUNNEL_PIDS="$pida $pidb"
     configure_wg_uapi "$pida" "$NS_A" "$ifa" "$name-a" "$port" "$name-b" "$UNDER_B:$port" "$net.2/32" "$net.1/24"
     configure_wg_uapi "$pidb" "$NS_B" "$ifb" "$name-b" "$port" "$name-a" "$UNDER_A:$port" "$net.1/32" "$net.2/24"
-    measure_tunnel "$name" "$ifa" "$net.2"
 }
 
-bench_boringtun() {
+# Each tunnel: up_NAME brings it up (overlay NET.1 in A, NET.2 in B, NET as in the
+# header), bench_NAME also measures it. Called as plain commands, never in an `&&`
+# list, so that `set -e` still stops at a failing step inside them.
+up_boringtun() {
     local flags=(--foreground --disable-drop-privileges --verbosity error)
     [[ -n $BORINGTUN_THREADS ]] && flags+=(--threads "$BORINGTUN_THREADS")
     echo "boringtun-cli ${flags[*]} <ifname>" >"$WORK/res/boringtun.cmd"
-    start_uapi_tunnel boringtun wbbt 10.202.1 51821 boringtun-cli "${flags[@]}"
+    up_uapi_tunnel boringtun wbbt 10.202.1 51821 boringtun-cli "${flags[@]}"
+}
+bench_boringtun() {
+    up_boringtun
+    measure_tunnel boringtun "wbbtA$TAG" 10.202.1.2
 }
 
-bench_wireguard_go() {
+up_wireguard_go() {
     echo "wireguard-go -f <ifname>" >"$WORK/res/wireguard-go.cmd"
-    start_uapi_tunnel wireguard-go wbwg 10.202.2 51822 wireguard-go -f
+    up_uapi_tunnel wireguard-go wbwg 10.202.2 51822 wireguard-go -f
+}
+bench_wireguard_go() {
+    up_wireguard_go
+    measure_tunnel wireguard-go "wbwgA$TAG" 10.202.2.2
 }
 
 weftnet_ready() { # PID NS STATE_DIR
@@ -492,8 +469,10 @@ weftnet_ready() { # PID NS STATE_DIR
     ip netns exec "$2" "$WEFTNET_BIN" status --state-dir "$3" --json
 }
 
-bench_weftnet() {
-    local net=10.202.3 port=51823 side ns ifname addr peer peer_under peer_ip
+# up_weftnet [STATE_SUFFIX]: a fresh state directory per bring-up
+up_weftnet() {
+    local net=10.202.3 port=51823 side ns ifname addr peer peer_under peer_ip state
+    TUNNEL_PIDS=""
     genkeys weftnet-a
     genkeys weftnet-b
     for side in a b; do
@@ -503,7 +482,8 @@ bench_weftnet() {
             ns=$NS_B addr=$net.2/24 peer=a peer_under=$UNDER_A peer_ip=$net.1
         fi
         ifname="wbwf${side^^}$TAG"
-        mkdir -p "$WORK/weftnet-state-$side"
+        state="$WORK/weftnet-state-$side${1:-}"
+        mkdir -p "$state"
         cat >"$WORK/weftnet-$side.toml" <<EOF
 mtu = $TUN_MTU
 
@@ -514,14 +494,17 @@ allowed_ips = ["$peer_ip/32"]
 EOF
         track_if "$ns" "$ifname"
         local cmd=("$WEFTNET_BIN" up --config "$WORK/weftnet-$side.toml" --interface "$ifname"
-            --address "$addr" --listen-port "$port" --state-dir "$WORK/weftnet-state-$side"
+            --address "$addr" --listen-port "$port" --state-dir "$state"
             --private-key-file "$WORK/weftnet-$side.key")
         [[ $side == a ]] && echo "weftnet up --config F --interface I --address A --listen-port $port --state-dir D --private-key-file K (mtu=$TUN_MTU in config)" >"$WORK/res/weftnet.cmd"
         start_bg "$ns" "$WORK/weftnet-$side.log" "${cmd[@]}"
         TUNNEL_PIDS+=" $LAST_PID"
-        wait_until "weftnet status ($side)" weftnet_ready "$LAST_PID" "$ns" "$WORK/weftnet-state-$side"
+        wait_until "weftnet status ($side)" weftnet_ready "$LAST_PID" "$ns" "$state"
     done
-    measure_tunnel weftnet "wbwfA$TAG" "$net.2"
+}
+bench_weftnet() {
+    up_weftnet
+    measure_tunnel weftnet "wbwfA$TAG" 10.202.3.2
 }
 
 # Pod to pod through bridge mode: each side runs `weftnet up --block --bridge` with
@@ -563,6 +546,34 @@ bench_weftnet_pods() {
     wait_until "pod to pod ping" ip netns exec "$POD_A" ping -c1 -W1 -q 10.203.2.10 || return 1
     echo "$TUN_MTU" >"$WORK/res/weftnet-pods.mtu"
     measure weftnet-pods 10.203.2.10 "$POD_A" "$POD_B"
+}
+
+# Head to head: the tunnels of IMPLS (boringtun, wireguard-go, weftnet node to node)
+# up at the same time over the same veth, fresh (no traffic before), and one
+# ping-pong that takes turns between them and the raw veth in H2H_ROUNDS rounds of
+# PINGS/H2H_ROUNDS round trips each (bench/pingpong.py). The per-implementation turns
+# above run minutes apart, and the host drifts by tens of microseconds in between;
+# here that drift falls on every tunnel alike, so their difference in idle latency
+# and CPU per round trip is their own. One JSON line to $WORK/res/h2h.runs.
+bench_h2h() {
+    local targets=() name net
+    start_echo "$NS_B" "$WORK/echo-h2h-raw.log" "$UNDER_B" "$((ECHO_PORT + 1))"
+    targets+=("raw=$UNDER_B:$((ECHO_PORT + 1))")
+    for name in boringtun wireguard-go weftnet; do
+        want "$name" || continue
+        case $name in
+            boringtun) up_boringtun; net=10.202.1 ;;
+            wireguard-go) up_wireguard_go; net=10.202.2 ;;
+            weftnet) up_weftnet -h2h; net=10.202.3 ;;
+        esac
+        wait_until "$name tunnel to pass ping" ip netns exec "$NS_A" ping -c1 -W1 -q "$net.2"
+        start_echo "$NS_B" "$WORK/echo-h2h-$name.log" "$net.2" "$ECHO_PORT"
+        targets+=("$name=$net.2:$ECHO_PORT:${TUNNEL_PIDS// /,}")
+    done
+    sleep 0.5
+    ip netns exec "$NS_A" timeout 300 python3 "$REPO_ROOT/bench/pingpong.py" \
+        "$H2H_ROUNDS" "$PINGS" "${targets[@]}" >>"$WORK/res/h2h.runs"
+    log "h2h: $(tail -n1 "$WORK/res/h2h.runs")"
 }
 
 # Idle cost: a weftnet daemon in A with N static peers (random public keys, endpoints
@@ -614,6 +625,7 @@ run_impl() { # runs in a subshell
         wireguard-go) bench_wireguard_go ;;
         weftnet) bench_weftnet ;;
         weftnet-pods) bench_weftnet_pods ;;
+        h2h) bench_h2h ;;
         idle) bench_idle ;;
     esac
 }
@@ -631,11 +643,13 @@ report() {
     command -v wireguard-go >/dev/null && versions+=("wireguard-go=$(wireguard-go --version 2>/dev/null | head -n1)")
     versions+=("iperf3=$(iperf3 --version 2>/dev/null | head -n1)")
     { want weftnet || want weftnet-pods; } && versions+=("weftnet_git=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")
-    python3 - "$WORK/res" "$out" "$IMPLS" "$RUNS" "$SECONDS_PER_RUN" "$STREAMS_LIST" "$TUN_MTU" "$UDP_RATE" "${versions[@]}" <<'EOF'
+    local per_impl=1
+    [[ $H2H == only ]] && per_impl=0
+    python3 - "$WORK/res" "$out" "$IMPLS" "$RUNS" "$SECONDS_PER_RUN" "$STREAMS_LIST" "$TUN_MTU" "$UDP_RATE" "$per_impl" "$H2H_ROUNDS" "$PINGS" "${versions[@]}" <<'EOF'
 import datetime, json, os, platform, statistics, sys
-resdir, out, impls, runs, secs, streams_list, mtu, udp_rate = sys.argv[1:9]
-versions = dict(v.split("=", 1) for v in sys.argv[9:])
-impls = impls.split()
+resdir, out, impls, runs, secs, streams_list, mtu, udp_rate, per_impl, h2h_rounds, pings = sys.argv[1:12]
+versions = dict(v.split("=", 1) for v in sys.argv[12:])
+impls = impls.split() if per_impl == "1" else []
 streams_list = streams_list.split()
 
 def read(name, ext):
@@ -705,7 +719,12 @@ doc = {
     "results": results,
     "ratios": ratios,
     "idle": [json.loads(l) for l in (read("idle", "runs") or "").splitlines() if l.strip()],
+    "head_to_head": None,
 }
+h2h = [json.loads(l) for l in (read("h2h", "runs") or "").splitlines() if l.strip()]
+if h2h:
+    doc["head_to_head"] = {"rounds": int(h2h_rounds), "round_trips_per_path": int(pings),
+                           "results": h2h[-1]}
 with open(out, "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
@@ -714,37 +733,57 @@ def f(v, spec):
     return format(v, spec) if v is not None else "n/a"
 
 print()
-print(f"median of {runs} x {secs}s iperf3 runs; load {doc['host']['loadavg_1min_at_start']} at start, "
-      f"{doc['host']['loadavg_1min_at_end']} at end; {os.cpu_count()} CPUs")
-cols = [f"tcp{st} Gb/s" for st in streams_list] + ["udp64 kpps", "udp1400 kpps",
-        f"loss@{udp_rate}", "lat p50/p99 us", "added p50/p99", "bulk p50/p99 us", "added p50/p99"]
-print(f"{'implementation':<14} " + " ".join(f"{c:>15}" for c in cols) + "  status")
-for name in impls:
-    r = results[name]
-    row = [f(tcp(name, st), ".2f") for st in streams_list]
-    row.append(f(r.get("udp64", {}).get("packets_per_second", None) and r["udp64"]["packets_per_second"] / 1e3, ".0f"))
-    row.append(f(r.get("udp1400", {}).get("packets_per_second", None) and r["udp1400"]["packets_per_second"] / 1e3, ".0f"))
-    row.append(f(r.get("udploss", {}).get("lost_percent"), ".2f") + ("%" if "udploss" in r else ""))
-    for k in ("lat", "latbulk"):
-        l = r.get(k, {})
-        row.append(f"{f(l.get('p50_us'), '.0f')}/{f(l.get('p99_us'), '.0f')}")
-        row.append(f"{f(l.get('added_p50_us'), '.0f')}/{f(l.get('added_p99_us'), '.0f')}")
-    print(f"{name:<14} " + " ".join(f"{c:>15}" for c in row) + f"  {r['status']}")
-print()
-for k, v in ratios.items():
-    if v is not None:
-        print(f"{k:<30} {v:6.3f}")
-for k, what in (("lat", "idle"), ("latbulk", "under bulk")):
-    added = [(n, results[n].get(k, {}).get("added_p50_us")) for n in impls if n != "raw"]
-    added = [(n, v) for n, v in added if v is not None]
-    if added:
-        print(f"round trip added over the raw veth, p50, {what}: " +
-              ", ".join(f"{n} {v:.0f} us" for n, v in added))
-cpu = [(n, results[n].get("lat", {}).get("cpu_us_per_rt")) for n in impls]
-cpu = [(n, v) for n, v in cpu if v is not None]
-if cpu:
-    print("CPU of both tunnel daemons per idle round trip: " +
-          ", ".join(f"{n} {v:.1f} us" for n, v in cpu))
+if impls:
+    print(f"median of {runs} x {secs}s iperf3 runs; load {doc['host']['loadavg_1min_at_start']} at start, "
+          f"{doc['host']['loadavg_1min_at_end']} at end; {os.cpu_count()} CPUs")
+    cols = [f"tcp{st} Gb/s" for st in streams_list] + ["udp64 kpps", "udp1400 kpps",
+            f"loss@{udp_rate}", "lat p50/p99 us", "added p50/p99", "bulk p50/p99 us", "added p50/p99"]
+    print(f"{'implementation':<14} " + " ".join(f"{c:>15}" for c in cols) + "  status")
+    for name in impls:
+        r = results[name]
+        row = [f(tcp(name, st), ".2f") for st in streams_list]
+        row.append(f(r.get("udp64", {}).get("packets_per_second", None) and r["udp64"]["packets_per_second"] / 1e3, ".0f"))
+        row.append(f(r.get("udp1400", {}).get("packets_per_second", None) and r["udp1400"]["packets_per_second"] / 1e3, ".0f"))
+        row.append(f(r.get("udploss", {}).get("lost_percent"), ".2f") + ("%" if "udploss" in r else ""))
+        for k in ("lat", "latbulk"):
+            l = r.get(k, {})
+            row.append(f"{f(l.get('p50_us'), '.0f')}/{f(l.get('p99_us'), '.0f')}")
+            row.append(f"{f(l.get('added_p50_us'), '.0f')}/{f(l.get('added_p99_us'), '.0f')}")
+        print(f"{name:<14} " + " ".join(f"{c:>15}" for c in row) + f"  {r['status']}")
+    print()
+    for k, v in ratios.items():
+        if v is not None:
+            print(f"{k:<30} {v:6.3f}")
+    for k, what in (("lat", "idle"), ("latbulk", "under bulk")):
+        added = [(n, results[n].get(k, {}).get("added_p50_us")) for n in impls if n != "raw"]
+        added = [(n, v) for n, v in added if v is not None]
+        if added:
+            print(f"round trip added over the raw veth, p50, {what}: " +
+                  ", ".join(f"{n} {v:.0f} us" for n, v in added))
+    cpu = [(n, results[n].get("lat", {}).get("cpu_us_per_rt")) for n in impls]
+    cpu = [(n, v) for n, v in cpu if v is not None]
+    if cpu:
+        print("CPU of both tunnel daemons per idle round trip: " +
+              ", ".join(f"{n} {v:.1f} us" for n, v in cpu))
+h2h = doc["head_to_head"]
+if h2h:
+    print()
+    print(f"head to head, idle, fresh tunnels up at once, taking turns in {h2h['rounds']} rounds "
+          f"({h2h['round_trips_per_path']} round trips per path):")
+    res = h2h["results"]
+    for n, o in res.items():
+        print(f"  {n:<14} p50/p99 {f(o['p50_us'], '.0f'):>5}/{f(o['p99_us'], '.0f'):<5} us"
+              + (f"  added {f(o.get('added_p50_us'), '.0f'):>4}/{f(o.get('added_p99_us'), '.0f'):<4} us" if n != "raw" else "")
+              + (f"  CPU per round trip {o['cpu_us_per_rt']:.1f} us" if o.get("cpu_us_per_rt") is not None else "")
+              + (f"  lost {o['lost']}" if o["lost"] else ""))
+    w = res.get("weftnet")
+    for other in ("boringtun", "wireguard-go"):
+        o = res.get(other)
+        if w and o and w.get("added_p50_us") is not None and o.get("added_p50_us") is not None:
+            cpu_d = (f", CPU per round trip {w['cpu_us_per_rt'] - o['cpu_us_per_rt']:+.1f} us"
+                     if w.get("cpu_us_per_rt") is not None and o.get("cpu_us_per_rt") is not None else "")
+            print(f"  weftnet - {other}: added p50 {w['added_p50_us'] - o['added_p50_us']:+.0f} us, "
+                  f"p99 {w['added_p99_us'] - o['added_p99_us']:+.0f} us{cpu_d}")
 idle = doc["idle"]
 if idle:
     print()
@@ -761,6 +800,29 @@ EOF
 # ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
+
+# run_sub NAME: run_impl NAME in its own subshell with `set -e`, so any failing step
+# aborts just that part, in the background + wait so that signals act at once; then
+# stop whatever it left. Its exit status goes to SUB_RC: run_sub itself must be a
+# plain command (not in `if`, `&&` or `||`, where bash ignores `set -e` in the
+# subshell too).
+SUB_RC=0
+run_sub() {
+    (set -e; run_impl "$1") &
+    SUB_PID=$!
+    set +e
+    wait "$SUB_PID"
+    SUB_RC=$?
+    set -e
+    SUB_PID=""
+    stop_tracked # belt and braces: nothing of this part survives into the next
+}
+
+# the head-to-head ping-pong: on by default when weftnet and another tunnel run with
+# EXTRAS
+want_h2h() {
+    [[ $H2H != 0 && $EXTRAS == 1 ]] && want weftnet && { want boringtun || want wireguard-go; }
+}
 
 main() {
     check_prereqs
@@ -782,34 +844,32 @@ main() {
     fi
     setup_underlay
 
-    local impl rc failed=0
-    for impl in $IMPLS; do
-        log "=== $impl ==="
-        # own subshell with `set -e` (so any failing step aborts just this
-        # implementation); in the background + wait so signals act at once
-        (set -e; run_impl "$impl") &
-        SUB_PID=$!
-        set +e
-        wait "$SUB_PID"
-        rc=$?
-        set -e
-        SUB_PID=""
-        if ((rc == 0)); then
-            echo ok >"$WORK/res/$impl.status"
-        else
-            failed=1
-            log "$impl FAILED (rc=$rc); daemon log tail:"
-            local f
-            for f in "$WORK/$impl"-a.log "$WORK/$impl"-b.log; do
-                [[ -f $f ]] && { echo "--- $(basename "$f")"; tail -n 15 "$f"; } | tee -a "$WORK/res/$impl.err" >&2
-            done
-        fi
-        stop_tracked # belt and braces: nothing of this impl survives into the next
-    done
-    if [[ -n $IDLE_PEERS ]] && { want weftnet || want weftnet-pods; }; then
+    local impl failed=0
+    if [[ $H2H != only ]]; then
+        for impl in $IMPLS; do
+            log "=== $impl ==="
+            run_sub "$impl"
+            if ((SUB_RC == 0)); then
+                echo ok >"$WORK/res/$impl.status"
+            else
+                failed=1
+                log "$impl FAILED (rc=$SUB_RC); daemon log tail:"
+                local f
+                for f in "$WORK/$impl"-a.log "$WORK/$impl"-b.log; do
+                    [[ -f $f ]] && { echo "--- $(basename "$f")"; tail -n 15 "$f"; } | tee -a "$WORK/res/$impl.err" >&2
+                done
+            fi
+        done
+    fi
+    if want_h2h; then
+        log "=== head to head ==="
+        run_sub h2h
+        ((SUB_RC == 0)) || { failed=1; log "head to head FAILED (rc=$SUB_RC)"; }
+    fi
+    if [[ -n $IDLE_PEERS && $H2H != only ]] && { want weftnet || want weftnet-pods; }; then
         log "=== idle ==="
-        (set -e; run_impl idle) || log "idle measurement FAILED"
-        stop_tracked
+        run_sub idle
+        ((SUB_RC == 0)) || log "idle measurement FAILED (rc=$SUB_RC)"
     fi
     report
     return "$failed"
