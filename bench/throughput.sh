@@ -24,9 +24,12 @@
 #                 not. Steadier from run to run than the round trip itself
 #   head to head  the idle ping-pong and cpu/rt again, with boringtun, wireguard-go
 #                 and weftnet (those in IMPLS) up at the same time, fresh, taking
-#                 turns with each other and the raw veth in H2H_ROUNDS rounds: the
-#                 per-implementation turns run minutes apart, so this is the fair
-#                 comparison of their idle latency and CPU
+#                 turns with each other and the raw veth in H2H_ROUNDS rounds; then
+#                 tcp1 and tcp4 again, RUNS runs, each run going over every path in
+#                 turn. The per-implementation turns above run minutes apart and the
+#                 host drifts in between (the raw veth alone varies by a third from
+#                 one turn to another); here the drift falls on every path alike, so
+#                 these are the fair comparisons, with their own ratios
 # from network namespace A to namespace B over:
 #     raw           the veth pair itself (underlay, 10.201.0.1 -> 10.201.0.2)
 #     boringtun     boringtun-cli (crates.io `boringtun-cli`)   10.202.1.0/24
@@ -61,6 +64,8 @@
 #   H2H              the head-to-head ping-pong (below): 1 (default) after the
 #                    per-implementation turns, 0 to skip it, "only" for nothing else
 #   H2H_ROUNDS       rounds the head-to-head ping-pong takes turns in (default 20)
+#   H2H_TCP=0        no TCP runs in the head to head (by default RUNS runs per stream
+#                    count over every path, taking turns)
 #   IDLE_PEERS       peer counts for the idle measurement of weftnet (default "100 1000";
 #                    empty: skip): CPU over IDLE_SECS (default 10) and RSS of a daemon
 #                    with that many static peers and no traffic
@@ -90,6 +95,7 @@ PINGS=${PINGS:-2000}
 EXTRAS=${EXTRAS:-1}
 H2H=${H2H:-1}
 H2H_ROUNDS=${H2H_ROUNDS:-20}
+H2H_TCP=${H2H_TCP:-1}
 IDLE_PEERS=${IDLE_PEERS-"100 1000"}
 IDLE_SECS=${IDLE_SECS:-10}
 ECHO_PORT=5301
@@ -556,7 +562,7 @@ bench_weftnet_pods() {
 # here that drift falls on every tunnel alike, so their difference in idle latency
 # and CPU per round trip is their own. One JSON line to $WORK/res/h2h.runs.
 bench_h2h() {
-    local targets=() name net
+    local targets=() paths=("raw=$UNDER_B") name net
     start_echo "$NS_B" "$WORK/echo-h2h-raw.log" "$UNDER_B" "$((ECHO_PORT + 1))"
     targets+=("raw=$UNDER_B:$((ECHO_PORT + 1))")
     for name in boringtun wireguard-go weftnet; do
@@ -569,11 +575,29 @@ bench_h2h() {
         wait_until "$name tunnel to pass ping" ip netns exec "$NS_A" ping -c1 -W1 -q "$net.2"
         start_echo "$NS_B" "$WORK/echo-h2h-$name.log" "$net.2" "$ECHO_PORT"
         targets+=("$name=$net.2:$ECHO_PORT:${TUNNEL_PIDS// /,}")
+        paths+=("$name=$net.2")
     done
     sleep 0.5
     ip netns exec "$NS_A" timeout 300 python3 "$REPO_ROOT/bench/pingpong.py" \
         "$H2H_ROUNDS" "$PINGS" "${targets[@]}" >>"$WORK/res/h2h.runs"
     log "h2h: $(tail -n1 "$WORK/res/h2h.runs")"
+    [[ $H2H_TCP == 1 ]] || return 0
+    # TCP, interleaved: each run of each stream count goes over every path in turn
+    # (the first path rotating from run to run), so that a slow minute of the host
+    # falls on all of them; one server for all paths (the runs never overlap).
+    local i k streams path
+    start_bg "$NS_B" "$WORK/iperf3-server-h2h.log" iperf3 -s -p "$IPERF_PORT"
+    local srv=$LAST_PID
+    wait_until "iperf3 server" bash -c "ip netns exec '$NS_B' ss -Hltn 'sport = :$IPERF_PORT' | grep -q ."
+    for ((i = 0; i < RUNS; i++)); do
+        for streams in $STREAMS_LIST; do
+            for ((k = 0; k < ${#paths[@]}; k++)); do
+                path=${paths[$(((i + k) % ${#paths[@]}))]}
+                client_run "h2h-${path%%=*}.tcp$streams" "$NS_A" -c "${path#*=}" -P "$streams"
+            done
+        done
+    done
+    stop_pid "$srv"
 }
 
 # Idle cost: a weftnet daemon in A with N static peers (random public keys, endpoints
@@ -722,9 +746,22 @@ doc = {
     "head_to_head": None,
 }
 h2h = [json.loads(l) for l in (read("h2h", "runs") or "").splitlines() if l.strip()]
-if h2h:
+h2h_tcp = {}
+for n in ("raw", "boringtun", "wireguard-go", "weftnet"):
+    for st in streams_list:
+        gbps = [x["bits_per_second"] / 1e9 for x in runs_of(f"h2h-{n}", f"tcp{st}")]
+        if gbps:
+            h2h_tcp.setdefault(n, {})[st] = {"runs_gbps": gbps, "median_gbps": statistics.median(gbps)}
+h2h_ratios = {}
+for st in streams_list:
+    for other in ("boringtun", "wireguard-go", "raw"):
+        a = h2h_tcp.get("weftnet", {}).get(st, {}).get("median_gbps")
+        b = h2h_tcp.get(other, {}).get(st, {}).get("median_gbps")
+        if a is not None and b:
+            h2h_ratios[f"tcp{st} weftnet/{other}"] = a / b
+if h2h or h2h_tcp:
     doc["head_to_head"] = {"rounds": int(h2h_rounds), "round_trips_per_path": int(pings),
-                           "results": h2h[-1]}
+                           "results": h2h[-1] if h2h else {}, "tcp": h2h_tcp, "ratios": h2h_ratios}
 with open(out, "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
@@ -784,6 +821,13 @@ if h2h:
                      if w.get("cpu_us_per_rt") is not None and o.get("cpu_us_per_rt") is not None else "")
             print(f"  weftnet - {other}: added p50 {w['added_p50_us'] - o['added_p50_us']:+.0f} us, "
                   f"p99 {w['added_p99_us'] - o['added_p99_us']:+.0f} us{cpu_d}")
+    if h2h["tcp"]:
+        print(f"head to head, TCP, median of {runs} x {secs}s runs, every run over each path in turn:")
+        for st in streams_list:
+            got = [(n, t[st]["median_gbps"]) for n, t in h2h["tcp"].items() if st in t]
+            print(f"  tcp{st} Gbit/s: " + ", ".join(f"{n} {v:.2f}" for n, v in got))
+        for k, v in h2h["ratios"].items():
+            print(f"  {k:<28} {v:6.3f}")
 idle = doc["idle"]
 if idle:
     print()
