@@ -75,6 +75,7 @@
 #   WEFTNET_WORKERS  weftnet's data-plane workers (--workers; passed through the
 #                    environment; default: the number of cores)
 #   KEEP_WORKDIR=1   keep the temp dir with daemon logs for debugging
+#   RESULTS_DIR      where the JSON goes (default bench/results in the repo)
 #
 # Missing tools: `apt-get install -y --no-install-recommends iperf3 wireguard-go
 # wireguard-tools iproute2`; boringtun-cli is installed with
@@ -99,6 +100,7 @@ H2H_TCP=${H2H_TCP:-1}
 IDLE_PEERS=${IDLE_PEERS-"100 1000"}
 IDLE_SECS=${IDLE_SECS:-10}
 ECHO_PORT=5301
+RESULTS_DIR=${RESULTS_DIR:-"$REPO_ROOT/bench/results"}
 DEFAULT_WEFTNET_BIN="$REPO_ROOT/target/release/weftnet"
 WEFTNET_BIN=${WEFTNET_BIN:-$DEFAULT_WEFTNET_BIN}
 BORINGTUN_THREADS=${BORINGTUN_THREADS:-}
@@ -659,9 +661,9 @@ run_impl() { # runs in a subshell
 # ---------------------------------------------------------------------------
 
 report() {
-    mkdir -p "$REPO_ROOT/bench/results"
+    mkdir -p "$RESULTS_DIR"
     local out
-    out="$REPO_ROOT/bench/results/throughput-$(date -u +%Y%m%dT%H%M%SZ).json"
+    out="$RESULTS_DIR/throughput-$(date -u +%Y%m%dT%H%M%SZ).json"
     local versions=()
     command -v boringtun-cli >/dev/null && versions+=("boringtun-cli=$(boringtun-cli --version 2>/dev/null | head -n1)")
     command -v wireguard-go >/dev/null && versions+=("wireguard-go=$(wireguard-go --version 2>/dev/null | head -n1)")
