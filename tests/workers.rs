@@ -249,6 +249,128 @@ fn scrape(ns: &Netns) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// A UDP echo server (`server ADDR PORT`), or a client (`client ADDR PORT FLOWS
+/// ROUNDS`) that sends ROUNDS requests one at a time on each of FLOWS sockets (one
+/// source port each) and prints how many replies came back.
+const ECHO_PY: &str = r#"
+import socket, sys
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "server":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, port))
+    print("listening", flush=True)
+    while True:
+        d, a = s.recvfrom(2048)
+        s.sendto(d, a)
+flows, rounds = int(sys.argv[4]), int(sys.argv[5])
+socks = []
+for _ in range(flows):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(2.0)
+    c.connect((host, port))
+    socks.append(c)
+replies = 0
+for _ in range(rounds):
+    for c in socks:
+        c.send(b"ping")
+        try:
+            c.recv(64)
+            replies += 1
+        except socket.timeout:
+            pass
+print("replies", replies, flush=True)
+"#;
+
+/// Per worker: (TUN reads, UDP datagrams) from `status`.
+fn worker_counts(d: &Daemon) -> Vec<(u64, u64)> {
+    let w = workers(d);
+    numbers(&w["tun_reads"])
+        .into_iter()
+        .zip(numbers(&w["udp_datagrams"]))
+        .collect()
+}
+
+/// Request and reply on one thread: a light flow's replies are read by the worker that
+/// received its requests (it writes them to its own TUN queue, and the kernel steers
+/// the flow's replies there), not by the worker of the flow's hash, which would have
+/// to be woken as well. Eight UDP flows with four workers per node: were the replies
+/// read by the workers of the flows' hashes, all eight would land on the receiving
+/// worker with a chance of 1 in 65,536. (The bulk flows of the test above still
+/// spread over the workers.)
+#[test]
+fn a_light_flows_replies_are_read_by_the_worker_that_received_it() {
+    const FLOWS: usize = 8;
+    const ROUNDS: usize = 25;
+    let u = Underlay::bridge(2);
+    let (h0, h1) = (u.host(0), u.host(1));
+    let (k0, k1) = (keypair(), keypair());
+    let d0 = start_node(h0, 1, &k0.0, 4, (h1, 2, &k1.1), &[]);
+    let d1 = start_node(h1, 2, &k1.0, 4, (h0, 1, &k0.1), &[]);
+    assert_ping(h0, &ov4(2), "node 1 -> node 2");
+
+    let mut srv = h1.spawn("python3", &["-c", ECHO_PY, "server", &ov4(2), "5403"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || srv
+            .stdout()
+            .contains("listening")
+            || !srv.is_running()),
+        "echo server did not start\n{}",
+        srv.logs()
+    );
+    let before = [worker_counts(&d0), worker_counts(&d1)];
+    let (flows, rounds) = (FLOWS.to_string(), ROUNDS.to_string());
+    let mut cli = h0.spawn(
+        "python3",
+        &["-c", ECHO_PY, "client", &ov4(2), "5403", &flows, &rounds],
+    );
+    let status = cli.wait_timeout(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "echo client failed or timed out\n{}",
+        cli.logs()
+    );
+    let want = format!("replies {}", FLOWS * ROUNDS);
+    assert!(cli.stdout().contains(&want), "{}", cli.logs());
+
+    for ((d, name), before) in [(&d0, "node 1"), (&d1, "node 2")].into_iter().zip(before) {
+        let after = worker_counts(d);
+        let delta: Vec<(u64, u64)> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| (a.0 - b.0, a.1 - b.1))
+            .collect();
+        eprintln!("{name}: (TUN reads, datagrams) per worker during the exchange: {delta:?}");
+        // All of the peer's datagrams reach one worker (SO_REUSEPORT's hash of its
+        // address) ...
+        let receiving: Vec<usize> = (0..delta.len()).filter(|&i| delta[i].1 > 0).collect();
+        assert_eq!(receiving.len(), 1, "{name}: {delta:?}");
+        let r = receiving[0];
+        // ... and that worker read what went back: every reply on the echo's node, and
+        // on the client's node every request after each flow's first one (the first
+        // goes out on the queue of the kernel's choice; the reply then steers the flow).
+        let elsewhere: u64 = (0..delta.len())
+            .filter(|&i| i != r)
+            .map(|i| delta[i].0)
+            .sum();
+        // (A little slack for what the kernel sends on its own, such as IPv6 router
+        // solicitations.)
+        let allowed = if name == "node 1" {
+            FLOWS as u64 + 4
+        } else {
+            4
+        };
+        assert!(
+            elsewhere <= allowed,
+            "{name}: {elsewhere} TUN reads on workers that did not receive the peer's \
+             datagrams (at most {allowed}): {delta:?}"
+        );
+        assert!(
+            delta[r].0 >= (FLOWS * ROUNDS) as u64 - FLOWS as u64,
+            "{name}: {delta:?}"
+        );
+    }
+}
+
 /// Status, metrics and the link agree on the workers; restarts attach to the persistent
 /// TUN whatever its queue mode: a multi-queue one with any worker count, an old
 /// single-queue one with one worker (kept, with its addresses, rather than recreated).

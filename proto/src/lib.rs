@@ -33,6 +33,7 @@
 #![deny(unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod affinity;
 pub mod cert;
 pub mod ethernet;
 pub mod flow;

@@ -3,8 +3,9 @@
 //! virtio-net header on, the decrypted unicast packets of one receive call are
 //! coalesced (`weftnet_proto::offload::Coalescer`): consecutive TCP segments of a flow
 //! reach the kernel as one super-packet in one write. Each worker receives on its own
-//! UDP socket (`super::worker`); what it writes goes to the TUN queue of the packet's
-//! flow, so the kernel sends that flow's replies to the same worker's queue.
+//! UDP socket (`super::worker`); what it writes goes to one of its own TUN queues, so
+//! the kernel sends that flow's replies to the same worker, unless the flow is bulk
+//! (`weftnet_proto::affinity`): then to the queue of the flow's hash.
 
 use super::mesh::Mesh;
 use super::multicast::has_multicast_dst;
@@ -17,6 +18,7 @@ use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use weftnet_proto::affinity::Affinity;
 use weftnet_proto::offload::{Coalescer, VNET_HDR_LEN};
 use weftnet_proto::pmtu::probe;
 use weftnet_proto::session::{identify_initiator, Initiator, Output};
@@ -25,12 +27,18 @@ use weftnet_proto::wire::{self, Datagram};
 /// A worker's delivery to the TUN: its coalescer when the TUN takes super-packets.
 pub(super) struct Rx {
     gro: Option<Coalescer>,
+    /// The delivering worker's index and its bulk flows (None: a thread that is no
+    /// worker); see [`Dataplane::delivery_queue`].
+    worker: Option<(usize, Affinity)>,
 }
 
 impl Rx {
-    /// Delivery one packet per write (no coalescing).
+    /// Delivery one packet per write (no coalescing), from a thread that is no worker.
     pub(super) fn plain() -> Self {
-        Self { gro: None }
+        Self {
+            gro: None,
+            worker: None,
+        }
     }
 }
 
@@ -73,8 +81,14 @@ impl UdpReader {
             out: vec![0u8; BUF],
             rx: Rx {
                 gro: (dp.tun[0].offload() != Offload::Off).then(Coalescer::new),
+                worker: Some((lane, Affinity::new())),
             },
         }
+    }
+
+    /// The flows this worker sends in bulk, which its TUN reader records.
+    pub(super) fn affinity(&mut self) -> Option<&mut Affinity> {
+        self.rx.worker.as_mut().map(|(_, affinity)| affinity)
     }
 
     /// Receives until the socket is empty or a batch ([`RX_CALLS`] calls,
@@ -121,7 +135,7 @@ impl UdpReader {
                 }
             }
             if let Some(gro) = self.rx.gro.as_mut() {
-                dp.flush_coalesced(gro);
+                dp.flush_coalesced(gro, &mut self.rx.worker);
             }
             if n < RX_BATCH {
                 return Ok(true);
@@ -137,12 +151,13 @@ impl Dataplane {
         match &mut rx.gro {
             Some(gro) => {
                 if gro.is_full() {
-                    self.flush_coalesced(gro);
+                    self.flush_coalesced(gro, &mut rx.worker);
                 }
                 gro.push(packet);
             }
             None => {
-                if let Err(e) = self.write_tun(packet) {
+                let queue = self.delivery_queue(&mut rx.worker, packet, Instant::now());
+                if let Err(e) = queue.write(packet) {
                     self.counters.bump_tun_write_error();
                     tracing::debug!(error = %e, "TUN write failed");
                 }
@@ -151,10 +166,12 @@ impl Dataplane {
     }
 
     /// Writes what the coalescer holds, one super-packet or packet per write, each to
-    /// the TUN queue of its flow.
-    fn flush_coalesced(&self, gro: &mut Coalescer) {
+    /// its delivery queue.
+    fn flush_coalesced(&self, gro: &mut Coalescer, worker: &mut Option<(usize, Affinity)>) {
+        let now = Instant::now();
         gro.flush(|write| {
-            let queue = self.queue_of(write.get(VNET_HDR_LEN..).unwrap_or_default());
+            let packet = write.get(VNET_HDR_LEN..).unwrap_or_default();
+            let queue = self.delivery_queue(worker, packet, now);
             if let Err(e) = queue.write_offloaded(write) {
                 self.counters.bump_tun_write_error();
                 tracing::debug!(error = %e, "TUN write failed");

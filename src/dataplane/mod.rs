@@ -5,11 +5,15 @@
 //! The threads come in workers (`--workers`, default one per core): worker `i` is one
 //! thread that reads its TUN queues (`i`, `i + workers`, ...: [`QUEUES_PER_WORKER`] of
 //! them; encrypts, sends on UDP socket `i`) and receives on UDP socket `i` (decrypts,
-//! writes to the TUN). A flow stays on one worker both ways: the kernel
-//! steers a flow to the TUN queue its packets were last written to, and a decrypted
-//! packet is written to the queue of its flow (`weftnet_proto::flow::lane`); on the UDP
-//! side `SO_REUSEPORT` hashes each peer's address and port to one socket. So TCP sees
-//! no reordering, and flows to one peer are encrypted on several workers. Decisions (which peer, accept or drop) are made by the sans-IO
+//! writes to the TUN). The kernel steers a flow to the TUN queue its packets were
+//! last written to, so the queue a worker writes a decrypted packet to decides which
+//! worker reads the flow's replies ([`Dataplane::delivery_queue`]): for a light flow
+//! one of the receiving worker's own queues (request and reply on one thread), for a
+//! bulk flow the queue of the flow's hash (`weftnet_proto::affinity`), so that bulk
+//! flows to one peer are encrypted on several workers. On the UDP side `SO_REUSEPORT`
+//! hashes each peer's address and port to one socket. A flow stays on one worker
+//! each way (it moves once, when it turns bulk, and back only when idle), so TCP sees
+//! no reordering. Decisions (which peer, accept or drop) are made by the sans-IO
 //! `weftnet_proto::router`; this module only moves bytes and counts.
 //!
 //! - [`mesh`]: the peer set, an immutable snapshot swapped atomically on change.
@@ -59,6 +63,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use weftnet_proto::affinity::Affinity;
 use weftnet_proto::keys::{PrivateKey, PublicKey};
 use weftnet_proto::multicast::{RateLimit, Replicator};
 use weftnet_proto::parking::Parking;
@@ -342,6 +347,33 @@ impl Dataplane {
     fn queue_of(&self, packet: &[u8]) -> &Tun {
         let lane = weftnet_proto::flow::lane(packet, self.tun.len());
         self.tun.get(lane).unwrap_or(&self.tun[0])
+    }
+
+    /// The TUN queue a decrypted packet is written to, which is the queue the kernel
+    /// then sends the flow's replies to. By a worker (`worker`: its index and bulk
+    /// flows), one of the worker's own queues, so that a request and its reply are
+    /// handled by one thread; for a bulk flow, the queue of the flow's hash, so that
+    /// bulk flows spread over the workers (`weftnet_proto::affinity`). By any other
+    /// thread, the queue of the flow's hash.
+    fn delivery_queue(
+        &self,
+        worker: &mut Option<(usize, Affinity)>,
+        packet: &[u8],
+        now: Instant,
+    ) -> &Tun {
+        let queues = self.tun.len();
+        let hash = weftnet_proto::flow::hash(packet);
+        let index = hash as usize;
+        if let Some((lane, affinity)) = worker {
+            let workers = self.workers();
+            if *lane < queues && !affinity.spread(hash, now) {
+                // the worker's queues are lane, lane + workers, ... (fewer than
+                // `queues`, so the index stays below it)
+                let own = (queues - *lane).div_ceil(workers);
+                return &self.tun[*lane + (index % own) * workers];
+            }
+        }
+        &self.tun[index % queues]
     }
 
     /// Locks `peer`'s state, counting a wait when another thread holds it.

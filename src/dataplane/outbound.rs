@@ -12,8 +12,11 @@ use crate::tun::{wait_readable, Offload, Tun};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use weftnet_proto::affinity::Affinity;
+use weftnet_proto::flow;
 use weftnet_proto::multicast::RateLimit;
-use weftnet_proto::offload::split;
+use weftnet_proto::offload::{split, VNET_HDR_LEN};
 use weftnet_proto::session::Output;
 
 /// Reads from a TUN queue before their ciphertexts are flushed and the worker turns
@@ -58,8 +61,10 @@ impl TunReader {
     /// current peer set, a scratch buffer and the send batch, then sends the batch.
     /// With `woke` (the device was empty before), the first read's ciphertexts leave
     /// at once rather than after one more read, so a lone packet is not delayed.
-    /// Each read is counted in `reads`, if given. Returns whether the device was found
-    /// empty; fails if it cannot be read (named `what` in the error).
+    /// Each read is counted in `reads`, if given, and each TCP super-packet read is
+    /// recorded in `affinity`, if given (its flow is bulk). Returns whether the device
+    /// was found empty; fails if it cannot be read (named `what` in the error).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pump(
         &mut self,
         dp: &Dataplane,
@@ -67,6 +72,7 @@ impl TunReader {
         what: &str,
         mut woke: bool,
         reads: Option<&AtomicU64>,
+        mut affinity: Option<&mut Affinity>,
         mut handle: impl FnMut(&Mesh, &[u8], &mut [u8], &mut TxBatch),
     ) -> anyhow::Result<bool> {
         let mesh = dp.mesh.load();
@@ -88,9 +94,19 @@ impl TunReader {
                         let split = split(read, &mut self.segment, |packet| {
                             handle(&mesh, packet, scratch, batch)
                         });
-                        if let Err(e) = split {
-                            dp.counters.bump_tun_offload_malformed();
-                            tracing::debug!(error = %e, "dropped a malformed offload read");
+                        match split {
+                            Ok(segments) if segments > 1 => {
+                                if let Some(affinity) = affinity.as_deref_mut() {
+                                    // the split left addresses and ports as they were
+                                    let packet = self.buf.get(VNET_HDR_LEN..n).unwrap_or_default();
+                                    affinity.sent_bulk(flow::hash(packet), Instant::now());
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                dp.counters.bump_tun_offload_malformed();
+                                tracing::debug!(error = %e, "dropped a malformed offload read");
+                            }
                         }
                     } else {
                         handle(&mesh, &self.buf[..n], scratch, batch);
@@ -153,7 +169,7 @@ impl Dataplane {
         let mut reader = TunReader::new(self, device, 0);
         let mut woke = false;
         while !self.stopping() {
-            if reader.pump(self, device, what, woke, None, &mut handle)? {
+            if reader.pump(self, device, what, woke, None, None, &mut handle)? {
                 woke = wait_readable(device.fd(), POLL_MS)
                     .with_context(|| format!("polling {what}"))?;
             } else {

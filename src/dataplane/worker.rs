@@ -63,10 +63,16 @@ impl Dataplane {
             // A bounded batch from each queue in turn, then from the socket.
             for (i, (what, queue)) in queues.iter().enumerate() {
                 if ready[i] {
-                    ready[i] =
-                        !outbound.pump(self, queue, what, woke, Some(reads), |m, p, s, b| {
-                            self.route_out(m, p, s, b)
-                        })?;
+                    let affinity = inbound.affinity();
+                    ready[i] = !outbound.pump(
+                        self,
+                        queue,
+                        what,
+                        woke,
+                        Some(reads),
+                        affinity,
+                        |m, p, s, b| self.route_out(m, p, s, b),
+                    )?;
                 }
             }
             woke = false;
