@@ -112,19 +112,25 @@ fn stream_server(ns: &Netns, addr: &str, port: u16) -> Proc {
         STREAM_BYTES.to_string(),
         port.to_string(),
     );
-    let mut srv = ns.spawn(
-        "python3",
+    listening(
+        ns,
+        "stream server",
         &["-c", STREAMS_PY, "server", addr, &port, &n, &size],
-    );
+    )
+}
+
+/// Starts `python3 ARGS` (a server, `what`) in `ns`; waits until it prints "listening".
+fn listening(ns: &Netns, what: &str, args: &[&str]) -> Proc {
+    let mut srv = ns.spawn("python3", args);
     assert!(
         wait_until(Duration::from_secs(10), || srv
             .stdout()
             .contains("listening")
             || !srv.is_running()),
-        "stream server did not start\n{}",
+        "{what} did not start\n{}",
         srv.logs()
     );
-    assert!(srv.is_running(), "stream server exited\n{}", srv.logs());
+    assert!(srv.is_running(), "{what} exited\n{}", srv.logs());
     srv
 }
 
@@ -168,8 +174,8 @@ fn numbers(v: &Value) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn parallel_tcp_streams_on_four_workers_arrive_whole_both_ways() {
+/// Two nodes on one bridge with four workers each, the tunnel working both ways.
+fn two_nodes_with_four_workers() -> (Underlay, Daemon, Daemon) {
     let u = Underlay::bridge(2);
     let (h0, h1) = (u.host(0), u.host(1));
     let (k0, k1) = (keypair(), keypair());
@@ -177,6 +183,13 @@ fn parallel_tcp_streams_on_four_workers_arrive_whole_both_ways() {
     let d1 = start_node(h1, 2, &k1.0, 4, (h0, 1, &k0.1), &[]);
     assert_ping(h0, &ov4(2), "node 1 -> node 2");
     assert_ping(h1, &ov4(1), "node 2 -> node 1");
+    (u, d0, d1)
+}
+
+#[test]
+fn parallel_tcp_streams_on_four_workers_arrive_whole_both_ways() {
+    let (u, d0, d1) = two_nodes_with_four_workers();
+    let (h0, h1) = (u.host(0), u.host(1));
 
     // Eight streams each way at once: encryption and decryption of one peer on both
     // nodes, on several workers.
@@ -301,21 +314,13 @@ fn worker_counts(d: &Daemon) -> Vec<(u64, u64)> {
 fn a_light_flows_replies_are_read_by_the_worker_that_received_it() {
     const FLOWS: usize = 8;
     const ROUNDS: usize = 25;
-    let u = Underlay::bridge(2);
+    let (u, d0, d1) = two_nodes_with_four_workers();
     let (h0, h1) = (u.host(0), u.host(1));
-    let (k0, k1) = (keypair(), keypair());
-    let d0 = start_node(h0, 1, &k0.0, 4, (h1, 2, &k1.1), &[]);
-    let d1 = start_node(h1, 2, &k1.0, 4, (h0, 1, &k0.1), &[]);
-    assert_ping(h0, &ov4(2), "node 1 -> node 2");
 
-    let mut srv = h1.spawn("python3", &["-c", ECHO_PY, "server", &ov4(2), "5403"]);
-    assert!(
-        wait_until(Duration::from_secs(10), || srv
-            .stdout()
-            .contains("listening")
-            || !srv.is_running()),
-        "echo server did not start\n{}",
-        srv.logs()
+    let _srv = listening(
+        h1,
+        "echo server",
+        &["-c", ECHO_PY, "server", &ov4(2), "5403"],
     );
     let before = [worker_counts(&d0), worker_counts(&d1)];
     let (flows, rounds) = (FLOWS.to_string(), ROUNDS.to_string());
@@ -323,14 +328,9 @@ fn a_light_flows_replies_are_read_by_the_worker_that_received_it() {
         "python3",
         &["-c", ECHO_PY, "client", &ov4(2), "5403", &flows, &rounds],
     );
-    let status = cli.wait_timeout(Duration::from_secs(60));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "echo client failed or timed out\n{}",
-        cli.logs()
-    );
+    let lines = finish(&mut cli, "echo client");
     let want = format!("replies {}", FLOWS * ROUNDS);
-    assert!(cli.stdout().contains(&want), "{}", cli.logs());
+    assert_eq!(lines, [want], "{}", cli.logs());
 
     for ((d, name), before) in [(&d0, "node 1"), (&d1, "node 2")].into_iter().zip(before) {
         let after = worker_counts(d);
