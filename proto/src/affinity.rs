@@ -5,7 +5,8 @@
 //! written to, so the queue a worker writes a decrypted packet to decides which worker
 //! reads the replies. A request and its reply handled by one thread cost one thread's
 //! wake-ups; handed to another worker they cost a second thread's (on a 2-core VM,
-//! about 8 µs more per round trip, measured head to head). But one peer's datagrams
+//! 5-8 µs more per round trip at the median, measured head to head in README
+//! "Benchmark"). But one peer's datagrams
 //! all arrive on one worker (`SO_REUSEPORT` hashes the peer's address), so keeping
 //! every flow with the receiving worker would put all bulk sending to that peer on one
 //! thread too.

@@ -12,8 +12,9 @@
 //! bulk flow the queue of the flow's hash (`weftnet_proto::affinity`), so that bulk
 //! flows to one peer are encrypted on several workers. On the UDP side `SO_REUSEPORT`
 //! hashes each peer's address and port to one socket. A flow stays on one worker
-//! each way (it moves once, when it turns bulk, and back only when idle), so TCP sees
-//! no reordering. Decisions (which peer, accept or drop) are made by the sans-IO
+//! each way, so TCP sees no reordering, apart from one move when a flow turns bulk
+//! (segments still queued for the old worker can leave after newer ones); it moves
+//! back only after a second of quiet, when none is queued. Decisions (which peer, accept or drop) are made by the sans-IO
 //! `weftnet_proto::router`; this module only moves bytes and counts.
 //!
 //! - [`mesh`]: the peer set, an immutable snapshot swapped atomically on change.
