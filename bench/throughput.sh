@@ -123,8 +123,11 @@ UNDER_A=10.201.0.1
 UNDER_B=10.201.0.2
 
 WORK=""
-# the running implementation's daemons (for their CPU per round trip); none for raw
+# the tunnel an up_NAME function brought up last: its daemons (for their CPU per
+# round trip), A's interface and B's overlay address
 TUNNEL_PIDS=""
+TUNNEL_IF=""
+TUNNEL_ADDR=""
 SUB_PID=""
 PIDFILE=""
 IFFILE=""
@@ -431,7 +434,8 @@ configure_wg_uapi() {
 }
 
 # up_uapi_tunnel NAME IFPREFIX NET PORT CMD... : start CMD IFNAME on both sides and
-# configure them via wg (A is NET.1, B is NET.2); their pids go to TUNNEL_PIDS.
+# configure them via wg (A is NET.1, B is NET.2); sets TUNNEL_PIDS, TUNNEL_IF and
+# TUNNEL_ADDR.
 up_uapi_tunnel() {
     local name=$1 ifp=$2 net=$3 port=$4
     shift 4
@@ -444,14 +448,15 @@ up_uapi_tunnel() {
     local pida=$LAST_PID
     start_bg "$NS_B" "$WORK/$name-b.log" "$@" "$ifb"
     local pidb=$LAST_PID
-    TUNNEL_PIDS="$pida $pidb"
+    TUNNEL_PIDS="$pida $pidb" TUNNEL_IF=$ifa TUNNEL_ADDR=$net.2
     configure_wg_uapi "$pida" "$NS_A" "$ifa" "$name-a" "$port" "$name-b" "$UNDER_B:$port" "$net.2/32" "$net.1/24"
     configure_wg_uapi "$pidb" "$NS_B" "$ifb" "$name-b" "$port" "$name-a" "$UNDER_A:$port" "$net.1/32" "$net.2/24"
 }
 
 # Each tunnel: up_NAME brings it up (overlay NET.1 in A, NET.2 in B, NET as in the
-# header), bench_NAME also measures it. Called as plain commands, never in an `&&`
-# list, so that `set -e` still stops at a failing step inside them.
+# header; sets TUNNEL_PIDS, TUNNEL_IF and TUNNEL_ADDR), bench_NAME also measures it.
+# Called as plain commands, never in an `&&` list, so that `set -e` still stops at a
+# failing step inside them.
 up_boringtun() {
     local flags=(--foreground --disable-drop-privileges --verbosity error)
     [[ -n $BORINGTUN_THREADS ]] && flags+=(--threads "$BORINGTUN_THREADS")
@@ -460,7 +465,7 @@ up_boringtun() {
 }
 bench_boringtun() {
     up_boringtun
-    measure_tunnel boringtun "wbbtA$TAG" 10.202.1.2
+    measure_tunnel boringtun "$TUNNEL_IF" "$TUNNEL_ADDR"
 }
 
 up_wireguard_go() {
@@ -469,7 +474,7 @@ up_wireguard_go() {
 }
 bench_wireguard_go() {
     up_wireguard_go
-    measure_tunnel wireguard-go "wbwgA$TAG" 10.202.2.2
+    measure_tunnel wireguard-go "$TUNNEL_IF" "$TUNNEL_ADDR"
 }
 
 weftnet_ready() { # PID NS STATE_DIR
@@ -477,10 +482,9 @@ weftnet_ready() { # PID NS STATE_DIR
     ip netns exec "$2" "$WEFTNET_BIN" status --state-dir "$3" --json
 }
 
-# up_weftnet [STATE_SUFFIX]: a fresh state directory per bring-up
 up_weftnet() {
     local net=10.202.3 port=51823 side ns ifname addr peer peer_under peer_ip state
-    TUNNEL_PIDS=""
+    TUNNEL_PIDS="" TUNNEL_IF="wbwfA$TAG" TUNNEL_ADDR=$net.2
     genkeys weftnet-a
     genkeys weftnet-b
     for side in a b; do
@@ -490,8 +494,8 @@ up_weftnet() {
             ns=$NS_B addr=$net.2/24 peer=a peer_under=$UNDER_A peer_ip=$net.1
         fi
         ifname="wbwf${side^^}$TAG"
-        state="$WORK/weftnet-state-$side${1:-}"
-        mkdir -p "$state"
+        # a fresh state directory per bring-up (the head to head brings it up again)
+        state=$(mktemp -d "$WORK/weftnet-state-$side.XXXXXX")
         cat >"$WORK/weftnet-$side.toml" <<EOF
 mtu = $TUN_MTU
 
@@ -512,7 +516,7 @@ EOF
 }
 bench_weftnet() {
     up_weftnet
-    measure_tunnel weftnet "wbwfA$TAG" 10.202.3.2
+    measure_tunnel weftnet "$TUNNEL_IF" "$TUNNEL_ADDR"
 }
 
 # Pod to pod through bridge mode: each side runs `weftnet up --block --bridge` with
@@ -564,20 +568,16 @@ bench_weftnet_pods() {
 # here that drift falls on every tunnel alike, so their difference in idle latency
 # and CPU per round trip is their own. One JSON line to $WORK/res/h2h.runs.
 bench_h2h() {
-    local targets=() paths=("raw=$UNDER_B") name net
+    local targets=() paths=("raw=$UNDER_B") name
     start_echo "$NS_B" "$WORK/echo-h2h-raw.log" "$UNDER_B" "$((ECHO_PORT + 1))"
     targets+=("raw=$UNDER_B:$((ECHO_PORT + 1))")
     for name in boringtun wireguard-go weftnet; do
         want "$name" || continue
-        case $name in
-            boringtun) up_boringtun; net=10.202.1 ;;
-            wireguard-go) up_wireguard_go; net=10.202.2 ;;
-            weftnet) up_weftnet -h2h; net=10.202.3 ;;
-        esac
-        wait_until "$name tunnel to pass ping" ip netns exec "$NS_A" ping -c1 -W1 -q "$net.2"
-        start_echo "$NS_B" "$WORK/echo-h2h-$name.log" "$net.2" "$ECHO_PORT"
-        targets+=("$name=$net.2:$ECHO_PORT:${TUNNEL_PIDS// /,}")
-        paths+=("$name=$net.2")
+        "up_${name//-/_}"
+        wait_until "$name tunnel to pass ping" ip netns exec "$NS_A" ping -c1 -W1 -q "$TUNNEL_ADDR"
+        start_echo "$NS_B" "$WORK/echo-h2h-$name.log" "$TUNNEL_ADDR" "$ECHO_PORT"
+        targets+=("$name=$TUNNEL_ADDR:$ECHO_PORT:${TUNNEL_PIDS// /,}")
+        paths+=("$name=$TUNNEL_ADDR")
     done
     sleep 0.5
     ip netns exec "$NS_A" timeout 300 python3 "$REPO_ROOT/bench/pingpong.py" \
@@ -726,12 +726,17 @@ for name in impls:
 def tcp(n, st):
     return results.get(n, {}).get("tcp", {}).get(st, {}).get("median_gbps")
 
-ratios = {}
-for st in streams_list:
-    for w in ("weftnet", "weftnet-pods"):
-        for other in ("boringtun", "wireguard-go", "raw"):
-            a, b = tcp(w, st), tcp(other, st)
-            ratios[f"tcp{st} {w}/{other}"] = (a / b) if (a is not None and b) else None
+def ratios_of(median, ours):
+    """weftnet's TCP medians over the others', by `median(name, streams)`"""
+    out = {}
+    for st in streams_list:
+        for w in ours:
+            for other in ("boringtun", "wireguard-go", "raw"):
+                a, b = median(w, st), median(other, st)
+                out[f"tcp{st} {w}/{other}"] = (a / b) if (a is not None and b) else None
+    return out
+
+ratios = ratios_of(tcp, ("weftnet", "weftnet-pods"))
 
 doc = {
     "benchmark": f"iperf3 TCP ({' and '.join(streams_list)} streams), UDP packet rate and loss, UDP ping-pong latency; netns A -> netns B over veth",
@@ -754,13 +759,8 @@ for n in ("raw", "boringtun", "wireguard-go", "weftnet"):
         gbps = [x["bits_per_second"] / 1e9 for x in runs_of(f"h2h-{n}", f"tcp{st}")]
         if gbps:
             h2h_tcp.setdefault(n, {})[st] = {"runs_gbps": gbps, "median_gbps": statistics.median(gbps)}
-h2h_ratios = {}
-for st in streams_list:
-    for other in ("boringtun", "wireguard-go", "raw"):
-        a = h2h_tcp.get("weftnet", {}).get(st, {}).get("median_gbps")
-        b = h2h_tcp.get(other, {}).get(st, {}).get("median_gbps")
-        if a is not None and b:
-            h2h_ratios[f"tcp{st} weftnet/{other}"] = a / b
+h2h_ratios = ratios_of(lambda n, st: h2h_tcp.get(n, {}).get(st, {}).get("median_gbps"), ("weftnet",))
+h2h_ratios = {k: v for k, v in h2h_ratios.items() if v is not None}
 if h2h or h2h_tcp:
     doc["head_to_head"] = {"rounds": int(h2h_rounds), "round_trips_per_path": int(pings),
                            "results": h2h[-1] if h2h else {}, "tcp": h2h_tcp, "ratios": h2h_ratios}

@@ -7,10 +7,13 @@
 //! running other tests): speed is measured by the benchmark, not by tests.
 //! Run as root (`cargo test --test bench_script`); the script creates its own namespaces.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Longer than the shortened script ever takes (about a minute); a hang fails the test.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(360);
@@ -23,25 +26,13 @@ fn positive(v: &Value, what: &str) -> f64 {
     x
 }
 
-fn netns_exists(name: &str) -> bool {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name))
-}
-
 #[test]
 fn throughput_script_reports_every_figure_and_cleans_up() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let results = tempfile::tempdir().expect("temp dir");
-    let log_path = results.path().join("bench.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = Command::new("bash")
-        .arg(repo.join("bench/throughput.sh"))
-        .env("WEFTNET_BIN", env!("CARGO_BIN_EXE_weftnet"))
+    let results = temp_dir("bench");
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo.join("bench/throughput.sh"))
+        .env("WEFTNET_BIN", Daemon::bin())
         .env("IMPLS", "raw wireguard-go weftnet weftnet-pods")
         .env("RUNS", "1")
         .env("SECONDS_PER_RUN", "1")
@@ -49,43 +40,25 @@ fn throughput_script_reports_every_figure_and_cleans_up() {
         .env("PINGS", "200")
         .env("IDLE_PEERS", "10 20")
         .env("IDLE_SECS", "1")
-        .env("RESULTS_DIR", results.path())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .expect("start bench/throughput.sh");
-    let pid = child.id();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the script") {
-            break Some(status);
-        }
-        if start.elapsed() > SCRIPT_TIMEOUT {
-            // SIGTERM: the script's trap stops what it started and deletes its namespaces.
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            let give_up = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < give_up && child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        .env("RESULTS_DIR", results.path());
+    let mut script = Proc::spawn(cmd, None, None);
+    let pid = script.pid();
+    let Some(status) = script.wait_timeout(SCRIPT_TIMEOUT) else {
+        // SIGTERM: the script's trap stops what it started and deletes its namespaces.
+        script.terminate(Duration::from_secs(30));
+        panic!(
+            "the script ran longer than {SCRIPT_TIMEOUT:?}:\n{}",
+            script.logs()
+        );
     };
-    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-    match status {
-        Some(s) => assert!(s.success(), "the script failed ({s}):\n{output}"),
-        None => panic!("the script ran longer than {SCRIPT_TIMEOUT:?}:\n{output}"),
-    }
+    let output = script.logs();
+    assert!(status.success(), "the script failed ({status}):\n{output}");
 
     // Nothing left behind: the namespaces and UAPI sockets are named by the script's pid.
+    let namespaces = list_netns();
     for ns in ["wbA", "wbB", "wbPA", "wbPB"] {
         let name = format!("{ns}-{pid}");
-        assert!(!netns_exists(&name), "namespace {name} left behind");
+        assert!(!namespaces.contains(&name), "namespace {name} left behind");
     }
     for ifname in ["wbwgA", "wbwgB"] {
         let sock = format!("/var/run/wireguard/{ifname}{pid}.sock");

@@ -156,8 +156,7 @@ impl Dataplane {
                 gro.push(packet);
             }
             None => {
-                let queue = self.delivery_queue(&mut rx.worker, packet, Instant::now());
-                if let Err(e) = queue.write(packet) {
+                if let Err(e) = self.delivery_queue(&mut rx.worker, packet).write(packet) {
                     self.counters.bump_tun_write_error();
                     tracing::debug!(error = %e, "TUN write failed");
                 }
@@ -168,10 +167,9 @@ impl Dataplane {
     /// Writes what the coalescer holds, one super-packet or packet per write, each to
     /// its delivery queue.
     fn flush_coalesced(&self, gro: &mut Coalescer, worker: &mut Option<(usize, Affinity)>) {
-        let now = Instant::now();
         gro.flush(|write| {
             let packet = write.get(VNET_HDR_LEN..).unwrap_or_default();
-            let queue = self.delivery_queue(worker, packet, now);
+            let queue = self.delivery_queue(worker, packet);
             if let Err(e) = queue.write_offloaded(write) {
                 self.counters.bump_tun_write_error();
                 tracing::debug!(error = %e, "TUN write failed");

@@ -341,33 +341,22 @@ impl Dataplane {
 
     /// Writes a plain packet to the TUN queue of its flow (see the module doc).
     fn write_tun(&self, packet: &[u8]) -> std::io::Result<usize> {
-        self.queue_of(packet).write(packet)
+        self.delivery_queue(&mut None, packet).write(packet)
     }
 
-    /// The TUN queue of `packet`'s flow.
-    fn queue_of(&self, packet: &[u8]) -> &Tun {
-        let lane = weftnet_proto::flow::lane(packet, self.tun.len());
-        self.tun.get(lane).unwrap_or(&self.tun[0])
-    }
-
-    /// The TUN queue a decrypted packet is written to, which is the queue the kernel
-    /// then sends the flow's replies to. By a worker (`worker`: its index and bulk
-    /// flows), one of the worker's own queues, so that a request and its reply are
-    /// handled by one thread; for a bulk flow, the queue of the flow's hash, so that
-    /// bulk flows spread over the workers (`weftnet_proto::affinity`). By any other
-    /// thread, the queue of the flow's hash.
-    fn delivery_queue(
-        &self,
-        worker: &mut Option<(usize, Affinity)>,
-        packet: &[u8],
-        now: Instant,
-    ) -> &Tun {
+    /// The TUN queue a packet is written to, which is the queue the kernel then sends
+    /// the flow's replies to. By a worker (`worker`: its index and bulk flows), one of
+    /// the worker's own queues, so that a request and its reply are handled by one
+    /// thread; for a bulk flow, the queue of the flow's hash, so that bulk flows spread
+    /// over the workers (`weftnet_proto::affinity`). By any other thread (`None`), the
+    /// queue of the flow's hash.
+    fn delivery_queue(&self, worker: &mut Option<(usize, Affinity)>, packet: &[u8]) -> &Tun {
         let queues = self.tun.len();
         let hash = weftnet_proto::flow::hash(packet);
         let index = hash as usize;
         if let Some((lane, affinity)) = worker {
             let workers = self.workers();
-            if *lane < queues && !affinity.spread(hash, now) {
+            if *lane < queues && !affinity.spread(hash, Instant::now()) {
                 // the worker's queues are lane, lane + workers, ... (fewer than
                 // `queues`, so the index stays below it)
                 let own = (queues - *lane).div_ceil(workers);
